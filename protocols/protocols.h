@@ -1,0 +1,12 @@
+/* protocols — the table of protocols this build serves; main.c hands it to the server. */
+#ifndef MK_PROTOCOLS_H
+#define MK_PROTOCOLS_H
+
+#include <stddef.h>
+
+#include "proto.h"
+
+extern const struct proto_ops *const protocols_table[];
+extern const size_t protocols_count;
+
+#endif
