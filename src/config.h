@@ -53,16 +53,16 @@ struct config {
 	char *log_level;
 	unsigned max_connections;
 	unsigned max_connections_per_address;
-	unsigned shutdown_timeout;     /* seconds to wait for goodbyes to flush on SIGTERM */
-	size_t output_high_watermark;  /* stop reading from a connection above this much output */
-	size_t output_low_watermark;   /* resume below this */
-	char *pam_service;             /* PAM service name */
-	char *pam_confdir;             /* optional PAM configuration directory */
-	bool allow_plaintext_auth;     /* plaintext logins without TLS from non-loopback clients */
-	unsigned auth_workers;         /* PAM requests served at once */
-	unsigned auth_fail_delay_ms;   /* first delay after a failed login, doubles per failure */
+	unsigned shutdown_timeout;    /* seconds to wait for goodbyes to flush on SIGTERM */
+	size_t output_high_watermark; /* stop reading from a connection above this much output */
+	size_t output_low_watermark;  /* resume below this */
+	char *pam_service;            /* PAM service name */
+	char *pam_confdir;            /* optional PAM configuration directory */
+	bool allow_plaintext_auth;    /* plaintext logins without TLS from non-loopback clients */
+	unsigned auth_workers;        /* PAM requests served at once */
+	unsigned auth_fail_delay_ms;  /* first delay after a failed login, doubles per failure */
 	unsigned auth_fail_delay_max_ms;
-	unsigned auth_max_failures;    /* failed logins before the connection is closed */
+	unsigned auth_max_failures; /* failed logins before the connection is closed */
 
 	/* [tls] */
 	char *tls_cert;
@@ -92,7 +92,7 @@ struct config_errors {
 int config_load(const char *path, struct config **config_r, struct config_errors *errors);
 /* The same from a string (tests, fuzzing); name is used in messages. */
 int config_load_string(const char *name, const char *text, size_t len, struct config **config_r,
-		       struct config_errors *errors);
+                       struct config_errors *errors);
 void config_errors_free(struct config_errors *errors);
 
 struct config *config_ref(struct config *config);

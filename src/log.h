@@ -32,8 +32,9 @@ void log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 _Noreturn void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* A client-supplied byte string made safe for one log field: printable ASCII other than space,
- * `"` and `\` kept, everything else as \xHH (so a field never splits), cut at 200 bytes with "...". The result lives in a small
- * per-thread ring of buffers: valid until the 8th next call on the same thread. */
+ * `"` and `\` kept, everything else as \xHH (so a field never splits), cut at 200 bytes with "...".
+ * The result lives in a small per-thread ring of buffers: valid until the 8th next call on the same
+ * thread. */
 const char *log_escape(const char *s, size_t len);
 /* log_escape of a NUL-terminated string (NULL gives "-"). */
 const char *log_escape_str(const char *s);
