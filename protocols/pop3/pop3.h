@@ -11,4 +11,9 @@
 
 extern const struct proto_ops pop3_proto_ops;
 
+struct auth_service;
+/* The auth service logins go to (set once after auth_service_attach; NULL before, and then
+ * every login answers -ERR [SYS/TEMP]). */
+void pop3_auth_service_set(struct auth_service *svc);
+
 #endif

@@ -17,20 +17,13 @@
 
 /* RFC 1939 + RFC 2449 + RFC 5034 + RFC 2595. Searched linearly (15 entries). */
 static const struct pop3_cmd pop3_cmds[] = {
-	{"APOP", pop3_cmd_apop, AUTHZ},
-	{"AUTH", pop3_cmd_auth, AUTHZ},
-	{"CAPA", pop3_cmd_capa, AUTHZ | TRANS},
-	{"DELE", pop3_cmd_dele, TRANS},
-	{"LIST", pop3_cmd_list, TRANS},
-	{"NOOP", pop3_cmd_noop, TRANS},
-	{"PASS", pop3_cmd_pass, AUTHZ},
-	{"QUIT", pop3_cmd_quit, AUTHZ | TRANS},
-	{"RETR", pop3_cmd_retr, TRANS},
-	{"RSET", pop3_cmd_rset, TRANS},
-	{"STAT", pop3_cmd_stat, TRANS},
-	{"STLS", pop3_cmd_stls, AUTHZ},
-	{"TOP", pop3_cmd_top, TRANS},
-	{"UIDL", pop3_cmd_uidl, TRANS},
+	{"APOP", pop3_cmd_apop, AUTHZ},         {"AUTH", pop3_cmd_auth, AUTHZ},
+	{"CAPA", pop3_cmd_capa, AUTHZ | TRANS}, {"DELE", pop3_cmd_dele, TRANS},
+	{"LIST", pop3_cmd_list, TRANS},         {"NOOP", pop3_cmd_noop, TRANS},
+	{"PASS", pop3_cmd_pass, AUTHZ},         {"QUIT", pop3_cmd_quit, AUTHZ | TRANS},
+	{"RETR", pop3_cmd_retr, TRANS},         {"RSET", pop3_cmd_rset, TRANS},
+	{"STAT", pop3_cmd_stat, TRANS},         {"STLS", pop3_cmd_stls, AUTHZ},
+	{"TOP", pop3_cmd_top, TRANS},           {"UIDL", pop3_cmd_uidl, TRANS},
 	{"USER", pop3_cmd_user, AUTHZ},
 };
 

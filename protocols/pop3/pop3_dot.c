@@ -34,7 +34,7 @@ static void dot_line_done(struct pop3_dot *d, bool empty)
 }
 
 void pop3_dot_feed(struct pop3_dot *d, const char *data, size_t len, pop3_dot_out_fn *out,
-                   void *ctx)
+		   void *ctx)
 {
 	size_t i = 0, span = 0; /* data[span..i) is pending pass-through output */
 

@@ -35,7 +35,7 @@ struct pop3_dot {
 void pop3_dot_init(struct pop3_dot *d, bool convert_lf, bool limited, uint32_t top_lines);
 /* Transform one chunk, writing through out. Input after TOP's last line is ignored. */
 void pop3_dot_feed(struct pop3_dot *d, const char *data, size_t len, pop3_dot_out_fn *out,
-                   void *ctx);
+		   void *ctx);
 /* End the response: CRLF if the last line had no line end, then ".\r\n". Idempotent. */
 void pop3_dot_finish(struct pop3_dot *d, pop3_dot_out_fn *out, void *ctx);
 /* True once TOP has passed all the lines it wants (no more input is needed). */

@@ -36,7 +36,7 @@ enum pop3_parse_result {
 struct pop3_command {
 	struct pop3_token keyword; /* as the client sent it (case preserved) */
 	struct pop3_token rest;    /* everything after the single space following the keyword;
-	                            * len 0 when there are no arguments */
+				    * len 0 when there are no arguments */
 };
 
 /* Split LINE (len bytes, no terminator) into keyword and the rest. Leading blanks are not

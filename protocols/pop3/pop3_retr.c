@@ -96,8 +96,7 @@ static int retr_next_window(struct pop3_session *s)
 	return conn_stream_file(s->conn, st->fd, off, len, retr_filter, retr_done, s);
 }
 
-static enum pop3_cmd_result retr_start(struct pop3_session *s, uint32_t n, bool top,
-				       uint32_t lines)
+static enum pop3_cmd_result retr_start(struct pop3_session *s, uint32_t n, bool top, uint32_t lines)
 {
 	struct mail_info info;
 	if (!pop3_msg_check(s, n, &info))

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth.h"
 #include "conn.h"
 #include "log.h"
 #include "pop3.h"
@@ -68,8 +69,8 @@ enum pop3_cmd_result pop3_cmd_bad(struct pop3_session *s, const char *reply)
 
 bool pop3_session_plaintext_allowed(const struct pop3_session *s)
 {
-	const struct config *cfg = conn_config(s->conn);
-	return conn_is_tls(s->conn) || conn_peer_is_loopback(s->conn) || cfg->allow_plaintext_auth;
+	return auth_plaintext_allowed(conn_config(s->conn), conn_is_tls(s->conn),
+				      conn_peer_is_loopback(s->conn));
 }
 
 void pop3_session_command_wait(struct pop3_session *s)

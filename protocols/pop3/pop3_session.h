@@ -27,6 +27,7 @@ struct view;
 struct mail_stream;
 struct sasl;
 struct auth_request;
+struct pop3_open;
 
 enum pop3_state {
 	POP3_AUTHORIZATION, /* before a successful login (RFC 1939 §4) */
@@ -60,8 +61,8 @@ const struct pop3_cmd *pop3_cmd_find(struct pop3_token keyword);
 
 /* A long listing (LIST, UIDL without argument) resumed from on_drain. */
 struct pop3_listing {
-	bool uidl;      /* UIDL rather than LIST */
-	uint32_t next;  /* next message number to list */
+	bool uidl;     /* UIDL rather than LIST */
+	uint32_t next; /* next message number to list */
 };
 
 /* A RETR/TOP stream in progress. */
@@ -74,7 +75,7 @@ struct pop3_stream {
 			     * stop early; RETR streams the whole file at once) */
 	uint32_t seq;       /* message number */
 	uint32_t uid;
-	bool set_seen;      /* RETR of an unseen message with pop3_retr_sets_seen */
+	bool set_seen; /* RETR of an unseen message with pop3_retr_sets_seen */
 	struct pop3_dot dot;
 };
 
@@ -84,26 +85,26 @@ struct pop3_session {
 	enum pop3_state state;
 	struct pop3_settings set;
 
-	bool busy;      /* a command is in progress: read no further command */
-	bool in_stls;   /* STLS answered, waiting for the handshake */
-	bool auth_wait; /* a login is with the auth service */
+	bool busy;             /* a command is in progress: read no further command */
+	bool in_stls;          /* STLS answered, waiting for the handshake */
 	const char *bad_reply; /* POP3_CMD_BAD: the -ERR line to send (static text) */
 
 	/* AUTHORIZATION */
-	char *user;               /* the USER argument, until PASS */
-	struct sasl *sasl;        /* an AUTH exchange reading continuation lines */
+	char *user;                /* the USER argument, until PASS */
+	struct sasl *sasl;         /* an AUTH exchange reading continuation lines */
 	struct auth_request *auth; /* the login with the auth service */
+	struct pop3_open *opening; /* the INBOX being opened after a login */
 	unsigned auth_failures;
-	char *mech_name;          /* "USER", "PLAIN" or "LOGIN", for the log */
+	char *mech_name; /* "USER", "PLAIN" or "LOGIN", for the log */
 
 	/* TRANSACTION */
 	char *canonical_user;
 	struct store *store;
 	struct view *view;
-	uint32_t snap_count;   /* messages in the snapshot */
-	uint64_t snap_size;    /* their total size */
-	uint32_t dele_count;   /* DELE marks */
-	uint64_t dele_size;    /* and their total size */
+	uint32_t snap_count; /* messages in the snapshot */
+	uint64_t snap_size;  /* their total size */
+	uint32_t dele_count; /* DELE marks */
+	uint64_t dele_size;  /* and their total size */
 
 	/* Commands in progress */
 	enum pop3_cmd_result (*cont)(struct pop3_session *s); /* resumed from on_drain */
