@@ -70,7 +70,7 @@ struct imap_parser {
 #define LITERAL_DIGITS_MAX 19 /* fits uint64 without overflow */
 
 struct imap_parser *imap_parser_new(const struct imap_parser_input *input,
-                                    const struct imap_parser_limits *limits)
+				    const struct imap_parser_limits *limits)
 {
 	struct imap_parser *p = calloc(1, sizeof(*p));
 	if (!p)

@@ -74,7 +74,7 @@ struct imap_parser;
 
 /* input is copied; limits too. Returns NULL on ENOMEM. */
 struct imap_parser *imap_parser_new(const struct imap_parser_input *input,
-                                    const struct imap_parser_limits *limits);
+				    const struct imap_parser_limits *limits);
 void imap_parser_free(struct imap_parser **p_p);
 /* New limits, used from the next command on (e.g. raised after login). */
 void imap_parser_set_limits(struct imap_parser *p, const struct imap_parser_limits *limits);

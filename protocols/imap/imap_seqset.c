@@ -195,7 +195,7 @@ size_t imap_seqset_format(const struct imap_seqset *set, char *out, size_t size)
 			k = snprintf(tmp, sizeof(tmp), "%s%u", i ? "," : "", set->r[i].lo);
 		else
 			k = snprintf(tmp, sizeof(tmp), "%s%u:%u", i ? "," : "", set->r[i].lo,
-			             set->r[i].hi);
+				     set->r[i].hi);
 		if (size > 0 && total < size - 1) {
 			size_t room = size - 1 - total;
 			size_t c = (size_t)k < room ? (size_t)k : room;

@@ -8,3 +8,11 @@ target_include_directories(test_imap_parser PRIVATE ${MK_IMAP_DIR} ${CMAKE_SOURC
 mk_unit_test(test_imap_seqset SOURCES ${CMAKE_SOURCE_DIR}/tests/unit/test_imap_seqset.c
 	${MK_IMAP_DIR}/imap_seqset.c)
 target_include_directories(test_imap_seqset PRIVATE ${MK_IMAP_DIR})
+# The session over an in-process fake connection (tests/support/imap_fake_conn.c stands in for
+# src/conn.c), with every source of the room.
+file(GLOB mk_imap_srcs CONFIGURE_DEPENDS ${MK_IMAP_DIR}/*.c)
+mk_unit_test(test_imap_session SOURCES ${CMAKE_SOURCE_DIR}/tests/unit/test_imap_session.c
+	${CMAKE_SOURCE_DIR}/tests/support/imap_fake_conn.c ${mk_imap_srcs}
+	${CMAKE_SOURCE_DIR}/src/buf.c ${CMAKE_SOURCE_DIR}/src/log.c
+	LIBS PkgConfig::UV)
+target_include_directories(test_imap_session PRIVATE ${MK_IMAP_DIR} ${CMAKE_SOURCE_DIR}/src)

@@ -1,0 +1,170 @@
+/* imap_cmds — the command table (searched with bsearch; keep it sorted by name) and the
+ * commands valid in any state: CAPABILITY, NOOP, LOGOUT, ID (RFC 2971), ENABLE (RFC 5161),
+ * STARTTLS. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "imap_internal.h"
+#include "log.h"
+
+static const struct imap_cmd_def imap_cmds[] = {
+	{"CAPABILITY", imap_cmd_capability, CMDF_ANY},
+	{"ENABLE", imap_cmd_enable, CMDF_AUTH},
+	{"ID", imap_cmd_id, CMDF_ANY},
+	{"LOGOUT", imap_cmd_logout, CMDF_ANY},
+	{"NOOP", imap_cmd_noop, CMDF_ANY},
+	{"STARTTLS", imap_cmd_starttls, CMDF_PREAUTH | CMDF_NOT_AUTH_ONLY},
+	{"UID", NULL, CMDF_AUTH | CMDF_SELECTED},
+};
+
+static int cmd_cmp(const void *key, const void *elem)
+{
+	const struct imap_cmd_def *d = elem;
+	return strcasecmp(key, d->name);
+}
+
+const struct imap_cmd_def *imap_cmd_find(const char *name)
+{
+	return bsearch(name, imap_cmds, sizeof(imap_cmds) / sizeof(imap_cmds[0]),
+		       sizeof(imap_cmds[0]), cmd_cmp);
+}
+
+/* Commands that take no argument. Returns false (and answered) when the command is done. */
+static int no_args(struct imap_cmd *cmd)
+{
+	const struct imap_arg *args;
+	int r = imap_cmd_read_args(cmd, &args);
+	if (r <= 0)
+		return r;
+	if (args[0].type != IMAP_ARG_EOL) {
+		imap_cmd_reply(cmd, "BAD", "Unexpected arguments.");
+		return -1;
+	}
+	return 1;
+}
+
+enum cmd_result imap_cmd_capability(struct imap_cmd *cmd)
+{
+	int r = no_args(cmd);
+	if (r <= 0)
+		return r == 0 ? CMD_MORE : CMD_DONE;
+	char caps[512];
+	imap_capability_string(cmd->s, caps, sizeof(caps));
+	conn_printf(cmd->s->conn, "* CAPABILITY %s\r\n", caps);
+	imap_cmd_reply(cmd, "OK", "Capability completed.");
+	return CMD_DONE;
+}
+
+enum cmd_result imap_cmd_noop(struct imap_cmd *cmd)
+{
+	int r = no_args(cmd);
+	if (r <= 0)
+		return r == 0 ? CMD_MORE : CMD_DONE;
+	imap_cmd_reply(cmd, "OK", "NOOP completed.");
+	return CMD_DONE;
+}
+
+enum cmd_result imap_cmd_logout(struct imap_cmd *cmd)
+{
+	int r = no_args(cmd);
+	if (r <= 0)
+		return r == 0 ? CMD_MORE : CMD_DONE;
+	struct imap_session *s = cmd->s;
+	conn_write_str(s->conn, "* BYE Logging out.\r\n");
+	imap_cmd_reply(cmd, "OK", "Logout completed.");
+	imap_set_state(s, IMAP_LOGOUT);
+	conn_close(s->conn, "logout");
+	return CMD_DONE;
+}
+
+/* RFC 2971 limits: at most 30 pairs, field names up to 30 octets, values up to 1024. */
+#define ID_MAX_PAIRS 30
+#define ID_MAX_NAME  30
+#define ID_MAX_VALUE 1024
+
+enum cmd_result imap_cmd_id(struct imap_cmd *cmd)
+{
+	const struct imap_arg *args;
+	int r = imap_cmd_read_args(cmd, &args);
+	if (r <= 0)
+		return r == 0 ? CMD_MORE : CMD_DONE;
+	if (args[0].type == IMAP_ARG_EOL || args[1].type != IMAP_ARG_EOL ||
+	    (args[0].type != IMAP_ARG_NIL && args[0].type != IMAP_ARG_LIST)) {
+		imap_cmd_reply(cmd, "BAD", "ID needs NIL or a list of field-value pairs.");
+		return CMD_DONE;
+	}
+	const char *client_name = NULL, *client_version = NULL;
+	if (args[0].type == IMAP_ARG_LIST) {
+		const struct imap_arg *l = args[0].list;
+		unsigned n = args[0].list_count;
+		if (n % 2 != 0 || n / 2 > ID_MAX_PAIRS) {
+			imap_cmd_reply(cmd, "BAD", "ID needs at most 30 field-value pairs.");
+			return CMD_DONE;
+		}
+		for (unsigned i = 0; i < n; i += 2) {
+			const char *k, *v;
+			size_t klen, vlen;
+			if (!imap_arg_get_nstring(&l[i], &k, &klen) || !k || klen > ID_MAX_NAME ||
+			    !imap_arg_get_nstring(&l[i + 1], &v, &vlen) || vlen > ID_MAX_VALUE) {
+				imap_cmd_reply(cmd, "BAD", "Invalid ID field.");
+				return CMD_DONE;
+			}
+			if (v && strcasecmp(k, "name") == 0)
+				client_name = v;
+			else if (v && strcasecmp(k, "version") == 0)
+				client_version = v;
+		}
+	}
+	log_info("conn=%llu event=imap_id client_name=%s client_version=%s",
+		 (unsigned long long)conn_id(cmd->s->conn), log_escape_str(client_name),
+		 log_escape_str(client_version));
+	conn_write_str(cmd->s->conn,
+		       "* ID (\"name\" \"mailkeep\" \"version\" \"" MAILKEEP_VERSION "\")\r\n");
+	imap_cmd_reply(cmd, "OK", "ID completed.");
+	return CMD_DONE;
+}
+
+enum cmd_result imap_cmd_enable(struct imap_cmd *cmd)
+{
+	const struct imap_arg *args;
+	int r = imap_cmd_read_args(cmd, &args);
+	if (r <= 0)
+		return r == 0 ? CMD_MORE : CMD_DONE;
+	if (args[0].type == IMAP_ARG_EOL) {
+		imap_cmd_reply(cmd, "BAD", "ENABLE needs at least one capability.");
+		return CMD_DONE;
+	}
+	for (const struct imap_arg *a = args; a->type != IMAP_ARG_EOL; a++) {
+		if (a->type != IMAP_ARG_ATOM) {
+			imap_cmd_reply(cmd, "BAD", "ENABLE takes capability names.");
+			return CMD_DONE;
+		}
+	}
+	/* No extension that needs enabling is offered yet: RFC 5161 §3.1 answers with an
+	 * empty ENABLED response for names the server does not support. */
+	conn_write_str(cmd->s->conn, "* ENABLED\r\n");
+	imap_cmd_reply(cmd, "OK", "ENABLE completed.");
+	return CMD_DONE;
+}
+
+enum cmd_result imap_cmd_starttls(struct imap_cmd *cmd)
+{
+	int r = no_args(cmd);
+	if (r <= 0)
+		return r == 0 ? CMD_MORE : CMD_DONE;
+	struct imap_session *s = cmd->s;
+	if (!conn_can_starttls(s->conn)) {
+		imap_cmd_reply(cmd, "BAD", "%s",
+			       conn_is_tls(s->conn) ? "TLS is already active."
+						    : "TLS is not available.");
+		return CMD_DONE;
+	}
+	imap_cmd_reply(cmd, "OK", "Begin TLS negotiation now.");
+	if (conn_starttls(s->conn) < 0) {
+		imap_session_bye(s, "TLS failed.");
+		return CMD_DONE;
+	}
+	return CMD_DONE;
+}

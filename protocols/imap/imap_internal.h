@@ -1,0 +1,125 @@
+/* imap_internal — what the IMAP session and its command files share (the room's private
+ * header; nothing outside protocols/imap includes it).
+ *
+ * A session reads one command at a time: the tag and command name through the parser, the
+ * gate (struct imap_cmd_def flags against the session state), then the handler. A handler is
+ * resumable (STYLE.md rule 3): it returns CMD_MORE when it waits for input (more arguments, a
+ * literal, an AUTHENTICATE response, IDLE's DONE), for output to drain, or for another part of
+ * the server (PAM); the session calls it again on the next input, drain or wake-up. State it
+ * needs across calls lives in cmd->ctx (freed by cmd->ctx_free when the command ends).
+ */
+#ifndef MK_IMAP_INTERNAL_H
+#define MK_IMAP_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "conn.h"
+#include "imap_parser.h"
+#include "imap_seqset.h"
+
+#define IMAP_TAG_MAX  64
+#define IMAP_USER_MAX 256
+/* Pre-login: a small budget per command (STYLE.md rule 5). */
+#define IMAP_PREAUTH_MAX_COMMAND (16 * 1024)
+#define IMAP_PREAUTH_MAX_LITERAL (8 * 1024)
+/* After login. */
+#define IMAP_MAX_COMMAND (1024 * 1024)
+#define IMAP_MAX_LITERAL (256 * 1024)
+#define IMAP_MAX_APPEND  (64ULL * 1024 * 1024)
+#define IMAP_MAX_DEPTH   16
+#define IMAP_MAX_ARGS    8192
+/* Defaults for proto_ops (listeners may override). */
+#define IMAP_DEFAULT_MAX_LINE (64 * 1024)
+#define IMAP_AUTOLOGOUT_S     (30 * 60)
+
+enum imap_state {
+	IMAP_NOT_AUTH,
+	IMAP_AUTH,
+	IMAP_SELECTED,
+	IMAP_LOGOUT,
+};
+
+enum cmd_result {
+	CMD_DONE,  /* the tagged reply is queued; the next command may start */
+	CMD_MORE,  /* call again on more input, drained output or a wake-up */
+	CMD_ERROR, /* the connection must end (the handler queued the BYE) */
+};
+
+/* Command gate flags (STYLE.md rule 2). */
+enum imap_cmd_flags {
+	CMDF_PREAUTH = 1 << 0,       /* allowed before login */
+	CMDF_AUTH = 1 << 1,          /* allowed after login (authenticated or selected) */
+	CMDF_SELECTED = 1 << 2,      /* needs a selected mailbox */
+	CMDF_NOT_AUTH_ONLY = 1 << 3, /* only before login (LOGIN, AUTHENTICATE, STARTTLS) */
+	CMDF_NO_EXPUNGE = 1 << 4, /* FETCH/STORE/SEARCH: no untagged EXPUNGE (RFC 9051 §7.5.1) */
+	CMDF_UID = 1 << 5,        /* may follow UID */
+};
+#define CMDF_ANY (CMDF_PREAUTH | CMDF_AUTH)
+
+struct imap_session;
+struct imap_cmd;
+
+typedef enum cmd_result imap_cmd_fn(struct imap_cmd *cmd);
+
+struct imap_cmd_def {
+	const char *name;
+	imap_cmd_fn *func;
+	unsigned flags;
+};
+
+struct imap_cmd {
+	struct imap_session *s;
+	const struct imap_cmd_def *def;
+	char tag[IMAP_TAG_MAX + 1];
+	bool uid; /* UID FETCH etc. */
+	/* The handler's own state across CMD_MORE, and how to free it (may be NULL). */
+	void *ctx;
+	void (*ctx_free)(struct imap_cmd *cmd);
+};
+
+struct imap_session {
+	struct conn *conn;
+	enum imap_state state;
+	struct imap_parser *parser;
+	struct imap_cmd cmd;
+	bool cmd_running;
+	bool rev2;     /* ENABLE IMAP4rev2 */
+	bool in_input; /* on_input is on the stack (no re-entry) */
+	char user[IMAP_USER_MAX + 1];
+	struct imap_seqset searchres; /* SEARCH RETURN (SAVE), RFC 5182 */
+};
+
+/* The command table (imap_cmds.c). */
+const struct imap_cmd_def *imap_cmd_find(const char *name);
+
+/* Session services for the handlers (imap_session.c). */
+void imap_set_state(struct imap_session *s, enum imap_state state);
+const char *imap_state_name(enum imap_state state);
+/* The capability list for the current state (no leading "CAPABILITY"). */
+void imap_capability_string(struct imap_session *s, char *out, size_t size);
+/* The handler's args after the command name (and after UID's subcommand): 1 when they are
+ * all read (*args_r), 0 when more input is needed (return CMD_MORE), -1 when the command was
+ * answered (BAD, or BYE on a fatal error: return CMD_DONE). */
+int imap_cmd_read_args(struct imap_cmd *cmd, const struct imap_arg **args_r);
+/* "TAG OK text\r\n" (status "OK", "NO" or "BAD"); BAD counts as a bad command. */
+void imap_cmd_reply(struct imap_cmd *cmd, const char *status, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* "* BYE text" and close the connection. */
+void imap_session_bye(struct imap_session *s, const char *text);
+/* Run commands again after something outside a hook (PAM, a mailbox change) woke the session,
+ * and flush. */
+void imap_session_wakeup(struct imap_session *s);
+/* Whether plaintext passwords are accepted on this connection now. */
+bool imap_plaintext_allowed(const struct imap_session *s);
+
+/* Handlers (imap_cmd_*.c). */
+enum cmd_result imap_cmd_capability(struct imap_cmd *cmd);
+enum cmd_result imap_cmd_noop(struct imap_cmd *cmd);
+enum cmd_result imap_cmd_logout(struct imap_cmd *cmd);
+enum cmd_result imap_cmd_id(struct imap_cmd *cmd);
+enum cmd_result imap_cmd_enable(struct imap_cmd *cmd);
+enum cmd_result imap_cmd_starttls(struct imap_cmd *cmd);
+
+#endif

@@ -1,0 +1,400 @@
+#include "imap_fake_conn.h"
+
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "buf.h"
+#include "config.h"
+
+struct fake_stream {
+	int fd;
+	uint64_t offset, length;
+	conn_filter_fn *filter;
+	conn_stream_done_fn *done;
+	void *ctx;
+};
+
+struct conn {
+	const struct proto_ops *ops;
+	void *session;
+	struct fake_conn_opts opts;
+	struct buf in, out;
+	struct config cfg;
+	struct config_listener lst;
+	uv_loop_t loop;
+	bool closing, paused, resume_pending, starttls_called, tls, was_blocked;
+	unsigned bad, idle;
+	struct fake_stream *stream;
+};
+
+static size_t max_line(const struct conn *c)
+{
+	return c->opts.max_line ? c->opts.max_line : c->ops->default_max_line;
+}
+
+struct conn *fake_conn_new(const struct proto_ops *ops, const struct fake_conn_opts *opts)
+{
+	struct conn *c = calloc(1, sizeof(*c));
+	assert_non_null(c);
+	c->ops = ops;
+	if (opts)
+		c->opts = *opts;
+	buf_init(&c->in, 1 << 20); /* lines are still cut at max_line */
+	buf_init(&c->out, 64 << 20);
+	c->cfg.allow_plaintext_auth = c->opts.allow_plaintext_auth;
+	c->cfg.output_high_watermark = c->opts.high_watermark;
+	c->lst.protocol = (char *)ops->name;
+	c->lst.max_bad_commands = c->opts.max_bad_commands ? c->opts.max_bad_commands : 20;
+	c->tls = c->opts.tls;
+	c->idle = ops->default_idle_timeout_s;
+	assert_int_equal(uv_loop_init(&c->loop), 0);
+	c->session = ops->session_new(c);
+	assert_non_null(c->session);
+	return c;
+}
+
+static void deliver(struct conn *c)
+{
+	if (c->closing || c->paused || c->stream)
+		return;
+	c->ops->on_input(c->session);
+}
+
+void fake_conn_pump(struct conn *c)
+{
+	for (int guard = 0; guard < 100000; guard++) {
+		if (c->closing)
+			return;
+		if (c->stream) {
+			struct fake_stream *st = c->stream;
+			char chunk[4096];
+			size_t n = st->length < sizeof(chunk) ? (size_t)st->length : sizeof(chunk);
+			ssize_t r = n ? pread(st->fd, chunk, n, (off_t)st->offset) : 0;
+			int status = 0;
+			if (r < 0 || (n && r == 0)) {
+				status = r < 0 ? -errno : -EIO;
+			} else {
+				st->offset += (uint64_t)r;
+				st->length -= (uint64_t)r;
+				bool last = st->length == 0;
+				if (st->filter)
+					st->filter(c, st->ctx, chunk, (size_t)r, last);
+				else
+					conn_write(c, chunk, (size_t)r);
+				if (!last)
+					continue;
+			}
+			c->stream = NULL;
+			st->done(c, st->ctx, status);
+			free(st);
+			continue;
+		}
+		if (c->was_blocked) {
+			c->was_blocked = false;
+			buf_clear(&c->out); /* the "client" read it: only for watermark tests */
+			c->ops->on_drain(c->session);
+			continue;
+		}
+		if (c->resume_pending && !c->paused) {
+			c->resume_pending = false;
+			deliver(c);
+			continue;
+		}
+		return;
+	}
+	fail_msg("fake_conn_pump: no progress");
+}
+
+void fake_conn_input_n(struct conn *c, const char *data, size_t len)
+{
+	assert_int_equal(buf_append(&c->in, data, len), 0);
+	deliver(c);
+	fake_conn_pump(c);
+}
+
+void fake_conn_input(struct conn *c, const char *s)
+{
+	fake_conn_input_n(c, s, strlen(s));
+}
+
+char *fake_conn_take_output(struct conn *c)
+{
+	size_t n = buf_used(&c->out);
+	char *s = malloc(n + 1);
+	assert_non_null(s);
+	memcpy(s, buf_peek(&c->out), n);
+	s[n] = '\0';
+	buf_clear(&c->out);
+	return s;
+}
+
+void fake_conn_expect(struct conn *c, const char *expected)
+{
+	char *got = fake_conn_take_output(c);
+	if (strcmp(got, expected) != 0)
+		fail_msg("output differs:\n--- got ---\n%s--- want ---\n%s---", got, expected);
+	free(got);
+}
+
+bool fake_conn_closed(const struct conn *c)
+{
+	return c->closing;
+}
+
+bool fake_conn_starttls_called(const struct conn *c)
+{
+	return c->starttls_called;
+}
+
+unsigned fake_conn_idle_timeout(const struct conn *c)
+{
+	return c->idle;
+}
+
+void *fake_conn_session(struct conn *c)
+{
+	return c->session;
+}
+
+uv_loop_t *fake_conn_uv_loop(struct conn *c)
+{
+	return &c->loop;
+}
+
+void fake_conn_finish_starttls(struct conn *c)
+{
+	assert_true(c->starttls_called);
+	c->tls = true;
+	c->starttls_called = false;
+	if (c->ops->on_tls_ready)
+		c->ops->on_tls_ready(c->session);
+	fake_conn_pump(c);
+}
+
+void fake_conn_timeout(struct conn *c)
+{
+	c->ops->on_timeout(c->session);
+	c->closing = true;
+}
+
+void fake_conn_shutdown(struct conn *c)
+{
+	c->ops->on_shutdown(c->session);
+	c->closing = true;
+}
+
+void fake_conn_free(struct conn **c_p)
+{
+	struct conn *c = *c_p;
+	if (!c)
+		return;
+	if (c->stream) {
+		struct fake_stream *st = c->stream;
+		c->stream = NULL;
+		st->done(c, st->ctx, -ECANCELED);
+		free(st);
+	}
+	c->closing = true;
+	c->ops->session_free(c->session);
+	/* Let closed handles' callbacks run, then the loop must be empty. */
+	uv_run(&c->loop, UV_RUN_NOWAIT);
+	assert_int_equal(uv_loop_close(&c->loop), 0);
+	buf_clear(&c->in);
+	buf_clear(&c->out);
+	free(c);
+	*c_p = NULL;
+}
+
+/* ---- conn.h ---- */
+
+uint64_t conn_id(const struct conn *c)
+{
+	return 1;
+}
+
+const char *conn_peer_addr(const struct conn *c)
+{
+	return c->opts.loopback ? "127.0.0.1" : "192.0.2.1";
+}
+
+unsigned conn_local_port(const struct conn *c)
+{
+	return 143;
+}
+
+bool conn_peer_is_loopback(const struct conn *c)
+{
+	return c->opts.loopback;
+}
+
+uv_loop_t *conn_loop(const struct conn *c)
+{
+	return (uv_loop_t *)&c->loop;
+}
+
+const struct config *conn_config(const struct conn *c)
+{
+	return &c->cfg;
+}
+
+const struct config_listener *conn_listener(const struct conn *c)
+{
+	return &c->lst;
+}
+
+bool conn_is_tls(const struct conn *c)
+{
+	return c->tls;
+}
+
+bool conn_can_starttls(const struct conn *c)
+{
+	return c->opts.can_starttls && !c->tls && !c->starttls_called;
+}
+
+int conn_starttls(struct conn *c)
+{
+	if (!conn_can_starttls(c))
+		return -EINVAL;
+	c->starttls_called = true;
+	buf_clear(&c->in); /* plaintext after STARTTLS is discarded */
+	return 0;
+}
+
+const char *conn_tls_describe(const struct conn *c)
+{
+	return c->tls ? "TLSv1.3 fake" : NULL;
+}
+
+enum conn_line_result conn_read_line(struct conn *c, const char **line_r, size_t *len_r)
+{
+	size_t len, used;
+	switch (buf_line_find(buf_peek(&c->in), buf_used(&c->in), max_line(c), &len, &used)) {
+	case BUF_LINE_MORE:
+		return CONN_LINE_MORE;
+	case BUF_LINE_TOO_LONG:
+		return CONN_LINE_TOO_LONG;
+	case BUF_LINE_OK:
+		break;
+	}
+	*line_r = buf_peek(&c->in);
+	*len_r = len;
+	buf_consume(&c->in, used);
+	return CONN_LINE_OK;
+}
+
+size_t conn_read_literal(struct conn *c, uint64_t *remaining, const char **data_r)
+{
+	return buf_take_literal(&c->in, remaining, data_r);
+}
+
+size_t conn_input_pending(const struct conn *c)
+{
+	return buf_used(&c->in);
+}
+
+void conn_input_pause(struct conn *c)
+{
+	c->paused = true;
+}
+
+void conn_input_resume(struct conn *c)
+{
+	c->paused = false;
+	c->resume_pending = true;
+}
+
+void conn_write(struct conn *c, const void *data, size_t len)
+{
+	if (c->closing)
+		return;
+	assert_int_equal(buf_append(&c->out, data, len), 0);
+	if (conn_output_blocked(c))
+		c->was_blocked = true;
+}
+
+void conn_write_str(struct conn *c, const char *s)
+{
+	conn_write(c, s, strlen(s));
+}
+
+void conn_vprintf(struct conn *c, const char *fmt, va_list ap)
+{
+	char *s = NULL;
+	int n = vasprintf(&s, fmt, ap);
+	assert_true(n >= 0);
+	conn_write(c, s, (size_t)n);
+	free(s);
+}
+
+void conn_printf(struct conn *c, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	conn_vprintf(c, fmt, ap);
+	va_end(ap);
+}
+
+bool conn_output_blocked(const struct conn *c)
+{
+	return c->opts.high_watermark && buf_used(&c->out) > c->opts.high_watermark;
+}
+
+size_t conn_output_queued(const struct conn *c)
+{
+	return buf_used(&c->out);
+}
+
+void conn_flush(struct conn *c)
+{
+}
+
+int conn_stream_file(struct conn *c, int fd, uint64_t offset, uint64_t length,
+		     conn_filter_fn *filter, conn_stream_done_fn *done, void *ctx)
+{
+	if (c->stream)
+		return -EBUSY;
+	struct fake_stream *st = calloc(1, sizeof(*st));
+	if (!st)
+		return -ENOMEM;
+	st->fd = fd;
+	st->offset = offset;
+	st->length = length;
+	st->filter = filter;
+	st->done = done;
+	st->ctx = ctx;
+	c->stream = st;
+	return 0;
+}
+
+bool conn_note_bad_command(struct conn *c)
+{
+	return ++c->bad >= c->lst.max_bad_commands;
+}
+
+void conn_set_idle_timeout(struct conn *c, unsigned seconds)
+{
+	c->idle = seconds ? seconds : c->ops->default_idle_timeout_s;
+}
+
+void conn_close(struct conn *c, const char *reason)
+{
+	c->closing = true;
+}
+
+void conn_abort(struct conn *c, const char *reason)
+{
+	c->closing = true;
+}
+
+bool conn_is_closing(const struct conn *c)
+{
+	return c->closing;
+}
