@@ -53,7 +53,7 @@ enum buf_line_result {
  * terminator excluded. On BUF_LINE_OK: *line_len_r is the length without terminator and
  * *used_r the length with it. */
 enum buf_line_result buf_line_find(const char *data, size_t len, size_t max, size_t *line_len_r,
-                                   size_t *used_r);
+				   size_t *used_r);
 
 /* Literal mode: take up to *remaining bytes from the front of b. Returns how many are
  * available now (possibly 0), points *data_r at them, consumes them from b and subtracts them

@@ -28,6 +28,7 @@ enum setting_type {
 	T_SIZE,    /* decimal with optional K, M or G suffix (powers of 1024), within [min, max] */
 	T_ENUM,    /* one of the names in values, stored as its index */
 	T_ADDRESS, /* list of IPv4/IPv6 addresses or "*", comma or space separated */
+	T_NAME,    /* a lower-case word (checked against the protocols built in: daemon.c) */
 };
 
 struct setting {
@@ -43,75 +44,73 @@ struct setting {
 
 static const char *const mail_format_values[] = {"maildir", "mbox", NULL};
 static const char *const tls_values[] = {"none", "starttls", "implicit", NULL};
-static const char *const protocol_values[] = {"imap", "pop3", NULL};
 
 #define S(field) offsetof(struct config, field)
 #define L(field) offsetof(struct config_listener, field)
 
 /* The table is the single source of truth for settings: parser, defaults, documentation. */
 static const struct setting settings[] = {
-        {"server", "mail_root", T_PATH, S(mail_root), "/var/lib/mailkeep/mail", 0, 0, NULL,
-         "Where mailboxes live. %u expands to the user name; without %u a user's mailbox is "
-         "mail_root/USER."},
-        {"server", "mail_format", T_ENUM, S(mail_format), "maildir", 0, 0, mail_format_values,
-         "Store format: maildir (Maildir++) or mbox."},
-        {"server", "mail_user", T_STRING, S(mail_user), "mailkeep", 0, 0, NULL,
-         "The unprivileged user the network process runs as when started as root."},
-        {"server", "log_level", T_STRING, S(log_level), "info", 0, 0, NULL,
-         "error, warn, info or debug."},
-        {"server", "max_connections", T_UINT, S(max_connections), "10000", 1, 1000000, NULL,
-         "Connections open at once over all listeners; more are refused with the protocol's "
-         "error."},
-        {"server", "max_connections_per_address", T_UINT, S(max_connections_per_address), "500", 1,
-         1000000, NULL,
-         "Connections open at once from one client address (an office behind NAT is one "
-         "address)."},
-        {"server", "shutdown_timeout", T_UINT, S(shutdown_timeout), "5", 0, 3600, NULL,
-         "Seconds SIGTERM waits for goodbyes to reach clients before closing anyway."},
-        {"server", "output_high_watermark", T_SIZE, S(output_high_watermark), "128K", 4096,
-         1ULL << 30, NULL,
-         "Queued output per connection at which the server stops reading from it."},
-        {"server", "output_low_watermark", T_SIZE, S(output_low_watermark), "32K", 1024, 1ULL << 30,
-         NULL, "Queued output below which it reads again."},
-        {"server", "pam_service", T_STRING, S(pam_service), "mailkeep", 0, 0, NULL,
-         "PAM service name (/etc/pam.d/NAME)."},
-        {"server", "pam_confdir", T_PATH, S(pam_confdir), "", 0, 0, NULL,
-         "A PAM configuration directory used instead of /etc/pam.d (pam_start_confdir); empty "
-         "for the system's."},
-        {"server", "allow_plaintext_auth", T_BOOL, S(allow_plaintext_auth), "no", 0, 0, NULL,
-         "Allow plaintext logins on unencrypted connections from non-loopback clients."},
-        {"server", "auth_workers", T_UINT, S(auth_workers), "4", 1, 64, NULL,
-         "PAM conversations run at once by the auth helper."},
-        {"server", "auth_fail_delay_ms", T_UINT, S(auth_fail_delay_ms), "500", 0, 60000, NULL,
-         "Delay before answering a failed login; doubles with each failure from the same "
-         "address."},
-        {"server", "auth_fail_delay_max_ms", T_UINT, S(auth_fail_delay_max_ms), "15000", 0, 600000,
-         NULL, "Upper bound of that delay."},
-        {"server", "auth_max_failures", T_UINT, S(auth_max_failures), "5", 1, 1000, NULL,
-         "Failed logins on one connection before it is closed."},
-        {"tls", "cert", T_PATH, S(tls_cert), "", 0, 0, NULL,
-         "PEM certificate chain; required by any listener with tls = starttls or implicit."},
-        {"tls", "key", T_PATH, S(tls_key), "", 0, 0, NULL, "PEM private key for cert."},
-        {"tls", "priority", T_STRING, S(tls_priority), "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2",
-         0, 0, NULL, "GnuTLS priority string (default: GnuTLS's defaults, TLS 1.2 and 1.3 only)."},
-        {"tls", "handshake_timeout", T_UINT, S(tls_handshake_timeout), "30", 1, 3600, NULL,
-         "Seconds a client has to finish the TLS handshake."},
-        {"listener", "protocol", T_ENUM, L(protocol), NULL, 0, 0, protocol_values,
-         "imap or pop3 (required)."},
-        {"listener", "address", T_ADDRESS, L(addresses), "*", 0, 0, NULL,
-         "Addresses to listen on, IPv4 or IPv6, comma separated; * is every IPv4 and IPv6 "
-         "address."},
-        {"listener", "port", T_UINT, L(port), NULL, 1, 65535, NULL,
-         "TCP port; default 143/993 for imap and 110/995 for pop3 (implicit TLS)."},
-        {"listener", "tls", T_ENUM, L(tls), "none", 0, 0, tls_values,
-         "none, starttls (STARTTLS/STLS offered) or implicit (TLS from the first byte)."},
-        {"listener", "idle_timeout", T_UINT, L(idle_timeout), "0", 0, 86400, NULL,
-         "Seconds of silence before the connection is closed; 0 is the protocol's default (IMAP "
-         "1800, POP3 600)."},
-        {"listener", "max_line", T_UINT, L(max_line), "0", 0, 1048576, NULL,
-         "Longest command line in bytes; 0 is the protocol's default (IMAP 65536, POP3 255)."},
-        {"listener", "max_bad_commands", T_UINT, L(max_bad_commands), "20", 1, 1000, NULL,
-         "Bad commands before the connection is closed."},
+	{"server", "mail_root", T_PATH, S(mail_root), "/var/lib/mailkeep/mail", 0, 0, NULL,
+	 "Where mailboxes live. %u expands to the user name; without %u a user's mailbox is "
+	 "mail_root/USER."},
+	{"server", "mail_format", T_ENUM, S(mail_format), "maildir", 0, 0, mail_format_values,
+	 "Store format: maildir (Maildir++) or mbox."},
+	{"server", "mail_user", T_STRING, S(mail_user), "mailkeep", 0, 0, NULL,
+	 "The unprivileged user the network process runs as when started as root."},
+	{"server", "log_level", T_STRING, S(log_level), "info", 0, 0, NULL,
+	 "error, warn, info or debug."},
+	{"server", "max_connections", T_UINT, S(max_connections), "10000", 1, 1000000, NULL,
+	 "Connections open at once over all listeners; more are refused with the protocol's "
+	 "error."},
+	{"server", "max_connections_per_address", T_UINT, S(max_connections_per_address), "500", 1,
+	 1000000, NULL,
+	 "Connections open at once from one client address (an office behind NAT is one "
+	 "address)."},
+	{"server", "shutdown_timeout", T_UINT, S(shutdown_timeout), "5", 0, 3600, NULL,
+	 "Seconds SIGTERM waits for goodbyes to reach clients before closing anyway."},
+	{"server", "output_high_watermark", T_SIZE, S(output_high_watermark), "128K", 4096,
+	 1ULL << 30, NULL,
+	 "Queued output per connection at which the server stops reading from it."},
+	{"server", "output_low_watermark", T_SIZE, S(output_low_watermark), "32K", 1024, 1ULL << 30,
+	 NULL, "Queued output below which it reads again."},
+	{"server", "pam_service", T_STRING, S(pam_service), "mailkeep", 0, 0, NULL,
+	 "PAM service name (/etc/pam.d/NAME)."},
+	{"server", "pam_confdir", T_PATH, S(pam_confdir), "", 0, 0, NULL,
+	 "A PAM configuration directory used instead of /etc/pam.d (pam_start_confdir); empty "
+	 "for the system's."},
+	{"server", "allow_plaintext_auth", T_BOOL, S(allow_plaintext_auth), "no", 0, 0, NULL,
+	 "Allow plaintext logins on unencrypted connections from non-loopback clients."},
+	{"server", "auth_workers", T_UINT, S(auth_workers), "4", 1, 64, NULL,
+	 "PAM conversations run at once by the auth helper."},
+	{"server", "auth_fail_delay_ms", T_UINT, S(auth_fail_delay_ms), "500", 0, 60000, NULL,
+	 "Delay before answering a failed login; doubles with each failure from the same "
+	 "address."},
+	{"server", "auth_fail_delay_max_ms", T_UINT, S(auth_fail_delay_max_ms), "15000", 0, 600000,
+	 NULL, "Upper bound of that delay."},
+	{"server", "auth_max_failures", T_UINT, S(auth_max_failures), "5", 1, 1000, NULL,
+	 "Failed logins on one connection before it is closed."},
+	{"tls", "cert", T_PATH, S(tls_cert), "", 0, 0, NULL,
+	 "PEM certificate chain; required by any listener with tls = starttls or implicit."},
+	{"tls", "key", T_PATH, S(tls_key), "", 0, 0, NULL, "PEM private key for cert."},
+	{"tls", "priority", T_STRING, S(tls_priority), "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2",
+	 0, 0, NULL, "GnuTLS priority string (default: GnuTLS's defaults, TLS 1.2 and 1.3 only)."},
+	{"tls", "handshake_timeout", T_UINT, S(tls_handshake_timeout), "30", 1, 3600, NULL,
+	 "Seconds a client has to finish the TLS handshake."},
+	{"listener", "protocol", T_NAME, L(protocol), NULL, 0, 0, NULL, "imap or pop3 (required)."},
+	{"listener", "address", T_ADDRESS, L(addresses), "*", 0, 0, NULL,
+	 "Addresses to listen on, IPv4 or IPv6, comma separated; * is every IPv4 and IPv6 "
+	 "address."},
+	{"listener", "port", T_UINT, L(port), NULL, 1, 65535, NULL,
+	 "TCP port; default 143/993 for imap and 110/995 for pop3 (implicit TLS)."},
+	{"listener", "tls", T_ENUM, L(tls), "none", 0, 0, tls_values,
+	 "none, starttls (STARTTLS/STLS offered) or implicit (TLS from the first byte)."},
+	{"listener", "idle_timeout", T_UINT, L(idle_timeout), "0", 0, 86400, NULL,
+	 "Seconds of silence before the connection is closed; 0 is the protocol's default (IMAP "
+	 "1800, POP3 600)."},
+	{"listener", "max_line", T_UINT, L(max_line), "0", 0, 1048576, NULL,
+	 "Longest command line in bytes; 0 is the protocol's default (IMAP 65536, POP3 255)."},
+	{"listener", "max_bad_commands", T_UINT, L(max_bad_commands), "20", 1, 1000, NULL,
+	 "Bad commands before the connection is closed."},
 };
 #undef S
 #undef L
@@ -149,10 +148,10 @@ struct parser {
 };
 
 static void add_error(struct config_errors *errors, const char *file, unsigned line,
-                      const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+		      const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
 static void add_error(struct config_errors *errors, const char *file, unsigned line,
-                      const char *fmt, ...)
+		      const char *fmt, ...)
 {
 	char msg[512];
 	va_list ap;
@@ -224,9 +223,9 @@ static bool parse_number(const char *v, bool size_suffix, unsigned long long *r)
 		end++;
 		if (toupper((unsigned char)*end) == 'B' || toupper((unsigned char)*end) == 'I')
 			end += toupper((unsigned char)*end) == 'I' &&
-			                       toupper((unsigned char)end[1]) == 'B'
-			               ? 2
-			               : 1;
+					       toupper((unsigned char)end[1]) == 'B'
+				       ? 2
+				       : 1;
 		if (n > (ULLONG_MAX >> shift))
 			return false;
 		n <<= shift;
@@ -246,14 +245,14 @@ static bool address_valid(const char *a)
 
 /* Store value v for setting st into base. Returns NULL or a message. */
 static const char *setting_apply(const struct setting *st, void *base, const char *v, char *msg,
-                                 size_t msglen)
+				 size_t msglen)
 {
 	char *field = (char *)base + st->offset;
 	switch (st->type) {
 	case T_PATH:
 		if (v[0] && v[0] != '/') {
 			snprintf(msg, msglen, "%s must be an absolute path, not '%s'", st->key,
-			         log_escape_str(v));
+				 log_escape_str(v));
 			return msg;
 		}
 		/* fall through */
@@ -266,7 +265,7 @@ static const char *setting_apply(const struct setting *st, void *base, const cha
 	case T_BOOL:
 		if (!parse_bool(v, (bool *)field)) {
 			snprintf(msg, msglen, "%s must be yes or no, not '%s'", st->key,
-			         log_escape_str(v));
+				 log_escape_str(v));
 			return msg;
 		}
 		return NULL;
@@ -275,13 +274,13 @@ static const char *setting_apply(const struct setting *st, void *base, const cha
 		unsigned long long n;
 		if (!parse_number(v, st->type == T_SIZE, &n)) {
 			snprintf(msg, msglen, "%s must be a %s, not '%s'", st->key,
-			         st->type == T_SIZE ? "size (like 64K or 1M)" : "whole number",
-			         log_escape_str(v));
+				 st->type == T_SIZE ? "size (like 64K or 1M)" : "whole number",
+				 log_escape_str(v));
 			return msg;
 		}
 		if (n < st->min || n > st->max) {
 			snprintf(msg, msglen, "%s must be between %llu and %llu, not %llu", st->key,
-			         st->min, st->max, n);
+				 st->min, st->max, n);
 			return msg;
 		}
 		if (st->type == T_SIZE)
@@ -290,16 +289,22 @@ static const char *setting_apply(const struct setting *st, void *base, const cha
 			*(unsigned *)field = (unsigned)n;
 		return NULL;
 	}
+	case T_NAME: {
+		size_t n = strlen(v);
+		if (n == 0 || n > 32 || strspn(v, "abcdefghijklmnopqrstuvwxyz0123456789") != n) {
+			snprintf(msg, msglen, "%s must be a lower-case name like imap, not '%s'",
+				 st->key, log_escape_str(v));
+			return msg;
+		}
+		char **sp = (char **)field;
+		free(*sp);
+		*sp = strdup(v);
+		return NULL;
+	}
 	case T_ENUM:
 		for (size_t i = 0; st->values[i]; i++) {
 			if (strcasecmp(v, st->values[i]) == 0) {
-				if (st->values == protocol_values) {
-					char **sp = (char **)field;
-					free(*sp);
-					*sp = strdup(st->values[i]);
-				} else {
-					*(int *)field = (int)i;
-				}
+				*(int *)field = (int)i;
 				return NULL;
 			}
 		}
@@ -307,7 +312,7 @@ static const char *setting_apply(const struct setting *st, void *base, const cha
 			size_t o = (size_t)snprintf(msg, msglen, "%s must be one of", st->key);
 			for (size_t i = 0; st->values[i] && o < msglen; i++)
 				o += (size_t)snprintf(msg + o, msglen - o, "%s %s", i ? "," : "",
-				                      st->values[i]);
+						      st->values[i]);
 			if (o < msglen)
 				snprintf(msg + o, msglen - o, ", not '%s'", log_escape_str(v));
 		}
@@ -328,12 +333,12 @@ static const char *setting_apply(const struct setting *st, void *base, const cha
 			}
 			if (!address_valid(tok)) {
 				snprintf(msg, msglen, "address '%s' is not an IPv4 or IPv6 address",
-				         log_escape_str(tok));
+					 log_escape_str(tok));
 				return msg;
 			}
 			if (l->n_addresses == CONFIG_MAX_ADDRESSES) {
 				snprintf(msg, msglen, "more than %d addresses",
-				         CONFIG_MAX_ADDRESSES);
+					 CONFIG_MAX_ADDRESSES);
 				return msg;
 			}
 			l->addresses[l->n_addresses++] = strdup(tok);
@@ -354,7 +359,7 @@ static void apply_defaults(const char *section, void *base)
 	for (size_t i = 0; i < N_SETTINGS; i++) {
 		if (strcmp(settings[i].section, section) == 0 && settings[i].default_text)
 			(void)setting_apply(&settings[i], base, settings[i].default_text, msg,
-			                    sizeof(msg));
+					    sizeof(msg));
 	}
 }
 
@@ -394,26 +399,26 @@ static void parse_section(struct parser *p, unsigned lineno, char *name)
 	if (strcasecmp(name, "listener") == 0) {
 		if (!arg || !*arg) {
 			add_error(p->errors, p->file, lineno,
-			          "[listener] needs a name, as in [listener imap]");
+				  "[listener] needs a name, as in [listener imap]");
 			return;
 		}
 		for (const char *c = arg; *c; c++) {
 			if (!isalnum((unsigned char)*c) && *c != '-' && *c != '_' && *c != '.') {
 				add_error(p->errors, p->file, lineno,
-				          "listener name '%s' may only hold letters, digits, '-', "
-				          "'_' and '.'",
-				          log_escape_str(arg));
+					  "listener name '%s' may only hold letters, digits, '-', "
+					  "'_' and '.'",
+					  log_escape_str(arg));
 				return;
 			}
 		}
 		if (config_listener_find(p->cfg, arg)) {
 			add_error(p->errors, p->file, lineno, "listener '%s' is defined twice",
-			          arg);
+				  arg);
 			return;
 		}
 		if (p->cfg->n_listeners == CONFIG_MAX_LISTENERS) {
 			add_error(p->errors, p->file, lineno, "more than %d listeners",
-			          CONFIG_MAX_LISTENERS);
+				  CONFIG_MAX_LISTENERS);
 			return;
 		}
 		struct config_listener *l = &p->cfg->listeners[p->cfg->n_listeners++];
@@ -426,8 +431,8 @@ static void parse_section(struct parser *p, unsigned lineno, char *name)
 		return;
 	}
 	add_error(p->errors, p->file, lineno,
-	          "unknown section [%s] (expected [server], [tls] or [listener NAME])",
-	          log_escape_str(name));
+		  "unknown section [%s] (expected [server], [tls] or [listener NAME])",
+		  log_escape_str(name));
 }
 
 static void parse_setting(struct parser *p, unsigned lineno, char *key, char *value)
@@ -437,7 +442,7 @@ static void parse_setting(struct parser *p, unsigned lineno, char *key, char *va
 		/* Either outside any section or inside a broken one (already reported). */
 		if (p->errors->n == 0 || p->errors->items[p->errors->n - 1].line == 0)
 			add_error(p->errors, p->file, lineno, "'%s' is outside any section",
-			          log_escape_str(key));
+				  log_escape_str(key));
 		return;
 	}
 	const char *section = names[p->section];
@@ -446,11 +451,11 @@ static void parse_setting(struct parser *p, unsigned lineno, char *key, char *va
 		if (strcmp(st->section, section) != 0 || strcasecmp(st->key, key) != 0)
 			continue;
 		unsigned *set_line =
-		        p->section == 3 ? &p->listener_lines[p->listener - p->cfg->listeners][i]
-		                        : &p->set_line[i];
+			p->section == 3 ? &p->listener_lines[p->listener - p->cfg->listeners][i]
+					: &p->set_line[i];
 		if (*set_line) {
 			add_error(p->errors, p->file, lineno, "%s is already set on line %u",
-			          st->key, *set_line);
+				  st->key, *set_line);
 			return;
 		}
 		*set_line = lineno;
@@ -462,7 +467,7 @@ static void parse_setting(struct parser *p, unsigned lineno, char *key, char *va
 		return;
 	}
 	add_error(p->errors, p->file, lineno, "unknown setting '%s' in [%s]", log_escape_str(key),
-	          section);
+		  section);
 }
 
 static void parse_line(struct parser *p, unsigned lineno, char *line)
@@ -476,7 +481,7 @@ static void parse_line(struct parser *p, unsigned lineno, char *line)
 			char *rest = end ? trim(end + 1) : NULL;
 			if (!end || (*rest != ';' && *rest != '#')) {
 				add_error(p->errors, p->file, lineno,
-				          "a section header must look like [name]");
+					  "a section header must look like [name]");
 				p->section = 0;
 				return;
 			}
@@ -488,7 +493,7 @@ static void parse_line(struct parser *p, unsigned lineno, char *line)
 	char *eq = strchr(s, '=');
 	if (!eq) {
 		add_error(p->errors, p->file, lineno, "expected 'key = value', got '%s'",
-		          log_escape_str(s));
+			  log_escape_str(s));
 		return;
 	}
 	*eq = '\0';
@@ -534,7 +539,7 @@ static bool addresses_overlap(const struct config_listener *a, const struct conf
 				return true;
 			bool x6 = strchr(x, ':') != NULL, y6 = strchr(y, ':') != NULL;
 			if (x6 == y6 && (strcmp(x, x6 ? "::" : "0.0.0.0") == 0 ||
-			                 strcmp(y, y6 ? "::" : "0.0.0.0") == 0))
+					 strcmp(y, y6 ? "::" : "0.0.0.0") == 0))
 				return true;
 		}
 	}
@@ -562,14 +567,14 @@ static void validate(struct parser *p)
 
 	if (cfg->log_level && !log_level_parse(cfg->log_level, &lvl))
 		add_error(p->errors, p->file, p->set_line[i_level],
-		          "log_level must be error, warn, info or debug, not '%s'",
-		          log_escape_str(cfg->log_level));
+			  "log_level must be error, warn, info or debug, not '%s'",
+			  log_escape_str(cfg->log_level));
 	if (cfg->mail_format == MAIL_FORMAT_MBOX)
 		add_error(p->errors, p->file, p->set_line[i_format],
-		          "mail_format = mbox is not available in this version; use maildir");
+			  "mail_format = mbox is not available in this version; use maildir");
 	if (cfg->output_low_watermark >= cfg->output_high_watermark)
 		add_error(p->errors, p->file, p->set_line[i_low],
-		          "output_low_watermark must be below output_high_watermark");
+			  "output_low_watermark must be below output_high_watermark");
 	if (cfg->n_listeners == 0 && p->errors->n == 0) /* else a broken section said why */
 		add_error(p->errors, p->file, 0, "no [listener NAME] section: nothing to serve");
 
@@ -580,9 +585,10 @@ static void validate(struct parser *p)
 			if (lines[i_proto])
 				continue; /* set but invalid: already reported on its line */
 			add_error(p->errors, p->file, l->line,
-			          "listener '%s' needs protocol = imap or pop3", l->name);
+				  "listener '%s' needs protocol = imap or pop3", l->name);
 			continue;
 		}
+		l->protocol_line = lines[i_proto];
 		if (!lines[i_port]) {
 			bool imap = strcmp(l->protocol, "imap") == 0;
 			bool implicit = l->tls == LISTENER_TLS_IMPLICIT;
@@ -590,16 +596,16 @@ static void validate(struct parser *p)
 		}
 		if (l->tls != LISTENER_TLS_NONE && (!cfg->tls_cert || !cfg->tls_key))
 			add_error(p->errors, p->file, lines[i_tls] ? lines[i_tls] : l->line,
-			          "listener '%s' uses TLS but [tls] has no %s", l->name,
-			          !cfg->tls_cert ? "cert" : "key");
+				  "listener '%s' uses TLS but [tls] has no %s", l->name,
+				  !cfg->tls_cert ? "cert" : "key");
 		for (size_t m = 0; m < n; m++) {
 			struct config_listener *o = &cfg->listeners[m];
 			if (o->protocol && o->port == l->port && addresses_overlap(o, l)) {
 				add_error(p->errors, p->file,
-				          lines[i_port] ? lines[i_port] : l->line,
-				          "listener '%s' uses port %u, already used by listener "
-				          "'%s' (line %u)",
-				          l->name, l->port, o->name, o->line);
+					  lines[i_port] ? lines[i_port] : l->line,
+					  "listener '%s' uses port %u, already used by listener "
+					  "'%s' (line %u)",
+					  l->name, l->port, o->name, o->line);
 				break;
 			}
 		}
@@ -610,8 +616,7 @@ static void config_free(struct config *cfg)
 {
 	for (size_t i = 0; i < N_SETTINGS; i++) {
 		const struct setting *st = &settings[i];
-		bool is_str = st->type == T_STRING || st->type == T_PATH ||
-		              (st->type == T_ENUM && st->values == protocol_values);
+		bool is_str = st->type == T_STRING || st->type == T_PATH || st->type == T_NAME;
 		if (!is_str)
 			continue;
 		if (strcmp(st->section, "listener") == 0) {
@@ -631,7 +636,7 @@ static void config_free(struct config *cfg)
 }
 
 int config_load_string(const char *name, const char *text, size_t len, struct config **config_r,
-                       struct config_errors *errors)
+		       struct config_errors *errors)
 {
 	memset(errors, 0, sizeof(*errors));
 	struct parser *p = calloc(1, sizeof(*p));
@@ -660,7 +665,7 @@ int config_load_string(const char *name, const char *text, size_t len, struct co
 			add_error(errors, name, lineno, "a NUL byte in the line");
 		} else if (n >= sizeof(line)) {
 			add_error(errors, name, lineno, "line longer than %zu bytes",
-			          sizeof(line) - 1);
+				  sizeof(line) - 1);
 		} else {
 			memcpy(line, text + pos, n);
 			line[n] = '\0';
@@ -694,7 +699,7 @@ int config_load(const char *path, struct config **config_r, struct config_errors
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > CONFIG_MAX_FILE) {
 		close(fd);
 		add_error(errors, path, 0, "not a regular file of at most %d bytes",
-		          CONFIG_MAX_FILE);
+			  CONFIG_MAX_FILE);
 		return -EINVAL;
 	}
 	char *text = malloc((size_t)st.st_size + 1);
@@ -739,4 +744,28 @@ const struct config_listener *config_listener_find(const struct config *config, 
 		if (strcmp(config->listeners[i].name, name) == 0)
 			return &config->listeners[i];
 	return NULL;
+}
+
+int config_check_protocols(const struct config *config, const char *const *names, size_t n,
+			   struct config_errors *errors)
+{
+	int ret = 0;
+	for (size_t i = 0; i < config->n_listeners; i++) {
+		const struct config_listener *l = &config->listeners[i];
+		bool found = false;
+		for (size_t k = 0; k < n && !found; k++)
+			found = strcmp(names[k], l->protocol) == 0;
+		if (found)
+			continue;
+		char known[256] = "";
+		size_t o = 0;
+		for (size_t k = 0; k < n && o < sizeof(known); k++)
+			o += (size_t)snprintf(known + o, sizeof(known) - o, "%s%s", k ? ", " : "",
+					      names[k]);
+		add_error(errors, config->path, l->protocol_line ? l->protocol_line : l->line,
+			  "protocol %s is not served by this build (it serves: %s)", l->protocol,
+			  n ? known : "nothing yet");
+		ret = -EINVAL;
+	}
+	return ret;
 }

@@ -31,7 +31,8 @@ enum mail_format {
 
 struct config_listener {
 	char *name;     /* from [listener NAME] */
-	char *protocol; /* "imap" or "pop3" */
+	char *protocol; /* "imap" or "pop3": checked against the build by config_check_protocols */
+	unsigned protocol_line;
 	char *addresses[CONFIG_MAX_ADDRESSES];
 	size_t n_addresses;
 	unsigned port;
@@ -92,7 +93,7 @@ struct config_errors {
 int config_load(const char *path, struct config **config_r, struct config_errors *errors);
 /* The same from a string (tests, fuzzing); name is used in messages. */
 int config_load_string(const char *name, const char *text, size_t len, struct config **config_r,
-                       struct config_errors *errors);
+		       struct config_errors *errors);
 void config_errors_free(struct config_errors *errors);
 
 struct config *config_ref(struct config *config);
@@ -100,6 +101,11 @@ struct config *config_ref(struct config *config);
 void config_unref(struct config **config_p);
 
 const struct config_listener *config_listener_find(const struct config *config, const char *name);
+
+/* Check every listener's protocol against the names this build serves; adds one error per
+ * listener whose protocol is not among them. Returns 0 or -EINVAL. */
+int config_check_protocols(const struct config *config, const char *const *names, size_t n,
+			   struct config_errors *errors);
 
 /* The settings table, for documentation and man-page checks. */
 struct config_setting_doc {

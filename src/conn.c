@@ -257,8 +257,8 @@ void conn_flush(struct conn *c)
 	int r;
 	if (c->tls)
 		r = tls_session_handshake_done(c->tls)
-		            ? tls_session_send(c->tls, buf_peek(&c->out), n)
-		            : 0;
+			    ? tls_session_send(c->tls, buf_peek(&c->out), n)
+			    : 0;
 	else
 		r = conn_sock_write(c, buf_peek(&c->out), n);
 	if (c->tls && !tls_session_handshake_done(c->tls))
@@ -282,7 +282,7 @@ void conn_write(struct conn *c, const void *data, size_t len)
 		return;
 	if (buf_append(&c->out, data, len) < 0) {
 		log_error("conn=%llu event=output_overflow queued=%zu", (unsigned long long)c->id,
-		          conn_output_queued(c));
+			  conn_output_queued(c));
 		conn_abort(c, "output overflow");
 		return;
 	}
@@ -406,14 +406,13 @@ static bool conn_tls_drive(struct conn *c, const char *data, size_t len)
 		int r = tls_session_handshake(c->tls);
 		if (r == TLS_STATUS_ERROR) {
 			log_info("conn=%llu event=tls_failed error=\"%s\"",
-			         (unsigned long long)c->id, tls_session_error(c->tls));
+				 (unsigned long long)c->id, tls_session_error(c->tls));
 			conn_begin_close(c, "TLS handshake failed", false);
 			return false;
 		}
 		if (r == TLS_STATUS_OK) {
 			log_info("conn=%llu event=tls_ready tls=%s", (unsigned long long)c->id,
-			         tls_session_describe(c->tls));
-			conn_restart_idle_timer(c);
+				 tls_session_describe(c->tls));
 			if (c->state == CONN_TLS_HANDSHAKE) {
 				conn_start_session(c);
 			} else if (c->proto->on_tls_ready && c->session) {
@@ -421,7 +420,8 @@ static bool conn_tls_drive(struct conn *c, const char *data, size_t len)
 				c->proto->on_tls_ready(c->session);
 				conn_after_hook(c);
 			}
-			conn_flush(c); /* output corked during the handshake */
+			conn_restart_idle_timer(c); /* from the handshake deadline to idle */
+			conn_flush(c);              /* output corked during the handshake */
 		}
 	}
 	if (c->state >= CONN_CLOSING)
@@ -440,7 +440,7 @@ static bool conn_tls_drive(struct conn *c, const char *data, size_t len)
 			conn_begin_close(c, "client closed TLS", false);
 		} else {
 			log_info("conn=%llu event=tls_error error=\"%s\"",
-			         (unsigned long long)c->id, tls_session_error(c->tls));
+				 (unsigned long long)c->id, tls_session_error(c->tls));
 			conn_begin_close(c, "TLS error", false);
 		}
 		ok = false;
@@ -486,7 +486,7 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b)
 			return;
 	} else {
 		(void)buf_append(&c->in, b->base,
-		                 (size_t)nread); /* fits: alloc gave at most room */
+				 (size_t)nread); /* fits: alloc gave at most room */
 	}
 	conn_process_input(c);
 	conn_update_reading(c);
@@ -497,7 +497,7 @@ static void conn_update_reading(struct conn *c)
 	if (c->state == CONN_CLOSED)
 		return;
 	bool want = c->state < CONN_CLOSING && !c->blocked && buf_room(&c->in) > 0 &&
-	            buf_used(&c->tls_rx) == 0 && !c->stream;
+		    buf_used(&c->tls_rx) == 0 && !c->stream;
 	if (want && !c->reading) {
 		if (uv_read_start((uv_stream_t *)&c->tcp, conn_on_alloc, conn_on_read) == 0)
 			c->reading = true;
@@ -613,7 +613,7 @@ static void conn_stream_pump(struct conn *c)
 }
 
 int conn_stream_file(struct conn *c, int fd, uint64_t offset, uint64_t length,
-                     conn_filter_fn *filter, conn_stream_done_fn *done, void *ctx)
+		     conn_filter_fn *filter, conn_stream_done_fn *done, void *ctx)
 {
 	if (c->stream || c->state != CONN_OPEN)
 		return -EBUSY;
@@ -697,7 +697,7 @@ bool conn_note_bad_command(struct conn *c)
 	if (c->bad_commands < c->lcfg->max_bad_commands)
 		return false;
 	log_info("conn=%llu event=too_many_bad_commands count=%u", (unsigned long long)c->id,
-	         c->bad_commands);
+		 c->bad_commands);
 	return true;
 }
 
@@ -714,7 +714,7 @@ static void conn_on_timer(uv_timer_t *t)
 			break;
 		}
 		log_info("conn=%llu event=idle_timeout seconds=%u", (unsigned long long)c->id,
-		         c->idle_timeout_s);
+			 c->idle_timeout_s);
 		if (c->session && c->proto->on_timeout) {
 			c->in_hook = true;
 			c->proto->on_timeout(c->session);
@@ -744,7 +744,7 @@ static void conn_restart_idle_timer(struct conn *c)
 void conn_set_idle_timeout(struct conn *c, unsigned seconds)
 {
 	unsigned def =
-	        c->lcfg->idle_timeout ? c->lcfg->idle_timeout : c->proto->default_idle_timeout_s;
+		c->lcfg->idle_timeout ? c->lcfg->idle_timeout : c->proto->default_idle_timeout_s;
 	c->idle_timeout_s = seconds ? seconds : def;
 	conn_restart_idle_timer(c);
 }
@@ -826,8 +826,8 @@ static void conn_begin_close(struct conn *c, const char *reason, bool flush)
 	if (c->state != CONN_CLOSING) {
 		uint64_t ms = uv_now(c->tcp.loop) - c->started_ms;
 		log_info("conn=%llu event=close reason=\"%s\" in=%llu out=%llu ms=%llu",
-		         (unsigned long long)c->id, reason, (unsigned long long)c->bytes_in,
-		         (unsigned long long)c->bytes_out, (unsigned long long)ms);
+			 (unsigned long long)c->id, reason, (unsigned long long)c->bytes_in,
+			 (unsigned long long)c->bytes_out, (unsigned long long)ms);
 	}
 	if (!flush) {
 		buf_clear(&c->out);
@@ -854,7 +854,7 @@ static void conn_closing_flush(struct conn *c)
 	if (c->tls)
 		tls_session_bye(c->tls);
 	uv_timer_start(&c->timer, conn_on_timer, (uint64_t)c->config->shutdown_timeout * 1000 + 1,
-	               0);
+		       0);
 	conn_check_drain(c);
 }
 
@@ -909,13 +909,13 @@ struct conn *conn_new(uv_loop_t *loop, const struct conn_params *p)
 	buf_init(&c->out, CONN_OUT_HARD_MAX);
 	buf_init(&c->tls_rx, 1024 * 1024);
 	c->idle_timeout_s =
-	        c->lcfg->idle_timeout ? c->lcfg->idle_timeout : c->proto->default_idle_timeout_s;
+		c->lcfg->idle_timeout ? c->lcfg->idle_timeout : c->proto->default_idle_timeout_s;
 	c->state = CONN_OPEN;
 	return c;
 }
 
 static void sockaddr_text(const struct sockaddr_storage *ss, char *out, size_t len,
-                          unsigned *port_r, bool *loopback_r)
+			  unsigned *port_r, bool *loopback_r)
 {
 	*loopback_r = false;
 	if (ss->ss_family == AF_INET) {
@@ -960,12 +960,12 @@ void conn_start(struct conn *c)
 {
 	uv_tcp_nodelay(&c->tcp, 1);
 	log_info("conn=%llu event=connect listener=%s proto=%s peer=%s peer_port=%u port=%u "
-	         "tls=%s",
-	         (unsigned long long)c->id, c->lcfg->name, c->proto->name, c->peer, c->peer_port,
-	         c->local_port,
-	         c->lcfg->tls == LISTENER_TLS_IMPLICIT   ? "implicit"
-	         : c->lcfg->tls == LISTENER_TLS_STARTTLS ? "starttls"
-	                                                 : "none");
+		 "tls=%s",
+		 (unsigned long long)c->id, c->lcfg->name, c->proto->name, c->peer, c->peer_port,
+		 c->local_port,
+		 c->lcfg->tls == LISTENER_TLS_IMPLICIT   ? "implicit"
+		 : c->lcfg->tls == LISTENER_TLS_STARTTLS ? "starttls"
+							 : "none");
 	if (c->lcfg->tls == LISTENER_TLS_IMPLICIT) {
 		c->state = CONN_TLS_HANDSHAKE;
 		c->tls = tls_session_new(c->creds, conn_tls_push, c);

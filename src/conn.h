@@ -83,7 +83,7 @@ void conn_flush(struct conn *c);
 typedef void conn_filter_fn(struct conn *c, void *ctx, const char *data, size_t len, bool last);
 typedef void conn_stream_done_fn(struct conn *c, void *ctx, int status);
 int conn_stream_file(struct conn *c, int fd, uint64_t offset, uint64_t length,
-                     conn_filter_fn *filter, conn_stream_done_fn *done, void *ctx);
+		     conn_filter_fn *filter, conn_stream_done_fn *done, void *ctx);
 
 /* Limits and timers */
 /* Count a bad command. Returns true when the listener's max_bad_commands is reached: the

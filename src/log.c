@@ -70,7 +70,7 @@ static void log_vwrite(enum log_level level, const char *fmt, va_list ap)
 	gmtime_r(&ts.tv_sec, &tm);
 	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
 	fprintf(stderr, "%s.%03ldZ %s[%ld]: level=%s %s\n", when, ts.tv_nsec / 1000000, log_ident,
-	        (long)getpid(), level_names[level], line);
+		(long)getpid(), level_names[level], line);
 }
 
 #define LOG_FN(name, level)                                                                        \

@@ -184,16 +184,16 @@ static void server_on_connection(uv_stream_t *lstream, int status)
 	struct server *s = l->server;
 	if (status < 0) {
 		log_warn("event=accept_failed listener=%s error=\"%s\"", l->name,
-		         uv_strerror(status));
+			 uv_strerror(status));
 		return;
 	}
 	const struct config_listener *lcfg = config_listener_find(s->config, l->name);
 	struct conn_params p = {
-	        .server = s,
-	        .proto = l->proto,
-	        .config = s->config,
-	        .listener = lcfg,
-	        .creds = lcfg->tls != LISTENER_TLS_NONE ? s->creds : NULL,
+		.server = s,
+		.proto = l->proto,
+		.config = s->config,
+		.listener = lcfg,
+		.creds = lcfg->tls != LISTENER_TLS_NONE ? s->creds : NULL,
 	};
 	struct conn *c = conn_new(s->loop, &p);
 	if (!c) {
@@ -220,14 +220,14 @@ static void server_on_connection(uv_stream_t *lstream, int status)
 	a->count++;
 	if (s->n_conns > s->config->max_connections) {
 		log_warn("conn=%llu event=refused reason=max_connections limit=%u peer=%s",
-		         (unsigned long long)conn_id(c), s->config->max_connections,
-		         conn_peer_addr(c));
+			 (unsigned long long)conn_id(c), s->config->max_connections,
+			 conn_peer_addr(c));
 		conn_set_refused(c);
 	} else if (a->count > s->config->max_connections_per_address) {
 		log_warn("conn=%llu event=refused reason=max_connections_per_address limit=%u "
-		         "peer=%s",
-		         (unsigned long long)conn_id(c), s->config->max_connections_per_address,
-		         conn_peer_addr(c));
+			 "peer=%s",
+			 (unsigned long long)conn_id(c), s->config->max_connections_per_address,
+			 conn_peer_addr(c));
 		conn_set_refused(c);
 	}
 	conn_start(c);
@@ -246,12 +246,12 @@ static void server_on_listener_close(uv_handle_t *h)
 }
 
 static int server_bind_one(struct server *s, const struct config_listener *lc,
-                           const struct proto_ops *proto, const char *address, bool wildcard)
+			   const struct proto_ops *proto, const char *address, bool wildcard)
 {
 	struct sockaddr_storage ss;
 	bool v6 = strchr(address, ':') != NULL;
 	int r = v6 ? uv_ip6_addr(address, (int)lc->port, (struct sockaddr_in6 *)&ss)
-	           : uv_ip4_addr(address, (int)lc->port, (struct sockaddr_in *)&ss);
+		   : uv_ip4_addr(address, (int)lc->port, (struct sockaddr_in *)&ss);
 	if (r < 0)
 		return r;
 	struct listener *l = calloc(1, sizeof(*l));
@@ -275,12 +275,12 @@ static int server_bind_one(struct server *s, const struct config_listener *lc,
 		uv_close((uv_handle_t *)&l->tcp, server_on_listener_close);
 		if (wildcard && v6 && (r == UV_EAFNOSUPPORT || r == UV_EADDRNOTAVAIL)) {
 			log_warn("event=listen_skipped listener=%s address=%s reason=\"no IPv6 "
-			         "here\"",
-			         lc->name, address);
+				 "here\"",
+				 lc->name, address);
 			return 0;
 		}
 		log_error("event=bind_failed listener=%s address=%s port=%u error=\"%s\"", lc->name,
-		          address, lc->port, uv_strerror(r));
+			  address, lc->port, uv_strerror(r));
 		return r;
 	}
 	struct listener **ls = realloc(s->listeners, (s->n_listeners + 1) * sizeof(*ls));
@@ -294,7 +294,7 @@ static int server_bind_one(struct server *s, const struct config_listener *lc,
 }
 
 int server_new(uv_loop_t *loop, struct config *config, const struct proto_ops *const *protos,
-               size_t n_protos, struct server **server_r)
+	       size_t n_protos, struct server **server_r)
 {
 	struct server *s = calloc(1, sizeof(*s));
 	if (!s)
@@ -324,7 +324,7 @@ static int server_load_creds(struct server *s, const struct config *cfg, struct 
 	if (!cfg->tls_cert || !cfg->tls_key)
 		return 0;
 	int r = tls_creds_load(cfg->tls_cert, cfg->tls_key, cfg->tls_priority, creds_r, err,
-	                       sizeof(err));
+			       sizeof(err));
 	if (r < 0) {
 		log_error("event=tls_load_failed error=\"%s\"", err);
 		return r;
@@ -345,9 +345,9 @@ int server_bind(struct server *s)
 		const struct proto_ops *proto = server_find_proto(s, lc->protocol);
 		if (!proto) {
 			log_error(
-			        "event=bind_failed listener=%s error=\"protocol %s is not part of "
-			        "this build\"",
-			        lc->name, lc->protocol);
+				"event=bind_failed listener=%s error=\"protocol %s is not part of "
+				"this build\"",
+				lc->name, lc->protocol);
 			return -EPROTONOSUPPORT;
 		}
 		for (size_t a = 0; a < lc->n_addresses; a++) {
@@ -356,7 +356,7 @@ int server_bind(struct server *s)
 				    (r = server_bind_one(s, lc, proto, "::", true)) < 0)
 					return r;
 			} else if ((r = server_bind_one(s, lc, proto, lc->addresses[a], false)) <
-			           0) {
+				   0) {
 				return r;
 			}
 		}
@@ -384,7 +384,7 @@ int server_listen(struct server *s)
 		int r = uv_listen((uv_stream_t *)&l->tcp, SERVER_BACKLOG, server_on_connection);
 		if (r < 0) {
 			log_error("event=listen_failed listener=%s address=%s error=\"%s\"",
-			          l->name, l->address, uv_strerror(r));
+				  l->name, l->address, uv_strerror(r));
 			return r;
 		}
 		struct sockaddr_storage ss;
@@ -392,10 +392,10 @@ int server_listen(struct server *s)
 		unsigned port = 0;
 		if (uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&ss, &len) == 0)
 			port = ntohs(ss.ss_family == AF_INET6
-			                     ? ((struct sockaddr_in6 *)&ss)->sin6_port
-			                     : ((struct sockaddr_in *)&ss)->sin_port);
+					     ? ((struct sockaddr_in6 *)&ss)->sin6_port
+					     : ((struct sockaddr_in *)&ss)->sin_port);
 		log_info("event=listening listener=%s proto=%s address=%s port=%u", l->name,
-		         l->proto->name, l->address, port);
+			 l->proto->name, l->address, port);
 	}
 	uv_signal_start(&s->sig_term, server_on_signal, SIGTERM);
 	uv_signal_start(&s->sig_int, server_on_signal, SIGINT);
@@ -443,7 +443,7 @@ void server_stop(struct server *s)
 		conn_shutdown(c);
 	}
 	uv_timer_start(&s->stop_timer, server_on_stop_timer,
-	               (uint64_t)s->config->shutdown_timeout * 1000 + 1, 0);
+		       (uint64_t)s->config->shutdown_timeout * 1000 + 1, 0);
 	uv_unref((uv_handle_t *)&s->stop_timer);
 	server_maybe_finish_stop(s);
 }
@@ -476,22 +476,22 @@ int server_reload(struct server *s)
 	if (r < 0) {
 		for (size_t i = 0; i < errs.n; i++)
 			log_error("event=reload_failed file=%s line=%u error=\"%s\"",
-			          errs.items[i].file, errs.items[i].line, errs.items[i].message);
+				  errs.items[i].file, errs.items[i].line, errs.items[i].message);
 		config_errors_free(&errs);
 		log_warn("event=reload_failed action=\"keeping the running configuration\"");
 		return r;
 	}
 	if (!server_listeners_equal(s->config, cfg)) {
 		log_warn(
-		        "event=reload_partial reason=\"listeners changed: they take effect after a "
-		        "restart\"");
+			"event=reload_partial reason=\"listeners changed: they take effect after a "
+			"restart\"");
 		config_unref(&cfg);
 		return -EINVAL;
 	}
 	struct tls_creds *creds = NULL;
 	if (server_load_creds(s, cfg, &creds) < 0) {
 		log_warn("event=reload_failed action=\"keeping the running certificate and "
-		         "configuration\"");
+			 "configuration\"");
 		config_unref(&cfg);
 		return -EINVAL;
 	}

@@ -16,7 +16,7 @@ struct proto_ops;
 /* protos: the protocols built in (looked up by name for each listener). Takes a reference
  * on config. Returns 0 or -errno, with why in the log. */
 int server_new(uv_loop_t *loop, struct config *config, const struct proto_ops *const *protos,
-               size_t n_protos, struct server **server_r);
+	       size_t n_protos, struct server **server_r);
 /* Load TLS credentials and bind every listener's addresses. */
 int server_bind(struct server *s);
 /* Start accepting, and handle SIGTERM/SIGINT (stop) and SIGHUP (reload). */

@@ -50,7 +50,7 @@ static int tls_global_init(void)
 }
 
 int tls_creds_load(const char *cert, const char *key, const char *priority,
-                   struct tls_creds **creds_r, char *err, size_t errlen)
+		   struct tls_creds **creds_r, char *err, size_t errlen)
 {
 	const char *errpos = NULL;
 	int r;
@@ -68,13 +68,13 @@ int tls_creds_load(const char *cert, const char *key, const char *priority,
 	r = gnutls_certificate_set_x509_key_file2(c->cert, cert, key, GNUTLS_X509_FMT_PEM, NULL, 0);
 	if (r < 0) {
 		snprintf(err, errlen, "cannot load certificate %s with key %s: %s", cert, key,
-		         gnutls_strerror(r));
+			 gnutls_strerror(r));
 		goto fail;
 	}
 	r = gnutls_priority_init2(&c->priority, priority, &errpos, 0);
 	if (r < 0) {
 		snprintf(err, errlen, "bad TLS priority string at '%s': %s",
-		         errpos ? errpos : priority, gnutls_strerror(r));
+			 errpos ? errpos : priority, gnutls_strerror(r));
 		c->priority = NULL;
 		goto fail;
 	}
@@ -237,7 +237,7 @@ int tls_session_handshake(struct tls_session *s)
 			return TLS_STATUS_AGAIN;
 		if (r == GNUTLS_E_WARNING_ALERT_RECEIVED) {
 			log_debug("event=tls_warning_alert alert=%s",
-			          gnutls_alert_get_name(gnutls_alert_get(s->gs)));
+				  gnutls_alert_get_name(gnutls_alert_get(s->gs)));
 			continue;
 		}
 		s->last_error = r;
@@ -269,7 +269,7 @@ ssize_t tls_session_recv(struct tls_session *s, char *out, size_t len)
 		if (r == GNUTLS_E_REHANDSHAKE) {
 			/* TLS 1.2 renegotiation is refused: we never offer it. */
 			(void)gnutls_alert_send(s->gs, GNUTLS_AL_WARNING,
-			                        GNUTLS_A_NO_RENEGOTIATION);
+						GNUTLS_A_NO_RENEGOTIATION);
 			continue;
 		}
 		if (r == GNUTLS_E_WARNING_ALERT_RECEIVED)
@@ -312,7 +312,7 @@ const char *tls_session_describe(struct tls_session *s)
 	const char *cipher = gnutls_cipher_get_name(gnutls_cipher_get(s->gs));
 	const char *vers = gnutls_protocol_get_name(gnutls_protocol_get_version(s->gs));
 	snprintf(s->describe, sizeof(s->describe), "%s/%s", vers ? vers : "?",
-	         cipher ? cipher : "?");
+		 cipher ? cipher : "?");
 	return s->describe;
 }
 

@@ -22,7 +22,7 @@ struct tls_session;
 /* Load a PEM certificate chain and key and compile the priority string. On error returns
  * -EINVAL and writes why into err. */
 int tls_creds_load(const char *cert, const char *key, const char *priority,
-                   struct tls_creds **creds_r, char *err, size_t errlen);
+		   struct tls_creds **creds_r, char *err, size_t errlen);
 struct tls_creds *tls_creds_ref(struct tls_creds *creds);
 void tls_creds_unref(struct tls_creds **creds_p);
 /* SHA-256 of the first certificate in the chain, as lowercase hex (65 bytes with NUL). */

@@ -34,7 +34,7 @@ static void expect_error(const char *text, unsigned line, const char *what)
 	if (errs.n != 1 || errs.items[0].line != line || !strstr(errs.items[0].message, what)) {
 		for (size_t i = 0; i < errs.n; i++)
 			fprintf(stderr, "got: %s:%u: %s\n", errs.items[i].file, errs.items[i].line,
-			        errs.items[i].message);
+				errs.items[i].message);
 		fail_msg("expected one error on line %u containing '%s'", line, what);
 	}
 	assert_string_equal(errs.items[0].file, "t.conf");
@@ -74,11 +74,11 @@ static void test_defaults(void **state)
 static void test_default_ports(void **state)
 {
 	struct config *cfg =
-	        load_ok("[tls]\ncert = /c.pem\nkey = /k.pem\n"
-	                "[listener a]\nprotocol = imap\ntls = implicit\n"
-	                "[listener b]\nprotocol = pop3\n"
-	                "[listener c]\nprotocol = pop3\ntls = implicit\n"
-	                "[listener d]\nprotocol = imap\ntls = starttls\nport = 1143\n");
+		load_ok("[tls]\ncert = /c.pem\nkey = /k.pem\n"
+			"[listener a]\nprotocol = imap\ntls = implicit\n"
+			"[listener b]\nprotocol = pop3\n"
+			"[listener c]\nprotocol = pop3\ntls = implicit\n"
+			"[listener d]\nprotocol = imap\ntls = starttls\nport = 1143\n");
 	assert_int_equal(config_listener_find(cfg, "a")->port, 993);
 	assert_int_equal(config_listener_find(cfg, "b")->port, 110);
 	assert_int_equal(config_listener_find(cfg, "c")->port, 995);
@@ -90,17 +90,17 @@ static void test_default_ports(void **state)
 static void test_values_and_comments(void **state)
 {
 	struct config *cfg = load_ok("; a comment\n# another\n\n"
-	                             "[server]\n"
-	                             "mail_root = /srv/mail/%u   ; %u expands to the user\n"
-	                             "allow_plaintext_auth = YES\n"
-	                             "output_high_watermark = 1M\n"
-	                             "output_low_watermark = 64KiB\n"
-	                             "pam_service = \"mail;keep\"\n"
-	                             "[listener v6]\n"
-	                             "protocol = pop3\n"
-	                             "address = ::1, 127.0.0.1 [fe80::1]\n"
-	                             "port = 1110\n"
-	                             "idle_timeout = 60\n");
+				     "[server]\n"
+				     "mail_root = /srv/mail/%u   ; %u expands to the user\n"
+				     "allow_plaintext_auth = YES\n"
+				     "output_high_watermark = 1M\n"
+				     "output_low_watermark = 64KiB\n"
+				     "pam_service = \"mail;keep\"\n"
+				     "[listener v6]\n"
+				     "protocol = pop3\n"
+				     "address = ::1, 127.0.0.1 [fe80::1]\n"
+				     "port = 1110\n"
+				     "idle_timeout = 60\n");
 	assert_string_equal(cfg->mail_root, "/srv/mail/%u");
 	assert_true(cfg->allow_plaintext_auth);
 	assert_int_equal(cfg->output_high_watermark, 1024 * 1024);
@@ -119,68 +119,68 @@ static void test_same_port_other_address(void **state)
 {
 	/* The same port on distinct specific addresses is fine. */
 	struct config *cfg = load_ok("[listener a]\nprotocol = imap\naddress = 127.0.0.1\n"
-	                             "[listener b]\nprotocol = imap\naddress = ::1\n");
+				     "[listener b]\nprotocol = imap\naddress = ::1\n");
 	config_unref(&cfg);
 }
 
 static void test_errors(void **state)
 {
 	expect_error("[server]\nmail_rot = /x\n[listener x]\nprotocol = imap\n", 2,
-	             "unknown setting 'mail_rot' in [server]");
-	expect_error("[listener x]\nprotocol = smtp\n", 2, "protocol must be one of imap, pop3");
+		     "unknown setting 'mail_rot' in [server]");
+	expect_error("[listener x]\nprotocol = IMAP 4\n", 2, "protocol must be a lower-case name");
 	expect_error("[listener x]\nprotocol = imap\nport = 70000\n", 3,
-	             "port must be between 1 and 65535");
+		     "port must be between 1 and 65535");
 	expect_error("[listener x]\nprotocol = imap\nport = 14x\n", 3, "whole number");
 	expect_error("[listener x]\nprotocol = imap\ntls = maybe\n", 3,
-	             "tls must be one of none, starttls, implicit");
+		     "tls must be one of none, starttls, implicit");
 	expect_error("[listener x]\nprotocol = imap\naddress = 300.1.1.1\n", 3,
-	             "not an IPv4 or IPv6 address");
+		     "not an IPv4 or IPv6 address");
 	expect_error("[listener x]\nprotocol = imap\ntls = implicit\n", 3,
-	             "uses TLS but [tls] has no cert");
+		     "uses TLS but [tls] has no cert");
 	expect_error("[tls]\ncert = /c.pem\n[listener x]\nprotocol = imap\ntls = starttls\n", 5,
-	             "uses TLS but [tls] has no key");
+		     "uses TLS but [tls] has no key");
 	expect_error("[listener x]\nprotocol = imap\n[listener y]\nprotocol = pop3\nport = 143\n",
-	             5, "uses port 143, already used by listener 'x' (line 1)");
+		     5, "uses port 143, already used by listener 'x' (line 1)");
 	expect_error("[listener x]\nprotocol = imap\naddress=127.0.0.1\n"
-	             "[listener y]\nprotocol = imap\naddress = 0.0.0.0\n",
-	             4, "uses port 143");
+		     "[listener y]\nprotocol = imap\naddress = 0.0.0.0\n",
+		     4, "uses port 143");
 	expect_error("[listener x]\nprotocol = imap\n[listener x]\nprotocol = pop3\n", 3,
-	             "listener 'x' is defined twice");
+		     "listener 'x' is defined twice");
 	expect_error("[listener x]\n", 1, "needs protocol = imap or pop3");
 	expect_error("[listener]\nprotocol = imap\n", 1, "[listener] needs a name");
 	expect_error("[imap]\n", 1, "unknown section [imap]");
 	expect_error("protocol = imap\n", 1, "outside any section");
 	expect_error("[server\n", 1, "section header must look like [name]");
 	expect_error("[server]\njust words\n[listener x]\nprotocol = imap\n", 2,
-	             "expected 'key = value'");
+		     "expected 'key = value'");
 	expect_error("[server]\nallow_plaintext_auth = perhaps\n[listener x]\nprotocol = imap\n", 2,
-	             "must be yes or no");
+		     "must be yes or no");
 	expect_error("[server]\nmail_root = relative/path\n[listener x]\nprotocol = imap\n", 2,
-	             "absolute path");
+		     "absolute path");
 	expect_error("[server]\nmax_connections = 0\n[listener x]\nprotocol = imap\n", 2,
-	             "between 1 and");
+		     "between 1 and");
 	expect_error("[server]\nlog_level = loud\n[listener x]\nprotocol = imap\n", 2,
-	             "log_level must be");
+		     "log_level must be");
 	expect_error("[server]\noutput_high_watermark = 2Q\n[listener x]\nprotocol = imap\n", 2,
-	             "size");
+		     "size");
 	expect_error("[server]\noutput_low_watermark = 1M\n[listener x]\nprotocol = imap\n", 2,
-	             "below output_high_watermark");
+		     "below output_high_watermark");
 	expect_error("[server]\nmail_user = a\nmail_user = b\n[listener x]\nprotocol = imap\n", 3,
-	             "already set on line 2");
+		     "already set on line 2");
 	expect_error("[server]\n[server]\n[listener x]\nprotocol = imap\n", 2,
-	             "[server] appears twice");
+		     "[server] appears twice");
 	expect_error("[server]\npam_service = \"open\n[listener x]\nprotocol = imap\n", 2,
-	             "unterminated quoted value");
+		     "unterminated quoted value");
 	expect_error("[server]\nmail_format = mbox\n[listener x]\nprotocol = imap\n", 2,
-	             "mail_format = mbox");
+		     "mail_format = mbox");
 	expect_error("[server]\n", 0, "no [listener NAME] section");
 	{ /* an embedded NUL byte */
 		static const char nul[] =
-		        "[server]\nmail_user = a\0b\n[listener x]\nprotocol = imap\n";
+			"[server]\nmail_user = a\0b\n[listener x]\nprotocol = imap\n";
 		struct config *cfg = NULL;
 		struct config_errors errs;
 		assert_int_equal(config_load_string("t.conf", nul, sizeof(nul) - 1, &cfg, &errs),
-		                 -EINVAL);
+				 -EINVAL);
 		assert_int_equal(errs.n, 1);
 		assert_int_equal(errs.items[0].line, 2);
 		assert_non_null(strstr(errs.items[0].message, "NUL"));
@@ -190,7 +190,7 @@ static void test_errors(void **state)
 
 static void test_all_errors_reported(void **state)
 {
-	const char *text = "[server]\nbogus = 1\nmax_connections = x\n[listener a]\nprotocol = q\n";
+	const char *text = "[server]\nbogus = 1\nmax_connections = x\n[listener a]\nprotocol = Q!\n";
 	struct config *cfg = NULL;
 	struct config_errors errs;
 	assert_int_equal(config_load_string("t.conf", text, strlen(text), &cfg, &errs), -EINVAL);
@@ -200,6 +200,21 @@ static void test_all_errors_reported(void **state)
 	assert_int_equal(errs.items[1].line, 3);
 	assert_int_equal(errs.items[2].line, 5);
 	config_errors_free(&errs);
+}
+
+static void test_check_protocols(void **state)
+{
+	static const char *const built[] = {"imap", "pop3"};
+	struct config *cfg = load_ok("[listener a]\nprotocol = imap\n\n[listener b]\nport = 25\n"
+				     "protocol = smtp\n");
+	struct config_errors errs = {0};
+	assert_int_equal(config_check_protocols(cfg, built, 2, &errs), -EINVAL);
+	assert_int_equal(errs.n, 1);
+	assert_int_equal(errs.items[0].line, 6);
+	assert_string_equal(errs.items[0].message,
+			    "protocol smtp is not served by this build (it serves: imap, pop3)");
+	config_errors_free(&errs);
+	config_unref(&cfg);
 }
 
 static void test_missing_file(void **state)
@@ -227,14 +242,15 @@ static void test_settings_table(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	        cmocka_unit_test(test_defaults),
-	        cmocka_unit_test(test_default_ports),
-	        cmocka_unit_test(test_values_and_comments),
-	        cmocka_unit_test(test_same_port_other_address),
-	        cmocka_unit_test(test_errors),
-	        cmocka_unit_test(test_all_errors_reported),
-	        cmocka_unit_test(test_missing_file),
-	        cmocka_unit_test(test_settings_table),
+		cmocka_unit_test(test_defaults),
+		cmocka_unit_test(test_default_ports),
+		cmocka_unit_test(test_values_and_comments),
+		cmocka_unit_test(test_same_port_other_address),
+		cmocka_unit_test(test_errors),
+		cmocka_unit_test(test_all_errors_reported),
+		cmocka_unit_test(test_check_protocols),
+		cmocka_unit_test(test_missing_file),
+		cmocka_unit_test(test_settings_table),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
