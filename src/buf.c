@@ -73,6 +73,8 @@ void buf_clear(struct buf *b)
 enum buf_line_result buf_line_find(const char *data, size_t len, size_t max, size_t *line_len_r,
 				   size_t *used_r)
 {
+	if (len == 0)
+		return BUF_LINE_MORE;
 	/* Look no further than max + CR + LF: a longer line is refused without scanning it all. */
 	size_t scan = len < max + 2 ? len : max + 2;
 	const char *lf = memchr(data, '\n', scan);
