@@ -25,6 +25,7 @@ static void usage(FILE *out)
 		     "  -c, --config FILE   configuration file (default " DEFAULT_CONFIG ")\n"
 		     "  -f, --foreground    stay in the foreground and log to stderr\n"
 		     "      --check-config  check the configuration and exit (0 when it is good)\n"
+		     "      --settings      list every setting with its default, tab separated\n"
 		     "      --version       print the version\n"
 		     "      --help          this text\n");
 }
@@ -125,9 +126,13 @@ static int daemonize(void)
 int daemon_run(int argc, char **argv, const struct proto_ops *const *protos, size_t n_protos)
 {
 	static const struct option opts[] = {
-		{"config", required_argument, NULL, 'c'}, {"foreground", no_argument, NULL, 'f'},
-		{"check-config", no_argument, NULL, 'C'}, {"version", no_argument, NULL, 'V'},
-		{"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
+		{"config", required_argument, NULL, 'c'},
+		{"foreground", no_argument, NULL, 'f'},
+		{"check-config", no_argument, NULL, 'C'},
+		{"version", no_argument, NULL, 'V'},
+		{"settings", no_argument, NULL, 'S'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
 	};
 	const char *path = DEFAULT_CONFIG;
 	bool foreground = false, check = false;
@@ -145,6 +150,13 @@ int daemon_run(int argc, char **argv, const struct proto_ops *const *protos, siz
 			break;
 		case 'V':
 			printf("mailkeep %s\n", MAILKEEP_VERSION);
+			return 0;
+		case 'S':
+			for (size_t i = 0; i < config_setting_count(); i++) {
+				const struct config_setting_doc *d = config_setting_get(i);
+				printf("%s\t%s\t%s\t%s\n", d->section, d->key, d->default_text,
+				       d->doc);
+			}
 			return 0;
 		case 'h':
 			usage(stdout);

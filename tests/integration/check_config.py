@@ -40,6 +40,19 @@ class CheckConfig(unittest.TestCase):
         self.assertEqual(r.stdout, "/nonexistent/mailkeep.conf: cannot open: "
                          "No such file or directory\n")
 
+    def test_readme_lists_every_setting(self):
+        """The README's table is made from --settings; keep them equal."""
+        r = subprocess.run([BIN, "--settings"], capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 0)
+        with open(os.path.join(SRC, "README.md")) as f:
+            readme = f.read()
+        for line in r.stdout.splitlines():
+            section, key, default, doc = line.split("\t")
+            name = "[listener NAME]" if section == "listener" else "[%s]" % section
+            shown = "`%s`" % default if default else "\u2014"
+            row = "| %s | `%s` | %s | %s |" % (name, key, shown, doc)
+            self.assertIn(row, readme)
+
     def test_cli(self):
         r = subprocess.run([BIN, "--version"], capture_output=True, text=True, timeout=30)
         self.assertEqual(r.returncode, 0)
