@@ -66,7 +66,8 @@ void conn_input_resume(struct conn *c);
 void conn_write(struct conn *c, const void *data, size_t len);
 void conn_write_str(struct conn *c, const char *s);
 void conn_printf(struct conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void conn_vprintf(struct conn *c, const char *fmt, va_list ap);
+void conn_vprintf(struct conn *c, const char *fmt, va_list ap)
+	__attribute__((format(printf, 2, 0)));
 /* True while queued output is above the high watermark: produce no more until on_drain. */
 bool conn_output_blocked(const struct conn *c);
 /* Bytes queued and not yet accepted by the kernel. */

@@ -45,6 +45,8 @@ bool log_level_parse(const char *s, enum log_level *level_r)
 }
 
 static void log_vwrite(enum log_level level, const char *fmt, va_list ap)
+	__attribute__((format(printf, 2, 0)));
+static void log_vwrite(enum log_level level, const char *fmt, va_list ap)
 {
 	static const int prio[] = {LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG};
 	char line[2048];
