@@ -16,11 +16,18 @@ struct test_tls {
 
 struct test_tls *test_tls_start(int fd, unsigned timeout_ms)
 {
+	return test_tls_start_resume(fd, timeout_ms, NULL, 0);
+}
+
+struct test_tls *test_tls_start_resume(int fd, unsigned timeout_ms, const void *data, size_t len)
+{
 	struct test_tls *t = calloc(1, sizeof(*t));
 	gnutls_certificate_allocate_credentials(&t->cred);
 	gnutls_init(&t->s, GNUTLS_CLIENT);
 	gnutls_set_default_priority(t->s);
 	gnutls_credentials_set(t->s, GNUTLS_CRD_CERTIFICATE, t->cred);
+	if (data)
+		gnutls_session_set_data(t->s, data, len);
 	gnutls_transport_set_int(t->s, fd);
 	gnutls_handshake_set_timeout(t->s, timeout_ms);
 	gnutls_record_set_timeout(t->s, timeout_ms);
@@ -34,6 +41,23 @@ struct test_tls *test_tls_start(int fd, unsigned timeout_ms)
 		return NULL;
 	}
 	return t;
+}
+
+void *test_tls_save_session(struct test_tls *t, size_t *len_r)
+{
+	gnutls_datum_t d;
+	if (gnutls_session_get_data2(t->s, &d) < 0)
+		return NULL;
+	void *copy = malloc(d.size);
+	memcpy(copy, d.data, d.size);
+	*len_r = d.size;
+	gnutls_free(d.data);
+	return copy;
+}
+
+bool test_tls_resumed(struct test_tls *t)
+{
+	return gnutls_session_is_resumed(t->s) != 0;
 }
 
 void test_tls_fingerprint(struct test_tls *t, char *fp)

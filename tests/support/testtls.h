@@ -10,6 +10,12 @@ struct test_tls;
 
 /* Handshake over fd (accepting any certificate); NULL if it failed. */
 struct test_tls *test_tls_start(int fd, unsigned timeout_ms);
+/* The same, offering to resume the session saved by test_tls_save_session. */
+struct test_tls *test_tls_start_resume(int fd, unsigned timeout_ms, const void *data, size_t len);
+/* Save the session for resumption (call after a read: TLS 1.3 tickets follow the handshake).
+ * Returns a malloc'd copy and its length. */
+void *test_tls_save_session(struct test_tls *t, size_t *len_r);
+bool test_tls_resumed(struct test_tls *t);
 /* SHA-256 of the server's certificate, hex (65 bytes). */
 void test_tls_fingerprint(struct test_tls *t, char *fp);
 /* "TLS1.3" etc. */

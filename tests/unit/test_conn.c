@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -264,6 +266,37 @@ static void test_graceful_sigterm(void **state)
 	testd_stop(&t);
 }
 
+/* A listener on IPv4 and IPv6 loopback; the per-address count keeps the families apart. */
+static void test_ipv6_listener(void **state)
+{
+	int probe = socket(AF_INET6, SOCK_STREAM, 0);
+	struct sockaddr_in6 sa = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+	if (probe < 0 || bind(probe, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		if (probe >= 0)
+			close(probe);
+		skip(); /* no IPv6 loopback on this machine */
+	}
+	close(probe);
+	struct testd t;
+	unsigned port = test_free_port();
+	char cfg[512];
+	snprintf(cfg, sizeof(cfg),
+		 "[server]\nmax_connections_per_address = 1\n"
+		 "[listener t]\nprotocol = test\naddress = 127.0.0.1, ::1\nport = %u\n",
+		 port);
+	testd_start(&t, NULL, cfg);
+	int v4 = test_connect(port);
+	expect_line(v4, "+HELLO\r\n");
+	int v6 = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	sa.sin6_port = htons((uint16_t)port);
+	assert_int_equal(connect(v6, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	expect_line(v6, "+HELLO\r\n");
+	assert_true(testd_wait_log(&t, "peer=::1", 1, T_MS));
+	close(v4);
+	close(v6);
+	testd_stop(&t);
+}
+
 static void test_stream_file(void **state)
 {
 	struct testd t;
@@ -361,6 +394,9 @@ static void test_tls_reload(void **state)
 	struct test_tls *old = test_tls_start(old_fd, T_MS);
 	assert_non_null(old);
 	expect_tls_line(old, "+HELLO\r\n");
+	size_t ticket_len = 0;
+	void *ticket = test_tls_save_session(old, &ticket_len); /* a session ticket */
+	assert_non_null(ticket);
 
 	/* a renewed certificate, then SIGHUP */
 	test_make_cert(cert, key, "second.test", fp2);
@@ -374,6 +410,15 @@ static void test_tls_reload(void **state)
 	assert_string_equal(got, fp2);
 	test_tls_free(tls);
 	close(fd);
+	/* a session ticket from before the reload still resumes (one ticket key per process) */
+	fd = test_connect(pi);
+	tls = test_tls_start_resume(fd, T_MS, ticket, ticket_len);
+	assert_non_null(tls);
+	assert_true(test_tls_resumed(tls));
+	expect_tls_line(tls, "+HELLO\r\n");
+	test_tls_free(tls);
+	close(fd);
+	free(ticket);
 	/* the session opened before the reload goes on */
 	test_tls_send(old, "ECHO still here\r\n");
 	expect_tls_line(old, "still here\r\n");
@@ -439,6 +484,7 @@ int main(void)
 		cmocka_unit_test(test_idle_timeout),
 		cmocka_unit_test(test_per_address_limit),
 		cmocka_unit_test(test_graceful_sigterm),
+		cmocka_unit_test(test_ipv6_listener),
 		cmocka_unit_test(test_stream_file),
 		cmocka_unit_test(test_tls_implicit_and_starttls),
 		cmocka_unit_test(test_tls_reload),
