@@ -1,7 +1,16 @@
 #include "protocols.h"
 
-/* Each protocol folder adds its descriptor here as it lands. */
+#include "imap.h"
+#include "pop3.h"
+
+/* Each protocol folder adds its descriptor here once it serves clients end to end. */
 const struct proto_ops *const protocols_table[] = {
-        NULL,
+	NULL,
 };
 const size_t protocols_count = 0;
+
+void protocols_set_auth_service(struct auth_service *svc)
+{
+	imap_auth_service_set(svc);
+	pop3_auth_service_set(svc);
+}

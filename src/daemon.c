@@ -12,6 +12,7 @@
 #include "config.h"
 #include "log.h"
 #include "daemon.h"
+#include "process.h"
 #include "proto.h"
 #include "server.h"
 #include "tls.h"
@@ -123,7 +124,8 @@ static int daemonize(void)
 	return 0;
 }
 
-int daemon_run(int argc, char **argv, const struct proto_ops *const *protos, size_t n_protos)
+int daemon_run(int argc, char **argv, const struct proto_ops *const *protos, size_t n_protos,
+	       const struct daemon_hooks *hooks)
 {
 	static const struct option opts[] = {
 		{"config", required_argument, NULL, 'c'},
@@ -198,6 +200,20 @@ int daemon_run(int argc, char **argv, const struct proto_ops *const *protos, siz
 	}
 	if (!foreground && daemonize() < 0)
 		fatal("event=daemonize_failed error=\"%s\"", strerror(errno));
+	/* DESIGN.md "Process model": bind (done), start the privileged helper, drop to mail_user,
+	 * then accept. */
+	if (hooks && hooks->before_drop && hooks->before_drop(cfg) < 0) {
+		log_error("event=start_failed stage=before_drop");
+		return 1;
+	}
+	if (process_drop_privileges(cfg) < 0)
+		return 1;
+	if (hooks && hooks->attach && hooks->attach(loop) < 0) {
+		log_error("event=start_failed stage=attach");
+		return 1;
+	}
+	if (hooks && hooks->stop)
+		server_on_stop(server, hooks->stop);
 	if (server_listen(server) < 0)
 		return 1;
 	log_info("event=started version=%s config=%s", MAILKEEP_VERSION, path);

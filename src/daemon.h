@@ -6,9 +6,25 @@
 
 #include <stddef.h>
 
+#include <uv.h>
+
+struct config;
 struct proto_ops;
 
-/* Returns the process exit status. */
-int daemon_run(int argc, char **argv, const struct proto_ops *const *protos, size_t n_protos);
+/* What the binary adds around the server; every hook is optional. main.c starts the PAM helper
+ * in before_drop (it must fork while still root) and connects to it in attach. */
+struct daemon_hooks {
+	/* Listeners are bound and the process has detached; still privileged. Returns 0 or
+	 * -errno (start-up fails). */
+	int (*before_drop)(const struct config *cfg);
+	/* Privileges are dropped; the loop has not run yet. Returns 0 or -errno. */
+	int (*attach)(uv_loop_t *loop);
+	/* The server is stopping (SIGTERM): release what attach set up. */
+	void (*stop)(void);
+};
+
+/* Returns the process exit status. hooks may be NULL. */
+int daemon_run(int argc, char **argv, const struct proto_ops *const *protos, size_t n_protos,
+	       const struct daemon_hooks *hooks);
 
 #endif

@@ -1,8 +1,36 @@
-/* mailkeep's entry point: the daemon with every protocol of this build. */
+/* mailkeep's entry point: the daemon with every protocol of this build and the PAM helper. */
+#include "auth.h"
 #include "daemon.h"
 #include "protocols.h"
 
+static struct auth_service *auth_service;
+
+/* Forked while still root: PAM modules such as pam_unix need it (DESIGN.md "Process model"). */
+static int main_before_drop(const struct config *cfg)
+{
+	return auth_service_start(cfg, &auth_service);
+}
+
+static int main_attach(uv_loop_t *loop)
+{
+	int r = auth_service_attach(auth_service, loop);
+	if (r == 0)
+		protocols_set_auth_service(auth_service);
+	return r;
+}
+
+static void main_stop(void)
+{
+	protocols_set_auth_service(NULL);
+	auth_service_free(&auth_service);
+}
+
 int main(int argc, char **argv)
 {
-	return daemon_run(argc, argv, protocols_table, protocols_count);
+	static const struct daemon_hooks hooks = {
+		.before_drop = main_before_drop,
+		.attach = main_attach,
+		.stop = main_stop,
+	};
+	return daemon_run(argc, argv, protocols_table, protocols_count, &hooks);
 }

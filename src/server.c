@@ -51,6 +51,7 @@ struct server {
 	uv_timer_t stop_timer;
 	bool stopping;
 	bool listening;
+	void (*on_stop)(void);
 	struct addr_count *addrs[ADDR_BUCKETS];
 	char read_buffer[SERVER_READ_BUFFER];
 };
@@ -442,10 +443,17 @@ void server_stop(struct server *s)
 		next = *conn_link_next(c);
 		conn_shutdown(c);
 	}
+	if (s->on_stop)
+		s->on_stop();
 	uv_timer_start(&s->stop_timer, server_on_stop_timer,
 		       (uint64_t)s->config->shutdown_timeout * 1000 + 1, 0);
 	uv_unref((uv_handle_t *)&s->stop_timer);
 	server_maybe_finish_stop(s);
+}
+
+void server_on_stop(struct server *s, void (*fn)(void))
+{
+	s->on_stop = fn;
 }
 
 /* Settings that need a restart: the listener set and where they listen. */

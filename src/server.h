@@ -24,6 +24,8 @@ int server_listen(struct server *s);
 /* Stop accepting, tell every session goodbye, close when flushed (or after
  * shutdown_timeout). uv_run returns once everything is closed. */
 void server_stop(struct server *s);
+/* Call fn once when the server starts stopping (after the sessions were told goodbye). */
+void server_on_stop(struct server *s, void (*fn)(void));
 /* Re-read the config file: new certificates and live settings for new connections. A bad
  * file or certificate is logged and the old one stays. Returns 0 or -errno. */
 int server_reload(struct server *s);

@@ -7,5 +7,5 @@
 int main(int argc, char **argv)
 {
 	static const struct proto_ops *const protos[] = {&testproto_ops};
-	return daemon_run(argc, argv, protos, 1);
+	return daemon_run(argc, argv, protos, 1, NULL);
 }
