@@ -19,12 +19,29 @@ struct test_tls *test_tls_start(int fd, unsigned timeout_ms)
 	return test_tls_start_resume(fd, timeout_ms, NULL, 0);
 }
 
+static struct test_tls *test_tls_begin(int fd, unsigned timeout_ms, const char *priority,
+				       const void *data, size_t len);
+
+struct test_tls *test_tls_start_priority(int fd, unsigned timeout_ms, const char *priority)
+{
+	return test_tls_begin(fd, timeout_ms, priority, NULL, 0);
+}
+
 struct test_tls *test_tls_start_resume(int fd, unsigned timeout_ms, const void *data, size_t len)
+{
+	return test_tls_begin(fd, timeout_ms, NULL, data, len);
+}
+
+static struct test_tls *test_tls_begin(int fd, unsigned timeout_ms, const char *priority,
+				       const void *data, size_t len)
 {
 	struct test_tls *t = calloc(1, sizeof(*t));
 	gnutls_certificate_allocate_credentials(&t->cred);
 	gnutls_init(&t->s, GNUTLS_CLIENT);
-	gnutls_set_default_priority(t->s);
+	if (priority)
+		gnutls_priority_set_direct(t->s, priority, NULL);
+	else
+		gnutls_set_default_priority(t->s);
 	gnutls_credentials_set(t->s, GNUTLS_CRD_CERTIFICATE, t->cred);
 	if (data)
 		gnutls_session_set_data(t->s, data, len);

@@ -10,6 +10,8 @@ struct test_tls;
 
 /* Handshake over fd (accepting any certificate); NULL if it failed. */
 struct test_tls *test_tls_start(int fd, unsigned timeout_ms);
+/* The same with a GnuTLS priority string of the client's (NULL: the defaults). */
+struct test_tls *test_tls_start_priority(int fd, unsigned timeout_ms, const char *priority);
 /* The same, offering to resume the session saved by test_tls_save_session. */
 struct test_tls *test_tls_start_resume(int fd, unsigned timeout_ms, const void *data, size_t len);
 /* Save the session for resumption (call after a read: TLS 1.3 tickets follow the handshake).

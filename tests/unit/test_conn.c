@@ -246,6 +246,24 @@ static void test_per_address_limit(void **state)
 	testd_stop(&t);
 }
 
+static void test_total_limit(void **state)
+{
+	struct testd t;
+	unsigned port = test_free_port();
+	start_plain(&t, port, "max_connections = 2\n", "");
+	int a = test_connect(port), b = test_connect(port);
+	expect_line(a, "+HELLO\r\n");
+	expect_line(b, "+HELLO\r\n");
+	int c = test_connect(port);
+	expect_line(c, "-ERR too many connections\r\n");
+	assert_true(test_wait_eof(c, T_MS));
+	assert_true(testd_wait_log(&t, "reason=max_connections limit=2", 1, T_MS));
+	close(a);
+	close(b);
+	close(c);
+	testd_stop(&t);
+}
+
 static void test_graceful_sigterm(void **state)
 {
 	struct testd t;
@@ -460,6 +478,11 @@ static void test_tls_garbage_client_hello(void **state)
 	close(bad);
 	assert_true(testd_wait_log(&t, "event=tls_failed", 1, T_MS));
 
+	/* TLS 1.1 is not offered (TLS 1.2 and 1.3 only) */
+	int old_tls = test_connect(pi);
+	assert_null(test_tls_start_priority(old_tls, T_MS, "NORMAL:-VERS-ALL:+VERS-TLS1.1"));
+	close(old_tls);
+
 	/* a client that connects and says nothing is dropped after handshake_timeout */
 	int silent = test_connect(pi);
 	assert_true(test_wait_eof(silent, T_MS));
@@ -483,6 +506,7 @@ int main(void)
 		cmocka_unit_test(test_back_pressure),
 		cmocka_unit_test(test_idle_timeout),
 		cmocka_unit_test(test_per_address_limit),
+		cmocka_unit_test(test_total_limit),
 		cmocka_unit_test(test_graceful_sigterm),
 		cmocka_unit_test(test_ipv6_listener),
 		cmocka_unit_test(test_stream_file),
