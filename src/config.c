@@ -43,6 +43,7 @@ struct setting {
 };
 
 static const char *const mail_format_values[] = {"maildir", "mbox", NULL};
+static const char *const pop3_delete_values[] = {"expunge", "hide", NULL};
 static const char *const tls_values[] = {"none", "starttls", "implicit", NULL};
 
 #define S(field) offsetof(struct config, field)
@@ -89,6 +90,20 @@ static const struct setting settings[] = {
 	 NULL, "Upper bound of that delay."},
 	{"server", "auth_max_failures", T_UINT, S(auth_max_failures), "5", 1, 1000, NULL,
 	 "Failed logins on one connection before it is closed."},
+	{"server", "pop3_delete", T_ENUM, S(pop3_delete), "expunge", 0, 0, pop3_delete_values,
+	 "What a POP3 delete does at QUIT: expunge (gone for every client, IMAP sessions see "
+	 "EXPUNGE) or hide (gone for POP3, kept for IMAP with the keyword $POP3Deleted)."},
+	{"server", "pop3_retr_sets_seen", T_BOOL, S(pop3_retr_sets_seen), "yes", 0, 0, NULL,
+	 "POP3 RETR marks the message \\Seen, so IMAP clients show it as read (TOP never does)."},
+	{"server", "pop3_expire_days", T_UINT, S(pop3_expire_days), "0", 0, 36500, NULL,
+	 "Days a message POP3 has downloaded is kept before the server removes it, advertised as "
+	 "CAPA EXPIRE; 0 keeps mail forever (EXPIRE NEVER)."},
+	{"server", "pop3_login_delay", T_UINT, S(pop3_login_delay), "0", 0, 86400, NULL,
+	 "Seconds advertised as CAPA LOGIN-DELAY (how often a client may log in); 0 advertises "
+	 "nothing."},
+	{"server", "imap_idle_keepalive", T_UINT, S(imap_idle_keepalive), "0", 0, 3600, NULL,
+	 "Seconds between keep-alive lines sent to IDLE clients; 0 sends none (phones pay for "
+	 "every wake-up)."},
 	{"tls", "cert", T_PATH, S(tls_cert), "", 0, 0, NULL,
 	 "PEM certificate chain; required by any listener with tls = starttls or implicit."},
 	{"tls", "key", T_PATH, S(tls_key), "", 0, 0, NULL, "PEM private key for cert."},

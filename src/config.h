@@ -24,6 +24,11 @@ enum listener_tls {
 	LISTENER_TLS_IMPLICIT,
 };
 
+enum config_pop3_delete {
+	CONFIG_POP3_DELETE_EXPUNGE, /* a committed POP3 delete removes the message */
+	CONFIG_POP3_DELETE_HIDE,    /* it hides it from POP3 and keeps it for IMAP */
+};
+
 enum mail_format {
 	MAIL_FORMAT_MAILDIR,
 	MAIL_FORMAT_MBOX,
@@ -64,6 +69,11 @@ struct config {
 	unsigned auth_fail_delay_ms;  /* first delay after a failed login, doubles per failure */
 	unsigned auth_fail_delay_max_ms;
 	unsigned auth_max_failures; /* failed logins before the connection is closed */
+	enum config_pop3_delete pop3_delete;
+	bool pop3_retr_sets_seen;     /* RETR marks \\Seen; TOP never does */
+	unsigned pop3_expire_days;    /* retention advertised as CAPA EXPIRE; 0 = never */
+	unsigned pop3_login_delay;    /* seconds advertised as CAPA LOGIN-DELAY; 0 = none */
+	unsigned imap_idle_keepalive; /* seconds between keep-alives during IDLE; 0 = none */
 
 	/* [tls] */
 	char *tls_cert;
