@@ -70,7 +70,7 @@ struct config {
 	unsigned auth_fail_delay_max_ms;
 	unsigned auth_max_failures; /* failed logins before the connection is closed */
 	enum config_pop3_delete pop3_delete;
-	bool pop3_retr_sets_seen;     /* RETR marks \\Seen; TOP never does */
+	bool pop3_retr_sets_seen;     /* RETR marks the message seen; TOP never does */
 	unsigned pop3_expire_days;    /* retention advertised as CAPA EXPIRE; 0 = never */
 	unsigned pop3_login_delay;    /* seconds advertised as CAPA LOGIN-DELAY; 0 = none */
 	unsigned imap_idle_keepalive; /* seconds between keep-alives during IDLE; 0 = none */
