@@ -171,8 +171,11 @@ static bool part_ok(const struct msg_parsed *m, uint32_t i, uint32_t *depth)
 		if (p->parent >= i)
 			return false;
 		const struct mime_part *up = &m->parts[p->parent];
-		if (p->hdr_poff < up->body_poff || p->body_pend > up->body_pend ||
-		    p->hdr_voff < up->body_voff || p->body_vend > up->body_vend)
+		/* a part may end up to one line end past its parent: when an empty body is
+		 * followed by the parent's delimiter, the header's last CRLF is the one the
+		 * parent gives to that delimiter */
+		if (p->hdr_poff < up->body_poff || p->body_pend > up->body_pend + 2 ||
+		    p->hdr_voff < up->body_voff || p->body_vend > up->body_vend + 2)
 			return false;
 		depth[i] = depth[p->parent] + 1;
 		if (depth[i] > CACHE_MAX_DEPTH)

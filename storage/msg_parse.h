@@ -96,8 +96,8 @@ const char *msg_parsed_bodystructure(const struct msg_parsed *msg, size_t *len_r
 /* ---------------------------------------------------------------------------------------- */
 /* Sections: BODY[section] / BINARY[section]                                                 */
 
-#define MSG_SECTION_MAX_PATH   64 /* part numbers in one section spec */
-#define MSG_SECTION_MAX_FIELDS 64 /* field names in HEADER.FIELDS (...) */
+#define MSG_SECTION_MAX_PATH   128 /* part numbers in one section spec */
+#define MSG_SECTION_MAX_FIELDS 64  /* field names in HEADER.FIELDS (...) */
 
 enum msg_section_kind {
 	MSG_SECTION_ALL,               /* BODY[] or BODY[1.2]: the whole message or the part */

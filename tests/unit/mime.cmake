@@ -6,3 +6,10 @@ target_include_directories(mk_test_mime_support PUBLIC ${CMAKE_SOURCE_DIR}/tests
 
 mk_unit_test(test_mime SOURCES ${CMAKE_SOURCE_DIR}/tests/unit/test_mime.c
 	LIBS mk_test_mime_support mk_storage mk_core)
+
+mk_unit_test(test_mime_malformed SOURCES ${CMAKE_SOURCE_DIR}/tests/unit/test_mime_malformed.c
+	LIBS mk_test_mime_support mk_storage mk_core TIMEOUT 300)
+
+find_package(ZLIB REQUIRED) # the cache test checks our CRC-32 against zlib's
+mk_unit_test(test_mime_api SOURCES ${CMAKE_SOURCE_DIR}/tests/unit/test_mime_api.c
+	LIBS mk_test_mime_support mk_storage mk_core ZLIB::ZLIB)

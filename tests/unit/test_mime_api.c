@@ -1,0 +1,442 @@
+/* msg_parse API details: IMAP quoting, section specs, nested sections, partial reads,
+ * BINARY content, header lookup, decoded SEARCH text, and cache blob validation. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
+#include <cmocka.h>
+
+#include "mime_fetch.h"
+#include "msg_imapstr.h"
+#include "msg_parse.h"
+
+#define STR_AND_LEN(s) (s), (sizeof(s) - 1)
+
+typedef int imapstr_fn(struct buf *, const char *, size_t);
+
+static void check_str(imapstr_fn *fn, const char *in, size_t inlen, const char *want,
+		      size_t wantlen)
+{
+	struct buf b;
+	buf_init(&b, 4096);
+	assert_int_equal(fn(&b, in, inlen), 0);
+	if (buf_used(&b) != wantlen || memcmp(buf_peek(&b), want, wantlen) != 0)
+		fail_msg("imapstr(%.*s): got [%.*s] want [%.*s]", (int)inlen, in, (int)buf_used(&b),
+			 buf_used(&b) ? buf_peek(&b) : "", (int)wantlen, want);
+	buf_clear(&b);
+}
+
+static void test_imapstr(void **state)
+{
+	(void)state;
+	check_str(msg_imapstr_astring, STR_AND_LEN(""), STR_AND_LEN("\"\""));
+	check_str(msg_imapstr_astring, STR_AND_LEN("NIL"), STR_AND_LEN("\"NIL\""));
+	check_str(msg_imapstr_astring, STR_AND_LEN("niL"), STR_AND_LEN("\"niL\""));
+	check_str(msg_imapstr_astring, STR_AND_LEN("ni"), STR_AND_LEN("ni"));
+	check_str(msg_imapstr_astring, STR_AND_LEN("a b"), STR_AND_LEN("\"a b\""));
+	check_str(msg_imapstr_astring, STR_AND_LEN("\\"), STR_AND_LEN("\"\\\\\""));
+	check_str(msg_imapstr_astring, STR_AND_LEN("\\\\\\\\"),
+		  STR_AND_LEN("\"\\\\\\\\\\\\\\\\\""));
+	check_str(msg_imapstr_astring, STR_AND_LEN("\\\\\\\\\\"), STR_AND_LEN("{5}\r\n\\\\\\\\\\"));
+	check_str(msg_imapstr_string, STR_AND_LEN("\"\"\"\""), STR_AND_LEN("\"\\\"\\\"\\\"\\\"\""));
+	check_str(msg_imapstr_string, STR_AND_LEN("\"\"\"\"\""), STR_AND_LEN("{5}\r\n\"\"\"\"\""));
+	check_str(msg_imapstr_string, STR_AND_LEN("\r"), STR_AND_LEN("{1}\r\n\r"));
+	check_str(msg_imapstr_string, STR_AND_LEN("\r\n"), STR_AND_LEN("{2}\r\n\r\n"));
+	check_str(msg_imapstr_string, STR_AND_LEN("\x7f"), STR_AND_LEN("\"\x7f\""));
+	check_str(msg_imapstr_string, STR_AND_LEN("\x80"), STR_AND_LEN("{1}\r\n\x80"));
+	check_str(msg_imapstr_string, STR_AND_LEN("a\0b"), STR_AND_LEN("{3}\r\na\0b"));
+	check_str(msg_imapstr_for_humans, STR_AND_LEN(""), STR_AND_LEN("\"\""));
+	check_str(msg_imapstr_for_humans, STR_AND_LEN(" \t "), STR_AND_LEN("\"\""));
+	check_str(msg_imapstr_for_humans, STR_AND_LEN(" foo"), STR_AND_LEN("{3}\r\nfoo"));
+	check_str(msg_imapstr_for_humans, STR_AND_LEN("\t \tfoo"), STR_AND_LEN("{3}\r\nfoo"));
+	check_str(msg_imapstr_for_humans, STR_AND_LEN(" foo  \t  \t"), STR_AND_LEN("{3}\r\nfoo"));
+	check_str(msg_imapstr_for_humans, STR_AND_LEN("a  b"), STR_AND_LEN("{3}\r\na b"));
+	check_str(msg_imapstr_for_humans, STR_AND_LEN("a b"), STR_AND_LEN("\"a b\""));
+	check_str(msg_imapstr_for_humans, STR_AND_LEN("hello\"world"),
+		  STR_AND_LEN("{11}\r\nhello\"world"));
+	check_str(msg_imapstr_for_humans, STR_AND_LEN("a\r\n b"), STR_AND_LEN("{3}\r\na b"));
+	check_str(msg_imapstr_for_humans, STR_AND_LEN("a\0b"),
+		  STR_AND_LEN("{3}\r\na\x80"
+			      "b"));
+	check_str(msg_imapstr_nstring_nolf, STR_AND_LEN("a\r\n b"), STR_AND_LEN("\"a b\""));
+	check_str(msg_imapstr_nstring_nolf, STR_AND_LEN("a\r\nb"), STR_AND_LEN("\"a b\""));
+	check_str(msg_imapstr_nstring_nolf, STR_AND_LEN("a\r\n\tb"), STR_AND_LEN("\"a\tb\""));
+	struct buf b;
+	buf_init(&b, 64);
+	assert_int_equal(msg_imapstr_nstring(&b, NULL, 0), 0);
+	assert_int_equal(buf_used(&b), 3);
+	assert_memory_equal(buf_peek(&b), "NIL", 3);
+	buf_clear(&b);
+	/* the bound is honoured */
+	buf_init(&b, 4);
+	assert_int_equal(msg_imapstr_string(&b, "abcdef", 6), -ENOBUFS);
+	buf_clear(&b);
+}
+
+static void test_section_parse(void **state)
+{
+	(void)state;
+	struct msg_section s;
+	assert_int_equal(msg_section_parse("", 0, &s), 0);
+	assert_int_equal(s.kind, MSG_SECTION_ALL);
+	assert_int_equal(s.npath, 0);
+	assert_int_equal(msg_section_parse("1.2.3", 5, &s), 0);
+	assert_int_equal(s.npath, 3);
+	assert_int_equal(s.path[2], 3);
+	assert_int_equal(msg_section_parse("1.2.mime", 8, &s), 0);
+	assert_int_equal(s.kind, MSG_SECTION_MIME);
+	assert_int_equal(msg_section_parse("2.TEXT", 6, &s), 0);
+	assert_int_equal(s.kind, MSG_SECTION_TEXT);
+	const char *f = "HEADER.FIELDS.NOT (From \"X-A b\" subject)";
+	assert_int_equal(msg_section_parse(f, strlen(f), &s), 0);
+	assert_int_equal(s.kind, MSG_SECTION_HEADER_FIELDS_NOT);
+	assert_int_equal(s.nfields, 3);
+	assert_string_equal(s.fields[1], "X-A b");
+	msg_section_clear(&s);
+	const char *bad[] = {"0",
+			     "1.",
+			     ".1",
+			     "MIME",
+			     "1..2",
+			     "HEADERX",
+			     "1.2.FOO",
+			     "HEADER.FIELDS",
+			     "HEADER.FIELDS ()",
+			     "HEADER.FIELDS (A",
+			     "TEXT.1",
+			     "99999999999",
+			     "1.HEADER.FIELDS (A) x"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_int_equal(msg_section_parse(bad[i], strlen(bad[i]), &s), -EINVAL);
+}
+
+static const char nested[] = "From: Outer <outer@example.com>\r\n"
+			     "Subject: nested\r\n"
+			     "Content-Type: multipart/mixed; boundary=\"o\"\r\n"
+			     "\r\n"
+			     "--o\r\n"
+			     "Content-Type: text/plain; charset=iso-8859-1\r\n"
+			     "Content-Transfer-Encoding: quoted-printable\r\n"
+			     "\r\n"
+			     "Caf=E9 cr=E8me=\r\n"
+			     " soft\r\n"
+			     "--o\r\n"
+			     "Content-Type: message/rfc822\r\n"
+			     "\r\n"
+			     "From: =?iso-8859-1?Q?Andr=E9?= <andre@example.com>\r\n"
+			     "Subject: =?utf-8?B?w7xiZXI=?= =?utf-8?B?IGFsbGVz?=\r\n"
+			     "Content-Type: multipart/alternative; boundary=i\r\n"
+			     "\r\n"
+			     "--i\r\n"
+			     "Content-Type: text/plain; charset=utf-8\r\n"
+			     "Content-Transfer-Encoding: base64\r\n"
+			     "\r\n"
+			     "w7xiZXIgYWxsZXM=\r\n"
+			     "--i\r\n"
+			     "Content-Type: application/x-thing\r\n"
+			     "Content-Transfer-Encoding: x-uuencode\r\n"
+			     "\r\n"
+			     "begin\r\n"
+			     "--i--\r\n"
+			     "--o\r\n"
+			     "Content-Type: application/octet-stream\r\n"
+			     "Content-Transfer-Encoding: base64\r\n"
+			     "\r\n"
+			     "AAEC/w==\r\n"
+			     "--o--\r\n";
+
+static char *section_text(const struct msg_source *src, const struct msg_parsed *m,
+			  const char *spec, int *ret_r)
+{
+	struct msg_section s;
+	struct msg_range r;
+	assert_int_equal(msg_section_parse(spec, strlen(spec), &s), 0);
+	*ret_r = msg_section_resolve(m, &s, &r);
+	char *out = NULL;
+	if (*ret_r == 0) {
+		struct buf b;
+		buf_init(&b, 1 << 20);
+		if (s.kind == MSG_SECTION_HEADER_FIELDS ||
+		    s.kind == MSG_SECTION_HEADER_FIELDS_NOT) {
+			assert_int_equal(msg_section_fields(src, &r, &s, &b), 0);
+		} else {
+			struct msg_reader *rd;
+			char chunk[7];
+			ssize_t n;
+			assert_int_equal(msg_reader_open(src, &r, 0, 0, &rd), 0);
+			while ((n = msg_reader_read(rd, chunk, sizeof(chunk))) > 0)
+				buf_append(&b, chunk, (size_t)n);
+			assert_int_equal(n, 0);
+			msg_reader_free(&rd);
+			assert_int_equal(buf_used(&b), r.size);
+		}
+		buf_append(&b, "", 1);
+		out = strdup(buf_peek(&b));
+		buf_clear(&b);
+	}
+	msg_section_clear(&s);
+	return out;
+}
+
+static void expect_section(const struct msg_source *src, const struct msg_parsed *m,
+			   const char *spec, const char *want)
+{
+	int ret;
+	char *got = section_text(src, m, spec, &ret);
+	assert_int_equal(ret, 0);
+	assert_string_equal(got, want);
+	free(got);
+}
+
+/* Read a reader to its end (a read may return less than asked). */
+static ssize_t read_all(struct msg_reader *rd, char *dst, size_t len)
+{
+	size_t got = 0;
+	ssize_t n;
+	while (got < len && (n = msg_reader_read(rd, dst + got, len - got)) > 0)
+		got += (size_t)n;
+	return (ssize_t)got;
+}
+
+static void test_sections_nested(void **state)
+{
+	(void)state;
+	struct msg_source src = msg_source_mem(nested, sizeof(nested) - 1);
+	struct msg_parsed *m;
+	int ret;
+	assert_int_equal(msg_parse(&src, NULL, &m), 0);
+	expect_section(&src, m, "1", "Caf=E9 cr=E8me=\r\n soft");
+	expect_section(&src, m, "1.MIME",
+		       "Content-Type: text/plain; charset=iso-8859-1\r\n"
+		       "Content-Transfer-Encoding: quoted-printable\r\n\r\n");
+	expect_section(&src, m, "2.HEADER.FIELDS (subject)",
+		       "Subject: =?utf-8?B?w7xiZXI=?= =?utf-8?B?IGFsbGVz?=\r\n\r\n");
+	expect_section(&src, m, "2.1", "w7xiZXIgYWxsZXM=");
+	expect_section(&src, m, "2.1.MIME",
+		       "Content-Type: text/plain; charset=utf-8\r\n"
+		       "Content-Transfer-Encoding: base64\r\n\r\n");
+	expect_section(&src, m, "2.TEXT",
+		       "--i\r\nContent-Type: text/plain; charset=utf-8\r\n"
+		       "Content-Transfer-Encoding: base64\r\n\r\nw7xiZXIgYWxsZXM=\r\n"
+		       "--i\r\nContent-Type: application/x-thing\r\n"
+		       "Content-Transfer-Encoding: x-uuencode\r\n\r\nbegin\r\n--i--");
+	expect_section(&src, m, "HEADER.FIELDS.NOT (Content-Type from)", "Subject: nested\r\n\r\n");
+	char *s = section_text(&src, m, "2", &ret);
+	assert_int_equal(ret, 0);
+	assert_int_equal(strncmp(s, "From: =?iso", 11), 0);
+	free(s);
+	assert_null(section_text(&src, m, "4", &ret));
+	assert_int_equal(ret, -ENOENT);
+	assert_null(section_text(&src, m, "2.3", &ret));
+	assert_int_equal(ret, -ENOENT);
+	assert_null(section_text(&src, m, "1.TEXT", &ret));
+	assert_int_equal(ret, -EINVAL);
+	/* as in Dovecot, a part without children is its own part 1 */
+	expect_section(&src, m, "1.1", "Caf=E9 cr=E8me=\r\n soft");
+	assert_null(section_text(&src, m, "1.2", &ret));
+	assert_int_equal(ret, -ENOENT);
+
+	/* partial: skip inside the range */
+	struct msg_section sec;
+	struct msg_range r;
+	assert_int_equal(msg_section_parse("1", 1, &sec), 0);
+	assert_int_equal(msg_section_resolve(m, &sec, &r), 0);
+	struct msg_reader *rd;
+	char buf[64];
+	assert_int_equal(msg_reader_open(&src, &r, 4, 0, &rd), 0);
+	assert_int_equal(read_all(rd, buf, 5), 5);
+	assert_memory_equal(buf, "E9 cr", 5);
+	msg_reader_free(&rd);
+	assert_int_equal(msg_reader_open(&src, &r, 1000, 0, &rd), 0);
+	assert_int_equal(msg_reader_read(rd, buf, sizeof(buf)), 0);
+	msg_reader_free(&rd);
+
+	/* BINARY: decoded bytes, sizes and errors */
+	uint32_t p1[] = {1}, p21[] = {2, 1}, p22[] = {2, 2}, p3[] = {3}, p9[] = {9};
+	uint64_t size;
+	assert_int_equal(msg_binary_size(&src, m, p1, 1, &size), 0);
+	assert_int_equal(size, 15); /* "Caf\xe9 cr\xe8me soft" */
+	assert_int_equal(msg_binary_open(&src, m, p1, 1, &rd), 0);
+	assert_int_equal(read_all(rd, buf, sizeof(buf)), 15);
+	assert_memory_equal(buf, "Caf\xe9 cr\xe8me soft", 15);
+	msg_reader_free(&rd);
+	assert_int_equal(msg_binary_size(&src, m, p21, 2, &size), 0);
+	assert_int_equal(size, 11); /* "\xc3\xbc" "ber alles" */
+	assert_int_equal(msg_binary_size(&src, m, p22, 2, &size), -EOPNOTSUPP);
+	assert_int_equal(msg_binary_size(&src, m, p9, 1, &size), -ENOENT);
+	assert_int_equal(msg_binary_open(&src, m, p3, 1, &rd), 0);
+	assert_int_equal(read_all(rd, buf, sizeof(buf)), 4);
+	assert_memory_equal(buf, "\x00\x01\x02\xff", 4);
+	msg_reader_free(&rd);
+
+	/* header lookup, raw and decoded */
+	struct buf h;
+	buf_init(&h, 1024);
+	assert_int_equal(msg_header_get(&src, m, "subject", 0, false, &h), 0);
+	assert_int_equal(buf_used(&h), 6);
+	assert_memory_equal(buf_peek(&h), "nested", 6);
+	buf_clear(&h);
+	assert_int_equal(msg_header_get(&src, m, "Subject", 1, false, &h), -ENOENT);
+	assert_int_equal(msg_header_get(&src, m, "X-None", 0, false, &h), -ENOENT);
+	buf_clear(&h);
+	msg_parsed_free(&m);
+}
+
+static int collect(void *ctx, const char *s, size_t len)
+{
+	return buf_append(ctx, s, len);
+}
+
+static void test_search_text(void **state)
+{
+	(void)state;
+	struct msg_source src = msg_source_mem(nested, sizeof(nested) - 1);
+	struct msg_parsed *m;
+	assert_int_equal(msg_parse(&src, NULL, &m), 0);
+	struct buf t;
+	buf_init(&t, 1 << 20);
+	assert_int_equal(msg_text_foreach(&src, m, MSG_TEXT_BODIES, collect, &t), 0);
+	buf_append(&t, "", 1);
+	assert_string_equal(buf_peek(&t), "Caf\xc3\xa9 cr\xc3\xa8me soft\xc3\xbc"
+					  "ber alles");
+	buf_clear(&t);
+	assert_int_equal(msg_text_foreach(&src, m, MSG_TEXT_HEADERS, collect, &t), 0);
+	buf_append(&t, "", 1);
+	assert_non_null(strstr(buf_peek(&t), "From: Andr\xc3\xa9 <andre@example.com>\n"));
+	assert_non_null(strstr(buf_peek(&t), "Subject: \xc3\xbc"
+					     "ber alles\n"));
+	assert_non_null(strstr(buf_peek(&t), "Subject: nested\n"));
+	buf_clear(&t);
+	/* the callback can stop the walk */
+	assert_int_equal(msg_text_foreach(&src, m, MSG_TEXT_BODIES | MSG_TEXT_HEADERS,
+					  (msg_text_cb *)(void *)collect, &(struct buf){.max = 0}),
+			 -ENOBUFS);
+	struct buf h;
+	buf_init(&h, 1024);
+	assert_int_equal(msg_header_get(&src, m, "From", 0, true, &h), 0);
+	buf_append(&h, "", 1);
+	assert_string_equal(buf_peek(&h), "Outer <outer@example.com>");
+	buf_clear(&h);
+	msg_parsed_free(&m);
+
+	/* encoded words */
+	const struct {
+		const char *in, *out;
+	} ew[] = {
+		{"=?utf-8?q?a_b?= =?utf-8?q?c?=", "a bc"},
+		{"x =?ISO-8859-1?Q?=E9?= y", "x \xc3\xa9 y"},
+		{"=?x-unknown?Q?keep?=", "=?x-unknown?Q?keep?="},
+		{"=?utf-8?B?not*valid?=", "=?utf-8?B?not*valid?="},
+		{"=?utf-8?Q?unterminated", "=?utf-8?Q?unterminated"},
+		{"raw \xe9t\xe9", "raw \xc3\xa9t\xc3\xa9"},
+		{"raw \xc3\xa9", "raw \xc3\xa9"},
+		{"=?utf-8*en?Q?lang?=", "lang"},
+	};
+	for (size_t i = 0; i < sizeof(ew) / sizeof(ew[0]); i++) {
+		buf_init(&h, 1024);
+		assert_int_equal(msg_decode_words(ew[i].in, strlen(ew[i].in), &h), 0);
+		buf_append(&h, "", 1);
+		assert_string_equal(buf_peek(&h), ew[i].out);
+		buf_clear(&h);
+	}
+}
+
+/* Patch a 32-bit field of a blob and fix its CRC, so only the structural checks can catch
+ * the damage. */
+static void patch32(unsigned char *b, size_t len, size_t off, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		b[off + (size_t)i] = (unsigned char)(v >> (8 * i));
+	uint32_t c = (uint32_t)crc32(0, b, (uInt)(len - 4));
+	for (int i = 0; i < 4; i++)
+		b[len - 4 + (size_t)i] = (unsigned char)(c >> (8 * i));
+}
+
+static void test_cache_validation(void **state)
+{
+	(void)state;
+	struct msg_source src = msg_source_mem(nested, sizeof(nested) - 1);
+	struct msg_parsed *m, *c;
+	assert_int_equal(msg_parse(&src, NULL, &m), 0);
+	struct buf blob;
+	buf_init(&blob, 1 << 20);
+	assert_int_equal(msg_parse_serialize(m, &blob), 0);
+	size_t len = buf_used(&blob);
+	unsigned char *b = malloc(len);
+	memcpy(b, buf_peek(&blob), len);
+
+	assert_int_equal(msg_parse_deserialize(b, len, sizeof(nested) - 1, &c), 0);
+	msg_parsed_free(&c);
+	/* the size the store expects must match */
+	assert_int_equal(msg_parse_deserialize(b, len, 12345, &c), -EBADMSG);
+	assert_null(c);
+	/* every truncation and every single flipped bit is refused */
+	for (size_t i = 0; i < len; i++)
+		assert_int_equal(msg_parse_deserialize(b, i, 0, &c), -EBADMSG);
+	for (size_t i = 0; i < len; i++) {
+		for (int bit = 0; bit < 8; bit += 3) {
+			b[i] ^= (unsigned char)(1 << bit);
+			assert_int_equal(msg_parse_deserialize(b, len, 0, &c), -EBADMSG);
+			b[i] ^= (unsigned char)(1 << bit);
+		}
+	}
+	/* structural damage with a valid checksum: header fields, then each part record's
+	 * parent/first_child/next/flags/lines and its first string's offset */
+	const size_t hdr = 44, rec = 5 * 4 + 6 * 8 + 13 * 8 + 3 * 4;
+	const struct {
+		size_t off;
+		uint32_t v;
+	} bad[] = {
+		{4, 2},                        /* version */
+		{28, 0},                       /* no parts */
+		{28, 100},                     /* more parts than the blob holds */
+		{32, 1u << 30},                /* arena length */
+		{hdr + 0, 0},                  /* root with a parent */
+		{hdr + rec + 0, 5},            /* parent after the child */
+		{hdr + rec + 0, 1},            /* own parent */
+		{hdr + 4, 0},                  /* root is its own child */
+		{hdr + rec + 8, 1},            /* sibling loop */
+		{hdr + 12, 0xff},              /* unknown flags */
+		{hdr + rec + 16, 1u << 30},    /* more lines than octets */
+		{hdr + 20 + 48, 1u << 30},     /* root's type string out of the arena */
+		{hdr + 20 + 48 + 4, 1u << 20}, /* root's type string too long */
+		{hdr + 20 + 48 + 13 * 8, 7},   /* parameter count */
+	};
+	unsigned char *p = malloc(len);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		memcpy(p, b, len);
+		patch32(p, len, bad[i].off, bad[i].v);
+		if (msg_parse_deserialize(p, len, 0, &c) != -EBADMSG)
+			fail_msg("damage %zu at offset %zu accepted", i, bad[i].off);
+	}
+	/* a 64-bit offset past the message */
+	memcpy(p, b, len);
+	patch32(p, len, hdr + rec + 20 + 40 + 4, 1);
+	assert_int_equal(msg_parse_deserialize(p, len, 0, &c), -EBADMSG);
+	free(p);
+	free(b);
+	buf_clear(&blob);
+
+	/* a blob larger than the caller's bound is refused, not cut */
+	buf_init(&blob, 64);
+	assert_int_equal(msg_parse_serialize(m, &blob), -ENOBUFS);
+	assert_int_equal(buf_used(&blob), 0);
+	buf_clear(&blob);
+	msg_parsed_free(&m);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_imapstr),          cmocka_unit_test(test_section_parse),
+		cmocka_unit_test(test_sections_nested),  cmocka_unit_test(test_search_text),
+		cmocka_unit_test(test_cache_validation),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
