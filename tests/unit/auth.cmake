@@ -40,7 +40,8 @@ mk_unit_test(test_auth_root SOURCES ${CMAKE_SOURCE_DIR}/tests/unit/test_auth_roo
 # found through PAM_WRAPPER_SERVICE_DIR (set by the test to its generated directory).
 add_test(NAME test_auth_pam_wrapper COMMAND test_auth_pam)
 set_tests_properties(test_auth_pam_wrapper PROPERTIES TIMEOUT 120 ENVIRONMENT
-	"${MK_TEST_ENV};MK_USE_PAM_WRAPPER=1;LD_PRELOAD=${MK_PAM_WRAPPER_LIB};PAM_WRAPPER=1;PAM_WRAPPER_DISABLE_DEEPBIND=1")
+	"${MK_TEST_ENV};MK_USE_PAM_WRAPPER=1;LD_PRELOAD=${MK_PAM_WRAPPER_LIB};PAM_WRAPPER=1;PAM_WRAPPER_DISABLE_DEEPBIND=1;UID_WRAPPER_DISABLE_DEEPBIND=1")
+# (this pam_wrapper build reads UID_WRAPPER_DISABLE_DEEPBIND, the documented name is the other)
 # ASan must come first in the library list; pam_wrapper is preloaded before it.
 if(MK_SANITIZE)
 	set_property(TEST test_auth_pam_wrapper APPEND PROPERTY ENVIRONMENT

@@ -31,7 +31,6 @@ static bool use_pam_wrapper(void)
 
 static void fixture_start(struct fixture *f)
 {
-	assert_int_equal(uv_loop_init(&f->loop), 0);
 	assert_int_equal(auth_service_start(&f->t.cfg, &f->svc), 0);
 	assert_int_equal(auth_service_attach(f->svc, &f->loop), 0);
 }
@@ -76,6 +75,7 @@ static int setup(void **state)
 	} else {
 		auth_pamtest_init(&f->t);
 	}
+	assert_int_equal(uv_loop_init(&f->loop), 0);
 	fixture_start(f);
 	*state = f;
 	return 0;
