@@ -81,7 +81,8 @@ typedef void auth_done_fn(void *ctx, enum auth_result result, const char *canoni
 /* Check a login. done is called exactly once, later, on the loop thread (never from inside
  * this call), unless the request is cancelled first. A user or password longer than the
  * caps in auth_wire.h is a PERMFAIL; a helper that is down or dies is a TEMPFAIL, never a
- * success. Returns NULL only when out of memory. */
+ * success. Returns NULL only when out of memory, or (errno EINVAL) before
+ * auth_service_attach. */
 struct auth_request *auth_request_start(struct auth_service *svc,
 					const struct auth_request_info *info, auth_done_fn *done,
 					void *ctx);

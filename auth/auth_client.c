@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "auth_service_private.h"
 #include "authd.h"
 #include "config.h"
 #include "log.h"
@@ -90,7 +91,7 @@ struct auth_service {
 	char *pam_confdir;
 	unsigned fail_delay_ms;
 	unsigned fail_delay_max_ms;
-	uid_t start_euid;
+	unsigned request_timeout_ms;
 
 	uv_loop_t *loop;
 	pid_t supervisor_pid;
@@ -297,14 +298,14 @@ static void request_log(const struct auth_request *req, enum auth_result result,
 		snprintf(extra, sizeof(extra), " failures=%u delay_ms=%llu", failures,
 			 (unsigned long long)delay_ms);
 	const char *fmt = "auth: login conn=%llu user=%s rip=%s proto=%s mech=%s tls=%s "
-			  "result=%s canonical=%s reason=%s ms=%llu%s%s";
+			  "result=%s canonical=%s reason=%s ms=%llu%s%s%s";
 	void (*logf)(const char *, ...) = result == AUTH_RESULT_OK ? log_info : log_warn;
 	logf(fmt, (unsigned long long)req->conn_id, log_escape_str(req->user),
 	     log_escape_str(req->address), req->protocol, req->mechanism, req->tls ? "yes" : "no",
 	     auth_result_name(result), canonical && canonical[0] ? log_escape_str(canonical) : "-",
 	     reason && reason[0] ? log_escape_str(reason) : "-",
 	     (unsigned long long)(now_ms() - req->started_ms), extra,
-	     req->cancelled ? " cancelled=yes" : "");
+	     req->cancelled ? " cancelled=yes" : "", req->done_called ? " late=yes" : "");
 }
 
 /* The helper's verdict for req (or ours, when the helper could not be asked). */
@@ -348,7 +349,7 @@ static void request_timeout_cb(uv_timer_t *t)
 		return;
 	log_warn("auth: helper did not answer conn=%llu user=%s within %u ms",
 		 (unsigned long long)req->conn_id, log_escape_str(req->user),
-		 AUTH_REQUEST_TIMEOUT_MS);
+		 req->svc->request_timeout_ms);
 	req->done_called = true;
 	req->done(req->ctx, AUTH_RESULT_TEMPFAIL, NULL, "auth helper timed out");
 }
@@ -368,13 +369,17 @@ static void request_send(struct auth_request *req)
 		return;
 	}
 	/* the loop side's own bound, in case the helper never answers */
-	uv_timer_start(&req->timer, request_timeout_cb, AUTH_REQUEST_TIMEOUT_MS, 0);
+	uv_timer_start(&req->timer, request_timeout_cb, req->svc->request_timeout_ms, 0);
 }
 
 struct auth_request *auth_request_start(struct auth_service *svc,
 					const struct auth_request_info *info, auth_done_fn *done,
 					void *ctx)
 {
+	if (svc->loop == NULL) {
+		errno = EINVAL; /* not attached */
+		return NULL;
+	}
 	struct auth_request *req = calloc(1, sizeof(*req));
 	if (req == NULL)
 		return NULL;
@@ -603,7 +608,7 @@ static void ctl_dead(struct auth_service *svc, const char *why)
 		return;
 	svc->ctl_dead = true;
 	int status = 0;
-	char st[64] = "still running";
+	char st[64] = "exit status unknown";
 	if (svc->supervisor_pid > 0 &&
 	    waitpid(svc->supervisor_pid, &status, WNOHANG) == svc->supervisor_pid) {
 		svc->supervisor_pid = 0;
@@ -726,7 +731,8 @@ static int supervisor_spawn(struct auth_service *svc)
 	return 0;
 }
 
-int auth_service_start(const struct config *cfg, struct auth_service **svc_r)
+/* A service with cfg's settings and no helper yet. */
+static int service_new(const struct config *cfg, struct auth_service **svc_r)
 {
 	struct auth_service *svc = calloc(1, sizeof(*svc));
 	if (svc == NULL)
@@ -751,13 +757,23 @@ int auth_service_start(const struct config *cfg, struct auth_service **svc_r)
 	svc->fail_delay_max_ms = cfg->auth_fail_delay_max_ms;
 	if (svc->fail_delay_max_ms < svc->fail_delay_ms)
 		svc->fail_delay_max_ms = svc->fail_delay_ms;
+	svc->request_timeout_ms = AUTH_REQUEST_TIMEOUT_MS;
 	svc->opts.pam_service = svc->pam_service;
 	svc->opts.pam_confdir = svc->pam_confdir;
 	svc->opts.workers = cfg->auth_workers ? cfg->auth_workers : 1;
 	svc->opts.max_queue = AUTH_HELPER_QUEUE;
 	svc->opts.worker_timeout_sec = AUTH_WORKER_TIMEOUT_SEC;
-	svc->start_euid = geteuid();
-	int r = supervisor_spawn(svc);
+	*svc_r = svc;
+	return 0;
+}
+
+int auth_service_start(const struct config *cfg, struct auth_service **svc_r)
+{
+	struct auth_service *svc = NULL;
+	int r = service_new(cfg, &svc);
+	if (r < 0)
+		return r;
+	r = supervisor_spawn(svc);
 	if (r < 0) {
 		log_error("auth: cannot start the auth helper: %s", strerror(-r));
 		auth_service_free(&svc);
@@ -766,6 +782,25 @@ int auth_service_start(const struct config *cfg, struct auth_service **svc_r)
 	log_info("auth: helper started supervisor=%ld pid=%ld service=%s confdir=%s workers=%u",
 		 (long)svc->supervisor_pid, (long)svc->helper_pid, svc->pam_service,
 		 svc->pam_confdir ? svc->pam_confdir : "-", svc->opts.workers);
+	*svc_r = svc;
+	return 0;
+}
+
+int auth_service_start_fds(const struct config *cfg, int ctl_fd, int chan_fd, pid_t helper_pid,
+			   unsigned request_timeout_ms, struct auth_service **svc_r)
+{
+	struct auth_service *svc = NULL;
+	int r = service_new(cfg, &svc);
+	if (r < 0) {
+		close(ctl_fd);
+		close(chan_fd);
+		return r;
+	}
+	svc->ctl_fd = ctl_fd;
+	svc->first_fd = chan_fd;
+	svc->helper_pid = helper_pid;
+	if (request_timeout_ms > 0)
+		svc->request_timeout_ms = request_timeout_ms;
 	*svc_r = svc;
 	return 0;
 }

@@ -51,3 +51,6 @@ endif()
 # Benchmark: built, not run by ctest.
 add_executable(bench_auth ${CMAKE_SOURCE_DIR}/tests/bench/bench_auth.c)
 target_link_libraries(bench_auth PRIVATE mk_auth_testsupport mk_auth)
+
+mk_unit_test(test_auth_client SOURCES ${CMAKE_SOURCE_DIR}/tests/unit/test_auth_client.c
+	LIBS mk_auth_testsupport mk_auth)
