@@ -50,9 +50,10 @@ int auth_service_start(const struct config *cfg, struct auth_service **svc_r);
 /* Start talking to the helper on loop. Returns 0 or -errno (a libuv error mapped to errno). */
 int auth_service_attach(struct auth_service *svc, uv_loop_t *loop);
 
-/* Stop: pending requests are dropped without their done() being called, the helper is told to
- * exit (and reaped, waiting at most 2 s). If the service was attached, the memory is released
- * from close callbacks: run the loop once more afterwards. Sets *svc_p to NULL; NULL is fine. */
+/* Stop: every request still waiting gets done(TEMPFAIL, "auth service stopped") on the next
+ * loop iteration (cancelled ones stay silent), the helper is told to exit (and reaped, waiting
+ * at most 2 s). If the service was attached, the memory is released from close callbacks: run
+ * the loop afterwards. Sets *svc_p to NULL; NULL is fine. */
 void auth_service_free(struct auth_service **svc_p);
 
 /* The pid of the helper process currently serving requests (the dispatcher), or 0 while none
@@ -74,7 +75,8 @@ struct auth_request_info {
 };
 
 /* canonical_user (OK only, else NULL) and reason (PAM's words or ours, for logs; never show
- * it to the client) are valid during the call only. */
+ * it to the client) are valid during the call only. After done returns the request is gone:
+ * forget the pointer (do not cancel it). */
 typedef void auth_done_fn(void *ctx, enum auth_result result, const char *canonical_user,
 			  const char *reason);
 

@@ -44,7 +44,7 @@ struct auth_frame {
 
 struct auth_request {
 	struct auth_service *svc;
-	struct auth_request *prev, *next; /* in svc->requests while waiting for the helper */
+	struct auth_request *prev, *next; /* svc->requests: every request not yet freed */
 	bool listed;
 	enum auth_req_state state;
 	bool cancelled;
@@ -108,7 +108,7 @@ struct auth_service {
 
 	uint32_t next_id;
 	unsigned n_requests;           /* not yet freed */
-	struct auth_request *requests; /* waiting for the helper: WAIT_CHANNEL and SENT */
+	struct auth_request *requests; /* every request not yet freed, newest first */
 	unsigned open_handles;
 	bool freeing;
 
@@ -244,6 +244,7 @@ static void request_closed(uv_handle_t *h)
 {
 	struct auth_request *req = h->data;
 	struct auth_service *svc = req->svc;
+	request_unlist(req);
 	frame_wipe_free(req->frame);
 	explicit_bzero(req, sizeof(*req));
 	free(req);
@@ -255,7 +256,7 @@ static void request_closed(uv_handle_t *h)
 /* Free once nobody will call back or look it up. */
 static void request_maybe_free(struct auth_request *req)
 {
-	if (req->state != AUTH_REQ_FINISHED || req->listed || req->timer_closing)
+	if (req->state != AUTH_REQ_FINISHED || req->timer_closing)
 		return;
 	req->timer_closing = true;
 	uv_timer_stop(&req->timer);
@@ -316,7 +317,6 @@ static void request_result(struct auth_request *req, enum auth_result result, co
 	uint64_t delay = 0;
 	unsigned failures = 0;
 
-	request_unlist(req);
 	frame_wipe_free(req->frame);
 	req->frame = NULL;
 	if (result == AUTH_RESULT_PERMFAIL)
@@ -397,6 +397,7 @@ struct auth_request *auth_request_start(struct auth_service *svc,
 	req->timer.data = req;
 	svc->open_handles++;
 	svc->n_requests++;
+	request_list(req);
 	if (++svc->next_id == 0)
 		svc->next_id = 1;
 	req->id = svc->next_id;
@@ -445,7 +446,6 @@ struct auth_request *auth_request_start(struct auth_service *svc,
 		return req;
 	}
 	req->frame->len = (size_t)n;
-	request_list(req);
 	req->state = AUTH_REQ_WAIT_CHANNEL;
 	if (svc->chan != NULL && !svc->chan->dead)
 		request_send(req);
@@ -463,12 +463,11 @@ void auth_request_cancel(struct auth_request **req_p)
 	req->frame = NULL;
 	if (req->state == AUTH_REQ_WAIT_CHANNEL) {
 		/* never sent: nothing to wait for */
-		request_unlist(req);
 		req->state = AUTH_REQ_FINISHED;
 	} else if (req->state == AUTH_REQ_DELIVER) {
 		req->state = AUTH_REQ_FINISHED;
 	}
-	/* AUTH_REQ_SENT stays listed until the helper answers (it is logged and counted). */
+	/* AUTH_REQ_SENT stays until the helper answers (it is logged and counted). */
 	request_maybe_free(req);
 }
 
@@ -895,16 +894,19 @@ void auth_service_free(struct auth_service **svc_p)
 		service_release(svc);
 		return;
 	}
-	/* Drop every request silently: their sessions are going away with the server. */
-	struct auth_request *req = svc->requests, *next;
-	for (; req != NULL; req = next) {
-		next = req->next;
-		req->cancelled = true;
-		request_unlist(req);
-		req->state = AUTH_REQ_FINISHED;
+	/* Every request a session still waits for is answered TEMPFAIL on the next loop
+	 * iteration (a failure delay is cut short); the rest are freed. */
+	for (struct auth_request *req = svc->requests; req != NULL; req = req->next) {
 		frame_wipe_free(req->frame);
 		req->frame = NULL;
-		request_maybe_free(req);
+		if (req->state == AUTH_REQ_FINISHED)
+			continue;
+		if (req->cancelled || req->done_called) {
+			req->state = AUTH_REQ_FINISHED;
+			request_maybe_free(req);
+		} else {
+			request_deliver(req, AUTH_RESULT_TEMPFAIL, NULL, "auth service stopped", 0);
+		}
 	}
 	if (svc->chan != NULL)
 		channel_close(svc->chan, "shutting down");

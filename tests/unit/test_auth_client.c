@@ -277,6 +277,13 @@ static bool helper_gone(void *arg)
 	return auth_service_helper_pid(f->svc) == 0;
 }
 
+/* The first failure from 192.0.2.7 has been counted (the next one would wait longer). */
+static bool delay_started(void *arg)
+{
+	struct fake *f = arg;
+	return auth_service_fail_delay_ms(f->svc, "192.0.2.7") == 10000;
+}
+
 /* Cancelled before a helper was there: it is never sent. */
 static void test_cancel_unsent(void **state)
 {
@@ -296,6 +303,47 @@ static void test_cancel_unsent(void **state)
 	fake_reply(f, req.id, AUTH_RESULT_OK, "sent", "");
 	assert_true(pamtest_run_until(&f->loop, &other.finished, 5000));
 	assert_int_equal(l.calls, 0);
+}
+
+/* Stopping the service answers every waiting session (a 5 s failure delay is cut short)
+ * and the loop then ends: no handle is left behind. */
+static void test_free_answers_waiting(void **state)
+{
+	struct fake *f = *state;
+	struct pamtest_login sent, delayed, cancelled;
+	struct auth_wire_request req;
+	auth_service_free(&f->svc);
+	uv_run(&f->loop, UV_RUN_DEFAULT);
+	int c[2], h[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, c), 0);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, h), 0);
+	close(f->ctl);
+	close(f->chan);
+	f->ctl = c[1];
+	f->chan = h[1];
+	f->cfg.auth_fail_delay_ms = 5000;
+	f->cfg.auth_fail_delay_max_ms = 10000;
+	assert_int_equal(auth_service_start_fds(&f->cfg, c[0], h[0], 1, 0, &f->svc), 0);
+	assert_int_equal(auth_service_attach(f->svc, &f->loop), 0);
+
+	login(f, &delayed, "bob");
+	assert_true(fake_read_request(f, &req));
+	fake_reply(f, req.id, AUTH_RESULT_PERMFAIL, "", "wrong");
+	assert_true(pamtest_run_until_pred(&f->loop, delay_started, f, 5000));
+	login(f, &sent, "bob");
+	login(f, &cancelled, "bob");
+	auth_request_cancel(&cancelled.req);
+	uint64_t t0 = pamtest_now_ms();
+	auth_service_free(&f->svc);
+	assert_false(sent.finished); /* not from inside auth_service_free */
+	uv_run(&f->loop, UV_RUN_DEFAULT);
+	assert_true(pamtest_now_ms() - t0 < 4000);
+	assert_int_equal(sent.calls, 1);
+	assert_int_equal(sent.result, AUTH_RESULT_TEMPFAIL);
+	assert_string_equal(sent.reason, "auth service stopped");
+	assert_int_equal(delayed.calls, 1);
+	assert_int_equal(delayed.result, AUTH_RESULT_TEMPFAIL);
+	assert_int_equal(cancelled.calls, 0);
 }
 
 /* Not attached: no request. */
@@ -327,6 +375,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_timeout, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_supervisor_gone, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cancel_unsent, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_free_answers_waiting, setup, teardown),
 		cmocka_unit_test(test_not_attached),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
