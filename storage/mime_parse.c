@@ -18,6 +18,8 @@
 #define MIME_BOUNDARY_MAX 200 /* RFC 2046 allows 70; longer ones are not delimiters */
 #define MIME_RENDER_MAX   (64u * 1024 * 1024)
 
+size_t mime_read_window = MSG_READ_CHUNK;
+
 void msg_parse_limits_default(struct msg_parse_limits *l)
 {
 	l->max_depth = 100;
@@ -73,6 +75,7 @@ struct mime_lines {
 	const char *data;
 	size_t dlen, pos;
 	uint64_t next_read; /* physical offset of the first byte not yet in the window */
+	size_t wcap;        /* window size (file sources) */
 	bool line_start;
 };
 
@@ -92,8 +95,8 @@ static int lines_fill(struct mime_lines *r)
 	r->pos = 0;
 	r->dlen = keep;
 	uint64_t want = r->src->size - r->next_read;
-	if (want > MSG_READ_CHUNK - keep)
-		want = MSG_READ_CHUNK - keep;
+	if (want > r->wcap - keep)
+		want = r->wcap - keep;
 	int ret = mime_source_pread(r->src, r->win + keep, (size_t)want, r->next_read);
 	if (ret < 0)
 		return ret;
@@ -113,7 +116,7 @@ static int lines_next(struct mime_lines *r, struct mime_frag *f)
 		const char *s = r->data + r->pos;
 		size_t avail = r->dlen - r->pos;
 		const char *lf = memchr(s, '\n', avail);
-		if (!lf && !at_end && (r->pos > 0 || r->dlen < MSG_READ_CHUNK)) {
+		if (!lf && !at_end && (r->pos > 0 || r->dlen < r->wcap)) {
 			if ((ret = lines_fill(r)) < 0)
 				return ret;
 			continue;
@@ -694,7 +697,10 @@ int msg_parse(const struct msg_source *src, const struct msg_parse_limits *limit
 		rd.data = src->mem;
 		rd.dlen = (size_t)src->size;
 	} else {
-		rd.win = malloc(MSG_READ_CHUNK);
+		rd.wcap = mime_read_window;
+		if (rd.wcap < 256 || rd.wcap > MSG_READ_CHUNK)
+			rd.wcap = MSG_READ_CHUNK;
+		rd.win = malloc(rd.wcap);
 		if (!rd.win) {
 			ret = -ENOMEM;
 			goto out;

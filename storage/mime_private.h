@@ -105,6 +105,10 @@ int mime_address_render(const char *const *values, const size_t *lens, unsigned 
 int mime_bodystructure_render(const struct msg_parsed *m, uint32_t part, bool extended,
 			      struct buf *out);
 
+/* The parser's read window for file sources (MSG_READ_CHUNK). Only the fuzzer and tests
+ * change it, before parsing, to exercise lines split across windows; never below 256. */
+extern size_t mime_read_window;
+
 /* mime_parse.c helpers used by msg_section.c / msg_decode.c */
 /* Read physical bytes [off, off+len) of SRC into dst. Returns 0 or -errno (-EIO when short). */
 int mime_source_pread(const struct msg_source *src, void *dst, size_t len, uint64_t off);

@@ -230,7 +230,7 @@ enum flag_op {
  * protocol answers STORE itself); every other view is. Returns 0 or -errno (a failure part
  * way leaves the messages done so far changed, and announced). */
 int mailbox_store_flags(struct mailbox *mbox, struct view *origin, const uint32_t *uids, size_t n,
-                        enum flag_op op, unsigned flags, uint32_t keywords);
+			enum flag_op op, unsigned flags, uint32_t keywords);
 
 /* Expunge the messages UIDS[0..n) (missing ones skipped). Every view, ORIGIN included, is
  * owed an EXPUNGE for each message it had been told about. */
@@ -240,16 +240,16 @@ int mailbox_expunge(struct mailbox *mbox, const uint32_t *uids, size_t n);
  * flags and keywords (by name). new_uids_r[i] gets the new UID of uids[i], or 0 if uids[i] was
  * gone (for COPYUID). SRC may equal DST. */
 int mailbox_copy(struct mailbox *src, const uint32_t *uids, size_t n, struct mailbox *dst,
-                 uint32_t *new_uids_r);
+		 uint32_t *new_uids_r);
 /* Move (RFC 6851): copy, then expunge from SRC. SRC != DST. */
 int mailbox_move(struct mailbox *src, const uint32_t *uids, size_t n, struct mailbox *dst,
-                 uint32_t *new_uids_r);
+		 uint32_t *new_uids_r);
 
 /* Append, streamed: begin, write any number of chunks, then finish (durable, UID assigned)
  * or abort. Bytes are stored exactly as given (CRLF or LF). internal_date 0 means now. The
  * append holds a reference on MBOX. */
 int mailbox_append_begin(struct mailbox *mbox, unsigned flags, uint32_t keywords,
-                         int64_t internal_date, struct mail_append **append_r);
+			 int64_t internal_date, struct mail_append **append_r);
 /* Write one chunk to the temporary file. -errno on a write error (then abort). */
 int mail_append_write(struct mail_append *append, const void *data, size_t len);
 /* fsync, rename into cur/ with its flags, fsync the directory, record the UID durably,
@@ -279,7 +279,7 @@ typedef void view_notify_cb(struct view *view, void *data);
  *   a time: -EBUSY otherwise (the protocol answers -ERR [IN-USE]).
  * NOTIFY may be NULL. */
 int view_new(struct mailbox *mbox, enum view_kind kind, view_notify_cb *notify, void *data,
-             struct view **view_r);
+	     struct view **view_r);
 void view_free(struct view **view_p);
 struct mailbox *view_mailbox(const struct view *view);
 
@@ -322,7 +322,7 @@ enum view_sync_flags {
 	VIEW_SYNC_NO_EXPUNGE = 1 << 0, /* keep expunges owed (numbers stay stable) */
 };
 int view_sync(struct view *view, unsigned sync_flags, const struct view_sync_handler *handler,
-              void *ctx);
+	      void *ctx);
 /* True when view_sync has something to deliver. */
 bool view_has_changes(const struct view *view);
 

@@ -1,0 +1,928 @@
+/* mailbox — the in-memory mailbox object shared by every session (DESIGN.md "The store").
+ *
+ * Records are kept in UID order in one array; back-end keys (Maildir file names) live in one
+ * string pool, so a message costs one 56-byte record plus its name, and no malloc of its own.
+ * A hash index maps a key's stable part (the Maildir base name) to its UID.
+ */
+#include "mailbox_private.h"
+#include "storage_util.h"
+
+#include "log.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* ---- string pool ---------------------------------------------------------------------- */
+
+static int pool_add(struct mailbox *mbox, const char *s, size_t len, uint32_t *off_r)
+{
+	if (mbox->pool_len + len + 1 > mbox->pool_cap) {
+		size_t cap = mbox->pool_cap ? mbox->pool_cap * 2 : 4096;
+		while (cap < mbox->pool_len + len + 1)
+			cap *= 2;
+		if (cap > UINT32_MAX)
+			return -EFBIG;
+		char *n = realloc(mbox->pool, cap);
+		if (n == NULL)
+			return -ENOMEM;
+		mbox->pool = n;
+		mbox->pool_cap = cap;
+	}
+	*off_r = (uint32_t)mbox->pool_len;
+	memcpy(mbox->pool + mbox->pool_len, s, len);
+	mbox->pool[mbox->pool_len + len] = '\0';
+	mbox->pool_len += len + 1;
+	return 0;
+}
+
+/* Rewrite the pool without garbage once more than half of it is garbage. */
+static void pool_compact(struct mailbox *mbox)
+{
+	if (mbox->pool_garbage < 65536 || mbox->pool_garbage < mbox->pool_len / 2)
+		return;
+	size_t need = mbox->pool_len - mbox->pool_garbage + 1;
+	char *n = malloc(need);
+	if (n == NULL)
+		return; /* keep the old pool: still valid */
+	size_t len = 0;
+	for (uint32_t i = 0; i < mbox->n_recs; i++) {
+		struct mail_rec *r = &mbox->recs[i];
+		memcpy(n + len, mbox->pool + r->key_off, (size_t)r->key_len + 1);
+		r->key_off = (uint32_t)len;
+		len += (size_t)r->key_len + 1;
+	}
+	free(mbox->pool);
+	mbox->pool = n;
+	mbox->pool_len = len;
+	mbox->pool_cap = need;
+	mbox->pool_garbage = 0;
+}
+
+const char *mailbox_rec_key(const struct mailbox *mbox, const struct mail_rec *rec)
+{
+	return mbox->pool + rec->key_off;
+}
+
+/* ---- base name index -------------------------------------------------------------------- */
+
+static uint32_t index_slot(const struct mailbox *mbox, const char *base, size_t len)
+{
+	return storage_hash32(base, len) & (mbox->index_cap - 1);
+}
+
+static int index_insert(struct mailbox *mbox, const struct mail_rec *rec);
+
+static int index_rebuild(struct mailbox *mbox, uint32_t cap)
+{
+	uint32_t *n = calloc(cap, sizeof(*n));
+	if (n == NULL)
+		return -ENOMEM;
+	free(mbox->index);
+	mbox->index = n;
+	mbox->index_cap = cap;
+	for (uint32_t i = 0; i < mbox->n_recs; i++)
+		index_insert(mbox, &mbox->recs[i]);
+	return 0;
+}
+
+static int index_insert(struct mailbox *mbox, const struct mail_rec *rec)
+{
+	if (mbox->index_cap == 0 || (uint64_t)(mbox->n_recs + 1) * 2 > mbox->index_cap) {
+		uint32_t cap = mbox->index_cap ? mbox->index_cap : 64;
+		while ((uint64_t)(mbox->n_recs + 1) * 2 > cap)
+			cap *= 2;
+		if (cap != mbox->index_cap)
+			return index_rebuild(mbox, cap); /* inserts every record, REC included */
+	}
+	uint32_t s = index_slot(mbox, mailbox_rec_key(mbox, rec), rec->base_len);
+	while (mbox->index[s] != 0) {
+		if (mbox->index[s] == rec->uid)
+			return 0;
+		s = (s + 1) & (mbox->index_cap - 1);
+	}
+	mbox->index[s] = rec->uid;
+	return 0;
+}
+
+static void index_remove(struct mailbox *mbox, const struct mail_rec *rec)
+{
+	if (mbox->index_cap == 0)
+		return;
+	uint32_t mask = mbox->index_cap - 1;
+	uint32_t s = index_slot(mbox, mailbox_rec_key(mbox, rec), rec->base_len);
+	while (mbox->index[s] != 0 && mbox->index[s] != rec->uid)
+		s = (s + 1) & mask;
+	if (mbox->index[s] == 0)
+		return;
+	/* backward-shift deletion keeps every probe chain intact */
+	uint32_t hole = s;
+	mbox->index[hole] = 0;
+	for (uint32_t j = (hole + 1) & mask; mbox->index[j] != 0; j = (j + 1) & mask) {
+		struct mail_rec *r = mailbox_rec_find(mbox, mbox->index[j]);
+		uint32_t home = r ? index_slot(mbox, mailbox_rec_key(mbox, r), r->base_len) : j;
+		/* move j into the hole if its home is not in (hole, j] cyclically */
+		bool between = hole <= j ? (home > hole && home <= j) : (home > hole || home <= j);
+		if (!between) {
+			mbox->index[hole] = mbox->index[j];
+			mbox->index[j] = 0;
+			hole = j;
+		}
+	}
+}
+
+uint32_t mailbox_rec_lower_bound(const struct mailbox *mbox, uint32_t uid)
+{
+	uint32_t lo = 0, hi = mbox->n_recs;
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+		if (mbox->recs[mid].uid < uid)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+struct mail_rec *mailbox_rec_find(struct mailbox *mbox, uint32_t uid)
+{
+	uint32_t i = mailbox_rec_lower_bound(mbox, uid);
+	if (i < mbox->n_recs && mbox->recs[i].uid == uid)
+		return &mbox->recs[i];
+	return NULL;
+}
+
+struct mail_rec *mailbox_rec_find_base(struct mailbox *mbox, const char *base, size_t len)
+{
+	if (mbox->index_cap == 0)
+		return NULL;
+	uint32_t s = index_slot(mbox, base, len);
+	while (mbox->index[s] != 0) {
+		struct mail_rec *r = mailbox_rec_find(mbox, mbox->index[s]);
+		if (r != NULL && r->base_len == len &&
+		    memcmp(mailbox_rec_key(mbox, r), base, len) == 0)
+			return r;
+		s = (s + 1) & (mbox->index_cap - 1);
+	}
+	return NULL;
+}
+
+int mailbox_rec_set_key(struct mailbox *mbox, struct mail_rec *rec, const char *key, size_t key_len,
+			size_t base_len)
+{
+	if (key_len > UINT16_MAX || base_len > key_len)
+		return -ENAMETOOLONG;
+	if (key_len == rec->key_len && memcmp(mailbox_rec_key(mbox, rec), key, key_len) == 0)
+		return 0;
+	/* the base name (index key) never changes for a record */
+	uint32_t off;
+	if (key_len <= rec->key_len) {
+		off = rec->key_off; /* reuse in place */
+		memcpy(mbox->pool + off, key, key_len);
+		mbox->pool[off + key_len] = '\0';
+		mbox->pool_garbage += rec->key_len - key_len;
+	} else {
+		int r = pool_add(mbox, key, key_len, &off);
+		if (r < 0)
+			return r;
+		mbox->pool_garbage += (size_t)rec->key_len + 1;
+	}
+	rec->key_off = off;
+	rec->key_len = (uint16_t)key_len;
+	rec->base_len = (uint16_t)base_len;
+	pool_compact(mbox);
+	return 0;
+}
+
+int mailbox_rec_add(struct mailbox *mbox, const struct mail_rec *rec, const char *key)
+{
+	if (mbox->n_recs > 0 && mbox->recs[mbox->n_recs - 1].uid >= rec->uid)
+		return -EINVAL;
+	if (rec->key_len == 0)
+		return -EINVAL;
+	if (mbox->n_recs == mbox->cap_recs) {
+		uint32_t cap = mbox->cap_recs ? mbox->cap_recs * 2 : 64;
+		struct mail_rec *n = realloc(mbox->recs, (size_t)cap * sizeof(*n));
+		if (n == NULL)
+			return -ENOMEM;
+		mbox->recs = n;
+		mbox->cap_recs = cap;
+	}
+	struct mail_rec *r = &mbox->recs[mbox->n_recs];
+	*r = *rec;
+	int e = pool_add(mbox, key, rec->key_len, &r->key_off);
+	if (e < 0)
+		return e;
+	mbox->n_recs++;
+	e = index_insert(mbox, r);
+	if (e < 0) {
+		mbox->n_recs--;
+		return e;
+	}
+	if (rec->uid >= mbox->uidnext)
+		mbox->uidnext = rec->uid + 1;
+	if (rec->modseq > mbox->highest_modseq)
+		mbox->highest_modseq = rec->modseq;
+	return 0;
+}
+
+static void notify_schedule(struct mailbox *mbox);
+
+void mailbox_rec_remove(struct mailbox *mbox, uint32_t uid)
+{
+	uint32_t i = mailbox_rec_lower_bound(mbox, uid);
+	if (i >= mbox->n_recs || mbox->recs[i].uid != uid)
+		return;
+	struct mail_rec *r = &mbox->recs[i];
+	index_remove(mbox, r);
+	mbox->pool_garbage += (size_t)r->key_len + 1;
+	for (struct view *v = mbox->views; v != NULL; v = view_next(v))
+		view_on_expunge(v, uid, i);
+	memmove(&mbox->recs[i], &mbox->recs[i + 1], (mbox->n_recs - i - 1) * sizeof(*r));
+	mbox->n_recs--;
+	pool_compact(mbox);
+	notify_schedule(mbox);
+}
+
+uint64_t mailbox_next_modseq(struct mailbox *mbox)
+{
+	return ++mbox->highest_modseq;
+}
+
+/* ---- announcements ---------------------------------------------------------------------- */
+
+static void notify_close_cb(uv_handle_t *h);
+
+static void notify_timer_cb(uv_timer_t *t)
+{
+	struct mailbox *mbox = t->data;
+	mbox->notify_armed = false;
+	mailbox_ref(mbox);
+	/* A callback may free any view (even another one): restart from the head after each. */
+	for (;;) {
+		struct view *v = mbox->views;
+		while (v != NULL && !view_wants_notify(v))
+			v = view_next(v);
+		if (v == NULL)
+			break;
+		view_call_notify(v);
+	}
+	mailbox_unref(&mbox);
+}
+
+static void notify_schedule(struct mailbox *mbox)
+{
+	bool any = false;
+	for (struct view *v = mbox->views; v != NULL; v = view_next(v))
+		if (view_mark_dirty(v))
+			any = true;
+	if (any && !mbox->notify_armed && mbox->handles_open > 0) {
+		mbox->notify_armed = true;
+		uv_timer_start(&mbox->notify_timer, notify_timer_cb, 0, 0);
+	}
+}
+
+void mailbox_announce_flags(struct mailbox *mbox, struct view *origin, uint32_t uid)
+{
+	for (struct view *v = mbox->views; v != NULL; v = view_next(v))
+		if (v != origin)
+			view_on_flags(v, uid);
+	notify_schedule(mbox);
+}
+
+void mailbox_announce_arrivals(struct mailbox *mbox)
+{
+	notify_schedule(mbox);
+}
+
+/* ---- lifetime --------------------------------------------------------------------------- */
+
+int mailbox_new(struct store *store, const char *name, const char *path, struct mailbox **mbox_r)
+{
+	struct mailbox *mbox = calloc(1, sizeof(*mbox));
+	if (mbox == NULL)
+		return -ENOMEM;
+	mbox->name = strdup(name);
+	mbox->path = strdup(path);
+	if (mbox->name == NULL || mbox->path == NULL) {
+		free(mbox->name);
+		free(mbox->path);
+		free(mbox);
+		return -ENOMEM;
+	}
+	mbox->refs = 1;
+	mbox->store = store_ref(store);
+	mbox->loop = store_loop(store);
+	mbox->ops = &maildir_backend_ops;
+	mbox->uidnext = 1;
+	uv_timer_init(mbox->loop, &mbox->notify_timer);
+	mbox->notify_timer.data = mbox;
+	mbox->handles_open = 1;
+	*mbox_r = mbox;
+	return 0;
+}
+
+static void mailbox_destroy(struct mailbox *mbox)
+{
+	for (unsigned i = 0; i < mbox->n_keywords; i++)
+		free(mbox->keywords[i]);
+	free(mbox->backend_mem);
+	free(mbox->recs);
+	free(mbox->pool);
+	free(mbox->index);
+	free(mbox->name);
+	free(mbox->path);
+	store_unref(&mbox->store);
+	free(mbox);
+}
+
+static void notify_close_cb(uv_handle_t *h)
+{
+	struct mailbox *mbox = h->data;
+	if (--mbox->handles_open == 0)
+		mailbox_destroy(mbox);
+}
+
+struct mailbox *mailbox_ref(struct mailbox *mbox)
+{
+	mbox->refs++;
+	return mbox;
+}
+
+void mailbox_unref(struct mailbox **mbox_p)
+{
+	struct mailbox *mbox = *mbox_p;
+	if (mbox == NULL)
+		return;
+	*mbox_p = NULL;
+	if (--mbox->refs > 0)
+		return;
+	store_mailbox_unregister(mbox->store, mbox);
+	if (mbox->ops->free != NULL && mbox->backend != NULL)
+		mbox->ops->free(mbox); /* closes back-end handles, which hold handles_open */
+	uv_timer_stop(&mbox->notify_timer);
+	uv_close((uv_handle_t *)&mbox->notify_timer, notify_close_cb);
+}
+
+void mailbox_handle_opened(struct mailbox *mbox)
+{
+	mbox->handles_open++;
+}
+void mailbox_handle_closed(struct mailbox *mbox)
+{
+	if (--mbox->handles_open == 0)
+		mailbox_destroy(mbox);
+}
+
+/* ---- load results ----------------------------------------------------------------------- */
+
+int mailbox_load_add(struct mailbox_load *ld, const struct load_ent *ent, const char *key)
+{
+	if (ld->n_ents == ld->cap_ents) {
+		size_t cap = ld->cap_ents ? ld->cap_ents * 2 : 256;
+		struct load_ent *n = realloc(ld->ents, cap * sizeof(*n));
+		if (n == NULL)
+			return -ENOMEM;
+		ld->ents = n;
+		ld->cap_ents = cap;
+	}
+	size_t len = ent->key_len;
+	if (ld->pool_len + len + 1 > ld->pool_cap) {
+		size_t cap = ld->pool_cap ? ld->pool_cap * 2 : 8192;
+		while (cap < ld->pool_len + len + 1)
+			cap *= 2;
+		char *n = realloc(ld->pool, cap);
+		if (n == NULL)
+			return -ENOMEM;
+		ld->pool = n;
+		ld->pool_cap = cap;
+	}
+	struct load_ent *e = &ld->ents[ld->n_ents++];
+	*e = *ent;
+	e->key_off = (uint32_t)ld->pool_len;
+	memcpy(ld->pool + ld->pool_len, key, len);
+	ld->pool[ld->pool_len + len] = '\0';
+	ld->pool_len += len + 1;
+	return 0;
+}
+
+void mailbox_load_free(struct mailbox_load *ld)
+{
+	free(ld->path);
+	free(ld->ents);
+	free(ld->pool);
+	for (unsigned i = 0; i < ld->n_keywords; i++)
+		free(ld->keywords[i]);
+	if (ld->backend_free != NULL && ld->backend != NULL)
+		ld->backend_free(ld->backend);
+	memset(ld, 0, sizeof(*ld));
+}
+
+/* ---- open ------------------------------------------------------------------------------- */
+
+static int open_prepare(struct store *store, const char *name, char *norm, char *path,
+			size_t path_size)
+{
+	int r = store_name_normalize(name, norm, STORE_NAME_MAX + 1);
+	if (r < 0)
+		return r;
+	return store_folder_path(store, norm, path, path_size);
+}
+
+static int open_finish(struct store *store, const char *norm, struct mailbox_load *ld,
+		       struct mailbox **mbox_r)
+{
+	struct mailbox *mbox;
+	int r = mailbox_new(store, norm, ld->path, &mbox);
+	if (r < 0)
+		return r;
+	r = mbox->ops->attach(mbox, ld);
+	if (r < 0) {
+		log_error("storage: open failed folder=%s err=%s", log_escape_str(norm),
+			  strerror(-r));
+		mailbox_unref(&mbox);
+		return r;
+	}
+	store_mailbox_register(store, mbox);
+	*mbox_r = mbox;
+	return 0;
+}
+
+int mailbox_open(struct store *store, const char *name, struct mailbox **mbox_r)
+{
+	char norm[STORE_NAME_MAX + 1], path[4096];
+	int r = open_prepare(store, name, norm, path, sizeof(path));
+	if (r < 0)
+		return r;
+	struct mailbox *mbox = store_mailbox_find(store, norm);
+	if (mbox != NULL) {
+		*mbox_r = mailbox_ref(mbox);
+		return 0;
+	}
+	struct mailbox_load ld = {0};
+	ld.path = strdup(path);
+	if (ld.path == NULL)
+		return -ENOMEM;
+	r = maildir_backend_ops.load(&ld);
+	if (r == 0)
+		r = open_finish(store, norm, &ld, mbox_r);
+	mailbox_load_free(&ld);
+	return r;
+}
+
+struct open_req {
+	uv_work_t work;
+	struct store *store;
+	char name[STORE_NAME_MAX + 1];
+	struct mailbox_load ld;
+	mailbox_open_cb *cb;
+	void *data;
+	int err;
+	bool ready; /* found open already: no work needed */
+	uv_timer_t defer;
+};
+
+static void open_work_cb(uv_work_t *w)
+{
+	struct open_req *req = w->data;
+	req->err = maildir_backend_ops.load(&req->ld);
+}
+
+static void open_req_done(struct open_req *req)
+{
+	struct mailbox *mbox = NULL;
+	int r = req->err;
+	if (r == 0) {
+		/* another open (sync) may have won the race: use that one */
+		mbox = store_mailbox_find(req->store, req->name);
+		if (mbox != NULL)
+			mailbox_ref(mbox);
+		else
+			r = open_finish(req->store, req->name, &req->ld, &mbox);
+	}
+	mailbox_load_free(&req->ld);
+	store_unref(&req->store);
+	req->cb(r, r == 0 ? mbox : NULL, req->data);
+}
+
+static void open_after_work_cb(uv_work_t *w, int status)
+{
+	struct open_req *req = w->data;
+	if (status < 0 && req->err == 0)
+		req->err = status;
+	open_req_done(req);
+	free(req);
+}
+
+static void open_defer_close_cb(uv_handle_t *h)
+{
+	free(h->data);
+}
+
+static void open_defer_cb(uv_timer_t *t)
+{
+	struct open_req *req = t->data;
+	struct mailbox *mbox = store_mailbox_find(req->store, req->name);
+	int r = mbox != NULL ? 0 : req->err;
+	if (mbox != NULL)
+		mailbox_ref(mbox);
+	store_unref(&req->store);
+	if (r == 0 && mbox == NULL)
+		r = -ENOENT;
+	req->cb(r, mbox, req->data);
+	uv_close((uv_handle_t *)t, open_defer_close_cb);
+}
+
+int mailbox_open_async(struct store *store, const char *name, mailbox_open_cb *cb, void *data)
+{
+	struct open_req *req = calloc(1, sizeof(*req));
+	if (req == NULL)
+		return -ENOMEM;
+	char path[4096];
+	int r = open_prepare(store, name, req->name, path, sizeof(path));
+	if (r < 0) {
+		free(req);
+		return r;
+	}
+	req->store = store_ref(store);
+	req->cb = cb;
+	req->data = data;
+	if (store_mailbox_find(store, req->name) != NULL) {
+		/* already open: answer from the loop, not from inside this call */
+		uv_timer_init(store_loop(store), &req->defer);
+		req->defer.data = req;
+		uv_timer_start(&req->defer, open_defer_cb, 0, 0);
+		return 0;
+	}
+	req->ld.path = strdup(path);
+	if (req->ld.path == NULL) {
+		store_unref(&req->store);
+		free(req);
+		return -ENOMEM;
+	}
+	req->work.data = req;
+	r = uv_queue_work(store_loop(store), &req->work, open_work_cb, open_after_work_cb);
+	if (r < 0) {
+		mailbox_load_free(&req->ld);
+		store_unref(&req->store);
+		free(req);
+		return r;
+	}
+	return 0;
+}
+
+/* ---- getters ---------------------------------------------------------------------------- */
+
+const char *mailbox_name(const struct mailbox *mbox)
+{
+	return mbox->name;
+}
+uint32_t mailbox_uidvalidity(const struct mailbox *mbox)
+{
+	return mbox->uidvalidity;
+}
+uint32_t mailbox_uidnext(const struct mailbox *mbox)
+{
+	return mbox->uidnext;
+}
+uint64_t mailbox_highest_modseq(const struct mailbox *mbox)
+{
+	return mbox->highest_modseq;
+}
+uint32_t mailbox_count(const struct mailbox *mbox)
+{
+	return mbox->n_recs;
+}
+unsigned mailbox_special_use(const struct mailbox *mbox)
+{
+	return mbox->special_use;
+}
+
+void mailbox_get_status(const struct mailbox *mbox, struct mailbox_status *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->messages = mbox->n_recs;
+	st->uidnext = mbox->uidnext;
+	st->uidvalidity = mbox->uidvalidity;
+	st->highest_modseq = mbox->highest_modseq;
+	for (uint32_t i = 0; i < mbox->n_recs; i++) {
+		const struct mail_rec *r = &mbox->recs[i];
+		if (!(r->flags & MAIL_SEEN))
+			st->unseen++;
+		if (r->flags & MAIL_DELETED)
+			st->deleted++;
+		if (r->uid >= mbox->first_recent_uid)
+			st->recent++;
+		st->size += r->size;
+	}
+}
+
+int mailbox_refresh(struct mailbox *mbox)
+{
+	if (mbox->gone)
+		return -ENOENT;
+	return mbox->ops->refresh(mbox, false);
+}
+
+/* ---- keywords --------------------------------------------------------------------------- */
+
+unsigned mailbox_keyword_count(const struct mailbox *mbox)
+{
+	return mbox->n_keywords;
+}
+
+const char *mailbox_keyword_name(const struct mailbox *mbox, unsigned idx)
+{
+	return idx < mbox->n_keywords ? mbox->keywords[idx] : NULL;
+}
+
+static bool keyword_valid(const char *name)
+{
+	size_t len = strlen(name);
+	if (len == 0 || len > MAILBOX_KEYWORD_MAX || name[0] == '\\')
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)name[i];
+		/* atom-char minus list/resp specials (RFC 3501 flag-keyword) */
+		if (c <= 0x20 || c >= 0x7f || strchr("(){%*\"\\]", c) != NULL)
+			return false;
+	}
+	return true;
+}
+
+int mailbox_keyword_index(struct mailbox *mbox, const char *name, bool create, unsigned *idx_r)
+{
+	if (!keyword_valid(name))
+		return -EINVAL;
+	for (unsigned i = 0; i < mbox->n_keywords; i++) {
+		if (strcasecmp(mbox->keywords[i], name) == 0) {
+			*idx_r = i;
+			return 0;
+		}
+	}
+	if (!create)
+		return -ENOENT;
+	if (mbox->gone)
+		return -ENOENT;
+	if (mbox->n_keywords >= MAILBOX_MAX_KEYWORDS)
+		return -ENOSPC;
+	char *copy = strdup(name);
+	if (copy == NULL)
+		return -ENOMEM;
+	mbox->keywords[mbox->n_keywords++] = copy;
+	int r = mbox->ops->save_keywords(mbox);
+	if (r < 0) {
+		mbox->keywords[--mbox->n_keywords] = NULL;
+		free(copy);
+		return r;
+	}
+	*idx_r = mbox->n_keywords - 1;
+	return 0;
+}
+
+/* ---- changes ---------------------------------------------------------------------------- */
+
+int mailbox_store_flags(struct mailbox *mbox, struct view *origin, const uint32_t *uids, size_t n,
+			enum flag_op op, unsigned flags, uint32_t keywords)
+{
+	if (mbox->gone)
+		return -ENOENT;
+	flags &= MAIL_FLAGS_SETTABLE;
+	uint32_t kw_mask = mbox->n_keywords >= 32 ? UINT32_MAX : (1u << mbox->n_keywords) - 1;
+	if (keywords & ~kw_mask)
+		return -EINVAL;
+	int r = 0;
+	uint32_t *changed = malloc((n ? n : 1) * sizeof(*changed));
+	if (changed == NULL)
+		return -ENOMEM;
+	size_t n_changed = 0;
+	for (size_t i = 0; i < n && r == 0; i++) {
+		struct mail_rec *rec = mailbox_rec_find(mbox, uids[i]);
+		if (rec == NULL)
+			continue;
+		unsigned nf = rec->flags;
+		uint32_t nk = rec->keywords;
+		switch (op) {
+		case FLAG_OP_REPLACE:
+			nf = flags;
+			nk = keywords;
+			break;
+		case FLAG_OP_ADD:
+			nf |= flags;
+			nk |= keywords;
+			break;
+		case FLAG_OP_REMOVE:
+			nf &= ~flags;
+			nk &= ~keywords;
+			break;
+		}
+		if (nf == rec->flags && nk == rec->keywords)
+			continue;
+		uint64_t old_modseq = rec->modseq;
+		rec->modseq = mbox->highest_modseq + 1;
+		r = mbox->ops->set_flags(mbox, rec, nf, nk);
+		if (r < 0) {
+			rec->modseq = old_modseq;
+			break;
+		}
+		mbox->highest_modseq = rec->modseq;
+		rec->flags = (uint8_t)nf;
+		rec->keywords = nk;
+		changed[n_changed++] = rec->uid;
+	}
+	int cr = mbox->ops->commit(mbox);
+	if (r == 0)
+		r = cr;
+	for (size_t i = 0; i < n_changed; i++)
+		mailbox_announce_flags(mbox, origin, changed[i]);
+	free(changed);
+	return r;
+}
+
+int mailbox_expunge(struct mailbox *mbox, const uint32_t *uids, size_t n)
+{
+	if (mbox->gone)
+		return -ENOENT;
+	int r = 0;
+	uint32_t *done = malloc((n ? n : 1) * sizeof(*done));
+	if (done == NULL)
+		return -ENOMEM;
+	size_t n_done = 0;
+	for (size_t i = 0; i < n; i++) {
+		struct mail_rec *rec = mailbox_rec_find(mbox, uids[i]);
+		if (rec == NULL)
+			continue;
+		r = mbox->ops->expunge(mbox, rec);
+		if (r < 0)
+			break;
+		done[n_done++] = rec->uid;
+	}
+	int cr = mbox->ops->commit(mbox);
+	if (r == 0)
+		r = cr;
+	/* disk first, then memory and the views */
+	for (size_t i = 0; i < n_done; i++)
+		mailbox_rec_remove(mbox, done[i]);
+	if (n_done > 0)
+		mbox->highest_modseq++;
+	free(done);
+	return r;
+}
+
+static int copy_keywords(struct mailbox *src, struct mailbox *dst, uint32_t kw, uint32_t *kw_r)
+{
+	uint32_t out = 0;
+	for (unsigned i = 0; i < src->n_keywords; i++) {
+		if (!(kw & (1u << i)))
+			continue;
+		unsigned idx;
+		int r = mailbox_keyword_index(dst, src->keywords[i], true, &idx);
+		if (r == -ENOSPC)
+			continue; /* the copy keeps the flags it can */
+		if (r < 0)
+			return r;
+		out |= 1u << idx;
+	}
+	*kw_r = out;
+	return 0;
+}
+
+static int copy_or_move(struct mailbox *src, const uint32_t *uids, size_t n, struct mailbox *dst,
+			uint32_t *new_uids_r, bool move)
+{
+	if (src->gone || dst->gone)
+		return -ENOENT;
+	if (move && src == dst)
+		return -EINVAL;
+	int r = 0;
+	uint32_t *moved = NULL;
+	size_t n_moved = 0;
+	if (move) {
+		moved = malloc((n ? n : 1) * sizeof(*moved));
+		if (moved == NULL)
+			return -ENOMEM;
+	}
+	for (size_t i = 0; i < n; i++)
+		new_uids_r[i] = 0;
+	for (size_t i = 0; i < n && r == 0; i++) {
+		struct mail_rec *rec = mailbox_rec_find(src, uids[i]);
+		if (rec == NULL)
+			continue;
+		uint32_t kw;
+		r = copy_keywords(src, dst, rec->keywords, &kw);
+		if (r < 0)
+			break;
+		rec = mailbox_rec_find(src, uids[i]); /* dst may equal src: array may have moved */
+		r = src->ops->copy(src, rec, dst, rec->flags, kw, move, &new_uids_r[i]);
+		if (r == 0 && move)
+			moved[n_moved++] = uids[i];
+	}
+	int cr = dst->ops->commit(dst);
+	if (r == 0)
+		r = cr;
+	if (move) {
+		cr = src->ops->commit(src);
+		if (r == 0)
+			r = cr;
+		for (size_t i = 0; i < n_moved; i++)
+			mailbox_rec_remove(src, moved[i]);
+		if (n_moved > 0)
+			src->highest_modseq++;
+		free(moved);
+	}
+	mailbox_announce_arrivals(dst);
+	return r;
+}
+
+int mailbox_copy(struct mailbox *src, const uint32_t *uids, size_t n, struct mailbox *dst,
+		 uint32_t *new_uids_r)
+{
+	return copy_or_move(src, uids, n, dst, new_uids_r, false);
+}
+
+int mailbox_move(struct mailbox *src, const uint32_t *uids, size_t n, struct mailbox *dst,
+		 uint32_t *new_uids_r)
+{
+	return copy_or_move(src, uids, n, dst, new_uids_r, true);
+}
+
+/* ---- append ------------------------------------------------------------------------------ */
+
+int mailbox_append_begin(struct mailbox *mbox, unsigned flags, uint32_t keywords,
+			 int64_t internal_date, struct mail_append **append_r)
+{
+	if (mbox->gone)
+		return -ENOENT;
+	uint32_t kw_mask = mbox->n_keywords >= 32 ? UINT32_MAX : (1u << mbox->n_keywords) - 1;
+	if (keywords & ~kw_mask)
+		return -EINVAL;
+	struct mail_append *a = calloc(1, sizeof(*a));
+	if (a == NULL)
+		return -ENOMEM;
+	a->mbox = mailbox_ref(mbox);
+	a->flags = flags & MAIL_FLAGS_SETTABLE;
+	a->keywords = keywords;
+	a->idate = internal_date;
+	a->fd = -1;
+	int r = mbox->ops->append_begin(mbox, a);
+	if (r < 0) {
+		mailbox_unref(&a->mbox);
+		free(a);
+		return r;
+	}
+	*append_r = a;
+	return 0;
+}
+
+int mail_append_write(struct mail_append *a, const void *data, size_t len)
+{
+	return a->mbox->ops->append_write(a, data, len);
+}
+
+int mail_append_finish(struct mail_append **append_p, uint32_t *uid_r)
+{
+	struct mail_append *a = *append_p;
+	*append_p = NULL;
+	struct mailbox *mbox = a->mbox;
+	int r = mbox->gone ? -ENOENT : mbox->ops->append_finish(a, uid_r);
+	if (r < 0)
+		mbox->ops->append_abort(a);
+	else
+		mailbox_announce_arrivals(mbox);
+	mailbox_unref(&a->mbox);
+	free(a);
+	return r;
+}
+
+void mail_append_abort(struct mail_append **append_p)
+{
+	struct mail_append *a = *append_p;
+	if (a == NULL)
+		return;
+	*append_p = NULL;
+	a->mbox->ops->append_abort(a);
+	mailbox_unref(&a->mbox);
+	free(a);
+}
+
+/* ---- cache ------------------------------------------------------------------------------- */
+
+int mailbox_cache_get(struct mailbox *mbox, uint32_t uid, const void **data_r, size_t *len_r)
+{
+	struct mail_rec *rec = mailbox_rec_find(mbox, uid);
+	if (rec == NULL || rec->cache_len == 0)
+		return -ENOENT;
+	return mbox->ops->cache_get(mbox, rec, data_r, len_r);
+}
+
+int mailbox_cache_put(struct mailbox *mbox, uint32_t uid, const void *data, size_t len)
+{
+	if (len == 0 || len > (1u << 20))
+		return -EINVAL;
+	struct mail_rec *rec = mailbox_rec_find(mbox, uid);
+	if (rec == NULL)
+		return -ENOENT;
+	return mbox->ops->cache_put(mbox, rec, data, len);
+}

@@ -1,0 +1,222 @@
+/* mailbox_private — the mailbox object's insides and the back-end interface (storage room
+ * only; protocols use storage.h).
+ *
+ * The core (mailbox.c, view.c) owns the in-memory model: the message array in UID order, the
+ * string pool holding back-end keys, the key index, keywords, views and announcements. A
+ * back-end (maildir.c; an mbox back-end would add mbox.c) owns the disk: loading, persisting
+ * UIDs, renaming/unlinking/linking files, opening message bytes, watching for outside
+ * changes. The core never touches a file; a back-end never touches a view.
+ *
+ * Order of every change (DESIGN.md): back-end writes and makes it durable, then the core
+ * updates memory (mailbox_rec_*), then announces (mailbox_announce_*).
+ */
+#ifndef MK_MAILBOX_PRIVATE_H
+#define MK_MAILBOX_PRIVATE_H
+
+#include "storage.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+/* Back-end bits kept per message (mail_rec.bflags). */
+enum mail_rec_bflags {
+	MREC_IN_NEW = 1 << 0, /* Maildir: file is in new/ (no info part) */
+	MREC_PASSED = 1 << 1, /* Maildir: 'P' (forwarded) kept through renames */
+	MREC_SEEN_SCAN = 1 << 2,
+};
+
+/* One message, 56 bytes; its key (Maildir: the current file name) lives in mbox->pool. */
+struct mail_rec {
+	uint32_t uid;
+	uint32_t keywords;
+	uint64_t modseq;
+	uint64_t size; /* CRLF size */
+	int64_t idate;
+	uint32_t key_off;   /* key in the pool */
+	uint16_t key_len;   /* whole key (Maildir: base name + ":2,info") */
+	uint16_t base_len;  /* stable part (Maildir base name): key[0..base_len) */
+	uint32_t cache_off; /* cached blob offset in the cache file; cache_len 0 = none */
+	uint32_t cache_len;
+	uint8_t flags;  /* enum mail_flags, MAIL_FLAGS_SETTABLE only */
+	uint8_t bflags; /* enum mail_rec_bflags */
+};
+
+/* A message found on disk during a load or a refresh. */
+struct load_ent {
+	uint32_t uid; /* 0 until known */
+	uint32_t keywords;
+	uint64_t modseq;
+	uint64_t size;
+	int64_t idate;
+	uint32_t key_off; /* in load->pool */
+	uint16_t key_len;
+	uint16_t base_len;
+	uint32_t cache_off;
+	uint32_t cache_len;
+	uint8_t flags;
+	uint8_t bflags;
+	bool known;        /* found in the UID list */
+	bool flags_differ; /* the file's flags differ from the UID list's (changed outside) */
+};
+
+/* The result of a load, built without touching the mailbox (may run on a worker thread). */
+struct mailbox_load {
+	char *path; /* folder directory */
+	int err;
+	uint32_t uidvalidity;
+	uint32_t uidnext;
+	uint64_t highest_modseq;
+	bool list_rebuilt; /* the UID list was missing or torn */
+	bool list_dirty;   /* the UID list should be compacted after attach */
+	struct load_ent *ents;
+	size_t n_ents, cap_ents;
+	char *pool;
+	size_t pool_len, pool_cap;
+	char *keywords[MAILBOX_MAX_KEYWORDS];
+	unsigned n_keywords;
+	void *backend; /* back-end private load data */
+	void (*backend_free)(void *backend);
+};
+
+struct mailbox_backend_ops {
+	const char *name;
+	/* Read everything needed to build the mailbox: thread-safe, touches only LD. */
+	int (*load)(struct mailbox_load *ld);
+	/* On the loop: take LD into MBOX (assign and persist UIDs of new messages, start
+	 * watching). */
+	int (*attach)(struct mailbox *mbox, struct mailbox_load *ld);
+	/* Look for outside changes; with FORCE skip the cheap "nothing changed" check. */
+	int (*refresh)(struct mailbox *mbox, bool force);
+	/* Give REC new flags/keywords on disk; REC->modseq is the new modseq. Updates the key
+	 * through mailbox_rec_set_key. Made durable by commit. */
+	int (*set_flags)(struct mailbox *mbox, struct mail_rec *rec, unsigned flags,
+			 uint32_t keywords);
+	/* Remove REC's message from disk. Made durable by commit. */
+	int (*expunge)(struct mailbox *mbox, struct mail_rec *rec);
+	/* Make the changes since the last commit durable (directory fsyncs, UID list). */
+	int (*commit)(struct mailbox *mbox);
+	/* Append: create the temporary file; write; finish (durable, adds the record). */
+	int (*append_begin)(struct mailbox *mbox, struct mail_append *a);
+	int (*append_write)(struct mail_append *a, const void *data, size_t len);
+	int (*append_finish)(struct mail_append *a, uint32_t *uid_r);
+	void (*append_abort)(struct mail_append *a);
+	/* Copy SREC of SRC into DST as a new message (durable after DST's commit). With
+	 * MOVE the source file may be moved instead (then SRC's record is expunged by the core
+	 * without touching disk). */
+	int (*copy)(struct mailbox *src, struct mail_rec *srec, struct mailbox *dst, unsigned flags,
+		    uint32_t keywords, bool move, uint32_t *uid_r);
+	/* Open REC's bytes: fd and whether LF must become CRLF. */
+	int (*open_msg)(struct mailbox *mbox, const struct mail_rec *rec, int *fd_r,
+			bool *needs_crlf_r);
+	/* Persist the keyword table. */
+	int (*save_keywords)(struct mailbox *mbox);
+	/* Cache file: append a blob for REC (sets cache_off/len), and read it back. */
+	int (*cache_put)(struct mailbox *mbox, struct mail_rec *rec, const void *data, size_t len);
+	int (*cache_get)(struct mailbox *mbox, const struct mail_rec *rec, const void **data_r,
+			 size_t *len_r);
+	/* Stop watching and free back-end data (the uv handles are closed by the core). */
+	void (*free)(struct mailbox *mbox);
+};
+
+struct view;
+
+struct mailbox {
+	unsigned refs;
+	struct store *store;
+	uv_loop_t *loop;
+	char *name; /* wire name */
+	char *path; /* folder directory */
+	const struct mailbox_backend_ops *ops;
+	void *backend;
+	void *backend_mem; /* back-end data freed with the mailbox (after its handles close) */
+	unsigned special_use;
+	bool gone; /* folder deleted: operations fail with -ENOENT */
+
+	uint32_t uidvalidity;
+	uint32_t uidnext;
+	uint64_t highest_modseq;
+	uint32_t first_recent_uid; /* messages with uid >= this are \Recent to the next claimer */
+
+	struct mail_rec *recs; /* UID order */
+	uint32_t n_recs, cap_recs;
+	char *pool; /* keys */
+	size_t pool_len, pool_cap, pool_garbage;
+
+	uint32_t *index; /* open addressing: key hash -> uid (0 = empty) */
+	uint32_t index_cap;
+
+	char *keywords[MAILBOX_MAX_KEYWORDS];
+	unsigned n_keywords;
+
+	struct view *views; /* linked list */
+	struct view *pop3_view;
+	uv_timer_t notify_timer;
+	bool notify_armed;
+	unsigned handles_open; /* uv handles not yet closed (free after the last close) */
+
+	struct mailbox *next; /* the store's open list */
+};
+
+/* Store helpers (store.c). */
+void store_mailbox_register(struct store *store, struct mailbox *mbox);
+void store_mailbox_unregister(struct store *store, struct mailbox *mbox);
+struct mailbox *store_mailbox_find(struct store *store, const char *name);
+uv_loop_t *store_loop(const struct store *store);
+/* Directory of folder NAME (normalized). */
+int store_folder_path(const struct store *store, const char *name, char *buf, size_t size);
+
+/* Core helpers for back-ends (mailbox.c). */
+const char *mailbox_rec_key(const struct mailbox *mbox, const struct mail_rec *rec);
+int mailbox_rec_set_key(struct mailbox *mbox, struct mail_rec *rec, const char *key, size_t key_len,
+			size_t base_len);
+struct mail_rec *mailbox_rec_find(struct mailbox *mbox, uint32_t uid);
+struct mail_rec *mailbox_rec_find_base(struct mailbox *mbox, const char *base, size_t len);
+/* Append a record with a UID above every other (key copied into the pool, indexed). The
+ * array may move: earlier mail_rec pointers become invalid. */
+int mailbox_rec_add(struct mailbox *mbox, const struct mail_rec *rec, const char *key);
+/* Remove the record of UID from memory and owe its EXPUNGE to the views. */
+void mailbox_rec_remove(struct mailbox *mbox, uint32_t uid);
+/* Announce: a flag change of UID (ORIGIN not told), arrivals (UIDNEXT moved). */
+void mailbox_announce_flags(struct mailbox *mbox, struct view *origin, uint32_t uid);
+void mailbox_announce_arrivals(struct mailbox *mbox);
+/* Next modseq (highest_modseq + 1, stored). */
+uint64_t mailbox_next_modseq(struct mailbox *mbox);
+/* Free a load result. */
+void mailbox_load_free(struct mailbox_load *ld);
+int mailbox_load_add(struct mailbox_load *ld, const struct load_ent *ent, const char *key);
+/* Build an empty mailbox object for folder NAME at PATH (no disk access). */
+int mailbox_new(struct store *store, const char *name, const char *path, struct mailbox **mbox_r);
+/* Views (view.c), called by the core. */
+void view_on_expunge(struct view *view, uint32_t uid, uint32_t idx);
+void view_on_flags(struct view *view, uint32_t uid);
+bool view_mark_dirty(struct view *view);
+bool view_wants_notify(const struct view *view);
+void view_call_notify(struct view *view);
+struct view *view_next(const struct view *view);
+/* Back-ends owning uv handles: count one more handle to close before the mailbox is freed,
+ * and report its close. */
+void mailbox_handle_opened(struct mailbox *mbox);
+void mailbox_handle_closed(struct mailbox *mbox);
+/* Index of the first record with uid >= UID. */
+uint32_t mailbox_rec_lower_bound(const struct mailbox *mbox, uint32_t uid);
+
+/* The Maildir back-end. */
+extern const struct mailbox_backend_ops maildir_backend_ops;
+
+struct mail_append {
+	struct mailbox *mbox;
+	unsigned flags;
+	uint32_t keywords;
+	int64_t idate;
+	int fd;
+	uint64_t size;
+	uint64_t crlf_size;
+	bool last_cr;
+	char tmp_path[4096];
+};
+
+/* A mail_stream over an open fd. */
+int mail_stream_new_fd(int fd, uint64_t crlf_size, bool needs_crlf, struct mail_stream **stream_r);
+
+#endif
