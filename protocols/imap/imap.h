@@ -8,4 +8,9 @@
 
 extern const struct proto_ops imap_proto_ops;
 
+struct auth_service;
+/* The auth service logins go to (set once after auth_service_attach; NULL before, and then
+ * every login answers NO [UNAVAILABLE]). */
+void imap_auth_service_set(struct auth_service *svc);
+
 #endif

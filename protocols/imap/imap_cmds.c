@@ -10,13 +10,37 @@
 #include "log.h"
 
 static const struct imap_cmd_def imap_cmds[] = {
+	{"APPEND", imap_cmd_append, CMDF_AUTH},
+	{"AUTHENTICATE", imap_cmd_authenticate, CMDF_PREAUTH | CMDF_NOT_AUTH_ONLY},
 	{"CAPABILITY", imap_cmd_capability, CMDF_ANY},
+	{"CHECK", imap_cmd_check, CMDF_AUTH | CMDF_SELECTED},
+	{"CLOSE", imap_cmd_close, CMDF_AUTH | CMDF_SELECTED},
+	{"COPY", imap_cmd_copy, CMDF_AUTH | CMDF_SELECTED | CMDF_UID},
+	{"CREATE", imap_cmd_create, CMDF_AUTH},
+	{"DELETE", imap_cmd_delete, CMDF_AUTH},
 	{"ENABLE", imap_cmd_enable, CMDF_AUTH},
+	{"EXAMINE", imap_cmd_examine, CMDF_AUTH},
+	{"EXPUNGE", imap_cmd_expunge, CMDF_AUTH | CMDF_SELECTED | CMDF_UID},
+	{"FETCH", imap_cmd_fetch, CMDF_AUTH | CMDF_SELECTED | CMDF_UID | CMDF_NO_EXPUNGE},
 	{"ID", imap_cmd_id, CMDF_ANY},
+	{"IDLE", imap_cmd_idle, CMDF_AUTH},
+	{"LIST", imap_cmd_list, CMDF_AUTH},
+	{"LOGIN", imap_cmd_login, CMDF_PREAUTH | CMDF_NOT_AUTH_ONLY},
 	{"LOGOUT", imap_cmd_logout, CMDF_ANY},
+	{"LSUB", imap_cmd_lsub, CMDF_AUTH},
+	{"MOVE", imap_cmd_move, CMDF_AUTH | CMDF_SELECTED | CMDF_UID},
+	{"NAMESPACE", imap_cmd_namespace, CMDF_AUTH},
 	{"NOOP", imap_cmd_noop, CMDF_ANY},
+	{"RENAME", imap_cmd_rename, CMDF_AUTH},
+	{"SEARCH", imap_cmd_search, CMDF_AUTH | CMDF_SELECTED | CMDF_UID | CMDF_NO_EXPUNGE},
+	{"SELECT", imap_cmd_select, CMDF_AUTH},
 	{"STARTTLS", imap_cmd_starttls, CMDF_PREAUTH | CMDF_NOT_AUTH_ONLY},
+	{"STATUS", imap_cmd_status, CMDF_AUTH},
+	{"STORE", imap_cmd_store, CMDF_AUTH | CMDF_SELECTED | CMDF_UID | CMDF_NO_EXPUNGE},
+	{"SUBSCRIBE", imap_cmd_subscribe, CMDF_AUTH},
 	{"UID", NULL, CMDF_AUTH | CMDF_SELECTED},
+	{"UNSELECT", imap_cmd_unselect, CMDF_AUTH | CMDF_SELECTED},
+	{"UNSUBSCRIBE", imap_cmd_unsubscribe, CMDF_AUTH},
 };
 
 static int cmd_cmp(const void *key, const void *elem)

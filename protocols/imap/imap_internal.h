@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "conn.h"
+#include "storage.h"
 #include "imap_parser.h"
 #include "imap_seqset.h"
 
@@ -85,9 +86,15 @@ struct imap_session {
 	struct imap_parser *parser;
 	struct imap_cmd cmd;
 	bool cmd_running;
-	bool rev2;     /* ENABLE IMAP4rev2 */
-	bool in_input; /* on_input is on the stack (no re-entry) */
-	char user[IMAP_USER_MAX + 1];
+	bool rev2;                    /* ENABLE IMAP4rev2 */
+	bool in_input;                /* on_input is on the stack (no re-entry) */
+	char user[IMAP_USER_MAX + 1]; /* the canonical user once logged in */
+	unsigned auth_failures;
+	struct store *store;          /* once logged in */
+	struct view *view;            /* the selected mailbox */
+	bool readonly;                /* EXAMINE */
+	bool idling;                  /* inside IDLE: announcements go out at once */
+	struct mailbox *flag_mbox;    /* APPEND: where keywords are looked up */
 	struct imap_seqset searchres; /* SEARCH RETURN (SAVE), RFC 5182 */
 };
 
@@ -114,7 +121,58 @@ void imap_session_wakeup(struct imap_session *s);
 /* Whether plaintext passwords are accepted on this connection now. */
 bool imap_plaintext_allowed(const struct imap_session *s);
 
+/* The auth service logins go to (imap.h); NULL before it is set. */
+struct auth_service *imap_auth_service_get(void);
+/* Session teardown for the login and mailbox parts. */
+void imap_login_session_free(struct imap_session *s);
+
+/* Mailbox helpers (imap_mailbox.c). */
+/* Send what the view owes (EXISTS, RECENT, FETCH FLAGS, and EXPUNGE when allowed). */
+void imap_session_sync(struct imap_session *s, bool allow_expunge);
+void imap_session_unselect(struct imap_session *s);
+/* "(\\Seen \\Deleted kw)" without the parentheses into out; returns the length needed. */
+size_t imap_format_flags(const struct mailbox *mbox, unsigned flags, uint32_t keywords, bool recent,
+			 char *out, size_t size);
+/* A flag or a flag list: system flags and keywords (created in the mailbox when create).
+ * Returns 0 or -errno with *error_r the text for NO/BAD. */
+int imap_parse_flag_list(struct imap_session *s, const struct imap_arg *arg, bool create,
+			 unsigned *flags_r, uint32_t *keywords_r, const char **error_r);
+/* NO with the RFC 5530 code that fits err, and storage's client-safe text. */
+void imap_cmd_reply_error(struct imap_cmd *cmd, int err);
+/* Mailbox name argument normalised into out (STORE_NAME_MAX + 1); false when answered. */
+bool imap_arg_mailbox(struct imap_cmd *cmd, const struct imap_arg *arg, char *out);
+/* Sequence-set argument ($ is the saved search); false when answered. */
+bool imap_arg_seqset(struct imap_cmd *cmd, const struct imap_arg *arg, struct imap_seqset *set);
+/* The UIDs of the view's messages in set (numbers are UIDs when uid). -EINVAL for a sequence
+ * number past the end; *uids_r is malloc'd. */
+int imap_seqset_to_uids(struct imap_session *s, struct imap_seqset *set, bool uid,
+			uint32_t **uids_r, size_t *n_r);
+
 /* Handlers (imap_cmd_*.c). */
+enum cmd_result imap_cmd_select(struct imap_cmd *cmd);
+enum cmd_result imap_cmd_examine(struct imap_cmd *cmd);
+enum cmd_result imap_cmd_close(struct imap_cmd *cmd);
+enum cmd_result imap_cmd_unselect(struct imap_cmd *cmd);
+enum cmd_result imap_cmd_expunge(struct imap_cmd *cmd);
+enum cmd_result imap_cmd_check(struct imap_cmd *cmd);
+enum cmd_result imap_cmd_idle(struct imap_cmd *cmd);
+enum cmd_result imap_cmd_create(struct imap_cmd *cmd);
+enum cmd_result imap_cmd_delete(struct imap_cmd *cmd);
+enum cmd_result imap_cmd_rename(struct imap_cmd *cmd);
+enum cmd_result imap_cmd_subscribe(struct imap_cmd *cmd);
+enum cmd_result imap_cmd_unsubscribe(struct imap_cmd *cmd);
+enum cmd_result imap_cmd_namespace(struct imap_cmd *cmd);
+enum cmd_result imap_cmd_list(struct imap_cmd *cmd);
+enum cmd_result imap_cmd_lsub(struct imap_cmd *cmd);
+enum cmd_result imap_cmd_status(struct imap_cmd *cmd);
+enum cmd_result imap_cmd_fetch(struct imap_cmd *cmd);
+enum cmd_result imap_cmd_store(struct imap_cmd *cmd);
+enum cmd_result imap_cmd_copy(struct imap_cmd *cmd);
+enum cmd_result imap_cmd_move(struct imap_cmd *cmd);
+enum cmd_result imap_cmd_search(struct imap_cmd *cmd);
+enum cmd_result imap_cmd_append(struct imap_cmd *cmd);
+enum cmd_result imap_cmd_login(struct imap_cmd *cmd);
+enum cmd_result imap_cmd_authenticate(struct imap_cmd *cmd);
 enum cmd_result imap_cmd_capability(struct imap_cmd *cmd);
 enum cmd_result imap_cmd_noop(struct imap_cmd *cmd);
 enum cmd_result imap_cmd_logout(struct imap_cmd *cmd);

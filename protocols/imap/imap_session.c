@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "auth.h"
 #include "config.h"
 #include "imap_internal.h"
 #include "log.h"
@@ -60,10 +61,8 @@ void imap_set_state(struct imap_session *s, enum imap_state state)
 
 bool imap_plaintext_allowed(const struct imap_session *s)
 {
-	if (conn_is_tls(s->conn) || conn_peer_is_loopback(s->conn))
-		return true;
-	const struct config *cfg = conn_config(s->conn);
-	return cfg && cfg->allow_plaintext_auth;
+	return auth_plaintext_allowed(conn_config(s->conn), conn_is_tls(s->conn),
+				      conn_peer_is_loopback(s->conn));
 }
 
 /* The capabilities, in the order they are listed. Only what is implemented and tested. */
@@ -73,12 +72,19 @@ void imap_capability_string(struct imap_session *s, char *out, size_t size)
 	out[0] = '\0';
 #define ADD(str) o += (size_t)snprintf(out + o, o < size ? size - o : 0, "%s%s", o ? " " : "", str)
 	ADD("IMAP4rev1");
+	ADD("SASL-IR");
 	ADD("LITERAL+");
 	ADD("ID");
 	ADD("ENABLE");
 	if (s->state == IMAP_NOT_AUTH) {
 		if (conn_can_starttls(s->conn))
 			ADD("STARTTLS");
+		if (imap_plaintext_allowed(s)) {
+			ADD("AUTH=PLAIN");
+			ADD("AUTH=LOGIN");
+		} else {
+			ADD("LOGINDISABLED");
+		}
 	}
 #undef ADD
 	if (o >= size && size > 0)
@@ -117,6 +123,11 @@ void imap_cmd_reply(struct imap_cmd *cmd, const char *status, const char *fmt, .
 	va_start(ap, fmt);
 	vsnprintf(text, sizeof(text), fmt, ap);
 	va_end(ap);
+	/* Announcements owed go out before the tagged reply: EXPUNGE too, except for FETCH,
+	 * STORE and SEARCH (their UID forms allow it, RFC 9051 §7.5.1). */
+	if (s->view && !s->idling)
+		imap_session_sync(s,
+				  !(cmd->def && (cmd->def->flags & CMDF_NO_EXPUNGE)) || cmd->uid);
 	conn_printf(s->conn, "%s %s %s\r\n", cmd->tag[0] ? cmd->tag : "*", status, text);
 	if (strcmp(status, "BAD") == 0)
 		note_bad(s);
@@ -455,6 +466,10 @@ static void imap_session_free(void *session)
 		return;
 	if (s->cmd_running && s->cmd.ctx_free)
 		s->cmd.ctx_free(&s->cmd);
+	s->idling = false;
+	if (s->view)
+		view_free(&s->view);
+	imap_login_session_free(s);
 	imap_parser_free(&s->parser);
 	imap_seqset_free(&s->searchres);
 	explicit_bzero(s->user, sizeof(s->user));

@@ -25,10 +25,12 @@ struct conn {
 	const struct proto_ops *ops;
 	void *session;
 	struct fake_conn_opts opts;
-	struct buf in, out;
+	struct buf in, out, sent; /* sent: output "read by the client" at drains */
+	unsigned drains;
 	struct config cfg;
 	struct config_listener lst;
-	uv_loop_t loop;
+	uv_loop_t own_loop;
+	uv_loop_t *loop;
 	bool closing, paused, resume_pending, starttls_called, tls, was_blocked;
 	unsigned bad, idle;
 	struct fake_stream *stream;
@@ -48,13 +50,22 @@ struct conn *fake_conn_new(const struct proto_ops *ops, const struct fake_conn_o
 		c->opts = *opts;
 	buf_init(&c->in, 1 << 20); /* lines are still cut at max_line */
 	buf_init(&c->out, 64 << 20);
+	buf_init(&c->sent, 64 << 20);
 	c->cfg.allow_plaintext_auth = c->opts.allow_plaintext_auth;
 	c->cfg.output_high_watermark = c->opts.high_watermark;
+	c->cfg.mail_root = (char *)c->opts.mail_root;
+	c->cfg.mail_format = MAIL_FORMAT_MAILDIR;
+	c->cfg.auth_max_failures = c->opts.auth_max_failures;
 	c->lst.protocol = (char *)ops->name;
 	c->lst.max_bad_commands = c->opts.max_bad_commands ? c->opts.max_bad_commands : 20;
 	c->tls = c->opts.tls;
 	c->idle = ops->default_idle_timeout_s;
-	assert_int_equal(uv_loop_init(&c->loop), 0);
+	if (c->opts.loop) {
+		c->loop = c->opts.loop;
+	} else {
+		assert_int_equal(uv_loop_init(&c->own_loop), 0);
+		c->loop = &c->own_loop;
+	}
 	c->session = ops->session_new(c);
 	assert_non_null(c->session);
 	return c;
@@ -98,7 +109,11 @@ void fake_conn_pump(struct conn *c)
 		}
 		if (c->was_blocked) {
 			c->was_blocked = false;
-			buf_clear(&c->out); /* the "client" read it: only for watermark tests */
+			/* The "client" read it. */
+			assert_int_equal(buf_append(&c->sent, buf_peek(&c->out), buf_used(&c->out)),
+					 0);
+			buf_clear(&c->out);
+			c->drains++;
 			c->ops->on_drain(c->session);
 			continue;
 		}
@@ -126,13 +141,27 @@ void fake_conn_input(struct conn *c, const char *s)
 
 char *fake_conn_take_output(struct conn *c)
 {
-	size_t n = buf_used(&c->out);
-	char *s = malloc(n + 1);
+	size_t n1 = buf_used(&c->sent), n2 = buf_used(&c->out);
+	char *s = malloc(n1 + n2 + 1);
 	assert_non_null(s);
-	memcpy(s, buf_peek(&c->out), n);
-	s[n] = '\0';
+	if (n1)
+		memcpy(s, buf_peek(&c->sent), n1);
+	if (n2)
+		memcpy(s + n1, buf_peek(&c->out), n2);
+	s[n1 + n2] = '\0';
+	buf_clear(&c->sent);
 	buf_clear(&c->out);
 	return s;
+}
+
+size_t fake_conn_output_len(const struct conn *c)
+{
+	return buf_used(&c->sent) + buf_used(&c->out);
+}
+
+unsigned fake_conn_drains(const struct conn *c)
+{
+	return c->drains;
 }
 
 void fake_conn_expect(struct conn *c, const char *expected)
@@ -165,7 +194,7 @@ void *fake_conn_session(struct conn *c)
 
 uv_loop_t *fake_conn_uv_loop(struct conn *c)
 {
-	return &c->loop;
+	return c->loop;
 }
 
 void fake_conn_finish_starttls(struct conn *c)
@@ -203,11 +232,14 @@ void fake_conn_free(struct conn **c_p)
 	}
 	c->closing = true;
 	c->ops->session_free(c->session);
-	/* Let closed handles' callbacks run, then the loop must be empty. */
-	uv_run(&c->loop, UV_RUN_NOWAIT);
-	assert_int_equal(uv_loop_close(&c->loop), 0);
+	if (c->loop == &c->own_loop) {
+		/* Let closed handles' callbacks run, then the loop must be empty. */
+		uv_run(c->loop, UV_RUN_NOWAIT);
+		assert_int_equal(uv_loop_close(c->loop), 0);
+	}
 	buf_clear(&c->in);
 	buf_clear(&c->out);
+	buf_clear(&c->sent);
 	free(c);
 	*c_p = NULL;
 }
@@ -236,7 +268,7 @@ bool conn_peer_is_loopback(const struct conn *c)
 
 uv_loop_t *conn_loop(const struct conn *c)
 {
-	return (uv_loop_t *)&c->loop;
+	return c->loop;
 }
 
 const struct config *conn_config(const struct conn *c)

@@ -20,6 +20,9 @@ struct fake_conn_opts {
 	unsigned max_line;         /* 0: the protocol's default */
 	unsigned max_bad_commands; /* 0: 20 */
 	size_t high_watermark;     /* 0: unlimited */
+	const char *mail_root;     /* config mail_root (with %u) */
+	unsigned auth_max_failures;
+	uv_loop_t *loop; /* shared loop (several sessions on one store); NULL: own */
 };
 
 /* Create the connection and call session_new (the greeting is in the output). */
@@ -31,6 +34,10 @@ void fake_conn_input_n(struct conn *c, const char *data, size_t len);
 void fake_conn_pump(struct conn *c);
 /* The output written so far (NUL-terminated, malloc'd) and clear it; the caller frees. */
 char *fake_conn_take_output(struct conn *c);
+/* Bytes of output not yet taken. */
+size_t fake_conn_output_len(const struct conn *c);
+/* How many times on_drain ran (output passed high_watermark and was "sent"). */
+unsigned fake_conn_drains(const struct conn *c);
 /* The output so far must equal expected exactly (then it is cleared). */
 void fake_conn_expect(struct conn *c, const char *expected);
 bool fake_conn_closed(const struct conn *c);

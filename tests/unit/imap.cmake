@@ -12,7 +12,19 @@ target_include_directories(test_imap_seqset PRIVATE ${MK_IMAP_DIR})
 # src/conn.c), with every source of the room.
 file(GLOB mk_imap_srcs CONFIGURE_DEPENDS ${MK_IMAP_DIR}/*.c)
 mk_unit_test(test_imap_session SOURCES ${CMAKE_SOURCE_DIR}/tests/unit/test_imap_session.c
-	${CMAKE_SOURCE_DIR}/tests/support/imap_fake_conn.c ${mk_imap_srcs}
+	${CMAKE_SOURCE_DIR}/tests/support/imap_fake_conn.c
+	${CMAKE_SOURCE_DIR}/tests/support/imap_fake_auth.c ${mk_imap_srcs}
+	${CMAKE_SOURCE_DIR}/auth/sasl.c ${CMAKE_SOURCE_DIR}/auth/base64.c
 	${CMAKE_SOURCE_DIR}/src/buf.c ${CMAKE_SOURCE_DIR}/src/log.c
-	LIBS PkgConfig::UV)
-target_include_directories(test_imap_session PRIVATE ${MK_IMAP_DIR} ${CMAKE_SOURCE_DIR}/src)
+	LIBS mk_storage PkgConfig::UV)
+target_include_directories(test_imap_session PRIVATE ${MK_IMAP_DIR} ${CMAKE_SOURCE_DIR}/src
+	${CMAKE_SOURCE_DIR}/auth)
+# After login, with the real store in a temporary directory and a fake auth service.
+mk_unit_test(test_imap_mailbox SOURCES ${CMAKE_SOURCE_DIR}/tests/unit/test_imap_mailbox.c
+	${CMAKE_SOURCE_DIR}/tests/support/imap_fake_conn.c
+	${CMAKE_SOURCE_DIR}/tests/support/imap_fake_auth.c ${mk_imap_srcs}
+	${CMAKE_SOURCE_DIR}/auth/sasl.c ${CMAKE_SOURCE_DIR}/auth/base64.c
+	${CMAKE_SOURCE_DIR}/src/buf.c ${CMAKE_SOURCE_DIR}/src/log.c
+	LIBS mk_storage PkgConfig::UV)
+target_include_directories(test_imap_mailbox PRIVATE ${MK_IMAP_DIR} ${CMAKE_SOURCE_DIR}/src
+	${CMAKE_SOURCE_DIR}/auth)

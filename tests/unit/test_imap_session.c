@@ -13,9 +13,12 @@
 #include "imap.h"
 #include "imap_fake_conn.h"
 
-#define GREETING_PLAIN "* OK [CAPABILITY IMAP4rev1 LITERAL+ ID ENABLE] mailkeep ready.\r\n"
+#define CAPS_PLAIN     "IMAP4rev1 SASL-IR LITERAL+ ID ENABLE AUTH=PLAIN AUTH=LOGIN"
+#define GREETING_PLAIN "* OK [CAPABILITY " CAPS_PLAIN "] mailkeep ready.\r\n"
+/* A starttls listener, not loopback: no plaintext login before TLS. */
 #define GREETING_STARTTLS                                                                          \
-	"* OK [CAPABILITY IMAP4rev1 LITERAL+ ID ENABLE STARTTLS] mailkeep ready.\r\n"
+	"* OK [CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID ENABLE STARTTLS LOGINDISABLED] mailkeep "  \
+	"ready.\r\n"
 
 static const struct fake_conn_opts loopback = {.loopback = true};
 
@@ -57,7 +60,7 @@ static void test_greeting(void **state)
 static void test_any_state_commands(void **state)
 {
 	transcript(&loopback, "a CAPABILITY\r\n",
-		   "* CAPABILITY IMAP4rev1 LITERAL+ ID ENABLE\r\n"
+		   "* CAPABILITY " CAPS_PLAIN "\r\n"
 		   "a OK Capability completed.\r\n",
 		   false);
 	transcript(&loopback, "a1 NOOP\r\nA2 noop\r\n",
@@ -149,7 +152,9 @@ static void test_starttls(void **state)
 	fake_conn_finish_starttls(c);
 	fake_conn_expect(c, "");
 	fake_conn_input(c, "c CAPABILITY\r\ns2 STARTTLS\r\n");
-	fake_conn_expect(c, "* CAPABILITY IMAP4rev1 LITERAL+ ID ENABLE\r\n"
+	/* After TLS: STARTTLS gone, plaintext mechanisms offered. */
+	fake_conn_expect(c, "* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID ENABLE AUTH=PLAIN "
+			    "AUTH=LOGIN\r\n"
 			    "c OK Capability completed.\r\n"
 			    "s2 BAD TLS is already active.\r\n");
 	fake_conn_free(&c);

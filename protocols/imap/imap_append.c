@@ -1,0 +1,231 @@
+/* imap_append — APPEND (RFC 9051 §6.3.12) with UIDPLUS APPENDUID (RFC 4315).
+ *
+ * The message literal is never held in memory: the parser runs in stream mode, and the bytes
+ * go chunk by chunk to the store's append stream (a file in the folder's tmp/), which is
+ * made durable and given its UID only when the whole literal has arrived. A failure found
+ * after the client was invited to send (no such mailbox, a bad flag) still reads the literal
+ * to its end, then answers NO, so the connection stays in step. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "imap_internal.h"
+#include "log.h"
+
+enum append_step {
+	AP_ARGS, /* reading up to the literal */
+	AP_DATA, /* streaming the literal */
+	AP_TAIL, /* the rest of the command after the literal */
+};
+
+struct append_ctx {
+	enum append_step step;
+	struct mailbox *mbox;
+	struct mail_append *app;
+	const char *fail_status; /* non-NULL: answer this once the literal is read */
+	char fail_text[128];
+	int err;
+};
+
+static void append_ctx_free(struct imap_cmd *cmd)
+{
+	struct append_ctx *a = cmd->ctx;
+	if (!a)
+		return;
+	if (a->app)
+		mail_append_abort(&a->app);
+	mailbox_unref(&a->mbox);
+	cmd->s->flag_mbox = NULL;
+	free(a);
+	cmd->ctx = NULL;
+}
+
+static void append_fail(struct append_ctx *a, const char *status, const char *text)
+{
+	if (a->fail_status)
+		return;
+	a->fail_status = status;
+	snprintf(a->fail_text, sizeof(a->fail_text), "%s", text);
+	if (a->app)
+		mail_append_abort(&a->app);
+}
+
+/* "17-Jul-1996 02:44:25 -0700" (the day may be one digit or space-padded). */
+static bool parse_date_time(const char *s, int64_t *t_r)
+{
+	static const char *const mon[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+					  "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+	int day, year, hh, mm, ss, zone;
+	char month[4], sign;
+	if (*s == ' ')
+		s++;
+	int used = 0;
+	if (sscanf(s, "%2d-%3s-%4d %2d:%2d:%2d %c%4d%n", &day, month, &year, &hh, &mm, &ss, &sign,
+		   &zone, &used) != 8 ||
+	    s[used] != '\0' || (sign != '+' && sign != '-'))
+		return false;
+	int m = -1;
+	for (int i = 0; i < 12; i++)
+		if (strcasecmp(month, mon[i]) == 0)
+			m = i;
+	if (m < 0 || day < 1 || day > 31 || year < 1970 || hh > 23 || mm > 59 || ss > 60 ||
+	    zone % 100 > 59)
+		return false;
+	struct tm tm = {0};
+	tm.tm_mday = day;
+	tm.tm_mon = m;
+	tm.tm_year = year - 1900;
+	tm.tm_hour = hh;
+	tm.tm_min = mm;
+	tm.tm_sec = ss;
+	int64_t t = (int64_t)timegm(&tm);
+	int64_t off = (int64_t)(zone / 100) * 3600 + (int64_t)(zone % 100) * 60;
+	*t_r = sign == '+' ? t - off : t + off;
+	return true;
+}
+
+/* Check the arguments before the literal and begin the append. */
+static void append_begin(struct imap_cmd *cmd, struct append_ctx *a, const struct imap_arg *args)
+{
+	struct imap_session *s = cmd->s;
+	unsigned n = 0;
+	while (args[n].type != IMAP_ARG_EOL)
+		n++;
+	/* mailbox [flags] [date] literal */
+	if (n < 2 || n > 4 || args[n - 1].type != IMAP_ARG_LITERAL_SIZE) {
+		append_fail(a, "BAD", "APPEND needs a mailbox and a message literal.");
+		return;
+	}
+	const char *name;
+	size_t len;
+	char norm[STORE_NAME_MAX + 1];
+	if (!imap_arg_get_astring(&args[0], &name, &len) || memchr(name, '\0', len) ||
+	    store_name_normalize(name, norm, sizeof(norm)) < 0) {
+		append_fail(a, "NO", "[CANNOT] Invalid mailbox name.");
+		return;
+	}
+	const struct imap_arg *flags_arg = NULL, *date_arg = NULL;
+	for (unsigned i = 1; i + 1 < n; i++) {
+		if (args[i].type == IMAP_ARG_LIST && !flags_arg && !date_arg)
+			flags_arg = &args[i];
+		else if ((args[i].type == IMAP_ARG_STRING) && !date_arg)
+			date_arg = &args[i];
+		else {
+			append_fail(a, "BAD", "Invalid APPEND arguments.");
+			return;
+		}
+	}
+	int64_t date = 0;
+	if (date_arg && !parse_date_time(date_arg->str, &date)) {
+		append_fail(a, "BAD", "Invalid date-time.");
+		return;
+	}
+	if (args[n - 1].literal8) {
+		append_fail(a, "NO", "[CANNOT] Binary APPEND is not supported.");
+		return;
+	}
+	int r = mailbox_open(s->store, norm, &a->mbox);
+	if (r < 0) {
+		if (r == -ENOENT)
+			append_fail(a, "NO", "[TRYCREATE] Mailbox doesn't exist.");
+		else
+			append_fail(a, "NO", "[SERVERBUG] Mailbox cannot be opened.");
+		return;
+	}
+	unsigned flags = 0;
+	uint32_t keywords = 0;
+	if (flags_arg) {
+		const char *err;
+		s->flag_mbox = a->mbox;
+		r = imap_parse_flag_list(s, flags_arg, true, &flags, &keywords, &err);
+		s->flag_mbox = NULL;
+		if (r < 0) {
+			append_fail(a, r == -EINVAL ? "BAD" : "NO", err);
+			return;
+		}
+	}
+	r = mailbox_append_begin(a->mbox, flags & MAIL_FLAGS_SETTABLE, keywords, date, &a->app);
+	if (r < 0) {
+		a->err = r;
+		append_fail(a, "NO",
+			    r == -ENOSPC || r == -EDQUOT ? "[OVERQUOTA] Out of space."
+							 : "[SERVERBUG] Append failed.");
+	}
+}
+
+enum cmd_result imap_cmd_append(struct imap_cmd *cmd)
+{
+	struct imap_session *s = cmd->s;
+	struct append_ctx *a = cmd->ctx;
+	const struct imap_arg *args;
+	int r;
+	if (!a) {
+		a = calloc(1, sizeof(*a));
+		if (!a) {
+			imap_session_bye(s, "Out of memory.");
+			return CMD_DONE;
+		}
+		cmd->ctx = a;
+		cmd->ctx_free = append_ctx_free;
+		imap_parser_set_stream_mode(s->parser, true);
+	}
+	for (;;) {
+		switch (a->step) {
+		case AP_ARGS:
+			r = imap_cmd_read_args(cmd, &args);
+			if (r <= 0)
+				return r == 0 ? CMD_MORE : CMD_DONE;
+			if (imap_parser_eol(s->parser)) {
+				/* No literal at all. */
+				imap_cmd_reply(cmd, "BAD", "APPEND needs a message literal.");
+				return CMD_DONE;
+			}
+			append_begin(cmd, a, args);
+			a->step = AP_DATA;
+			continue;
+		case AP_DATA: {
+			const char *data;
+			ssize_t n;
+			while ((n = imap_parser_read_literal_data(s->parser, &data)) > 0) {
+				if (a->app &&
+				    (r = mail_append_write(a->app, data, (size_t)n)) < 0) {
+					a->err = r;
+					append_fail(a, "NO",
+						    r == -ENOSPC || r == -EDQUOT
+							    ? "[OVERQUOTA] Out of space."
+							    : "[SERVERBUG] Append failed.");
+				}
+			}
+			if (n == -2)
+				return CMD_MORE;
+			a->step = AP_TAIL;
+			continue;
+		}
+		case AP_TAIL:
+			r = imap_cmd_read_args(cmd, &args);
+			if (r <= 0)
+				return r == 0 ? CMD_MORE : CMD_DONE;
+			unsigned n = 0;
+			while (args[n].type != IMAP_ARG_EOL)
+				n++;
+			if (args[n - 1].type != IMAP_ARG_LITERAL_SIZE)
+				append_fail(a, "BAD", "MULTIAPPEND is not supported.");
+			if (a->fail_status) {
+				imap_cmd_reply(cmd, a->fail_status, "%s", a->fail_text);
+				return CMD_DONE;
+			}
+			uint32_t uid = 0, validity = mailbox_uidvalidity(a->mbox);
+			r = mail_append_finish(&a->app, &uid);
+			if (r < 0) {
+				imap_cmd_reply_error(cmd, r);
+				return CMD_DONE;
+			}
+			imap_cmd_reply(cmd, "OK", "[APPENDUID %u %u] Append completed.", validity,
+				       uid);
+			return CMD_DONE;
+		}
+	}
+}

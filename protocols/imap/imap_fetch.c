@@ -1,0 +1,600 @@
+/* imap_fetch — FETCH and UID FETCH (RFC 9051 §6.4.5, RFC 3501 §6.4.5).
+ *
+ * Items: UID, FLAGS, INTERNALDATE, RFC822.SIZE, ENVELOPE, BODY, BODYSTRUCTURE,
+ * BODY[section]<partial>, BODY.PEEK[...], RFC822, RFC822.HEADER, RFC822.TEXT, and the macros
+ * ALL, FAST, FULL. Parsed message structure comes from the folder's cache or is parsed once
+ * and cached. Body sections stream from the file in bounded chunks: when the connection's
+ * output passes its high watermark the command returns CMD_MORE and resumes on drain, so no
+ * reply is ever built whole in memory.
+ *
+ * A message another session expunged that this session has not been told about yet
+ * (RFC 2180 §4.1): it is left out, the rest is sent, and the command ends with
+ * NO [EXPUNGEISSUED].
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "imap_internal.h"
+#include "log.h"
+#include "msg_parse.h"
+
+#define FETCH_MAX_ITEMS  64
+#define FETCH_CHUNK      (16 * 1024)
+#define FETCH_FIELDS_MAX (1024 * 1024)
+
+enum fetch_kind {
+	FK_UID,
+	FK_FLAGS,
+	FK_INTERNALDATE,
+	FK_SIZE,
+	FK_ENVELOPE,
+	FK_BODY,
+	FK_BODYSTRUCTURE,
+	FK_SECTION,
+};
+
+struct fetch_item {
+	enum fetch_kind kind;
+	bool peek;
+	char *label; /* what the response names it ("BODY[1.MIME]", "RFC822.HEADER") */
+	struct msg_section sec;
+	bool partial;
+	uint64_t p_off, p_len;
+};
+
+enum fetch_phase {
+	FP_NEXT_MSG, /* start the next message */
+	FP_ITEMS,    /* writing items of the current message */
+	FP_STREAM,   /* streaming a section's bytes */
+};
+
+struct fetch_ctx {
+	struct fetch_item items[FETCH_MAX_ITEMS];
+	unsigned n_items;
+	bool need_parsed, need_source, sets_seen, has_flags;
+	uint32_t *uids;
+	size_t n_uids, pos;
+	bool expunged;
+	enum fetch_phase phase;
+	unsigned item;
+	/* The current message. */
+	uint32_t seq;
+	struct mail_info info;
+	bool add_flags; /* \Seen was set: send FLAGS at the end */
+	struct mail_stream *stream;
+	struct msg_source src;
+	struct msg_parsed *parsed;
+	struct msg_reader *reader;
+	uint64_t stream_left;
+	char chunk[FETCH_CHUNK];
+};
+
+static void fetch_msg_free(struct fetch_ctx *f)
+{
+	msg_reader_free(&f->reader);
+	msg_parsed_free(&f->parsed);
+	mail_stream_free(&f->stream);
+	memset(&f->src, 0, sizeof(f->src));
+}
+
+static void fetch_ctx_free(struct imap_cmd *cmd)
+{
+	struct fetch_ctx *f = cmd->ctx;
+	if (!f)
+		return;
+	fetch_msg_free(f);
+	for (unsigned i = 0; i < f->n_items; i++) {
+		free(f->items[i].label);
+		if (f->items[i].kind == FK_SECTION)
+			msg_section_clear(&f->items[i].sec);
+	}
+	free(f->uids);
+	free(f);
+	cmd->ctx = NULL;
+}
+
+static struct fetch_item *item_add(struct fetch_ctx *f, enum fetch_kind kind)
+{
+	if (f->n_items >= FETCH_MAX_ITEMS)
+		return NULL;
+	/* Simple items are sent once even when asked twice. */
+	if (kind != FK_SECTION)
+		for (unsigned i = 0; i < f->n_items; i++)
+			if (f->items[i].kind == kind)
+				return &f->items[i];
+	struct fetch_item *it = &f->items[f->n_items++];
+	memset(it, 0, sizeof(*it));
+	it->kind = kind;
+	if (kind == FK_ENVELOPE || kind == FK_BODY || kind == FK_BODYSTRUCTURE)
+		f->need_parsed = true;
+	if (kind == FK_FLAGS)
+		f->has_flags = true;
+	return it;
+}
+
+/* A section item: spec is the text between [ and ], tail what follows ']' ("<0.100>"). */
+static bool section_add(struct fetch_ctx *f, const char *prefix, bool peek, const char *spec,
+			const char *tail, const char *label_override)
+{
+	struct fetch_item *it = item_add(f, FK_SECTION);
+	if (!it)
+		return false;
+	if (msg_section_parse(spec, strlen(spec), &it->sec) < 0) {
+		f->n_items--;
+		return false;
+	}
+	it->peek = peek;
+	if (tail[0] == '<') {
+		char *end;
+		errno = 0;
+		unsigned long long off = strtoull(tail + 1, &end, 10);
+		if (errno || end == tail + 1 || *end != '.')
+			goto bad;
+		const char *lp = end + 1;
+		unsigned long long len = strtoull(lp, &end, 10);
+		if (errno || end == lp || *end != '>' || end[1] != '\0' || len == 0)
+			goto bad;
+		it->partial = true;
+		it->p_off = off;
+		it->p_len = len;
+	} else if (tail[0] != '\0') {
+		goto bad;
+	}
+	size_t need = strlen(prefix) + strlen(spec) + 32;
+	it->label = malloc(need);
+	if (!it->label)
+		goto bad;
+	if (label_override)
+		snprintf(it->label, need, "%s", label_override);
+	else if (it->partial)
+		snprintf(it->label, need, "%s[%s]<%llu>", prefix, spec,
+			 (unsigned long long)it->p_off);
+	else
+		snprintf(it->label, need, "%s[%s]", prefix, spec);
+	f->need_parsed = true;
+	f->need_source = true;
+	if (!peek)
+		f->sets_seen = true;
+	return true;
+bad:
+	msg_section_clear(&it->sec);
+	f->n_items--;
+	return false;
+}
+
+/* Field names of HEADER.FIELDS as msg_section_parse reads them. */
+static bool append_fields(char *out, size_t size, const struct imap_arg *list)
+{
+	size_t o = strlen(out);
+	o += (size_t)snprintf(out + o, o < size ? size - o : 0, " (");
+	for (unsigned i = 0; i < list->list_count; i++) {
+		const char *name;
+		size_t len;
+		if (!imap_arg_get_astring(&list->list[i], &name, &len) || len == 0)
+			return false;
+		for (size_t k = 0; k < len; k++)
+			if ((unsigned char)name[k] <= ' ' || name[k] == ':' || name[k] == '"' ||
+			    name[k] == '\\' || name[k] == '(' || name[k] == ')' ||
+			    (unsigned char)name[k] >= 0x7f)
+				return false;
+		o += (size_t)snprintf(out + o, o < size ? size - o : 0, "%s%s", i ? " " : "", name);
+	}
+	o += (size_t)snprintf(out + o, o < size ? size - o : 0, ")");
+	return o < size;
+}
+
+/* Parse one item at args[*i] (it may span three args for HEADER.FIELDS). */
+static bool parse_item(struct fetch_ctx *f, const struct imap_arg *args, unsigned n, unsigned *i)
+{
+	const char *atom;
+	if (!imap_arg_get_atom(&args[*i], &atom))
+		return false;
+	static const struct {
+		const char *name;
+		enum fetch_kind kind;
+	} simple[] = {
+		{"UID", FK_UID},
+		{"FLAGS", FK_FLAGS},
+		{"INTERNALDATE", FK_INTERNALDATE},
+		{"RFC822.SIZE", FK_SIZE},
+		{"ENVELOPE", FK_ENVELOPE},
+		{"BODY", FK_BODY},
+		{"BODYSTRUCTURE", FK_BODYSTRUCTURE},
+	};
+	for (size_t k = 0; k < sizeof(simple) / sizeof(simple[0]); k++) {
+		if (strcasecmp(atom, simple[k].name) == 0) {
+			(*i)++;
+			return item_add(f, simple[k].kind) != NULL;
+		}
+	}
+	if (strcasecmp(atom, "RFC822") == 0) {
+		(*i)++;
+		return section_add(f, "BODY", false, "", "", "RFC822");
+	}
+	if (strcasecmp(atom, "RFC822.HEADER") == 0) {
+		(*i)++;
+		return section_add(f, "BODY", true, "HEADER", "", "RFC822.HEADER");
+	}
+	if (strcasecmp(atom, "RFC822.TEXT") == 0) {
+		(*i)++;
+		return section_add(f, "BODY", false, "TEXT", "", "RFC822.TEXT");
+	}
+	bool peek;
+	const char *rest;
+	if (strncasecmp(atom, "BODY[", 5) == 0) {
+		peek = false;
+		rest = atom + 5;
+	} else if (strncasecmp(atom, "BODY.PEEK[", 10) == 0) {
+		peek = true;
+		rest = atom + 10;
+	} else {
+		return false;
+	}
+	char spec[1024];
+	const char *close = strchr(rest, ']');
+	if (close) {
+		size_t len = (size_t)(close - rest);
+		if (len >= sizeof(spec))
+			return false;
+		memcpy(spec, rest, len);
+		spec[len] = '\0';
+		(*i)++;
+		return section_add(f, "BODY", peek, spec, close + 1, NULL);
+	}
+	/* BODY[HEADER.FIELDS (A B)]<p>: the atom, a list, then "]..." */
+	if (*i + 2 >= n || args[*i + 1].type != IMAP_ARG_LIST ||
+	    args[*i + 2].type != IMAP_ARG_ATOM || args[*i + 2].str[0] != ']')
+		return false;
+	if (strlen(rest) >= sizeof(spec) / 2)
+		return false;
+	snprintf(spec, sizeof(spec), "%s", rest);
+	if (!append_fields(spec, sizeof(spec), &args[*i + 1]))
+		return false;
+	const char *tail = args[*i + 2].str + 1;
+	*i += 3;
+	return section_add(f, "BODY", peek, spec, tail, NULL);
+}
+
+static bool parse_items(struct fetch_ctx *f, const struct imap_arg *arg)
+{
+	if (arg->type == IMAP_ARG_ATOM) {
+		if (imap_arg_is(arg, "ALL") || imap_arg_is(arg, "FAST") ||
+		    imap_arg_is(arg, "FULL")) {
+			item_add(f, FK_FLAGS);
+			item_add(f, FK_INTERNALDATE);
+			item_add(f, FK_SIZE);
+			if (!imap_arg_is(arg, "FAST"))
+				item_add(f, FK_ENVELOPE);
+			if (imap_arg_is(arg, "FULL"))
+				item_add(f, FK_BODY);
+			return true;
+		}
+		unsigned i = 0;
+		return parse_item(f, arg, 1, &i) && i == 1;
+	}
+	if (arg->type != IMAP_ARG_LIST || arg->list_count == 0)
+		return false;
+	unsigned i = 0;
+	while (i < arg->list_count)
+		if (!parse_item(f, arg->list, arg->list_count, &i))
+			return false;
+	return true;
+}
+
+static int open_source(struct imap_session *s, struct fetch_ctx *f)
+{
+	if (f->stream)
+		return 0;
+	int r = view_msg_open(s->view, f->seq, &f->stream);
+	if (r < 0)
+		return r;
+	bool needs_crlf;
+	int fd = mail_stream_fd(f->stream, &needs_crlf);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) < 0)
+		return -EIO;
+	f->src = msg_source_fd(fd, (uint64_t)st.st_size);
+	return 0;
+}
+
+static int load_parsed(struct imap_session *s, struct fetch_ctx *f)
+{
+	if (f->parsed)
+		return 0;
+	struct mailbox *mbox = view_mailbox(s->view);
+	const void *blob;
+	size_t len;
+	if (mailbox_cache_get(mbox, f->info.uid, &blob, &len) == 0 &&
+	    msg_parse_deserialize(blob, len, f->info.size, &f->parsed) == 0)
+		return 0;
+	int r = open_source(s, f);
+	if (r < 0)
+		return r;
+	r = msg_parse(&f->src, NULL, &f->parsed);
+	if (r < 0)
+		return r;
+	struct buf b;
+	buf_init(&b, 1024 * 1024);
+	if (msg_parse_serialize(f->parsed, &b) == 0)
+		(void)mailbox_cache_put(mbox, f->info.uid, buf_peek(&b), buf_used(&b));
+	buf_clear(&b);
+	return 0;
+}
+
+static void write_internaldate(struct conn *c, int64_t t)
+{
+	static const char *const mon[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+					  "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+	time_t tt = (time_t)t;
+	struct tm tm;
+	gmtime_r(&tt, &tm);
+	conn_printf(c, "INTERNALDATE \"%2d-%s-%04d %02d:%02d:%02d +0000\"", tm.tm_mday,
+		    mon[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+}
+
+/* Start a section item: write its label and literal header, open the reader. Returns 1 when
+ * bytes must be streamed, 0 when the item is complete, -errno on failure. */
+static int section_start(struct imap_session *s, struct fetch_ctx *f, struct fetch_item *it)
+{
+	int r = open_source(s, f);
+	if (r == 0)
+		r = load_parsed(s, f);
+	if (r < 0)
+		return r;
+	struct msg_range range;
+	r = msg_section_resolve(f->parsed, &it->sec, &range);
+	if (r == -ENOENT) {
+		conn_printf(s->conn, "%s \"\"", it->label);
+		return 0;
+	}
+	if (r < 0) {
+		conn_printf(s->conn, "%s NIL", it->label);
+		return 0;
+	}
+	if (it->sec.kind == MSG_SECTION_HEADER_FIELDS ||
+	    it->sec.kind == MSG_SECTION_HEADER_FIELDS_NOT) {
+		struct buf b;
+		buf_init(&b, FETCH_FIELDS_MAX);
+		r = msg_section_fields(&f->src, &range, &it->sec, &b);
+		if (r < 0) {
+			buf_clear(&b);
+			return r;
+		}
+		size_t off = 0, len = buf_used(&b);
+		if (it->partial) {
+			off = it->p_off < len ? (size_t)it->p_off : len;
+			len = len - off < it->p_len ? len - off : (size_t)it->p_len;
+		}
+		conn_printf(s->conn, "%s {%zu}\r\n", it->label, len);
+		conn_write(s->conn, buf_peek(&b) + off, len);
+		buf_clear(&b);
+		return 0;
+	}
+	uint64_t skip = 0, len = range.size;
+	if (it->partial) {
+		skip = it->p_off < range.size ? it->p_off : range.size;
+		len = range.size - skip < it->p_len ? range.size - skip : it->p_len;
+	}
+	conn_printf(s->conn, "%s {%llu}\r\n", it->label, (unsigned long long)len);
+	if (len == 0)
+		return 0;
+	r = msg_reader_open(&f->src, &range, skip, MSG_READER_NUL_TO_80, &f->reader);
+	if (r < 0)
+		return r;
+	f->stream_left = len;
+	return 1;
+}
+
+/* Stream the current section. Returns 1 when done, 0 when output is full, -errno. */
+static int section_stream(struct imap_session *s, struct fetch_ctx *f)
+{
+	while (f->stream_left > 0) {
+		if (conn_output_blocked(s->conn))
+			return 0;
+		size_t want = f->stream_left < FETCH_CHUNK ? (size_t)f->stream_left : FETCH_CHUNK;
+		ssize_t n = msg_reader_read(f->reader, f->chunk, want);
+		if (n <= 0)
+			return n < 0 ? (int)n : -EIO; /* shorter than announced */
+		conn_write(s->conn, f->chunk, (size_t)n);
+		f->stream_left -= (uint64_t)n;
+	}
+	msg_reader_free(&f->reader);
+	return 1;
+}
+
+/* Start message f->uids[f->pos]. Returns 1 to write it, 0 to skip it. */
+static int msg_start(struct imap_cmd *cmd, struct fetch_ctx *f)
+{
+	struct imap_session *s = cmd->s;
+	uint32_t uid = f->uids[f->pos];
+	if (view_uid_to_seq(s->view, uid, &f->seq) < 0)
+		return 0;
+	int r = view_msg_info(s->view, f->seq, &f->info);
+	if (r == -ENOENT) {
+		f->expunged = true;
+		return 0;
+	}
+	if (r < 0)
+		return 0;
+	f->add_flags = false;
+	if (f->sets_seen && !s->readonly && !(f->info.flags & MAIL_SEEN)) {
+		r = mailbox_store_flags(view_mailbox(s->view), s->view, &uid, 1, FLAG_OP_ADD,
+					MAIL_SEEN, 0);
+		if (r == 0) {
+			f->info.flags |= MAIL_SEEN;
+			f->add_flags = !f->has_flags;
+		}
+	}
+	conn_printf(s->conn, "* %u FETCH (", f->seq);
+	f->item = 0;
+	return 1;
+}
+
+static int write_item(struct imap_cmd *cmd, struct fetch_ctx *f, struct fetch_item *it)
+{
+	struct imap_session *s = cmd->s;
+	struct conn *c = s->conn;
+	const char *str;
+	size_t len;
+	int r;
+	switch (it->kind) {
+	case FK_UID:
+		conn_printf(c, "UID %u", f->info.uid);
+		return 0;
+	case FK_FLAGS: {
+		char flags[2048];
+		imap_format_flags(view_mailbox(s->view), f->info.flags, f->info.keywords, !s->rev2,
+				  flags, sizeof(flags));
+		conn_printf(c, "FLAGS (%s)", flags);
+		return 0;
+	}
+	case FK_INTERNALDATE:
+		write_internaldate(c, f->info.internal_date);
+		return 0;
+	case FK_SIZE:
+		conn_printf(c, "RFC822.SIZE %llu", (unsigned long long)f->info.size);
+		return 0;
+	case FK_ENVELOPE:
+	case FK_BODY:
+	case FK_BODYSTRUCTURE:
+		r = load_parsed(s, f);
+		if (r < 0)
+			return r;
+		if (it->kind == FK_ENVELOPE) {
+			str = msg_parsed_envelope(f->parsed, &len);
+			conn_write_str(c, "ENVELOPE ");
+		} else if (it->kind == FK_BODY) {
+			str = msg_parsed_body(f->parsed, &len);
+			conn_write_str(c, "BODY ");
+		} else {
+			str = msg_parsed_bodystructure(f->parsed, &len);
+			conn_write_str(c, "BODYSTRUCTURE ");
+		}
+		conn_write(c, str, len);
+		return 0;
+	case FK_SECTION:
+		return section_start(s, f, it);
+	}
+	return 0;
+}
+
+static enum cmd_result fetch_run(struct imap_cmd *cmd, struct fetch_ctx *f)
+{
+	struct imap_session *s = cmd->s;
+	for (;;) {
+		if (conn_is_closing(s->conn))
+			return CMD_DONE;
+		if (conn_output_blocked(s->conn))
+			return CMD_MORE;
+		switch (f->phase) {
+		case FP_NEXT_MSG:
+			if (f->pos >= f->n_uids) {
+				if (f->expunged)
+					imap_cmd_reply(
+						cmd, "NO",
+						"[EXPUNGEISSUED] Some messages were expunged "
+						"meanwhile.");
+				else
+					imap_cmd_reply(cmd, "OK", "Fetch completed.");
+				return CMD_DONE;
+			}
+			if (msg_start(cmd, f) == 0) {
+				f->pos++;
+				continue;
+			}
+			f->phase = FP_ITEMS;
+			continue;
+		case FP_ITEMS: {
+			if (f->item >= f->n_items) {
+				if (f->add_flags) {
+					char flags[2048];
+					imap_format_flags(view_mailbox(s->view), f->info.flags,
+							  f->info.keywords, !s->rev2, flags,
+							  sizeof(flags));
+					conn_printf(s->conn, " FLAGS (%s)", flags);
+				}
+				conn_write_str(s->conn, ")\r\n");
+				fetch_msg_free(f);
+				f->pos++;
+				f->phase = FP_NEXT_MSG;
+				continue;
+			}
+			struct fetch_item *it = &f->items[f->item++];
+			if (f->item > 1)
+				conn_write_str(s->conn, " ");
+			int r = write_item(cmd, f, it);
+			if (r < 0)
+				goto failed;
+			if (r == 1)
+				f->phase = FP_STREAM;
+			continue;
+		}
+		case FP_STREAM: {
+			int r = section_stream(s, f);
+			if (r < 0)
+				goto failed;
+			if (r == 0)
+				return CMD_MORE;
+			f->phase = FP_ITEMS;
+			continue;
+		}
+		}
+	}
+failed:
+	/* Part of a response is out already: the stream cannot be repaired. */
+	log_warn("conn=%llu event=imap_fetch_failed uid=%u", (unsigned long long)conn_id(s->conn),
+		 f->info.uid);
+	imap_session_bye(s, "Internal error while reading a message.");
+	return CMD_DONE;
+}
+
+enum cmd_result imap_cmd_fetch(struct imap_cmd *cmd)
+{
+	struct imap_session *s = cmd->s;
+	if (cmd->ctx)
+		return fetch_run(cmd, cmd->ctx);
+	const struct imap_arg *args;
+	int r = imap_cmd_read_args(cmd, &args);
+	if (r <= 0)
+		return r == 0 ? CMD_MORE : CMD_DONE;
+	if (args[0].type == IMAP_ARG_EOL || args[1].type == IMAP_ARG_EOL ||
+	    args[2].type != IMAP_ARG_EOL) {
+		imap_cmd_reply(cmd, "BAD", "FETCH needs a sequence set and items.");
+		return CMD_DONE;
+	}
+	struct fetch_ctx *f = calloc(1, sizeof(*f));
+	if (!f) {
+		imap_cmd_reply(cmd, "NO", "[SERVERBUG] Out of memory.");
+		return CMD_DONE;
+	}
+	cmd->ctx = f;
+	cmd->ctx_free = fetch_ctx_free;
+	if (cmd->uid)
+		item_add(f, FK_UID);
+	if (!parse_items(f, &args[1])) {
+		imap_cmd_reply(cmd, "BAD", "Invalid FETCH items.");
+		return CMD_DONE;
+	}
+	struct imap_seqset set;
+	imap_seqset_init(&set);
+	if (!imap_arg_seqset(cmd, &args[0], &set)) {
+		imap_seqset_free(&set);
+		return CMD_DONE;
+	}
+	r = imap_seqset_to_uids(s, &set, cmd->uid, &f->uids, &f->n_uids);
+	imap_seqset_free(&set);
+	if (r == -EINVAL) {
+		imap_cmd_reply(cmd, "BAD", "Invalid message sequence number.");
+		return CMD_DONE;
+	}
+	if (r < 0) {
+		imap_cmd_reply_error(cmd, r);
+		return CMD_DONE;
+	}
+	return fetch_run(cmd, f);
+}

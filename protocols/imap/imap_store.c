@@ -1,0 +1,262 @@
+/* imap_store — STORE, UID STORE (flags and keywords, .SILENT), COPY, UID COPY (UIDPLUS
+ * COPYUID, RFC 4315), MOVE and UID MOVE (RFC 6851). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "imap_internal.h"
+#include "log.h"
+
+enum cmd_result imap_cmd_store(struct imap_cmd *cmd)
+{
+	struct imap_session *s = cmd->s;
+	const struct imap_arg *args;
+	int r = imap_cmd_read_args(cmd, &args);
+	if (r <= 0)
+		return r == 0 ? CMD_MORE : CMD_DONE;
+	const char *item;
+	if (args[0].type == IMAP_ARG_EOL || !imap_arg_get_atom(&args[1], &item) ||
+	    args[2].type == IMAP_ARG_EOL) {
+		imap_cmd_reply(cmd, "BAD", "STORE needs a sequence set, an item and flags.");
+		return CMD_DONE;
+	}
+	enum flag_op op = FLAG_OP_REPLACE;
+	if (item[0] == '+') {
+		op = FLAG_OP_ADD;
+		item++;
+	} else if (item[0] == '-') {
+		op = FLAG_OP_REMOVE;
+		item++;
+	}
+	bool silent;
+	if (strcasecmp(item, "FLAGS") == 0) {
+		silent = false;
+	} else if (strcasecmp(item, "FLAGS.SILENT") == 0) {
+		silent = true;
+	} else {
+		imap_cmd_reply(cmd, "BAD", "Invalid STORE item.");
+		return CMD_DONE;
+	}
+	if (s->readonly) {
+		imap_cmd_reply(cmd, "NO", "[READ-ONLY] Mailbox is read-only.");
+		return CMD_DONE;
+	}
+	/* Flags: one list, or flags separated by spaces. */
+	unsigned flags = 0;
+	uint32_t keywords = 0;
+	const char *err;
+	for (const struct imap_arg *a = &args[2]; a->type != IMAP_ARG_EOL; a++) {
+		unsigned f;
+		uint32_t k;
+		if ((a->type == IMAP_ARG_LIST && a != &args[2]) ||
+		    (a->type == IMAP_ARG_LIST && a[1].type != IMAP_ARG_EOL)) {
+			imap_cmd_reply(cmd, "BAD", "Invalid flag list.");
+			return CMD_DONE;
+		}
+		r = imap_parse_flag_list(s, a, op != FLAG_OP_REMOVE, &f, &k, &err);
+		if (r < 0) {
+			imap_cmd_reply(cmd, r == -EINVAL ? "BAD" : "NO", "%s", err);
+			return CMD_DONE;
+		}
+		flags |= f;
+		keywords |= k;
+	}
+	struct imap_seqset set;
+	imap_seqset_init(&set);
+	if (!imap_arg_seqset(cmd, &args[0], &set)) {
+		imap_seqset_free(&set);
+		return CMD_DONE;
+	}
+	uint32_t *uids;
+	size_t n;
+	r = imap_seqset_to_uids(s, &set, cmd->uid, &uids, &n);
+	imap_seqset_free(&set);
+	if (r < 0) {
+		if (r == -EINVAL)
+			imap_cmd_reply(cmd, "BAD", "Invalid message sequence number.");
+		else
+			imap_cmd_reply_error(cmd, r);
+		return CMD_DONE;
+	}
+	/* Messages expunged meanwhile are left alone (RFC 2180 §4.2). */
+	bool expunged = false;
+	size_t live = 0;
+	for (size_t i = 0; i < n; i++) {
+		uint32_t seq;
+		struct mail_info info;
+		if (view_uid_to_seq(s->view, uids[i], &seq) == 0 &&
+		    view_msg_info(s->view, seq, &info) == 0)
+			uids[live++] = uids[i];
+		else
+			expunged = true;
+	}
+	r = live ? mailbox_store_flags(view_mailbox(s->view), s->view, uids, live, op, flags,
+				       keywords)
+		 : 0;
+	if (r < 0) {
+		free(uids);
+		imap_cmd_reply_error(cmd, r);
+		return CMD_DONE;
+	}
+	for (size_t i = 0; i < live && !silent; i++) {
+		uint32_t seq;
+		struct mail_info info;
+		if (view_uid_to_seq(s->view, uids[i], &seq) < 0 ||
+		    view_msg_info(s->view, seq, &info) < 0)
+			continue;
+		char fl[2048];
+		imap_format_flags(view_mailbox(s->view), info.flags, info.keywords, !s->rev2, fl,
+				  sizeof(fl));
+		if (cmd->uid)
+			conn_printf(s->conn, "* %u FETCH (UID %u FLAGS (%s))\r\n", seq, info.uid,
+				    fl);
+		else
+			conn_printf(s->conn, "* %u FETCH (FLAGS (%s))\r\n", seq, fl);
+	}
+	free(uids);
+	if (expunged)
+		imap_cmd_reply(cmd, "NO", "[EXPUNGEISSUED] Some messages were expunged meanwhile.");
+	else
+		imap_cmd_reply(cmd, "OK", "Store completed.");
+	return CMD_DONE;
+}
+
+/* A UID list in the given order as a sequence set ("4:6,2"), into a malloc'd string. */
+static char *uid_list_format(const uint32_t *uids, size_t n)
+{
+	size_t cap = n * 22 + 1, o = 0;
+	char *out = malloc(cap);
+	if (!out)
+		return NULL;
+	out[0] = '\0';
+	for (size_t i = 0; i < n;) {
+		size_t j = i;
+		while (j + 1 < n && uids[j + 1] == uids[j] + 1)
+			j++;
+		if (j == i)
+			o += (size_t)snprintf(out + o, cap - o, "%s%u", o ? "," : "", uids[i]);
+		else
+			o += (size_t)snprintf(out + o, cap - o, "%s%u:%u", o ? "," : "", uids[i],
+					      uids[j]);
+		i = j + 1;
+	}
+	return out;
+}
+
+static enum cmd_result copy_common(struct imap_cmd *cmd, bool move)
+{
+	struct imap_session *s = cmd->s;
+	const struct imap_arg *args;
+	int r = imap_cmd_read_args(cmd, &args);
+	if (r <= 0)
+		return r == 0 ? CMD_MORE : CMD_DONE;
+	if (args[0].type == IMAP_ARG_EOL || args[1].type == IMAP_ARG_EOL ||
+	    args[2].type != IMAP_ARG_EOL) {
+		imap_cmd_reply(cmd, "BAD", "%s needs a sequence set and a mailbox.",
+			       move ? "MOVE" : "COPY");
+		return CMD_DONE;
+	}
+	char name[STORE_NAME_MAX + 1];
+	if (!imap_arg_mailbox(cmd, &args[1], name))
+		return CMD_DONE;
+	if (move && s->readonly) {
+		imap_cmd_reply(cmd, "NO", "[READ-ONLY] Mailbox is read-only.");
+		return CMD_DONE;
+	}
+	struct imap_seqset set;
+	imap_seqset_init(&set);
+	if (!imap_arg_seqset(cmd, &args[0], &set)) {
+		imap_seqset_free(&set);
+		return CMD_DONE;
+	}
+	uint32_t *uids;
+	size_t n;
+	r = imap_seqset_to_uids(s, &set, cmd->uid, &uids, &n);
+	imap_seqset_free(&set);
+	if (r < 0) {
+		if (r == -EINVAL)
+			imap_cmd_reply(cmd, "BAD", "Invalid message sequence number.");
+		else
+			imap_cmd_reply_error(cmd, r);
+		return CMD_DONE;
+	}
+	struct mailbox *src = view_mailbox(s->view), *dst;
+	r = mailbox_open(s->store, name, &dst);
+	if (r < 0) {
+		free(uids);
+		if (r == -ENOENT)
+			imap_cmd_reply(cmd, "NO", "[TRYCREATE] Mailbox doesn't exist.");
+		else
+			imap_cmd_reply_error(cmd, r);
+		return CMD_DONE;
+	}
+	if (move && dst == src) {
+		free(uids);
+		mailbox_unref(&dst);
+		imap_cmd_reply(cmd, "NO", "[CANNOT] Source and destination are the same.");
+		return CMD_DONE;
+	}
+	uint32_t *new_uids = calloc(n ? n : 1, sizeof(*new_uids));
+	if (!new_uids) {
+		free(uids);
+		mailbox_unref(&dst);
+		imap_cmd_reply(cmd, "NO", "[SERVERBUG] Out of memory.");
+		return CMD_DONE;
+	}
+	if (n)
+		r = move ? mailbox_move(src, uids, n, dst, new_uids)
+			 : mailbox_copy(src, uids, n, dst, new_uids);
+	uint32_t dst_validity = mailbox_uidvalidity(dst);
+	mailbox_unref(&dst);
+	if (r < 0) {
+		free(uids);
+		free(new_uids);
+		imap_cmd_reply_error(cmd, r);
+		return CMD_DONE;
+	}
+	/* COPYUID lists the pairs that were copied, in matching order. */
+	size_t k = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (new_uids[i]) {
+			uids[k] = uids[i];
+			new_uids[k] = new_uids[i];
+			k++;
+		}
+	}
+	char *from = k ? uid_list_format(uids, k) : NULL;
+	char *to = k ? uid_list_format(new_uids, k) : NULL;
+	free(uids);
+	free(new_uids);
+	/* Very long lists are left out (the reply text is bounded); COPYUID is optional. */
+	if (from && to && strlen(from) + strlen(to) < 900) {
+		if (move) {
+			conn_printf(s->conn, "* OK [COPYUID %u %s %s] Moved UIDs.\r\n",
+				    dst_validity, from, to);
+		} else {
+			imap_cmd_reply(cmd, "OK", "[COPYUID %u %s %s] Copy completed.",
+				       dst_validity, from, to);
+			free(from);
+			free(to);
+			return CMD_DONE;
+		}
+	}
+	free(from);
+	free(to);
+	if (k < n)
+		imap_cmd_reply(cmd, "NO", "[EXPUNGEISSUED] Some messages were expunged meanwhile.");
+	else
+		imap_cmd_reply(cmd, "OK", "%s completed.", move ? "Move" : "Copy");
+	return CMD_DONE;
+}
+
+enum cmd_result imap_cmd_copy(struct imap_cmd *cmd)
+{
+	return copy_common(cmd, false);
+}
+
+enum cmd_result imap_cmd_move(struct imap_cmd *cmd)
+{
+	return copy_common(cmd, true);
+}

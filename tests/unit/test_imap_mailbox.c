@@ -1,0 +1,561 @@
+/* IMAP after login, over the fake connection with the real store in a temporary directory:
+ * LOGIN/AUTHENTICATE through a fake auth service, SELECT, APPEND, FETCH, STORE, SEARCH,
+ * EXPUNGE, COPY/MOVE, folder commands, IDLE, and announcements between two sessions. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "imap.h"
+#include "imap_fake_auth.h"
+#include "imap_fake_conn.h"
+
+struct env {
+	char root[256];
+	char mail_root[300];
+	uv_loop_t loop;
+};
+
+static int env_setup(void **state)
+{
+	struct env *e = calloc(1, sizeof(*e));
+	const char *tmp = getenv("TMPDIR");
+	snprintf(e->root, sizeof(e->root), "%s/mk-imap-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+	assert_non_null(mkdtemp(e->root));
+	snprintf(e->mail_root, sizeof(e->mail_root), "%s/%%u", e->root);
+	assert_int_equal(uv_loop_init(&e->loop), 0);
+	imap_auth_service_set(fake_auth_service());
+	*state = e;
+	return 0;
+}
+
+static int env_teardown(void **state)
+{
+	struct env *e = *state;
+	/* Run close callbacks of storage handles, then the loop must be empty. */
+	for (int i = 0; i < 10; i++)
+		uv_run(&e->loop, UV_RUN_NOWAIT);
+	assert_int_equal(uv_loop_close(&e->loop), 0);
+	char cmd[400];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", e->root);
+	assert_int_equal(system(cmd), 0);
+	free(e);
+	return 0;
+}
+
+/* Replace the digits after each marker by "V" (UIDVALIDITY is a time stamp). */
+static void mask(char *s, const char *marker)
+{
+	size_t ml = strlen(marker);
+	for (char *p = strstr(s, marker); p; p = strstr(p + ml, marker)) {
+		char *d = p + ml, *e = d;
+		while (*e >= '0' && *e <= '9')
+			e++;
+		if (e == d)
+			continue;
+		*d = 'V';
+		memmove(d + 1, e, strlen(e) + 1);
+	}
+}
+
+static void expect(struct conn *c, const char *want)
+{
+	char *got = fake_conn_take_output(c);
+	mask(got, "UIDVALIDITY ");
+	mask(got, "APPENDUID ");
+	mask(got, "COPYUID ");
+	if (strcmp(got, want) != 0)
+		fail_msg("output differs:\n--- got ---\n%s--- want ---\n%s---", got, want);
+	free(got);
+}
+
+static struct conn *session(struct env *e, bool loopback)
+{
+	struct fake_conn_opts o = {
+		.loopback = loopback, .mail_root = e->mail_root, .loop = &e->loop};
+	struct conn *c = fake_conn_new(&imap_proto_ops, &o);
+	free(fake_conn_take_output(c));
+	return c;
+}
+
+#define CAPS_AUTH "IMAP4rev1 SASL-IR LITERAL+ ID ENABLE"
+
+static struct conn *logged_in(struct env *e, const char *user)
+{
+	struct conn *c = session(e, true);
+	fake_conn_input(c, "L LOGIN u p\r\n");
+	fake_auth_answer(AUTH_RESULT_OK, user);
+	fake_conn_pump(c);
+	expect(c, "L OK [CAPABILITY " CAPS_AUTH "] Logged in\r\n");
+	return c;
+}
+
+static void test_login(void **state)
+{
+	struct env *e = *state;
+	struct conn *c = session(e, true);
+	/* The password as a literal; a pipelined NOOP waits for the login. */
+	fake_conn_input(c, "a LOGIN alice {6}\r\ns3cr\"t\r\nb NOOP\r\n");
+	expect(c, "+ Ready for literal data\r\n");
+	assert_true(fake_auth_pending());
+	assert_string_equal(fake_auth_last_user(), "alice");
+	assert_string_equal(fake_auth_last_password(), "s3cr\"t");
+	assert_string_equal(fake_auth_last_mechanism(), "IMAP-LOGIN");
+	fake_auth_answer(AUTH_RESULT_OK, "alice");
+	fake_conn_pump(c);
+	expect(c, "a OK [CAPABILITY " CAPS_AUTH "] Logged in\r\nb OK NOOP completed.\r\n");
+	fake_conn_input(c, "c LOGIN x y\r\n");
+	expect(c, "c BAD Already logged in.\r\n");
+	fake_conn_free(&c);
+}
+
+static void test_login_failures(void **state)
+{
+	struct env *e = *state;
+	struct conn *c = session(e, true);
+	fake_conn_input(c, "a LOGIN alice bad\r\n");
+	fake_auth_answer(AUTH_RESULT_PERMFAIL, NULL);
+	fake_conn_pump(c);
+	expect(c, "a NO [AUTHENTICATIONFAILED] Authentication failed.\r\n");
+	fake_conn_input(c, "b LOGIN alice x\r\n");
+	fake_auth_answer(AUTH_RESULT_TEMPFAIL, NULL);
+	fake_conn_pump(c);
+	expect(c, "b NO [UNAVAILABLE] Temporary authentication failure.\r\n");
+	fake_conn_input(c, "c LOGIN alice x\r\n");
+	fake_auth_answer(AUTH_RESULT_EXPIRED, NULL);
+	fake_conn_pump(c);
+	expect(c, "c NO [EXPIRED] Password expired.\r\n");
+	fake_conn_input(c, "d LOGIN alice\r\n");
+	expect(c, "d BAD LOGIN needs a user name and a password.\r\n");
+	/* A session that goes away while PAM works cancels its request. */
+	unsigned before = fake_auth_cancelled();
+	fake_conn_input(c, "e LOGIN alice x\r\n");
+	assert_true(fake_auth_pending());
+	fake_conn_free(&c);
+	assert_false(fake_auth_pending());
+	assert_int_equal(fake_auth_cancelled(), before + 1);
+}
+
+static void test_logindisabled(void **state)
+{
+	struct env *e = *state;
+	struct fake_conn_opts o = {.mail_root = e->mail_root, .loop = &e->loop};
+	struct conn *c = fake_conn_new(&imap_proto_ops, &o);
+	expect(c, "* OK [CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID ENABLE LOGINDISABLED] mailkeep "
+		  "ready.\r\n");
+	fake_conn_input(c, "a LOGIN alice x\r\nb AUTHENTICATE PLAIN\r\n");
+	expect(c, "a NO [PRIVACYREQUIRED] Plaintext authentication is disallowed on non-secure "
+		  "connections.\r\n"
+		  "b NO [PRIVACYREQUIRED] Plaintext authentication is disallowed on non-secure "
+		  "connections.\r\n");
+	assert_false(fake_auth_pending());
+	fake_conn_free(&c);
+}
+
+static void test_authenticate(void **state)
+{
+	struct env *e = *state;
+	struct conn *c = session(e, true);
+	/* SASL-IR: "\0alice\0pw" */
+	fake_conn_input(c, "a AUTHENTICATE PLAIN AGFsaWNlAHB3\r\n");
+	assert_true(fake_auth_pending());
+	assert_string_equal(fake_auth_last_user(), "alice");
+	assert_string_equal(fake_auth_last_password(), "pw");
+	assert_string_equal(fake_auth_last_mechanism(), "PLAIN");
+	fake_auth_answer(AUTH_RESULT_PERMFAIL, NULL);
+	fake_conn_pump(c);
+	expect(c, "a NO [AUTHENTICATIONFAILED] Authentication failed.\r\n");
+	/* Without an initial response: an empty challenge first. */
+	fake_conn_input(c, "b AUTHENTICATE plain\r\n");
+	expect(c, "+ \r\n");
+	fake_conn_input(c, "AGFsaWNlAHB3\r\n");
+	assert_true(fake_auth_pending());
+	fake_auth_answer(AUTH_RESULT_OK, "alice");
+	fake_conn_pump(c);
+	expect(c, "b OK [CAPABILITY " CAPS_AUTH "] Logged in\r\n");
+	fake_conn_free(&c);
+
+	c = session(e, true);
+	fake_conn_input(c, "c AUTHENTICATE PLAIN\r\n*\r\n");
+	expect(c, "+ \r\nc BAD Authentication canceled.\r\n");
+	fake_conn_input(c, "d AUTHENTICATE LOGIN\r\n");
+	expect(c, "+ VXNlcm5hbWU6\r\n");
+	fake_conn_input(c, "YWxpY2U=\r\n");
+	expect(c, "+ UGFzc3dvcmQ6\r\n");
+	fake_conn_input(c, "cHc=\r\n");
+	assert_string_equal(fake_auth_last_user(), "alice");
+	assert_string_equal(fake_auth_last_password(), "pw");
+	fake_auth_answer(AUTH_RESULT_OK, "alice");
+	fake_conn_pump(c);
+	expect(c, "d OK [CAPABILITY " CAPS_AUTH "] Logged in\r\n");
+	fake_conn_input(c, "e AUTHENTICATE PLAIN\r\n");
+	expect(c, "e BAD Already logged in.\r\n");
+	fake_conn_free(&c);
+
+	c = session(e, true);
+	fake_conn_input(c, "f AUTHENTICATE CRAM-MD5\r\ng AUTHENTICATE PLAIN !!!\r\n");
+	expect(c, "f NO Unsupported authentication mechanism.\r\n"
+		  "g BAD Invalid authentication data: invalid base64\r\n");
+	fake_conn_free(&c);
+}
+
+#define SELECT_EMPTY                                                                               \
+	"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n"                              \
+	"* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)] Flags "         \
+	"permitted.\r\n"                                                                           \
+	"* 0 EXISTS\r\n"                                                                           \
+	"* 0 RECENT\r\n"                                                                           \
+	"* OK [UIDVALIDITY V] UIDs valid.\r\n"                                                     \
+	"* OK [UIDNEXT 1] Predicted next UID.\r\n"
+
+#define MSG1                                                                                       \
+	"From: Alice <alice@example.org>\r\n"                                                      \
+	"To: bob@example.org\r\n"                                                                  \
+	"Subject: Hello there\r\n"                                                                 \
+	"Date: Mon, 2 Nov 2026 10:00:00 +0000\r\n"                                                 \
+	"Message-ID: <1@example.org>\r\n"                                                          \
+	"\r\n"                                                                                     \
+	"Hi Bob,\r\nthe quick brown fox.\r\n"
+
+static void append(struct conn *c, const char *tag, const char *mbox, const char *flags,
+		   const char *msg, unsigned uid)
+{
+	char cmd[4096], want[256];
+	snprintf(cmd, sizeof(cmd), "%s APPEND %s %s{%zu+}\r\n%s\r\n", tag, mbox, flags, strlen(msg),
+		 msg);
+	fake_conn_input(c, cmd);
+	/* Untagged EXISTS/RECENT may come first when mbox is selected: check the tagged line. */
+	snprintf(want, sizeof(want), "%s OK [APPENDUID V %u] Append completed.\r\n", tag, uid);
+	char *got = fake_conn_take_output(c);
+	mask(got, "APPENDUID ");
+	size_t gl = strlen(got), wl = strlen(want);
+	if (gl < wl || strcmp(got + gl - wl, want) != 0)
+		fail_msg("APPEND: got [%s] want [...%s]", got, want);
+	free(got);
+}
+
+static void test_select_append_fetch(void **state)
+{
+	struct env *e = *state;
+	struct conn *c = logged_in(e, "bob");
+	fake_conn_input(c, "s SELECT INBOX\r\n");
+	expect(c, SELECT_EMPTY "s OK [READ-WRITE] Select completed.\r\n");
+	/* APPEND into the selected mailbox: EXISTS comes before the tagged OK. */
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd),
+		 "a APPEND INBOX (\\Seen) \" 2-Nov-2026 10:00:00 +0100\" {%zu}\r\n", strlen(MSG1));
+	fake_conn_input(c, cmd);
+	expect(c, "+ Ready for literal data\r\n");
+	fake_conn_input(c, MSG1);
+	fake_conn_input(c, "\r\n");
+	expect(c, "* 1 EXISTS\r\n* 1 RECENT\r\na OK [APPENDUID V 1] Append completed.\r\n");
+	fake_conn_input(c, "f FETCH 1 (FLAGS INTERNALDATE RFC822.SIZE UID)\r\n");
+	expect(c, "* 1 FETCH (FLAGS (\\Seen \\Recent) INTERNALDATE \" 2-Nov-2026 09:00:00 +0000\" "
+		  "RFC822.SIZE 176 UID 1)\r\nf OK Fetch completed.\r\n");
+	fake_conn_input(c,
+			"g UID FETCH 1:* (BODY.PEEK[HEADER.FIELDS (Subject)] BODY[TEXT]<4.5>)\r\n");
+	expect(c, "* 1 FETCH (UID 1 BODY[HEADER.FIELDS (Subject)] {24}\r\n"
+		  "Subject: Hello there\r\n\r\n BODY[TEXT]<4> {5}\r\nob,\r\n)\r\n"
+		  "g OK Fetch completed.\r\n");
+	fake_conn_input(c, "h FETCH 1 ENVELOPE\r\n");
+	expect(c,
+	       "* 1 FETCH (ENVELOPE (\"Mon, 2 Nov 2026 10:00:00 +0000\" \"Hello there\" "
+	       "((\"Alice\" NIL \"alice\" \"example.org\")) ((\"Alice\" NIL \"alice\" "
+	       "\"example.org\")) ((\"Alice\" NIL \"alice\" \"example.org\")) ((NIL NIL \"bob\" "
+	       "\"example.org\")) NIL NIL NIL \"<1@example.org>\"))\r\nh OK Fetch completed.\r\n");
+	fake_conn_input(c, "i FETCH 1 BODYSTRUCTURE\r\n");
+	expect(c, "* 1 FETCH (BODYSTRUCTURE (\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL "
+		  "\"7bit\" 31 2 NIL NIL NIL NIL))\r\ni OK Fetch completed.\r\n");
+	fake_conn_input(c, "j FETCH 2 FLAGS\r\nk FETCH 1 (FOO)\r\nl FETCH x FLAGS\r\n");
+	expect(c, "j BAD Invalid message sequence number.\r\nk BAD Invalid FETCH items.\r\n"
+		  "l BAD Invalid sequence set.\r\n");
+	fake_conn_free(&c);
+}
+
+static void test_store_expunge(void **state)
+{
+	struct env *e = *state;
+	struct conn *c = logged_in(e, "carol");
+	fake_conn_input(c, "s SELECT INBOX\r\n");
+	expect(c, SELECT_EMPTY "s OK [READ-WRITE] Select completed.\r\n");
+	append(c, "a1", "INBOX", "", MSG1, 1);
+	free(fake_conn_take_output(c));
+	append(c, "a2", "INBOX", "", MSG1, 2);
+	append(c, "a3", "INBOX", "", MSG1, 3);
+	fake_conn_input(c, "t STORE 1 +FLAGS (\\Deleted $Work)\r\n");
+	expect(c, "* 1 FETCH (FLAGS (\\Deleted \\Recent $Work))\r\nt OK Store completed.\r\n");
+	fake_conn_input(c, "u UID STORE 3 FLAGS.SILENT \\Deleted\r\n");
+	expect(c, "u OK Store completed.\r\n");
+	fake_conn_input(c, "v STORE 2 -FLAGS \\Recent\r\nw STORE 1 FLAGS \\Bogus\r\n");
+	expect(c, "* 2 FETCH (FLAGS (\\Recent))\r\nv OK Store completed.\r\n"
+		  "w BAD Invalid system flag.\r\n");
+	fake_conn_input(c, "x EXPUNGE\r\n");
+	/* Each EXPUNGE carries the number valid at that moment. */
+	expect(c, "* 1 EXPUNGE\r\n* 2 EXPUNGE\r\nx OK Expunge completed.\r\n");
+	fake_conn_input(c, "y FETCH 1:* UID\r\nz SEARCH ALL\r\n");
+	expect(c, "* 1 FETCH (UID 2)\r\ny OK Fetch completed.\r\n* SEARCH 1\r\nz OK Search "
+		  "completed.\r\n");
+	fake_conn_input(c, "c CLOSE\r\nd FETCH 1 UID\r\n");
+	expect(c, "c OK Close completed.\r\nd BAD No mailbox selected.\r\n");
+	fake_conn_free(&c);
+}
+
+static void test_search(void **state)
+{
+	struct env *e = *state;
+	struct conn *c = logged_in(e, "dave");
+	fake_conn_input(c, "s SELECT INBOX\r\n");
+	free(fake_conn_take_output(c));
+	append(c, "a1", "INBOX", "(\\Seen) ", MSG1, 1);
+	free(fake_conn_take_output(c));
+	append(c, "a2", "INBOX", "", "Subject: other\r\n\r\nnothing here\r\n", 2);
+	append(c, "a3", "INBOX", "(\\Flagged) ", "Subject: third\r\nFrom: zed@x\r\n\r\nFOX\r\n", 3);
+	fake_conn_input(c, "a SEARCH UNSEEN\r\n");
+	expect(c, "* SEARCH 2 3\r\na OK Search completed.\r\n");
+	fake_conn_input(c, "b SEARCH TEXT fox\r\n");
+	expect(c, "* SEARCH 1 3\r\nb OK Search completed.\r\n");
+	fake_conn_input(c, "c UID SEARCH OR FLAGGED SUBJECT hello\r\n");
+	expect(c, "* SEARCH 1 3\r\nc OK Search completed.\r\n");
+	fake_conn_input(c, "d SEARCH NOT (FROM zed) BODY \"quick brown\"\r\n");
+	expect(c, "* SEARCH 1\r\nd OK Search completed.\r\n");
+	fake_conn_input(c, "e SEARCH RETURN (MIN MAX COUNT ALL) 1:3 OR SEEN FLAGGED\r\n");
+	expect(c,
+	       "* ESEARCH (TAG \"e\") MIN 1 MAX 3 ALL 1,3 COUNT 2\r\ne OK Search completed.\r\n");
+	fake_conn_input(c, "f UID SEARCH RETURN (SAVE) SENTON 2-Nov-2026\r\ng FETCH $ UID\r\n");
+	expect(c, "f OK Search completed.\r\n* 1 FETCH (UID 1)\r\ng OK Fetch completed.\r\n");
+	fake_conn_input(c, "h SEARCH CHARSET KOI8-R ALL\r\ni SEARCH FOO\r\nj SEARCH CHARSET UTF-8 "
+			   "HEADER Subject THIRD\r\n");
+	expect(c, "h NO [BADCHARSET (UTF-8 US-ASCII)] Unsupported charset.\r\n"
+		  "i BAD Unknown search key.\r\n* SEARCH 3\r\nj OK Search completed.\r\n");
+	fake_conn_free(&c);
+}
+
+static void test_folders(void **state)
+{
+	struct env *e = *state;
+	struct conn *c = logged_in(e, "erin");
+	fake_conn_input(c, "a CREATE Work.Projects\r\nb CREATE Work\r\n");
+	expect(c, "a OK Create completed.\r\nb NO [ALREADYEXISTS] Mailbox already exists.\r\n");
+	fake_conn_input(c, "c LIST \"\" %\r\n");
+	expect(c, "* LIST (\\HasNoChildren) \".\" INBOX\r\n"
+		  "* LIST (\\HasNoChildren \\Archive) \".\" Archive\r\n"
+		  "* LIST (\\HasNoChildren \\Drafts) \".\" Drafts\r\n"
+		  "* LIST (\\HasNoChildren \\Junk) \".\" Junk\r\n"
+		  "* LIST (\\HasNoChildren \\Sent) \".\" Sent\r\n"
+		  "* LIST (\\HasNoChildren \\Trash) \".\" Trash\r\n"
+		  "* LIST (\\HasChildren) \".\" Work\r\n"
+		  "c OK List completed.\r\n");
+	fake_conn_input(c, "d LIST \"\" \"\"\r\ne NAMESPACE\r\n");
+	expect(c, "* LIST (\\Noselect) \".\" \"\"\r\nd OK List completed.\r\n"
+		  "* NAMESPACE ((\"\" \".\")) NIL NIL\r\ne OK Namespace completed.\r\n");
+	fake_conn_input(c, "f SUBSCRIBE Work.Projects\r\ng LSUB \"\" *\r\n");
+	/* The special-use folders are subscribed when the store is created. */
+	expect(c, "f OK Subscribe completed.\r\n"
+		  "* LSUB () \".\" Archive\r\n"
+		  "* LSUB () \".\" Drafts\r\n"
+		  "* LSUB () \".\" Junk\r\n"
+		  "* LSUB () \".\" Sent\r\n"
+		  "* LSUB () \".\" Trash\r\n"
+		  "* LSUB () \".\" Work.Projects\r\n"
+		  "g OK Lsub completed.\r\n");
+	fake_conn_input(c, "h LIST (SUBSCRIBED RECURSIVEMATCH) \"\" %\r\n");
+	expect(c, "* LIST (\\HasNoChildren \\Subscribed \\Archive) \".\" Archive\r\n"
+		  "* LIST (\\HasNoChildren \\Subscribed \\Drafts) \".\" Drafts\r\n"
+		  "* LIST (\\HasNoChildren \\Subscribed \\Junk) \".\" Junk\r\n"
+		  "* LIST (\\HasNoChildren \\Subscribed \\Sent) \".\" Sent\r\n"
+		  "* LIST (\\HasNoChildren \\Subscribed \\Trash) \".\" Trash\r\n"
+		  "* LIST (\\HasChildren) \".\" Work (\"CHILDINFO\" (\"SUBSCRIBED\"))\r\n"
+		  "h OK List completed.\r\n");
+	fake_conn_input(c, "i RENAME Work.Projects Work.Done\r\nj LIST \"\" Work* RETURN (STATUS "
+			   "(MESSAGES UIDNEXT))\r\n");
+	expect(c, "i OK Rename completed.\r\n"
+		  "* LIST (\\HasChildren) \".\" Work\r\n"
+		  "* STATUS Work (MESSAGES 0 UIDNEXT 1)\r\n"
+		  "* LIST (\\HasNoChildren) \".\" Work.Done\r\n"
+		  "* STATUS Work.Done (MESSAGES 0 UIDNEXT 1)\r\n"
+		  "j OK List completed.\r\n");
+	append(c, "k", "Work.Done", "(\\Seen) ", MSG1, 1);
+	fake_conn_input(c, "l STATUS Work.Done (MESSAGES UNSEEN SIZE UIDVALIDITY)\r\n");
+	expect(c, "* STATUS Work.Done (MESSAGES 1 UIDVALIDITY V UNSEEN 0 SIZE 176)\r\n"
+		  "l OK Status completed.\r\n");
+	fake_conn_input(c, "m DELETE Work\r\nn DELETE Work.Done\r\no DELETE Nope\r\np DELETE "
+			   "INBOX\r\n");
+	expect(c, "m NO [INUSE] Mailbox has children: delete them first.\r\n"
+		  "n OK Delete completed.\r\n"
+		  "o NO [NONEXISTENT] Mailbox doesn't exist.\r\n"
+		  "p NO [CANNOT] INBOX cannot be deleted.\r\n");
+	fake_conn_input(c, "q APPEND Nope {3+}\r\nabc\r\nr SELECT Nope\r\n");
+	expect(c, "q NO [TRYCREATE] Mailbox doesn't exist.\r\nr NO [NONEXISTENT] Mailbox doesn't "
+		  "exist.\r\n");
+	fake_conn_free(&c);
+}
+
+static void test_copy_move(void **state)
+{
+	struct env *e = *state;
+	struct conn *c = logged_in(e, "frank");
+	fake_conn_input(c, "s SELECT INBOX\r\n");
+	free(fake_conn_take_output(c));
+	append(c, "a1", "INBOX", "", MSG1, 1);
+	free(fake_conn_take_output(c));
+	append(c, "a2", "INBOX", "", MSG1, 2);
+	fake_conn_input(c, "c COPY 1:2 Trash\r\n");
+	expect(c, "c OK [COPYUID V 1:2 1:2] Copy completed.\r\n");
+	fake_conn_input(c, "d COPY 1 Nowhere\r\n");
+	expect(c, "d NO [TRYCREATE] Mailbox doesn't exist.\r\n");
+	fake_conn_input(c, "m UID MOVE 2 Archive\r\n");
+	expect(c, "* OK [COPYUID V 2 1] Moved UIDs.\r\n* 2 EXPUNGE\r\nm OK Move completed.\r\n");
+	fake_conn_input(c, "x EXAMINE Trash\r\n");
+	char *out = fake_conn_take_output(c);
+	assert_non_null(strstr(out, "* OK [CLOSED] Previous mailbox closed.\r\n"));
+	assert_non_null(strstr(out, "* 2 EXISTS\r\n"));
+	assert_non_null(strstr(out, "* OK [PERMANENTFLAGS ()] Read-only mailbox.\r\n"));
+	assert_non_null(strstr(out, "x OK [READ-ONLY] Examine completed.\r\n"));
+	free(out);
+	fake_conn_input(c, "y STORE 1 +FLAGS \\Seen\r\nz FETCH 1 BODY[TEXT]\r\n");
+	expect(c, "y NO [READ-ONLY] Mailbox is read-only.\r\n"
+		  "* 1 FETCH (BODY[TEXT] {31}\r\nHi Bob,\r\nthe quick brown fox.\r\n)\r\n"
+		  "z OK Fetch completed.\r\n");
+	fake_conn_free(&c);
+}
+
+static void deadline_cb(uv_timer_t *t)
+{
+}
+
+/* Run the loop until the connection has output, at most a few seconds (a deadline timer). */
+static void wait_output(struct env *e, struct conn *c)
+{
+	uv_timer_t t;
+	uv_timer_init(&e->loop, &t);
+	assert_int_equal(uv_timer_start(&t, deadline_cb, 5000, 0), 0);
+	while (uv_is_active((uv_handle_t *)&t) && fake_conn_output_len(c) == 0)
+		uv_run(&e->loop, UV_RUN_ONCE);
+	uv_close((uv_handle_t *)&t, NULL);
+	uv_run(&e->loop, UV_RUN_NOWAIT);
+}
+
+static void test_two_sessions_and_idle(void **state)
+{
+	struct env *e = *state;
+	struct conn *a = logged_in(e, "gina");
+	struct conn *b = logged_in(e, "gina");
+	fake_conn_input(a, "s SELECT INBOX\r\n");
+	free(fake_conn_take_output(a));
+	fake_conn_input(b, "s SELECT INBOX\r\n");
+	free(fake_conn_take_output(b));
+	append(b, "a1", "INBOX", "", MSG1, 1);
+	free(fake_conn_take_output(b));
+	append(b, "a2", "INBOX", "", MSG1, 2);
+	/* A learns of the arrivals at its next command; \Recent went to B. */
+	fake_conn_input(a, "n NOOP\r\n");
+	expect(a, "* 2 EXISTS\r\n* 0 RECENT\r\nn OK NOOP completed.\r\n");
+	/* A flag change by B reaches A as FETCH FLAGS. */
+	fake_conn_input(b, "t STORE 1 +FLAGS.SILENT (\\Flagged)\r\n");
+	expect(b, "t OK Store completed.\r\n");
+	fake_conn_input(a, "n NOOP\r\n");
+	expect(a, "* 1 FETCH (UID 1 FLAGS (\\Flagged))\r\nn OK NOOP completed.\r\n");
+	/* An expunge by B: not during A's FETCH or STORE or SEARCH, but at NOOP. */
+	fake_conn_input(b, "t STORE 1 +FLAGS.SILENT (\\Deleted)\r\nx EXPUNGE\r\n");
+	free(fake_conn_take_output(b));
+	fake_conn_input(a, "f FETCH 1:2 UID\r\ng SEARCH ALL\r\n");
+	expect(a, "* 2 FETCH (UID 2)\r\nf NO [EXPUNGEISSUED] Some messages were expunged "
+		  "meanwhile.\r\n* SEARCH 2\r\ng OK Search completed.\r\n");
+	fake_conn_input(a, "n NOOP\r\n");
+	expect(a, "* 1 EXPUNGE\r\nn OK NOOP completed.\r\n");
+	/* IDLE: B's append reaches A at once. */
+	fake_conn_input(a, "i IDLE\r\n");
+	expect(a, "+ idling\r\n");
+	append(b, "a3", "INBOX", "", MSG1, 3);
+	wait_output(e, a);
+	expect(a, "* 2 EXISTS\r\n* 0 RECENT\r\n");
+	/* A delivery from outside (an MTA writing new/) reaches A too. */
+	char path[600];
+	snprintf(path, sizeof(path), "%s/gina/new/1700000000.M1P1.test", e->root);
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "Subject: x\n\nhi\n", 15), 15);
+	close(fd);
+	wait_output(e, a);
+	expect(a, "* 3 EXISTS\r\n* 1 RECENT\r\n");
+	fake_conn_input(a, "DONE\r\n");
+	expect(a, "i OK Idle completed.\r\n");
+	fake_conn_input(a, "j IDLE\r\nnope\r\n");
+	expect(a, "+ idling\r\nj BAD Expected DONE.\r\n");
+	fake_conn_free(&a);
+	fake_conn_free(&b);
+}
+
+static void test_backpressure(void **state)
+{
+	struct env *e = *state;
+	struct fake_conn_opts o = {.loopback = true,
+				   .mail_root = e->mail_root,
+				   .loop = &e->loop,
+				   .high_watermark = 4096};
+	struct conn *c = fake_conn_new(&imap_proto_ops, &o);
+	free(fake_conn_take_output(c));
+	fake_conn_input(c, "L LOGIN u p\r\n");
+	fake_auth_answer(AUTH_RESULT_OK, "hank");
+	fake_conn_pump(c);
+	free(fake_conn_take_output(c));
+	/* A 200 KB message, streamed in chunks as the output drains. */
+	size_t big = 200 * 1024;
+	char *msg = malloc(big + 1);
+	memcpy(msg, "Subject: big\r\n\r\n", 16);
+	for (size_t i = 16; i < big; i++)
+		msg[i] = (i % 64 == 62) ? '\r' : (i % 64 == 63) ? '\n' : 'a' + (char)(i % 26);
+	msg[big - 2] = '\r';
+	msg[big - 1] = '\n';
+	msg[big] = '\0';
+	char cmd[64];
+	snprintf(cmd, sizeof(cmd), "a APPEND INBOX {%zu+}\r\n", big);
+	fake_conn_input(c, cmd);
+	fake_conn_input_n(c, msg, big);
+	fake_conn_input(c, "\r\ns SELECT INBOX\r\n");
+	free(fake_conn_take_output(c));
+	unsigned drains = fake_conn_drains(c);
+	fake_conn_input(c, "f FETCH 1 BODY.PEEK[]\r\nn NOOP\r\n");
+	/* Each drain let the session write a little more, in order, with nothing lost. */
+	assert_true(fake_conn_drains(c) - drains > 10);
+	char *out = fake_conn_take_output(c);
+	char *want = malloc(big + 256);
+	size_t wl = (size_t)snprintf(want, 256, "* 1 FETCH (BODY[] {%zu}\r\n", big);
+	memcpy(want + wl, msg, big);
+	wl += big;
+	wl += (size_t)snprintf(want + wl, 256,
+			       ")\r\nf OK Fetch completed.\r\nn OK NOOP completed.\r\n");
+	if (strlen(out) != wl)
+		fail_msg("length %zu want %zu; tail [%s]", strlen(out), wl, out + strlen(out) - 80);
+	assert_memory_equal(out, want, wl);
+	free(want);
+	free(out);
+	free(msg);
+	fake_conn_free(&c);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_login, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(test_login_failures, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(test_logindisabled, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(test_authenticate, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(test_select_append_fetch, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(test_store_expunge, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(test_search, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(test_folders, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(test_copy_move, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(test_two_sessions_and_idle, env_setup,
+						env_teardown),
+		cmocka_unit_test_setup_teardown(test_backpressure, env_setup, env_teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
