@@ -12,7 +12,8 @@
  * A protocol logs a user in with auth_request_start() and waits for done(); the session
  * must not read further commands meanwhile (conn_input_pause). The result maps to replies:
  *
- *     AUTH_RESULT_OK        IMAP OK            POP3 +OK         (use canonical_user)
+ *     AUTH_RESULT_OK        IMAP OK            POP3 +OK         (use canonical_user: it
+ *                                                              passed auth_user_name_valid)
  *     AUTH_RESULT_PERMFAIL  NO [AUTHENTICATIONFAILED]  -ERR [AUTH]
  *     AUTH_RESULT_EXPIRED   NO [EXPIRED]       -ERR [AUTH]
  *     AUTH_RESULT_TEMPFAIL  NO [UNAVAILABLE]   -ERR [SYS/TEMP]

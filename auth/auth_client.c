@@ -319,6 +319,14 @@ static void request_result(struct auth_request *req, enum auth_result result, co
 
 	frame_wipe_free(req->frame);
 	req->frame = NULL;
+	if (result == AUTH_RESULT_OK && !auth_user_name_valid(canonical)) {
+		/* it would go into a path: refuse it here, once for every protocol */
+		log_error("auth: PAM gave the unusable user name %s for %s",
+			  log_escape_str(canonical), log_escape_str(req->user));
+		result = AUTH_RESULT_PERMFAIL;
+		canonical = NULL;
+		reason = "canonical user name not usable";
+	}
 	if (result == AUTH_RESULT_PERMFAIL)
 		delay = throttle_fail(svc, req->address, &failures);
 	else if (result == AUTH_RESULT_OK || result == AUTH_RESULT_EXPIRED)

@@ -161,6 +161,24 @@ static void test_request_bytes_and_reply(void **state)
 	assert_int_equal(l.calls, 1);
 }
 
+/* A canonical name that could not go into a path is refused, whatever PAM said. */
+static void test_unusable_canonical(void **state)
+{
+	struct fake *f = *state;
+	static const char *const bad[] = {"../root", ".hidden", "a/b", "tab\tname"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct pamtest_login l;
+		struct auth_wire_request req;
+		login(f, &l, "bob");
+		assert_true(fake_read_request(f, &req));
+		fake_reply(f, req.id, AUTH_RESULT_OK, bad[i], "");
+		assert_true(pamtest_run_until(&f->loop, &l.finished, 5000));
+		assert_int_equal(l.result, AUTH_RESULT_PERMFAIL);
+		assert_string_equal(l.user, "");
+		assert_string_equal(l.reason, "canonical user name not usable");
+	}
+}
+
 /* Replies come back in any order and are matched by id. */
 static void test_out_of_order(void **state)
 {
@@ -370,6 +388,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_request_bytes_and_reply, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_out_of_order, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_unusable_canonical, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_malformed_reply, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unknown_id, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_timeout, setup, teardown),

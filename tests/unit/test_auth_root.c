@@ -7,10 +7,15 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <errno.h>
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <netinet/in.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -50,13 +55,49 @@ static void login_done(void *ctx, enum auth_result result, const char *user, con
 	*r = result == AUTH_RESULT_OK && strcmp(user, "bob") == 0 ? 1 : 2;
 }
 
+/* 1 when a descriptor of process pid is the socket with inode ino. */
+static int proc_has_socket(pid_t pid, ino_t ino)
+{
+	char dir[64], want[64];
+	snprintf(dir, sizeof(dir), "/proc/%ld/fd", (long)pid);
+	snprintf(want, sizeof(want), "socket:[%lu]", (unsigned long)ino);
+	DIR *d = opendir(dir);
+	if (d == NULL)
+		return -1;
+	int found = 0;
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL) {
+		char path[400], target[128];
+		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+		ssize_t n = readlink(path, target, sizeof(target) - 1);
+		if (n > 0) {
+			target[n] = '\0';
+			if (strcmp(target, want) == 0)
+				found = 1;
+		}
+	}
+	closedir(d);
+	return found;
+}
+
 /* In the child: start, drop, log in once; write the facts to fd. Returns the exit code. */
 static int child_main(struct auth_pamtest *t, int fd)
 {
 	struct auth_service *svc = NULL;
 	uv_loop_t loop;
+	/* a listener, as the daemon has when it starts the helper */
+	int lfd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	struct stat st;
+	if (lfd < 0 || bind(lfd, (struct sockaddr *)&sin, sizeof(sin)) != 0 ||
+	    listen(lfd, 1) != 0 || fstat(lfd, &st) != 0)
+		return 9;
 	if (auth_service_start(&t->cfg, &svc) != 0)
 		return 10;
+	/* still root: every /proc/PID/fd is readable (after the drop the helper's are not) */
+	int in_net = proc_has_socket(getpid(), st.st_ino);
+	int in_sup = proc_has_socket(auth_service_supervisor_pid(svc), st.st_ino);
+	int in_helper = proc_has_socket(auth_service_helper_pid(svc), st.st_ino);
 	if (process_drop_privileges(&t->cfg) != 0)
 		return 11;
 	if (uv_loop_init(&loop) != 0 || auth_service_attach(svc, &loop) != 0)
@@ -81,8 +122,9 @@ static int child_main(struct auth_pamtest *t, int fd)
 	proc_ids(auth_service_helper_pid(svc), "Gid:", helper_gid, sizeof(helper_gid));
 	dprintf(fd,
 		"login=%d\nnet_uid=%s\nnet_gid=%s\nnet_groups=%s\nsup_uid=%s\nhelper_uid=%s\n"
-		"helper_gid=%s\n",
-		result, net_uid, net_gid, net_groups, sup_uid, helper_uid, helper_gid);
+		"helper_gid=%s\nlistener: net=%d sup=%d helper=%d\n",
+		result, net_uid, net_gid, net_groups, sup_uid, helper_uid, helper_gid, in_net,
+		in_sup, in_helper);
 	auth_service_free(&svc);
 	uv_run(&loop, UV_RUN_DEFAULT);
 	uv_loop_close(&loop);
@@ -126,7 +168,8 @@ static void test_drop_with_helper(void **state)
 	unsigned u = (unsigned)pw->pw_uid, g = (unsigned)pw->pw_gid;
 	snprintf(expect, sizeof(expect),
 		 "login=1\nnet_uid=%u\t%u\t%u\t%u\nnet_gid=%u\t%u\t%u\t%u\nnet_groups=%u\n"
-		 "sup_uid=0\t0\t0\t0\nhelper_uid=0\t0\t0\t0\nhelper_gid=0\t0\t0\t0\n",
+		 "sup_uid=0\t0\t0\t0\nhelper_uid=0\t0\t0\t0\nhelper_gid=0\t0\t0\t0\n"
+		 "listener: net=1 sup=0 helper=0\n",
 		 u, u, u, u, g, g, g, g, g);
 	assert_string_equal(report, expect);
 }
