@@ -5,9 +5,9 @@
 
 /* Each protocol folder adds its descriptor here once it serves clients end to end. */
 const struct proto_ops *const protocols_table[] = {
-	NULL,
+	&imap_proto_ops,
 };
-const size_t protocols_count = 0;
+const size_t protocols_count = 1;
 
 void protocols_set_auth_service(struct auth_service *svc)
 {

@@ -76,6 +76,18 @@ void imap_capability_string(struct imap_session *s, char *out, size_t size)
 	ADD("LITERAL+");
 	ADD("ID");
 	ADD("ENABLE");
+	ADD("IDLE");
+	ADD("NAMESPACE");
+	ADD("UNSELECT");
+	ADD("UIDPLUS");
+	ADD("CHILDREN");
+	ADD("LIST-EXTENDED");
+	ADD("LIST-STATUS");
+	ADD("SPECIAL-USE");
+	ADD("ESEARCH");
+	ADD("SEARCHRES");
+	ADD("MOVE");
+	ADD("STATUS=SIZE");
 	if (s->state == IMAP_NOT_AUTH) {
 		if (conn_can_starttls(s->conn))
 			ADD("STARTTLS");

@@ -85,7 +85,9 @@ static struct conn *session(struct env *e, bool loopback)
 	return c;
 }
 
-#define CAPS_AUTH "IMAP4rev1 SASL-IR LITERAL+ ID ENABLE"
+#define CAPS_AUTH                                                                                  \
+	"IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS CHILDREN "           \
+	"LIST-EXTENDED LIST-STATUS SPECIAL-USE ESEARCH SEARCHRES MOVE STATUS=SIZE"
 
 static struct conn *logged_in(struct env *e, const char *user)
 {
@@ -148,8 +150,7 @@ static void test_logindisabled(void **state)
 	struct env *e = *state;
 	struct fake_conn_opts o = {.mail_root = e->mail_root, .loop = &e->loop};
 	struct conn *c = fake_conn_new(&imap_proto_ops, &o);
-	expect(c, "* OK [CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID ENABLE LOGINDISABLED] mailkeep "
-		  "ready.\r\n");
+	expect(c, "* OK [CAPABILITY " CAPS_AUTH " LOGINDISABLED] mailkeep ready.\r\n");
 	fake_conn_input(c, "a LOGIN alice x\r\nb AUTHENTICATE PLAIN\r\n");
 	expect(c, "a NO [PRIVACYREQUIRED] Plaintext authentication is disallowed on non-secure "
 		  "connections.\r\n"

@@ -1,0 +1,238 @@
+"""Shared set-up for the IMAP integration tests: the real mailkeep binary (MK_BINARY) on
+127.0.0.1 with free ports, a temporary Maildir store, a self-signed certificate for
+127.0.0.1, and PAM through pam_wrapper + pam_matrix (LD_PRELOAD, PAM_WRAPPER_SERVICE_DIR), so
+no test needs root or a system user.
+
+Listeners: `imap` (tls = starttls), `imaps` (implicit TLS) and `imapplain` (tls = none).
+Waiting is always on an event with a deadline, never a sleep.
+"""
+import itertools
+import os
+import pwd
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import threading
+
+BIN = os.environ.get("MK_BINARY", "")
+PAM_MATRIX = os.environ.get("MK_PAM_MATRIX", "/usr/lib/x86_64-linux-gnu/pam_wrapper/pam_matrix.so")
+PAM_WRAPPER = os.environ.get("MK_PAM_WRAPPER_LIB", "/usr/lib/x86_64-linux-gnu/libpam_wrapper.so")
+SERVICE = "mailkeep-imaptest"
+USERS = {"alice": "secret", "bob": "hunter 2", "carol": "p\"w\\3"}
+_names = itertools.count(1)
+
+
+def free_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def make_cert(d):
+    cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+    tmpl = os.path.join(d, "cert.tmpl")
+    with open(tmpl, "w") as f:
+        f.write('cn = "127.0.0.1"\nip_address = "127.0.0.1"\nexpiration_days = 2\n'
+                'tls_www_server\nsigning_key\nencryption_key\n')
+    subprocess.run(["certtool", "--generate-privkey", "--key-type=ecdsa", "--outfile", key],
+                   check=True, capture_output=True, timeout=60)
+    subprocess.run(["certtool", "--generate-self-signed", "--load-privkey", key, "--template",
+                    tmpl, "--outfile", cert], check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+class Server:
+    def __init__(self, extra_server=""):
+        if not BIN or not os.path.exists(BIN):
+            raise RuntimeError("MK_BINARY does not name the mailkeep binary")
+        self.dir = tempfile.mkdtemp(prefix="mk-imap-it-")
+        self.mail = os.path.join(self.dir, "mail")
+        os.makedirs(self.mail, exist_ok=True)
+        self.owner = None
+        mail_user = ""
+        if os.geteuid() == 0:
+            pw = pwd.getpwnam("nobody")
+            self.owner = (pw.pw_uid, pw.pw_gid)
+            mail_user = "mail_user = nobody"
+            os.chmod(self.dir, 0o755)
+            os.chown(self.mail, *self.owner)
+        self.cert, self.key = make_cert(self.dir)
+        self.pamdir = os.path.join(self.dir, "pam.d")
+        os.makedirs(self.pamdir, exist_ok=True)
+        passdb = os.path.join(self.dir, "passdb")
+        with open(passdb, "w") as f:
+            for u, p in USERS.items():
+                f.write(f"{u}:{p}:{SERVICE}\n")
+        with open(os.path.join(self.pamdir, SERVICE), "w") as f:
+            f.write(f"auth required {PAM_MATRIX} passdb={passdb}\n"
+                    f"account required {PAM_MATRIX} passdb={passdb}\n")
+        self.port = free_port()
+        self.port_tls = free_port()
+        self.port_plain = free_port()
+        self.conf = os.path.join(self.dir, "mailkeep.conf")
+        with open(self.conf, "w") as f:
+            f.write(f"""[server]
+mail_root = {self.mail}/%u
+log_level = debug
+{mail_user}
+pam_service = {SERVICE}
+auth_fail_delay_ms = 0
+auth_fail_delay_max_ms = 0
+{extra_server}
+[tls]
+cert = {self.cert}
+key = {self.key}
+
+[listener imap]
+protocol = imap
+address = 127.0.0.1
+port = {self.port}
+tls = starttls
+
+[listener imaps]
+protocol = imap
+address = 127.0.0.1
+port = {self.port_tls}
+tls = implicit
+
+[listener imapplain]
+protocol = imap
+address = 127.0.0.1
+port = {self.port_plain}
+tls = none
+""")
+        self.proc = None
+        self.log = []
+        self.started = threading.Event()
+        self.cond = threading.Condition()
+
+    def maildir(self, user="alice"):
+        return os.path.join(self.mail, user)
+
+    def deliver(self, data, user="alice"):
+        """Put a message into new/ as an MTA would (tmp, then rename)."""
+        md = self.maildir(user)
+        for d in [md] + [os.path.join(md, sub) for sub in ("tmp", "new", "cur")]:
+            if not os.path.isdir(d):
+                os.mkdir(d, 0o700)
+                if self.owner:
+                    os.chown(d, *self.owner)
+        n = next(_names)
+        name = f"{1700000000 + n}.M{n}P{os.getpid()}.test"
+        tmp = os.path.join(md, "tmp", name)
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if self.owner:
+            os.chown(tmp, *self.owner)
+        os.rename(tmp, os.path.join(md, "new", name))
+        return name
+
+    def start(self):
+        env = dict(os.environ)
+        env.update({"LD_PRELOAD": PAM_WRAPPER, "PAM_WRAPPER": "1",
+                    "PAM_WRAPPER_SERVICE_DIR": self.pamdir,
+                    "PAM_WRAPPER_DISABLE_DEEPBIND": "1"})
+        env["ASAN_OPTIONS"] = env.get("ASAN_OPTIONS", "detect_leaks=1") + \
+            ":verify_asan_link_order=0"
+        self.proc = subprocess.Popen([BIN, "-f", "-c", self.conf], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        threading.Thread(target=self._drain, daemon=True).start()
+        if not self.started.wait(30):
+            self.stop()
+            raise RuntimeError("mailkeep did not start:\n" + "".join(self.log[-40:]))
+        return self
+
+    def _drain(self):
+        for raw in self.proc.stderr:
+            line = raw.decode("utf-8", "replace")
+            with self.cond:
+                self.log.append(line)
+                self.cond.notify_all()
+            if "event=started" in line:
+                self.started.set()
+
+    def log_text(self):
+        return "".join(self.log)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        return self.proc.returncode if self.proc else None
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def tls_context(self):
+        return ssl.create_default_context(cafile=self.cert)
+
+
+class Raw:
+    """A raw IMAP client: exact bytes in and out, every read with a deadline."""
+
+    def __init__(self, port, timeout=30, tls_ctx=None):
+        s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.s = tls_ctx.wrap_socket(s, server_hostname="127.0.0.1") if tls_ctx else s
+        self.buf = b""
+        self.greeting = self.line()
+
+    def send(self, data):
+        self.s.sendall(data)
+
+    def _fill(self):
+        chunk = self.s.recv(1 << 16)
+        if not chunk:
+            raise EOFError("connection closed; had %r" % self.buf[:200])
+        self.buf += chunk
+
+    def line(self):
+        while b"\r\n" not in self.buf:
+            self._fill()
+        i = self.buf.index(b"\r\n") + 2
+        out, self.buf = self.buf[:i], self.buf[i:]
+        return out
+
+    def until_tagged(self, tag):
+        """Every line up to and including the tagged reply for TAG (literals included)."""
+        out = b""
+        while True:
+            ln = self.line()
+            out += ln
+            if ln.endswith(b"}\r\n"):
+                n = int(ln[ln.rindex(b"{") + 1:-3].rstrip(b"+"))
+                while len(self.buf) < n:
+                    self._fill()
+                out += self.buf[:n]
+                self.buf = self.buf[n:]
+                continue
+            if ln.startswith(tag.encode() + b" "):
+                return out
+
+    def cmd(self, tag, line):
+        self.send(f"{tag} {line}\r\n".encode())
+        return self.until_tagged(tag)
+
+    def eof(self):
+        try:
+            while True:
+                chunk = self.s.recv(4096)
+                if not chunk:
+                    return True
+                self.buf += chunk
+        except (socket.timeout, ConnectionResetError):
+            return False
+
+    def close(self):
+        self.s.close()
