@@ -17,6 +17,7 @@
 #define MIME_ARENA_MAX    (16u * 1024 * 1024)
 #define MIME_BOUNDARY_MAX 200 /* RFC 2046 allows 70; longer ones are not delimiters */
 #define MIME_RENDER_MAX   (64u * 1024 * 1024)
+#define MIME_DEPTH_MAX    1000 /* BODYSTRUCTURE rendering recurses once per level */
 
 size_t mime_read_window = MSG_READ_CHUNK;
 
@@ -680,6 +681,8 @@ int msg_parse(const struct msg_source *src, const struct msg_parse_limits *limit
 		msg_parse_limits_default(&ps.lim);
 	if (ps.lim.max_depth < 1)
 		ps.lim.max_depth = 1;
+	if (ps.lim.max_depth > MIME_DEPTH_MAX)
+		ps.lim.max_depth = MIME_DEPTH_MAX; /* BODYSTRUCTURE rendering recurses per level */
 	if (ps.lim.max_parts < 1)
 		ps.lim.max_parts = 1;
 	ps.m = calloc(1, sizeof(*ps.m));

@@ -12,6 +12,7 @@
 #include "mime_private.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,6 +24,7 @@
 #define CACHE_MAX_DEPTH 4096u
 
 static uint32_t crc_table[256];
+static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
 
 static void crc_init(void)
 {
@@ -36,8 +38,7 @@ static void crc_init(void)
 
 static uint32_t crc32_calc(const unsigned char *p, size_t n)
 {
-	if (crc_table[1] == 0)
-		crc_init(); /* idempotent: racing threads write the same values */
+	pthread_once(&crc_once, crc_init);
 	uint32_t c = 0xffffffffu;
 	for (size_t i = 0; i < n; i++)
 		c = crc_table[(c ^ p[i]) & 0xff] ^ (c >> 8);

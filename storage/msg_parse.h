@@ -65,7 +65,8 @@ static inline struct msg_source msg_source_fd(int fd, uint64_t size)
 }
 
 struct msg_parse_limits {
-	unsigned max_depth;      /* nesting of multipart / message/rfc822 parts (default 100) */
+	unsigned max_depth;      /* nesting of multipart / message/rfc822 parts (default 100,
+				    at most 1000) */
 	unsigned max_parts;      /* parts in the whole message (default 10000) */
 	size_t max_header_value; /* kept octets of one header field value (default 64 KiB) */
 	size_t max_header_keep;  /* kept octets of all fields of one header block (default 256 KiB)
