@@ -171,3 +171,30 @@ out:
 	explicit_bzero(&conv_data, sizeof(conv_data));
 	return result;
 }
+
+static int probe_conv(int num_msg, const struct pam_message **msg, struct pam_response **resp_r,
+		      void *appdata_ptr)
+{
+	*resp_r = NULL;
+	return PAM_CONV_ERR;
+}
+
+int auth_pam_probe(const char *service, const char *confdir)
+{
+	struct pam_conv conv = {.conv = probe_conv};
+	pam_handle_t *h = NULL;
+	int rc;
+#ifdef HAVE_PAM_START_CONFDIR
+	if (confdir != NULL)
+		rc = pam_start_confdir(service, NULL, &conv, confdir, &h);
+	else
+		rc = pam_start(service, NULL, &conv, &h);
+#else
+	if (confdir != NULL)
+		return PAM_SYSTEM_ERR;
+	rc = pam_start(service, NULL, &conv, &h);
+#endif
+	if (h != NULL)
+		pam_end(h, rc);
+	return rc;
+}

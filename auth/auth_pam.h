@@ -32,6 +32,13 @@ int auth_pam_conv(int num_msg, const struct pam_message **msg, struct pam_respon
 /* Map a PAM return code to a result (STYLE.md §3). */
 enum auth_result auth_pam_map(int pam_rc);
 
+/* Start and end one PAM transaction for service without authenticating anybody, in the
+ * dispatcher before any worker forks: a PAM configuration that cannot even start is logged
+ * once, up front, and PAM's per-process set-up (and that of test shims such as pam_wrapper,
+ * which set themselves up on the first pam_start and would otherwise race in concurrent
+ * workers) happens once and is inherited. Returns the pam_start code. */
+int auth_pam_probe(const char *service, const char *confdir);
+
 /* Check req->user / req->password with PAM service req->service, from config directory
  * confdir (NULL = the system's). Sets PAM_RHOST (req->address), PAM_RUSER (req->user) and
  * PAM_TTY, runs pam_authenticate then pam_acct_mgmt, and on success copies PAM_USER into

@@ -341,6 +341,10 @@ int authd_serve(int fd, const struct authd_options *opts)
 		return -ENOMEM;
 	}
 	auth_wire_decoder_init(&a->dec, AUTH_WIRE_TYPE_REQUEST);
+	int pr = auth_pam_probe(opts->pam_service, opts->pam_confdir);
+	if (pr != PAM_SUCCESS)
+		log_error("authd: PAM service %s cannot start (%s); every login will fail",
+			  log_escape_str(opts->pam_service), pam_strerror(NULL, pr));
 
 	int r = 0;
 	for (;;) {

@@ -12,8 +12,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <security/pam_appl.h>
-
 #include "auth.h"
 #include "auth_pamtest.h"
 
@@ -35,14 +33,9 @@ static void fixture_start(struct fixture *f)
 	assert_int_equal(auth_service_attach(f->svc, &f->loop), 0);
 }
 
-/* Under pam_wrapper one directory serves the whole run: pam_wrapper sets itself up once per
- * process (on the first pam_start), and the helper's processes inherit that set-up. */
+/* Under pam_wrapper one directory serves the whole run (pam_wrapper copies it when it sets
+ * itself up, on a process's first pam_start: the dispatcher's probe). */
 static struct auth_pamtest wrap_dir;
-
-static int conv_none(int n, const struct pam_message **m, struct pam_response **r, void *d)
-{
-	return PAM_CONV_ERR;
-}
 
 static int group_setup(void **state)
 {
@@ -50,11 +43,6 @@ static int group_setup(void **state)
 		return 0;
 	auth_pamtest_init(&wrap_dir);
 	setenv("PAM_WRAPPER_SERVICE_DIR", wrap_dir.confdir, 1);
-	struct pam_conv conv = {.conv = conv_none};
-	pam_handle_t *h = NULL;
-	if (pam_start(PAMTEST_SERVICE, "nobody", &conv, &h) != PAM_SUCCESS)
-		return -1;
-	pam_end(h, PAM_SUCCESS);
 	return 0;
 }
 
@@ -406,6 +394,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_canonical_user, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_slow_login_blocks_nothing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_helper_killed_mid_request, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_many_concurrent, setup, teardown),
 	};
 	if (use_pam_wrapper())
 		return cmocka_run_group_tests_name("pam_wrapper", wrapped, group_setup,
