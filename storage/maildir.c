@@ -36,10 +36,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#define KEYWORDS_FILE   "mailkeep-keywords"
-#define CACHE_FILE      "mailkeep-cache"
-#define CACHE_MAGIC     0x314b434du /* "MCK1" */
-#define CACHE_MAX_BYTES (1u << 31)
+#define KEYWORDS_FILE "mailkeep-keywords"
+/* The last UIDVALIDITY given out, kept apart from the UID list so that a lost list still
+ * gets a strictly greater one (time alone could repeat within a second). */
+#define UIDVALIDITY_FILE "mailkeep-uidvalidity"
+#define CACHE_FILE       "mailkeep-cache"
+#define CACHE_MAGIC      0x314b434du /* "MCK1" */
+#define CACHE_MAX_BYTES  (1u << 31)
 /* Compact the UID list when the log outgrows the base this much. */
 #define LOG_COMPACT_MIN 1000
 /* A directory changed this recently may change again within its timestamp granularity:
@@ -711,6 +714,15 @@ static int md_load(struct mailbox_load *ld)
 		ld->list_dirty = list.torn_tail;
 	} else {
 		uint32_t now = (uint32_t)time(NULL);
+		char *hint;
+		size_t hint_len;
+		if (storage_path(file, sizeof(file), "%s/%s", ld->path, UIDVALIDITY_FILE) == 0 &&
+		    storage_read_file(file, 64, &hint, &hint_len) == 0) {
+			unsigned long v = strtoul(hint, NULL, 10);
+			if (v > old_uv && v < UINT32_MAX)
+				old_uv = (uint32_t)v;
+			free(hint);
+		}
 		ld->uidvalidity = now > old_uv ? now : old_uv + 1;
 		ld->uidnext = 1;
 		ld->highest_modseq = 1;
@@ -1089,6 +1101,15 @@ static int md_attach(struct mailbox *mbox, struct mailbox_load *ld)
 	if (r < 0)
 		return r;
 	mbox->first_recent_uid = first_new;
+	if (ld->list_rebuilt) {
+		char file[4096], text[16];
+		int n = snprintf(text, sizeof(text), "%u\n", mbox->uidvalidity);
+		r = storage_path(file, sizeof(file), "%s/%s", mbox->path, UIDVALIDITY_FILE);
+		if (r == 0)
+			r = storage_write_file_atomic(file, text, (size_t)n);
+		if (r < 0)
+			return r;
+	}
 	if (ld->list_dirty || ld->list_rebuilt)
 		r = list_compact(mbox);
 	else

@@ -16,3 +16,7 @@ mk_unit_test(test_uidlist SOURCES ${CMAKE_SOURCE_DIR}/tests/unit/test_uidlist.c
 	LIBS mk_storage_test_support)
 mk_unit_test(test_storage_store SOURCES ${CMAKE_SOURCE_DIR}/tests/unit/test_storage_store.c
 	LIBS mk_storage_test_support)
+mk_unit_test(test_storage_mailbox SOURCES ${CMAKE_SOURCE_DIR}/tests/unit/test_storage_mailbox.c
+	LIBS mk_storage_test_support)
+mk_unit_test(test_storage_views SOURCES ${CMAKE_SOURCE_DIR}/tests/unit/test_storage_views.c
+	LIBS mk_storage_test_support)
