@@ -83,6 +83,9 @@ void pop3_session_command_wait(struct pop3_session *s)
 
 void pop3_session_command_done(struct pop3_session *s)
 {
+	/* Completions (the auth service, a mailbox open) run outside any conn hook: push
+	 * what they queued now. */
+	conn_flush(s->conn);
 	if (s->busy) {
 		s->busy = false;
 		if (!conn_is_closing(s->conn))

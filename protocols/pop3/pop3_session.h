@@ -125,7 +125,8 @@ void pop3_reply_err(struct pop3_session *s, const char *fmt, ...)
 /* Record REPLY (a full "-ERR ...\r\n" line, static) as a bad command's answer. */
 enum pop3_cmd_result pop3_cmd_bad(struct pop3_session *s, const char *reply);
 
-/* A command that returned POP3_CMD_MORE is finished: read the next command. */
+/* A command that returned POP3_CMD_MORE is finished: flush what it queued (completions run
+ * outside conn's hooks) and read the next command. */
 void pop3_session_command_done(struct pop3_session *s);
 /* Stop reading commands until pop3_session_command_done() (a login, a stream). */
 void pop3_session_command_wait(struct pop3_session *s);

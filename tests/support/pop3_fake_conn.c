@@ -22,10 +22,12 @@ struct conn {
 	struct config_listener listener;
 	uint64_t id;
 	struct buf in;
-	char *out;
+	char *out; /* flushed: what the client has seen */
 	size_t out_len, out_cap;
-	size_t queued; /* bytes "not yet accepted by the kernel" */
-	bool blocked;  /* went above the watermark: on_drain owed */
+	size_t flushed; /* out[0..flushed) is flushed; the rest waits for a hook's end or
+			 * conn_flush (as conn.c pushes output only then) */
+	size_t queued;  /* bytes "not yet accepted by the kernel" */
+	bool blocked;   /* went above the watermark: on_drain owed */
 	bool paused;
 	bool input_owed; /* resume with input buffered: on_input owed */
 	bool closing;
@@ -41,6 +43,8 @@ struct conn {
 };
 
 static uint64_t fake_next_id = 1;
+
+static void fake_hook_done(struct conn *c);
 
 struct conn *fake_conn_new(const struct proto_ops *ops, const struct fake_conn_opts *opts)
 {
@@ -65,8 +69,16 @@ struct conn *fake_conn_new(const struct proto_ops *ops, const struct fake_conn_o
 	buf_init(&c->in, 1 << 20);
 	c->session = ops->session_new(c);
 	assert_non_null(c->session);
+	fake_hook_done(c);
 	fake_conn_run(c);
 	return c;
+}
+
+/* conn.c flushes after every hook returns; output queued elsewhere (a loop callback such
+ * as the auth service's answer) waits for conn_flush. */
+static void fake_hook_done(struct conn *c)
+{
+	c->flushed = c->out_len;
 }
 
 static bool fake_quiet(const struct conn *c)
@@ -90,6 +102,7 @@ static void fake_step(struct conn *c)
 		c->blocked = false;
 		if (!c->streaming)
 			c->ops->on_drain(c->session);
+		fake_hook_done(c);
 		return;
 	}
 	if (c->starttls_pending) {
@@ -99,6 +112,7 @@ static void fake_step(struct conn *c)
 		c->can_starttls = false;
 		if (c->ops->on_tls_ready)
 			c->ops->on_tls_ready(c->session);
+		fake_hook_done(c);
 		return;
 	}
 	if (c->streaming) {
@@ -121,11 +135,13 @@ static void fake_step(struct conn *c)
 			c->streaming = false;
 			c->s_done(c, c->s_ctx, 0);
 		}
+		fake_hook_done(c);
 		return;
 	}
 	if (c->input_owed && !c->paused) {
 		c->input_owed = false;
 		c->ops->on_input(c->session);
+		fake_hook_done(c);
 	}
 }
 
@@ -171,6 +187,7 @@ void fake_conn_send_once(struct conn *c, const char *data)
 	assert_int_equal(buf_append(&c->in, data, strlen(data)), 0);
 	if (!c->paused && !c->streaming)
 		c->ops->on_input(c->session);
+	fake_hook_done(c);
 }
 
 void fake_conn_send(struct conn *c, const char *data)
@@ -180,14 +197,17 @@ void fake_conn_send(struct conn *c, const char *data)
 
 char *fake_conn_take(struct conn *c, size_t *len_r)
 {
-	char *p = malloc(c->out_len + 1);
+	size_t n = c->flushed;
+	char *p = malloc(n + 1);
 	assert_non_null(p);
-	if (c->out_len)
-		memcpy(p, c->out, c->out_len);
-	p[c->out_len] = 0;
+	if (n)
+		memcpy(p, c->out, n);
+	p[n] = 0;
 	if (len_r)
-		*len_r = c->out_len;
-	c->out_len = 0;
+		*len_r = n;
+	memmove(c->out, c->out + n, c->out_len - n);
+	c->out_len -= n;
+	c->flushed = 0;
 	return p;
 }
 
@@ -204,12 +224,14 @@ unsigned fake_conn_bad_count(const struct conn *c)
 void fake_conn_timeout(struct conn *c)
 {
 	c->ops->on_timeout(c->session);
+	fake_hook_done(c);
 	conn_close(c, "timeout");
 }
 
 void fake_conn_shutdown(struct conn *c)
 {
 	c->ops->on_shutdown(c->session);
+	fake_hook_done(c);
 	conn_close(c, "shutdown");
 }
 
@@ -377,6 +399,7 @@ size_t conn_output_queued(const struct conn *c)
 
 void conn_flush(struct conn *c)
 {
+	c->flushed = c->out_len;
 }
 
 int conn_stream_file(struct conn *c, int fd, uint64_t offset, uint64_t length,
@@ -406,6 +429,7 @@ void conn_set_idle_timeout(struct conn *c, unsigned seconds)
 
 void conn_close(struct conn *c, const char *reason)
 {
+	c->flushed = c->out_len; /* what is queued still goes out */
 	c->closing = true;
 }
 

@@ -39,7 +39,9 @@ void fake_conn_send_len(struct conn *c, const char *data, size_t len);
 void fake_conn_send_once(struct conn *c, const char *data);
 /* Run until the session has nothing in progress (or is closed); fails the test after 10 s. */
 void fake_conn_run(struct conn *c);
-/* Everything written since the last take, NUL-terminated; the caller frees it. */
+/* Everything flushed since the last take (after a hook returned, or by conn_flush: output
+ * queued outside a hook and never flushed does not count), NUL-terminated; the caller frees
+ * it. */
 char *fake_conn_take(struct conn *c, size_t *len_r);
 bool fake_conn_closed(const struct conn *c);
 /* Bad commands counted so far. */
