@@ -562,8 +562,7 @@ enum cmd_result imap_cmd_fetch(struct imap_cmd *cmd)
 	int r = imap_cmd_read_args(cmd, &args);
 	if (r <= 0)
 		return r == 0 ? CMD_MORE : CMD_DONE;
-	if (args[0].type == IMAP_ARG_EOL || args[1].type == IMAP_ARG_EOL ||
-	    args[2].type != IMAP_ARG_EOL) {
+	if (args[0].type == IMAP_ARG_EOL || args[1].type == IMAP_ARG_EOL) {
 		imap_cmd_reply(cmd, "BAD", "FETCH needs a sequence set and items.");
 		return CMD_DONE;
 	}
@@ -576,7 +575,19 @@ enum cmd_result imap_cmd_fetch(struct imap_cmd *cmd)
 	cmd->ctx_free = fetch_ctx_free;
 	if (cmd->uid)
 		item_add(f, FK_UID);
-	if (!parse_items(f, &args[1])) {
+	/* One item without parentheses may span several args: BODY[HEADER.FIELDS (A)]. */
+	unsigned n_items = 0;
+	while (args[1 + n_items].type != IMAP_ARG_EOL)
+		n_items++;
+	bool parsed;
+	if (n_items == 1) {
+		parsed = parse_items(f, &args[1]);
+	} else {
+		unsigned i = 0;
+		parsed = args[1].type == IMAP_ARG_ATOM && parse_item(f, &args[1], n_items, &i) &&
+			 i == n_items;
+	}
+	if (!parsed) {
 		imap_cmd_reply(cmd, "BAD", "Invalid FETCH items.");
 		return CMD_DONE;
 	}
