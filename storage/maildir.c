@@ -47,8 +47,9 @@
 #define LOG_COMPACT_MIN 1000
 /* A directory changed this recently may change again within its timestamp granularity:
  * keep re-reading it on refresh until it is older. */
-#define DIR_DIRTY_NS 2000000000LL
-#define SCAN_RETRIES 5
+#define DIR_DIRTY_NS  2000000000LL
+#define SCAN_RETRIES  5
+#define MISSING_LOOKS 3
 
 struct maildir {
 	int log_fd;
@@ -1208,9 +1209,13 @@ static int rescan(struct mailbox *mbox)
 	for (uint32_t i = 0; i < mbox->n_recs; i++)
 		if (!(mbox->recs[i].bflags & MREC_SEEN_SCAN))
 			n_missing++;
-	if (n_missing > 0) {
-		/* a file renamed during readdir can be missed: a second look decides */
+	/* A file renamed during readdir can be missed (readdir makes no promise about entries
+	 * renamed while it runs): look again, and call a message gone only when it is missing
+	 * from MISSING_LOOKS further scans in a row. */
+	for (int look = 0; n_missing > 0 && look < MISSING_LOOKS && r >= 0; look++) {
+		scan_free(&sc2);
 		r = scan_folder(&sc2, mbox->path);
+		n_missing = 0;
 		for (uint32_t i = 0; r >= 0 && i < mbox->n_recs; i++) {
 			struct mail_rec *rec = &mbox->recs[i];
 			if (rec->bflags & MREC_SEEN_SCAN)
@@ -1218,9 +1223,7 @@ static int rescan(struct mailbox *mbox)
 			const char *key = mailbox_rec_key(mbox, rec);
 			struct load_ent *e = scan_find(&sc2, key, rec->base_len);
 			if (e == NULL) {
-				gone[n_gone++] = rec->uid;
-				r = uidlist_line_expunge(&md->pending, rec->uid,
-							 mbox->highest_modseq + 1);
+				n_missing++;
 				continue;
 			}
 			rec->bflags |= MREC_SEEN_SCAN;
@@ -1228,9 +1231,16 @@ static int rescan(struct mailbox *mbox)
 			if (r == 1)
 				flagged[n_flagged++] = rec->uid;
 		}
-		if (r < 0)
-			goto out;
 	}
+	for (uint32_t i = 0; r >= 0 && n_missing > 0 && i < mbox->n_recs; i++) {
+		struct mail_rec *rec = &mbox->recs[i];
+		if (rec->bflags & MREC_SEEN_SCAN)
+			continue;
+		gone[n_gone++] = rec->uid;
+		r = uidlist_line_expunge(&md->pending, rec->uid, mbox->highest_modseq + 1);
+	}
+	if (r < 0)
+		goto out;
 	/* new arrivals: size them (a file renamed since readdir waits for the next look) */
 	struct load_ent *news = malloc((n_fresh + 1) * sizeof(*news));
 	if (news == NULL) {

@@ -20,3 +20,5 @@ mk_unit_test(test_storage_mailbox SOURCES ${CMAKE_SOURCE_DIR}/tests/unit/test_st
 	LIBS mk_storage_test_support)
 mk_unit_test(test_storage_views SOURCES ${CMAKE_SOURCE_DIR}/tests/unit/test_storage_views.c
 	LIBS mk_storage_test_support)
+mk_unit_test(test_maildir_external SOURCES ${CMAKE_SOURCE_DIR}/tests/unit/test_maildir_external.c
+	LIBS mk_storage_test_support)
