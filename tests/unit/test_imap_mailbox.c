@@ -542,6 +542,63 @@ static void test_backpressure(void **state)
 	fake_conn_free(&c);
 }
 
+static void test_more_commands(void **state)
+{
+	struct env *e = *state;
+	struct conn *c = logged_in(e, "ivan");
+	fake_conn_input(c, "a ENABLE IMAP4rev2 CONDSTORE\r\nb CHECK\r\n");
+	expect(c, "* ENABLED\r\na OK ENABLE completed.\r\nb BAD No mailbox selected.\r\n");
+	fake_conn_input(c, "c CREATE Receipts (USE (\\Archive))\r\nd CREATE X (USE (\\Bogus))\r\n"
+			   "e LIST (SPECIAL-USE) \"\" R*\r\n");
+	expect(c, "c OK Create completed.\r\nd NO [USEATTR] Unsupported special-use attribute.\r\n"
+		  "* LIST (\\HasNoChildren \\Archive) \".\" Receipts\r\ne OK List completed.\r\n");
+	append(c, "f", "INBOX", "(\\Draft $Todo) \"02-Nov-2026 10:00:00 -0230\" ", MSG1, 1);
+	fake_conn_input(c, "g APPEND INBOX \"31-Foo-2026 10:00:00 +0000\" {3+}\r\nabc\r\n"
+			   "h APPEND INBOX (\\Bad) {3+}\r\nabc\r\ni APPEND INBOX\r\n");
+	expect(c, "g BAD Invalid date-time.\r\nh BAD Invalid system flag.\r\n"
+		  "i BAD APPEND needs a message literal.\r\n");
+	fake_conn_input(c, "j STATUS INBOX (MESSAGES UNSEEN DELETED)\r\n");
+	expect(c, "* STATUS INBOX (MESSAGES 1 UNSEEN 1 DELETED 0)\r\nj OK Status "
+		  "completed.\r\n");
+	fake_conn_input(c, "k SELECT INBOX\r\n");
+	char *out = fake_conn_take_output(c);
+	assert_non_null(strstr(out, "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft "
+				    "$Todo)\r\n"));
+	assert_non_null(strstr(out, "* OK [UNSEEN 1] First unseen.\r\n"));
+	free(out);
+	fake_conn_input(c, "l FETCH 1 FAST\r\n");
+	expect(c, "* 1 FETCH (FLAGS (\\Draft $Todo) INTERNALDATE \" 2-Nov-2026 "
+		  "12:30:00 +0000\" RFC822.SIZE 176)\r\nl OK Fetch completed.\r\n");
+	fake_conn_input(c, "m FETCH 1 (RFC822.HEADER BODY.PEEK[]<170.100> BODY[]<500.10>)\r\n");
+	expect(c, "* 1 FETCH (RFC822.HEADER {145}\r\n"
+		  "From: Alice <alice@example.org>\r\nTo: bob@example.org\r\nSubject: Hello "
+		  "there\r\nDate: Mon, 2 Nov 2026 10:00:00 +0000\r\nMessage-ID: "
+		  "<1@example.org>\r\n\r\n BODY[]<170> {6}\r\nfox.\r\n BODY[]<500> {0}\r\n FLAGS "
+		  "(\\Seen \\Draft $Todo))\r\nm OK Fetch completed.\r\n");
+	fake_conn_input(c, "n FETCH 1 (RFC822.TEXT BODY[1] BODY[2] BODY[1.MIME])\r\n");
+	expect(c, "* 1 FETCH (RFC822.TEXT {31}\r\nHi Bob,\r\nthe quick brown fox.\r\n BODY[1] "
+		  "{31}\r\nHi Bob,\r\nthe quick brown fox.\r\n BODY[2] \"\" BODY[1.MIME] {145}\r\n"
+		  "From: Alice <alice@example.org>\r\nTo: bob@example.org\r\nSubject: Hello "
+		  "there\r\nDate: Mon, 2 Nov 2026 10:00:00 +0000\r\nMessage-ID: "
+		  "<1@example.org>\r\n\r\n)\r\nn OK Fetch completed.\r\n");
+	append(c, "o", "INBOX", "(\\Deleted) ", MSG1, 2);
+	append(c, "p", "INBOX", "(\\Deleted) ", MSG1, 3);
+	fake_conn_input(c, "q UID EXPUNGE 3:4\r\nr UID EXPUNGE\r\n");
+	expect(c, "* 3 EXPUNGE\r\nq OK Expunge completed.\r\nr BAD UID EXPUNGE needs a UID "
+		  "set.\r\n");
+	fake_conn_input(c, "s CHECK\r\nt UNSELECT\r\nu FETCH 1 UID\r\n");
+	expect(c, "s OK Check completed.\r\nt OK Unselect completed.\r\nu BAD No mailbox "
+		  "selected.\r\n");
+	/* UNSELECT expunged nothing: message 2 is still there. */
+	fake_conn_input(c, "v STATUS INBOX (MESSAGES)\r\n");
+	expect(c, "* STATUS INBOX (MESSAGES 2)\r\nv OK Status completed.\r\n");
+	/* IDLE without a selected mailbox is allowed, and the autologout timer is untouched. */
+	fake_conn_input(c, "w IDLE\r\nDONE\r\n");
+	expect(c, "+ idling\r\nw OK Idle completed.\r\n");
+	assert_int_equal(fake_conn_idle_timeout(c), 1800);
+	fake_conn_free(&c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -557,6 +614,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_two_sessions_and_idle, env_setup,
 						env_teardown),
 		cmocka_unit_test_setup_teardown(test_backpressure, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(test_more_commands, env_setup, env_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
