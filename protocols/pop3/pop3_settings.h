@@ -1,7 +1,7 @@
 /* pop3_settings — the POP3 settings, read from the config through this one accessor so that
  * the session never touches config fields for them directly.
  *
- * The keys (see protocols/pop3/README.md): pop3_delete = expunge | hide (default expunge),
+ * The keys ([server], src/config.c): pop3_delete = expunge | hide (default expunge),
  * pop3_retr_sets_seen (default yes), pop3_expire_days (default 0 = never), pop3_login_delay
  * (seconds, default 0 = not advertised).
  *
