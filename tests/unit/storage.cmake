@@ -22,3 +22,5 @@ mk_unit_test(test_storage_views SOURCES ${CMAKE_SOURCE_DIR}/tests/unit/test_stor
 	LIBS mk_storage_test_support)
 mk_unit_test(test_maildir_external SOURCES ${CMAKE_SOURCE_DIR}/tests/unit/test_maildir_external.c
 	LIBS mk_storage_test_support)
+mk_unit_test(test_storage_kill9 SOURCES ${CMAKE_SOURCE_DIR}/tests/unit/test_storage_kill9.c
+	LIBS mk_storage_test_support TIMEOUT 120)
