@@ -2,6 +2,7 @@
  * give Dovecot 2.3's results on malformed input (see storage/README.md "Message parsing"). */
 #include "mime_private.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -101,40 +102,67 @@ static bool lex_quoted(struct mime_lex *x, struct buf *out)
 	return false;
 }
 
-/* Raw parameters: (name, value) pairs as written, stopping at the first syntax error. */
+/* One "; name=value" at x->p. Returns 1 with a parameter, 0 at the end, -1 on a syntax error
+ * (x->p left where it failed, as Dovecot's rfc822_parse_content_param leaves it). */
+static int parse_one_param(struct mime_lex *x, struct buf *name, struct buf *val)
+{
+	const char *t;
+	size_t tlen;
+	buf_clear(name);
+	buf_clear(val);
+	if (x->p >= x->end)
+		return 0;
+	if (*x->p != ';')
+		return -1;
+	x->p++;
+	if (!lex_skip_cfws(x))
+		return -1;
+	tlen = lex_token(x, &t);
+	buf_append(name, t, tlen);
+	if (!lex_skip_cfws(x) || *x->p != '=')
+		return -1;
+	x->p++;
+	if (!lex_skip_cfws(x))
+		return x->error ? -1 : 1; /* "name=" at the end: an empty value */
+	if (*x->p == '"') {
+		if (!lex_quoted(x, val))
+			return -1;
+	} else if (*x->p == '=') {
+		/* broken "name==?utf-8?b?...?=": up to ';' or white space */
+		const char *v = x->p;
+		while (x->p < x->end && *x->p != ';' && !lex_is_lwsp(*x->p))
+			x->p++;
+		buf_append(val, v, (size_t)(x->p - v));
+	} else {
+		tlen = lex_token(x, &t);
+		buf_append(val, t, tlen);
+	}
+	lex_skip_cfws(x);
+	return x->error ? -1 : 1;
+}
+
+/* Raw parameters: (name, value) pairs as written. After a syntax error one octet is skipped
+ * and parsing goes on (Dovecot's recovery), so a broken parameter loses itself and what
+ * follows up to the next ';' it can resynchronise on. */
 static void parse_raw_params(struct mime_lex *x, struct mime_param_list *raw)
 {
-	struct buf val;
+	struct buf name, val;
+	int ret;
+	buf_init(&name, 1024 * 1024);
 	buf_init(&val, 1024 * 1024);
-	for (;;) {
-		if (!lex_skip_cfws(x) || *x->p != ';')
-			break;
-		x->p++;
-		if (!lex_skip_cfws(x))
-			break;
-		const char *name;
-		size_t nlen = lex_token(x, &name);
-		if (nlen == 0 || !lex_skip_cfws(x) || *x->p != '=')
-			break;
-		x->p++;
-		if (!lex_skip_cfws(x))
-			break;
-		buf_clear(&val);
-		if (*x->p == '"') {
-			if (!lex_quoted(x, &val))
+	while ((ret = parse_one_param(x, &name, &val)) != 0) {
+		if (ret < 0) {
+			x->error = false;
+			if (x->p >= x->end)
 				break;
-		} else {
-			const char *v;
-			size_t vlen = lex_token(x, &v);
-			if (vlen == 0)
-				break;
-			if (buf_append(&val, v, vlen) < 0)
-				break;
+			x->p++;
+			continue;
 		}
-		if (param_list_add(raw, name, nlen, buf_used(&val) ? buf_peek(&val) : "",
-				   buf_used(&val)) < 0)
+		if (param_list_add(raw, buf_used(&name) ? buf_peek(&name) : "", buf_used(&name),
+				   buf_used(&val) ? buf_peek(&val) : "", buf_used(&val)) < 0)
 			break;
 	}
+	buf_clear(&name);
 	buf_clear(&val);
 }
 
@@ -148,11 +176,12 @@ struct cont_seg {
 	unsigned order;
 };
 
+/* Sorted as Dovecot sorts them: by name, case-sensitively, then by index (stable). */
 static int cont_seg_cmp(const void *a, const void *b)
 {
 	const struct cont_seg *x = a, *y = b;
 	size_t n = x->blen < y->blen ? x->blen : y->blen;
-	int c = strncasecmp(x->base, y->base, n);
+	int c = memcmp(x->base, y->base, n);
 	if (c != 0)
 		return c;
 	if (x->blen != y->blen)
@@ -162,14 +191,30 @@ static int cont_seg_cmp(const void *a, const void *b)
 	return x->order < y->order ? -1 : (x->order > y->order);
 }
 
-/* RFC 2231 continuations (name*0, name*1*, ...) are joined, as Dovecot does: plain params
- * first in their order, then each joined param sorted by name; a joined value with any
- * extended segment keeps its charset'lang' prefix and %-escapes undecoded, under "name*". */
+static void seg_name(struct buf *out, const struct cont_seg *g, bool with_idx)
+{
+	char num[16];
+	buf_clear(out);
+	buf_append(out, g->base, g->blen);
+	if (with_idx) {
+		int n = snprintf(num, sizeof(num), "*%u", g->idx);
+		buf_append(out, num, (size_t)n);
+	}
+	if (g->extended || !with_idx)
+		buf_append(out, "*", 1);
+}
+
+/* RFC 2231 continuations, joined as Dovecot's rfc2231_parse joins them: a name with '*' is a
+ * segment "base*N" or "base*N*" (N may be empty; "base*" alone is an extended segment); plain
+ * parameters come first in their order, then the segments grouped by name. A complete group
+ * (indexes 0..n-1) becomes one parameter, "base*" when any segment is extended (then plain
+ * segments are %-escaped and a plain first segment gets an empty charset''), else "base".
+ * A group with a gap or a duplicate is listed segment by segment. Values are not decoded. */
 static void params_rfc2231(const struct mime_param_list *raw, struct mime_param_list *out)
 {
 	const char *p = raw->b.data ? buf_peek(&raw->b) : NULL;
 	struct cont_seg *segs = calloc(raw->count ? raw->count : 1, sizeof(*segs));
-	unsigned nseg = 0;
+	unsigned nseg = 0, idx = 0;
 	if (!segs)
 		return;
 	for (uint32_t i = 0; i < raw->count; i++) {
@@ -179,13 +224,22 @@ static void params_rfc2231(const struct mime_param_list *raw, struct mime_param_
 		size_t vlen = strlen(val);
 		p = val + vlen + 1;
 		const char *star = memchr(name, '*', nlen);
-		if (star && star + 1 < name + nlen && star[1] >= '0' && star[1] <= '9') {
-			const char *q = star + 1;
-			unsigned idx = 0;
-			while (q < name + nlen && *q >= '0' && *q <= '9' && idx < 100000)
-				idx = idx * 10 + (unsigned)(*q++ - '0');
-			bool ext = q < name + nlen && *q == '*';
-			if (q + (ext ? 1 : 0) == name + nlen) {
+		if (star) {
+			const char *q = star;
+			if (q + 1 < name + nlen) {
+				/* the index keeps its last value when there are no digits (as in
+				 * Dovecot, whose index survives from the previous segment only
+				 * for a bare "name*") */
+				idx = 0;
+				for (q++; q < name + nlen && *q >= '0' && *q <= '9'; q++)
+					idx = idx * 10 + (unsigned)(*q - '0');
+			}
+			bool ext = false;
+			if (q < name + nlen && *q == '*') {
+				ext = true;
+				q++;
+			}
+			if (q == name + nlen) {
 				segs[nseg++] = (struct cont_seg){
 					name, (size_t)(star - name), idx, ext, val, vlen, i};
 				continue;
@@ -198,26 +252,43 @@ static void params_rfc2231(const struct mime_param_list *raw, struct mime_param_
 	buf_init(&joined, 1024 * 1024);
 	buf_init(&jname, 4096);
 	for (unsigned i = 0; i < nseg;) {
-		unsigned j = i;
-		bool ext = false;
-		unsigned want = 0;
-		buf_clear(&joined);
-		for (; j < nseg && segs[j].blen == segs[i].blen &&
-		       strncasecmp(segs[j].base, segs[i].base, segs[i].blen) == 0;
+		unsigned j;
+		bool ok = true, ext = false;
+		for (j = i; j < nseg && segs[j].blen == segs[i].blen &&
+			    strncasecmp(segs[j].base, segs[i].base, segs[i].blen) == 0;
 		     j++) {
-			if (segs[j].idx != want)
-				continue; /* a gap or duplicate: the rest is not joined */
-			want++;
+			if (segs[j].idx != j - i)
+				ok = false;
 			ext |= segs[j].extended;
-			buf_append(&joined, segs[j].val, segs[j].vlen);
 		}
-		if (want > 0) {
+		if (!ok) {
+			for (unsigned k = i; k < j; k++) {
+				seg_name(&jname, &segs[k], true);
+				param_list_add(out, buf_peek(&jname), buf_used(&jname), segs[k].val,
+					       segs[k].vlen);
+			}
+		} else {
+			buf_clear(&joined);
+			if (ext && !segs[i].extended)
+				buf_append(&joined, "''", 2);
+			for (unsigned k = i; k < j; k++) {
+				if (ext && !segs[k].extended) {
+					for (size_t c = 0; c < segs[k].vlen; c++) {
+						if (segs[k].val[c] == '%')
+							buf_append(&joined, "%25", 3);
+						else
+							buf_append(&joined, segs[k].val + c, 1);
+					}
+				} else {
+					buf_append(&joined, segs[k].val, segs[k].vlen);
+				}
+			}
 			buf_clear(&jname);
 			buf_append(&jname, segs[i].base, segs[i].blen);
 			if (ext)
 				buf_append(&jname, "*", 1);
-			param_list_add(out, buf_peek(&jname), buf_used(&jname),
-				       buf_used(&joined) ? buf_peek(&joined) : "",
+			param_list_add(out, buf_used(&jname) ? buf_peek(&jname) : "",
+				       buf_used(&jname), buf_used(&joined) ? buf_peek(&joined) : "",
 				       buf_used(&joined));
 		}
 		i = j;
@@ -249,9 +320,7 @@ bool mime_parse_content_type(const char *v, size_t len, struct buf *type, struct
 	x.p++;
 	if (!lex_skip_cfws(&x))
 		return false;
-	slen = lex_token(&x, &s);
-	if (slen == 0)
-		return false;
+	slen = lex_token(&x, &s); /* may be empty: "text/;" is type "text", subtype "" */
 	buf_append(type, t, tlen);
 	buf_append(subtype, s, slen);
 
@@ -268,10 +337,13 @@ bool mime_parse_disposition(const char *v, size_t len, struct buf *type,
 {
 	struct mime_lex x = {v, v + len, false};
 	const char *t;
-	if (!lex_skip_cfws(&x))
+	lex_skip_cfws(&x);
+	if (x.error)
 		return false;
+	/* the type may be empty (Dovecot answers ("" ...) then) */
 	size_t tlen = lex_token(&x, &t);
-	if (tlen == 0)
+	lex_skip_cfws(&x);
+	if (x.error)
 		return false;
 	buf_append(type, t, tlen);
 	struct mime_param_list raw;
@@ -319,6 +391,9 @@ void mime_parse_token(const char *v, size_t len, struct buf *out)
 	if (!lex_skip_cfws(&x))
 		return;
 	size_t tlen = lex_token(&x, &t);
+	/* a token and nothing after it, or the field counts as absent (Dovecot) */
+	if (lex_skip_cfws(&x) || x.error)
+		return;
 	buf_append(out, t, tlen);
 }
 

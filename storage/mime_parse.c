@@ -15,7 +15,7 @@
 #include <unistd.h>
 
 #define MIME_ARENA_MAX    (16u * 1024 * 1024)
-#define MIME_BOUNDARY_MAX 200 /* RFC 2046 allows 70; longer ones are not delimiters */
+#define MIME_BOUNDARY_MAX 80 /* RFC 2046 allows 70; longer ones are cut here (Dovecot) */
 #define MIME_RENDER_MAX   (64u * 1024 * 1024)
 #define MIME_DEPTH_MAX    1000 /* BODYSTRUCTURE rendering recurses once per level */
 
@@ -158,7 +158,8 @@ enum hdr_field {
 	HF_SUBJECT,
 	HF_MSGID,
 	HF_INREPLYTO,
-	HF_ADDR0, /* + MIME_ENV_FROM .. MIME_ENV_BCC */
+	HF_ADDR0,                       /* + MIME_ENV_FROM .. MIME_ENV_BCC */
+	HF_MIME_VERSION = HF_ADDR0 + 6, /* only noted */
 };
 
 static const struct {
@@ -183,11 +184,13 @@ static const struct {
 	{"To", HF_ADDR0 + MIME_ENV_TO},
 	{"Cc", HF_ADDR0 + MIME_ENV_CC},
 	{"Bcc", HF_ADDR0 + MIME_ENV_BCC},
+	{"MIME-Version", HF_MIME_VERSION},
 };
 
 struct hdr_ctx {
 	int field;
 	bool message; /* collect envelope fields */
+	bool mime;    /* MIME-Version or Content-Type seen, or a part of a multipart */
 	struct buf val;
 	size_t kept;
 	struct buf cf[HF_N_CONTENT];
@@ -232,6 +235,7 @@ static void hdr_reset(struct hdr_ctx *h, bool message, size_t max_value)
 {
 	h->field = HF_NONE;
 	h->message = message;
+	h->mime = !message; /* parts after a delimiter are MIME by position */
 	h->kept = 0;
 	buf_clear(&h->val);
 	h->val.max = max_value;
@@ -292,6 +296,46 @@ static void buf_set(struct buf *b, const char *s, size_t len)
 	buf_append(b, s, len);
 }
 
+/* Which of several Content-* fields counts, as in Dovecot: the first one, except that a
+ * Content-Transfer-Encoding that is not a single token and a Content-Language without any
+ * tag leave room for a later field, and a Content-Disposition without parameters is
+ * replaced by a later one. */
+static bool content_field_takes(const struct hdr_ctx *h, int f, const char *v, size_t len)
+{
+	struct buf tmp;
+	struct mime_param_list pl;
+	bool takes;
+	if (f == HF_CTE) {
+		if (h->has_cf[f])
+			return false;
+		buf_init(&tmp, len + 1);
+		mime_parse_token(v, len, &tmp);
+		takes = buf_used(&tmp) > 0;
+		buf_clear(&tmp);
+		return takes;
+	}
+	if (f == HF_CLANG) {
+		if (h->has_cf[f])
+			return false;
+		mime_param_list_init(&pl);
+		mime_parse_language(v, len, &pl);
+		takes = pl.count > 0;
+		mime_param_list_free(&pl);
+		return takes;
+	}
+	if (f == HF_CDISP && h->has_cf[f]) {
+		buf_init(&tmp, 1 << 20);
+		mime_param_list_init(&pl);
+		mime_parse_disposition(buf_used(&h->cf[f]) ? buf_peek(&h->cf[f]) : "",
+				       buf_used(&h->cf[f]), &tmp, &pl);
+		takes = pl.count == 0;
+		mime_param_list_free(&pl);
+		buf_clear(&tmp);
+		return takes;
+	}
+	return !h->has_cf[f];
+}
+
 /* The value of the field just ended: line ends at its end dropped, NUL made 0x80. */
 static void hdr_finish_field(struct mime_parser *ps)
 {
@@ -309,7 +353,7 @@ static void hdr_finish_field(struct mime_parser *ps)
 		v = "";
 	int f = h->field;
 	if (f < HF_N_CONTENT) {
-		if (!h->has_cf[f]) { /* the first one counts, as in Dovecot */
+		if (content_field_takes(h, f, v, len)) {
 			buf_set(&h->cf[f], v, len);
 			h->has_cf[f] = true;
 		}
@@ -352,7 +396,9 @@ static void hdr_start_field(struct mime_parser *ps, const struct mime_frag *fr)
 			break;
 		}
 	}
-	if (h->field >= HF_N_CONTENT && !h->message)
+	if (h->field == HF_MIME_VERSION || h->field == HF_CT)
+		h->mime = true;
+	if (h->field == HF_MIME_VERSION || (h->field >= HF_N_CONTENT && !h->message))
 		h->field = HF_NONE;
 	const char *v = colon + 1, *end = fr->p + fr->len;
 	while (v < end && (*v == ' ' || *v == '\t'))
@@ -454,6 +500,12 @@ static void header_end(struct mime_parser *ps)
 	o->state = ST_BODY;
 
 	bool digest_child = p->parent != MIME_NONE && (m->parts[p->parent].flags & MIME_F_DIGEST);
+	if (!h->mime) {
+		/* a message without MIME-Version or Content-Type is not MIME: its other
+		 * Content-* fields mean nothing (RFC 2045 §4; Dovecot forgets them too) */
+		for (int i = 0; i < HF_N_CONTENT; i++)
+			h->has_cf[i] = false;
+	}
 	buf_init(&tmp1, 1024 * 1024);
 	buf_init(&tmp2, 1024 * 1024);
 	mime_param_list_init(&pl);
@@ -547,8 +599,10 @@ static void header_end(struct mime_parser *ps)
 							  : buf_peek(&ps->arena.b) + p->params.off,
 						  p->params.len, p->nparams, "boundary", &blen)
 					: NULL;
-			if (b && blen > 0 && blen <= MIME_BOUNDARY_MAX) {
-				o->boundary = malloc(blen);
+			if (b && blen > MIME_BOUNDARY_MAX)
+				blen = MIME_BOUNDARY_MAX;
+			if (b) {
+				o->boundary = malloc(blen ? blen : 1);
 				if (o->boundary) {
 					memcpy(o->boundary, b, blen);
 					o->blen = blen;
@@ -571,7 +625,19 @@ static void part_close(struct mime_parser *ps, bool at_eof)
 {
 	unsigned k = ps->depth - 1;
 	if (ps->stack[k].state == ST_HEADER) {
+		/* a header cut short by a delimiter gives its last line end to the delimiter */
+		bool give = !at_eof && ps->ppos > ps->m->parts[ps->stack[k].part].hdr_poff;
+		if (give) {
+			ps->ppos -= (uint64_t)ps->prev_eol;
+			ps->vpos -= 2;
+			ps->lfs--;
+		}
 		header_end(ps);
+		if (give) {
+			ps->ppos += (uint64_t)ps->prev_eol;
+			ps->vpos += 2;
+			ps->lfs++;
+		}
 		/* a message/rfc822 part whose header was cut short has just pushed its child */
 		while (ps->depth - 1 > k)
 			part_close(ps, at_eof);
@@ -595,26 +661,43 @@ static void part_close(struct mime_parser *ps, bool at_eof)
  * was a delimiter (and has been acted on). */
 static bool check_boundary(struct mime_parser *ps, const struct mime_frag *fr)
 {
-	if (fr->len < 3 || fr->p[0] != '-' || fr->p[1] != '-')
+	if (fr->len < 2 || fr->p[0] != '-' || fr->p[1] != '-')
 		return false;
+	/* Dovecot's rule: compare the line without its line end and without a trailing "--";
+	 * of the open boundaries that prefix it, the longest wins, the innermost on a tie */
+	const char *data = fr->p + 2;
+	size_t size = fr->len - 2, find = size;
+	if (fr->eol > 0) {
+		find -= (size_t)fr->eol;
+		if (find > 2 && data[find - 1] == '-' && data[find - 2] == '-')
+			find -= 2;
+	} else if (find > MIME_BOUNDARY_MAX + 4) {
+		find = MIME_BOUNDARY_MAX + 4;
+	}
+	unsigned best = UINT32_MAX;
 	for (unsigned k = ps->depth; k-- > 0;) {
 		struct mime_open *o = &ps->stack[k];
-		if (!o->boundary_active || fr->len < 2 + o->blen ||
-		    memcmp(fr->p + 2, o->boundary, o->blen) != 0)
+		if (!o->boundary_active || o->blen > find ||
+		    memcmp(data, o->boundary, o->blen) != 0)
 			continue;
-		while (ps->depth > k + 1)
-			part_close(ps, false);
-		o = &ps->stack[k];
-		const char *rest = fr->p + 2 + o->blen;
-		if ((size_t)(rest - fr->p) + 2 <= fr->len && rest[0] == '-' && rest[1] == '-') {
-			o->boundary_active = false;
-			o->state = ST_MP_EPILOGUE;
-		} else {
-			o->state = ST_MP_WAIT_CHILD;
+		if (best == UINT32_MAX || ps->stack[best].blen < o->blen) {
+			best = k;
+			if (o->blen == find)
+				break;
 		}
-		return true;
 	}
-	return false;
+	if (best == UINT32_MAX)
+		return false;
+	while (ps->depth > best + 1)
+		part_close(ps, false);
+	struct mime_open *o = &ps->stack[best];
+	if (size >= o->blen + 2 && data[o->blen] == '-' && data[o->blen + 1] == '-') {
+		o->boundary_active = false;
+		o->state = ST_MP_EPILOGUE;
+	} else {
+		o->state = ST_MP_WAIT_CHILD;
+	}
+	return true;
 }
 
 static void process_frag(struct mime_parser *ps, const struct mime_frag *fr)

@@ -75,12 +75,14 @@ struct mime_param_list {
  * Returns true when the value was well-formed (so params were parsed). */
 bool mime_parse_content_type(const char *v, size_t len, struct buf *type, struct buf *subtype,
 			     struct mime_param_list *params);
-/* Content-Disposition: type and params. Returns false when there is no type token. */
+/* Content-Disposition: type (possibly empty) and params. Returns false on an unclosed
+ * comment before the parameters. */
 bool mime_parse_disposition(const char *v, size_t len, struct buf *type,
 			    struct mime_param_list *params);
 /* Content-Language: a list of tags "a\0b\0". */
 void mime_parse_language(const char *v, size_t len, struct mime_param_list *tags);
-/* First MIME token of a value (Content-Transfer-Encoding). */
+/* The MIME token that is a whole value (Content-Transfer-Encoding); nothing when the value
+ * holds anything else. */
 void mime_parse_token(const char *v, size_t len, struct buf *out);
 /* Find a parameter (case-insensitive name) in a "name\0value\0" list. */
 const char *mime_param_find(const char *list, size_t list_len, uint32_t count, const char *name,

@@ -288,6 +288,119 @@ static void test_sections_nested(void **state)
 	msg_parsed_free(&m);
 }
 
+/* Edge cases where Dovecot's parser (message-parser.c, message-part-data.c, rfc2231-parser.c)
+ * makes a choice the fixtures do not show; the expected strings follow those choices. */
+static void test_dovecot_edges(void **state)
+{
+	(void)state;
+	const struct {
+		const char *msg, *body, *bodystructure;
+	} cases[] = {
+		/* a broken parameter loses itself up to the next ';' */
+		{"Content-Type: text/plain; foo bar; charset=x\r\n\r\nx", NULL,
+		 "(\"text\" \"plain\" (\"charset\" \"x\") NIL NIL \"7bit\" 1 0 NIL NIL NIL NIL)"},
+		/* "name=" with nothing after it is an empty value */
+		{"Content-Type: text/plain; charset=\r\n\r\nx", NULL,
+		 "(\"text\" \"plain\" (\"charset\" \"\") NIL NIL \"7bit\" 1 0 NIL NIL NIL NIL)"},
+		/* RFC 2231: a gap lists the segments; a mixed group is joined under name* with
+		 * its plain segments %-escaped */
+		{"Content-Type: application/x; a*0=one; a*2=three; b*0*=us-ascii''x%41; b*1=%y\r\n"
+		 "\r\nx",
+		 NULL,
+		 "(\"application\" \"x\" (\"a*0\" \"one\" \"a*2\" \"three\" \"b*\" "
+		 "\"us-ascii''x%41%25y\") NIL NIL \"7bit\" 1 NIL NIL NIL NIL)"},
+		{"Content-Type: application/x; c*1*=%41; c*0=plain\r\n\r\nx", NULL,
+		 "(\"application\" \"x\" (\"c*\" \"''plain%41\") NIL NIL \"7bit\" 1 NIL NIL NIL "
+		 "NIL)"},
+		/* a Content-Transfer-Encoding with more than one token does not count; a later
+		 * one does */
+		{"Content-Type: text/plain\r\nContent-Transfer-Encoding: base64 junk\r\n"
+		 "Content-Transfer-Encoding: Quoted-Printable\r\n\r\nx",
+		 NULL,
+		 "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"Quoted-Printable\" 1 0 "
+		 "NIL "
+		 "NIL NIL NIL)"},
+		/* without MIME-Version and Content-Type the other Content-* fields mean nothing */
+		{"Subject: x\r\nContent-Transfer-Encoding: base64\r\nContent-Disposition: "
+		 "attachment\r\n\r\nabc\r\n",
+		 NULL,
+		 "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 5 1 NIL NIL NIL "
+		 "NIL)"},
+		{"MIME-Version: 1.0\r\nContent-Transfer-Encoding: base64\r\nContent-Disposition: "
+		 "attachment\r\n\r\nabc\r\n",
+		 NULL,
+		 "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"base64\" 5 1 NIL "
+		 "(\"attachment\" NIL) NIL NIL)"},
+		/* a disposition without parameters gives way to a later one; an empty type stays */
+		{"Content-Type: text/plain\r\nContent-Disposition: inline\r\nContent-Disposition: "
+		 "attachment; filename=a\r\n\r\nx",
+		 NULL,
+		 "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 1 0 NIL "
+		 "(\"attachment\" (\"filename\" \"a\")) NIL NIL)"},
+		{"Content-Type: text/plain\r\nContent-Disposition: ; filename=x\r\n\r\nx", NULL,
+		 "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 1 0 NIL (\"\" "
+		 "(\"filename\" \"x\")) NIL NIL)"},
+		/* the longest open boundary that prefixes a line wins over an inner shorter one */
+		{"Content-Type: multipart/mixed; boundary=ab\r\n\r\n--ab\r\n"
+		 "Content-Type: multipart/mixed; boundary=a\r\n\r\n--a\r\n"
+		 "Content-Type: text/plain\r\n\r\ninner\r\n--ab\r\nContent-Type: text/plain\r\n\r\n"
+		 "second outer\r\n--ab--\r\n",
+		 "(((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 5 0) \"mixed\")"
+		 "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 12 0) \"mixed\")",
+		 NULL},
+		/* "--b--" is compared without its "--": boundary "b-" does not match it */
+		{"Content-Type: multipart/mixed; boundary=b-\r\n\r\n--b-\r\n\r\none\r\n--b--\r\n",
+		 "((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 12 2) "
+		 "\"mixed\")",
+		 NULL},
+		/* a boundary longer than 80 octets is cut to 80 */
+		{"Content-Type: multipart/mixed; boundary=\""
+		 "0123456789012345678901234567890123456789012345678901234567890123456789012345678"
+		 "9XYZ\"\r\n\r\n--"
+		 "0123456789012345678901234567890123456789012345678901234567890123456789012345678"
+		 "9ignored\r\n\r\nbody\r\n",
+		 "((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 6 1) \"mixed\")",
+		 NULL},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct msg_source src = msg_source_mem(cases[i].msg, strlen(cases[i].msg));
+		struct msg_parsed *m;
+		size_t len;
+		const char *got;
+		assert_int_equal(msg_parse(&src, NULL, &m), 0);
+		if (cases[i].body) {
+			got = msg_parsed_body(m, &len);
+			if (len != strlen(cases[i].body) || memcmp(got, cases[i].body, len) != 0)
+				fail_msg("case %zu BODY\n got %.*s\nwant %s", i, (int)len, got,
+					 cases[i].body);
+		}
+		if (cases[i].bodystructure) {
+			got = msg_parsed_bodystructure(m, &len);
+			if (len != strlen(cases[i].bodystructure) ||
+			    memcmp(got, cases[i].bodystructure, len) != 0)
+				fail_msg("case %zu BODYSTRUCTURE\n got %.*s\nwant %s", i, (int)len,
+					 got, cases[i].bodystructure);
+		}
+		msg_parsed_free(&m);
+	}
+
+	/* a header cut short by a delimiter gives its last CRLF to the delimiter */
+	static const char cut[] = "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+				  "Content-Type: text/plain\r\n--b--\r\n";
+	struct msg_source src = msg_source_mem(cut, sizeof(cut) - 1);
+	struct msg_parsed *m;
+	assert_int_equal(msg_parse(&src, NULL, &m), 0);
+	expect_section(&src, m, "1.MIME", "Content-Type: text/plain");
+	expect_section(&src, m, "1", "");
+	size_t len;
+	const char *b = msg_parsed_body(m, &len);
+	const char *want = "((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0) "
+			   "\"mixed\")";
+	assert_int_equal(len, strlen(want));
+	assert_memory_equal(b, want, len);
+	msg_parsed_free(&m);
+}
+
 static int collect(void *ctx, const char *s, size_t len)
 {
 	return buf_append(ctx, s, len);
@@ -436,7 +549,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_imapstr),          cmocka_unit_test(test_section_parse),
 		cmocka_unit_test(test_sections_nested),  cmocka_unit_test(test_search_text),
-		cmocka_unit_test(test_cache_validation),
+		cmocka_unit_test(test_cache_validation), cmocka_unit_test(test_dovecot_edges),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
