@@ -94,6 +94,7 @@ struct imap_session {
 	struct view *view;            /* the selected mailbox */
 	bool readonly;                /* EXAMINE */
 	bool idling;                  /* inside IDLE: announcements go out at once */
+	uv_timer_t *keepalive;        /* IDLE keep-alives (imap_idle_keepalive), allocated on use */
 	struct mailbox *flag_mbox;    /* APPEND: where keywords are looked up */
 	struct imap_seqset searchres; /* SEARCH RETURN (SAVE), RFC 5182 */
 };
@@ -130,6 +131,8 @@ void imap_login_session_free(struct imap_session *s);
 /* Send what the view owes (EXISTS, RECENT, FETCH FLAGS, and EXPUNGE when allowed). */
 void imap_session_sync(struct imap_session *s, bool allow_expunge);
 void imap_session_unselect(struct imap_session *s);
+/* Stop IDLE's keep-alive timer; with free, close and release it (session teardown). */
+void imap_idle_keepalive_stop(struct imap_session *s, bool free_it);
 /* "(\\Seen \\Deleted kw)" without the parentheses into out; returns the length needed. */
 size_t imap_format_flags(const struct mailbox *mbox, unsigned flags, uint32_t keywords, bool recent,
 			 char *out, size_t size);

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "config.h"
 #include "imap_internal.h"
 #include "log.h"
 #include "msg_imapstr.h"
@@ -486,6 +487,50 @@ enum cmd_result imap_cmd_check(struct imap_cmd *cmd)
 /* ---------------------------------------------------------------------------------------- */
 /* IDLE (RFC 2177)                                                                           */
 
+/* No chatter by default (phones pay for every wake-up); `imap_idle_keepalive = N` sends an
+ * untagged OK every N seconds of IDLE, for NAT boxes that forget quiet connections. */
+static void keepalive_cb(uv_timer_t *t)
+{
+	struct imap_session *s = t->data;
+	if (!s || !s->idling || conn_is_closing(s->conn))
+		return;
+	conn_write_str(s->conn, "* OK Still here\r\n");
+	conn_flush(s->conn);
+}
+
+static void keepalive_close_cb(uv_handle_t *h)
+{
+	free(h);
+}
+
+void imap_idle_keepalive_stop(struct imap_session *s, bool free_it)
+{
+	if (!s->keepalive)
+		return;
+	uv_timer_stop(s->keepalive);
+	if (free_it) {
+		s->keepalive->data = NULL;
+		uv_close((uv_handle_t *)s->keepalive, keepalive_close_cb);
+		s->keepalive = NULL;
+	}
+}
+
+static void keepalive_start(struct imap_session *s)
+{
+	const struct config *cfg = conn_config(s->conn);
+	unsigned secs = cfg ? cfg->imap_idle_keepalive : 0;
+	if (secs == 0)
+		return;
+	if (!s->keepalive) {
+		s->keepalive = malloc(sizeof(*s->keepalive));
+		if (!s->keepalive)
+			return;
+		uv_timer_init(conn_loop(s->conn), s->keepalive);
+		s->keepalive->data = s;
+	}
+	uv_timer_start(s->keepalive, keepalive_cb, (uint64_t)secs * 1000, (uint64_t)secs * 1000);
+}
+
 enum cmd_result imap_cmd_idle(struct imap_cmd *cmd)
 {
 	struct imap_session *s = cmd->s;
@@ -497,6 +542,7 @@ enum cmd_result imap_cmd_idle(struct imap_cmd *cmd)
 		s->idling = true;
 		imap_session_sync(s, true);
 		conn_flush(s->conn);
+		keepalive_start(s);
 	}
 	const char *line;
 	size_t len;
@@ -505,12 +551,14 @@ enum cmd_result imap_cmd_idle(struct imap_cmd *cmd)
 		return CMD_MORE;
 	case CONN_LINE_TOO_LONG:
 		s->idling = false;
+		imap_idle_keepalive_stop(s, false);
 		imap_session_bye(s, "Line too long.");
 		return CMD_DONE;
 	case CONN_LINE_OK:
 		break;
 	}
 	s->idling = false;
+	imap_idle_keepalive_stop(s, false);
 	if (len == 4 && strncasecmp(line, "DONE", 4) == 0)
 		imap_cmd_reply(cmd, "OK", "Idle completed.");
 	else

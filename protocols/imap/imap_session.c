@@ -479,6 +479,7 @@ static void imap_session_free(void *session)
 	if (s->cmd_running && s->cmd.ctx_free)
 		s->cmd.ctx_free(&s->cmd);
 	s->idling = false;
+	imap_idle_keepalive_stop(s, true);
 	if (s->view)
 		view_free(&s->view);
 	imap_login_session_free(s);

@@ -56,6 +56,7 @@ struct conn *fake_conn_new(const struct proto_ops *ops, const struct fake_conn_o
 	c->cfg.mail_root = (char *)c->opts.mail_root;
 	c->cfg.mail_format = MAIL_FORMAT_MAILDIR;
 	c->cfg.auth_max_failures = c->opts.auth_max_failures;
+	c->cfg.imap_idle_keepalive = c->opts.idle_keepalive;
 	c->lst.protocol = (char *)ops->name;
 	c->lst.max_bad_commands = c->opts.max_bad_commands ? c->opts.max_bad_commands : 20;
 	c->tls = c->opts.tls;

@@ -22,7 +22,8 @@ struct fake_conn_opts {
 	size_t high_watermark;     /* 0: unlimited */
 	const char *mail_root;     /* config mail_root (with %u) */
 	unsigned auth_max_failures;
-	uv_loop_t *loop; /* shared loop (several sessions on one store); NULL: own */
+	unsigned idle_keepalive; /* config imap_idle_keepalive */
+	uv_loop_t *loop;         /* shared loop (several sessions on one store); NULL: own */
 };
 
 /* Create the connection and call session_new (the greeting is in the output). */

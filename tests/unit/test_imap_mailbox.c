@@ -494,6 +494,29 @@ static void test_two_sessions_and_idle(void **state)
 	fake_conn_free(&b);
 }
 
+static void test_idle_keepalive(void **state)
+{
+	struct env *e = *state;
+	struct fake_conn_opts o = {
+		.loopback = true, .mail_root = e->mail_root, .loop = &e->loop, .idle_keepalive = 1};
+	struct conn *c = fake_conn_new(&imap_proto_ops, &o);
+	free(fake_conn_take_output(c));
+	fake_conn_input(c, "L LOGIN u p\r\n");
+	fake_auth_answer(AUTH_RESULT_OK, "judy");
+	fake_conn_pump(c);
+	free(fake_conn_take_output(c));
+	fake_conn_input(c, "i IDLE\r\n");
+	expect(c, "+ idling\r\n");
+	wait_output(e, c);
+	expect(c, "* OK Still here\r\n");
+	fake_conn_input(c, "DONE\r\n");
+	expect(c, "i OK Idle completed.\r\n");
+	/* Idle again, then the connection goes while idling: the timer is released. */
+	fake_conn_input(c, "j IDLE\r\n");
+	expect(c, "+ idling\r\n");
+	fake_conn_free(&c);
+}
+
 static void test_backpressure(void **state)
 {
 	struct env *e = *state;
@@ -615,6 +638,7 @@ int main(void)
 						env_teardown),
 		cmocka_unit_test_setup_teardown(test_backpressure, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_more_commands, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(test_idle_keepalive, env_setup, env_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
