@@ -372,4 +372,11 @@ int mailbox_cache_get(struct mailbox *mbox, uint32_t uid, const void **data_r, s
  * lost or damaged cache is rebuilt). -ENOENT if the message is gone. */
 int mailbox_cache_put(struct mailbox *mbox, uint32_t uid, const void *data, size_t len);
 
+struct msg_parsed; /* msg_parse.h */
+/* The parsed structure of message SEQ (ENVELOPE, BODYSTRUCTURE, sections: msg_parse.h): taken
+ * from the folder's cache when a valid blob is there, else parsed from the file and cached
+ * (so a restart does not parse again). The caller owns the result: msg_parsed_free. -ENOENT
+ * when the message is gone, -ERANGE for a bad seq. */
+int view_msg_parsed(const struct view *view, uint32_t seq, struct msg_parsed **msg_r);
+
 #endif
