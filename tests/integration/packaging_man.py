@@ -1,0 +1,139 @@
+"""The man pages (packaging/man/, hand-written roff) against the binary, so they never drift:
+mailkeep.conf(5) lists exactly the settings `mailkeep --settings` prints, each with its
+default; mailkeep(8) documents every option of `mailkeep --help`; both render without a groff
+warning; the example in mailkeep.conf(5) passes --check-config."""
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+
+SRC = os.environ["MK_SOURCE_DIR"]
+MAN = os.path.join(SRC, "packaging", "man")
+SECTIONS = {"[server]": "server", "[tls]": "tls", "[listener NAME]": "listener"}
+
+
+def daemon_binary():
+    """The mailkeep binary; mk-testd (the same daemon code) while mailkeep does not link."""
+    for var in ("MK_BINARY", "MK_TESTD"):
+        path = os.environ.get(var, "")
+        if path and os.path.exists(path):
+            return path
+    raise RuntimeError("neither MK_BINARY nor MK_TESTD names a built binary")
+
+
+BIN = daemon_binary()
+
+
+def read(name):
+    with open(os.path.join(MAN, name), encoding="utf-8") as f:
+        return f.read()
+
+
+def unroff(text):
+    """The characters a reader sees for a roff fragment (the escapes these pages use)."""
+    text = re.sub(r"\\f[BIRP]|\\f\(CR", "", text)
+    return text.replace("\\-", "-").replace("\\e", "\\").replace("\\&", "")
+
+
+def man_settings(page):
+    """{(section, key): default} from the SETTINGS section; '' where it says No default."""
+    body = page.split("\n.SH SETTINGS\n", 1)[1].split("\n.SH ", 1)[0]
+    found = {}
+    section = None
+    lines = body.split("\n")
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        m = re.fullmatch(r'\.SS "(.*)"', line)
+        if m:
+            section = SECTIONS[m.group(1)]
+        elif line == ".TP":
+            key_line, default_line = lines[i + 1], lines[i + 2]
+            m = re.fullmatch(r"\.B (\S+)", key_line)
+            if not m:
+                raise AssertionError("a .TP in SETTINGS without '.B key': %r" % key_line)
+            key = m.group(1)
+            m = re.fullmatch(r"Default: \\fB(.*)\\fR\.", default_line)
+            if m:
+                default = unroff(m.group(1))
+            elif default_line == "No default.":
+                default = ""
+            else:
+                raise AssertionError("%s: no 'Default: ...' line: %r" % (key, default_line))
+            if (section, key) in found:
+                raise AssertionError("%s.%s documented twice" % (section, key))
+            found[(section, key)] = default
+            i += 2
+        i += 1
+    return found
+
+
+class ManPages(unittest.TestCase):
+    def test_conf_page_lists_every_setting_with_its_default(self):
+        r = subprocess.run([BIN, "--settings"], capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        binary = {}
+        for line in r.stdout.splitlines():
+            section, key, default, _doc = line.split("\t")
+            binary[(section, key)] = default
+        self.assertGreaterEqual(len(binary), 30)
+        page = man_settings(read("mailkeep.conf.5"))
+        self.assertEqual(sorted(set(binary) - set(page)), [],
+                         "settings mailkeep knows that mailkeep.conf(5) does not list")
+        self.assertEqual(sorted(set(page) - set(binary)), [],
+                         "settings in mailkeep.conf(5) that mailkeep does not know")
+        for k in sorted(binary):
+            self.assertEqual(page[k], binary[k], "default of %s.%s" % k)
+
+    def test_parser_sees_a_drift(self):
+        """The check above can fail: a page with a wrong default or an extra key differs."""
+        page = read("mailkeep.conf.5")
+        good = man_settings(page)
+        bad = man_settings(page.replace("Default: \\fB10000\\fR.", "Default: \\fB9999\\fR."))
+        self.assertEqual(bad[("server", "max_connections")], "9999")
+        self.assertNotEqual(good, bad)
+        extra = page.replace(".SS \"[tls]\"\n",
+                             ".TP\n.B no_such_key\nNo default.\nx\n.SS \"[tls]\"\n")
+        self.assertIn(("server", "no_such_key"), man_settings(extra))
+
+    def test_mailkeep_page_documents_every_option(self):
+        r = subprocess.run([BIN, "--help"], capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 0)
+        options = sorted(set(re.findall(r"--[a-z][a-z-]*", r.stdout)))
+        self.assertIn("--check-config", options)
+        page = read("mailkeep.8")
+        opts = page.split("\n.SH OPTIONS\n", 1)[1].split("\n.SH ", 1)[0]
+        for opt in options:
+            self.assertIn(opt.replace("-", "\\-"), opts, "mailkeep(8) OPTIONS lacks " + opt)
+
+    @unittest.skipIf(shutil.which("groff") is None, "groff is not installed")
+    def test_pages_render_without_warnings(self):
+        for name in ("mailkeep.8", "mailkeep.conf.5"):
+            with self.subTest(page=name):
+                r = subprocess.run(["groff", "-man", "-ww", "-z", "-Tutf8",
+                                    os.path.join(MAN, name)],
+                                   capture_output=True, text=True, timeout=60)
+                self.assertEqual((r.returncode, r.stderr), (0, ""))
+
+    def test_conf_page_example_passes_check_config(self):
+        """With the real binary: it must serve the example's protocols."""
+        binary = os.environ["MK_BINARY"]
+        page = read("mailkeep.conf.5")
+        example = page.split("\n.SH EXAMPLE\n", 1)[1].split("\n.fi\n", 1)[0]
+        example = example.split(".ft CR\n", 1)[1].rsplit("\n.ft", 1)[0]
+        with tempfile.TemporaryDirectory(prefix="mk-man-") as d:
+            path = os.path.join(d, "example.conf")
+            with open(path, "w") as f:
+                f.write(unroff(example) + "\n")
+            r = subprocess.run([binary, "--check-config", "-c", path], capture_output=True,
+                               text=True, timeout=30)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            self.assertEqual(r.stdout.splitlines()[-1], path + ": OK")
+
+
+if __name__ == "__main__":
+    print("daemon binary:", BIN, file=sys.stderr)
+    unittest.main(verbosity=2)
