@@ -123,10 +123,7 @@ static void append_begin(struct imap_cmd *cmd, struct append_ctx *a, const struc
 		append_fail(a, "BAD", "Invalid date-time.");
 		return;
 	}
-	if (args[n - 1].literal8) {
-		append_fail(a, "NO", "[CANNOT] Binary APPEND is not supported.");
-		return;
-	}
+	/* A literal8 (RFC 3516 BINARY) is stored as it comes, NUL octets included. */
 	int r = mailbox_open(s->store, norm, &a->mbox);
 	if (r < 0) {
 		if (r == -ENOENT)

@@ -36,6 +36,8 @@ enum fetch_kind {
 	FK_BODY,
 	FK_BODYSTRUCTURE,
 	FK_SECTION,
+	FK_BINARY,      /* BINARY[part]<partial>, BINARY.PEEK (RFC 3516) */
+	FK_BINARY_SIZE, /* BINARY.SIZE[part] */
 };
 
 struct fetch_item {
@@ -45,6 +47,8 @@ struct fetch_item {
 	struct msg_section sec;
 	bool partial;
 	uint64_t p_off, p_len;
+	uint32_t path[MSG_SECTION_MAX_PATH]; /* BINARY part number */
+	unsigned npath;
 };
 
 enum fetch_phase {
@@ -60,6 +64,7 @@ struct fetch_ctx {
 	uint32_t *uids;
 	size_t n_uids, pos;
 	bool expunged;
+	const char *fail; /* a BINARY item could not be decoded: the tagged NO */
 	enum fetch_phase phase;
 	unsigned item;
 	/* The current message. */
@@ -167,6 +172,66 @@ bad:
 	return false;
 }
 
+/* BINARY[1.2]<p>, BINARY.PEEK[...], BINARY.SIZE[...]: rest is the text after '['. */
+static bool binary_add(struct fetch_ctx *f, enum fetch_kind kind, bool peek, const char *rest)
+{
+	const char *close = strchr(rest, ']');
+	if (!close)
+		return false;
+	struct fetch_item it = {.kind = kind, .peek = peek};
+	const char *p = rest;
+	while (p < close) {
+		char *end;
+		errno = 0;
+		unsigned long v = strtoul(p, &end, 10);
+		if (errno || end == p || v == 0 || v > UINT32_MAX || *p < '1' || *p > '9' ||
+		    it.npath >= MSG_SECTION_MAX_PATH)
+			return false;
+		it.path[it.npath++] = (uint32_t)v;
+		p = end;
+		if (p < close && *p++ != '.')
+			return false;
+		if (p == close && close[-1] == '.')
+			return false;
+	}
+	const char *tail = close + 1;
+	if (tail[0] == '<' && kind == FK_BINARY) {
+		char *end;
+		errno = 0;
+		unsigned long long off = strtoull(tail + 1, &end, 10);
+		if (errno || end == tail + 1 || *end != '.')
+			return false;
+		const char *lp = end + 1;
+		unsigned long long len = strtoull(lp, &end, 10);
+		if (errno || end == lp || *end != '>' || end[1] != '\0' || len == 0)
+			return false;
+		it.partial = true;
+		it.p_off = off;
+		it.p_len = len;
+	} else if (tail[0] != '\0') {
+		return false;
+	}
+	struct fetch_item *slot = item_add(f, FK_SECTION); /* never merged with another */
+	if (!slot)
+		return false;
+	size_t need = (size_t)(close - rest) + 48;
+	it.label = malloc(need);
+	if (!it.label) {
+		f->n_items--;
+		return false;
+	}
+	const char *name = kind == FK_BINARY_SIZE ? "BINARY.SIZE" : "BINARY";
+	int k = snprintf(it.label, need, "%s[%.*s]", name, (int)(close - rest), rest);
+	if (it.partial)
+		snprintf(it.label + k, need - (size_t)k, "<%llu>", (unsigned long long)it.p_off);
+	*slot = it;
+	f->need_parsed = true;
+	f->need_source = true;
+	if (kind == FK_BINARY && !peek)
+		f->sets_seen = true;
+	return true;
+}
+
 /* Field names of HEADER.FIELDS as msg_section_parse reads them. */
 static bool append_fields(char *out, size_t size, const struct imap_arg *list)
 {
@@ -226,6 +291,18 @@ static bool parse_item(struct fetch_ctx *f, const struct imap_arg *args, unsigne
 	}
 	bool peek;
 	const char *rest;
+	if (strncasecmp(atom, "BINARY[", 7) == 0) {
+		(*i)++;
+		return binary_add(f, FK_BINARY, false, atom + 7);
+	}
+	if (strncasecmp(atom, "BINARY.PEEK[", 12) == 0) {
+		(*i)++;
+		return binary_add(f, FK_BINARY, true, atom + 12);
+	}
+	if (strncasecmp(atom, "BINARY.SIZE[", 12) == 0) {
+		(*i)++;
+		return binary_add(f, FK_BINARY_SIZE, true, atom + 12);
+	}
 	if (strncasecmp(atom, "BODY[", 5) == 0) {
 		peek = false;
 		rest = atom + 5;
@@ -390,6 +467,108 @@ static int section_start(struct imap_session *s, struct fetch_ctx *f, struct fet
 	return 1;
 }
 
+/* A reader of the decoded content of it's part (the whole message for BINARY[]). */
+static int binary_open(struct fetch_ctx *f, const struct fetch_item *it, struct msg_reader **r_r)
+{
+	if (it->npath > 0)
+		return msg_binary_open(&f->src, f->parsed, it->path, it->npath, r_r);
+	struct msg_section all = {.kind = MSG_SECTION_ALL};
+	struct msg_range range;
+	int r = msg_section_resolve(f->parsed, &all, &range);
+	if (r < 0)
+		return r;
+	return msg_reader_open(&f->src, &range, 0, 0, r_r);
+}
+
+/* Decode once to learn the size and whether bytes [from, to) hold NUL (then a literal8 is
+ * needed). */
+static int binary_measure(struct fetch_ctx *f, const struct fetch_item *it, uint64_t from,
+			  uint64_t to, uint64_t *size_r, bool *nul_r)
+{
+	struct msg_reader *rd;
+	int r = binary_open(f, it, &rd);
+	if (r < 0)
+		return r;
+	uint64_t n = 0;
+	bool nul = false;
+	ssize_t k;
+	while ((k = msg_reader_read(rd, f->chunk, sizeof(f->chunk))) > 0) {
+		uint64_t lo = from > n ? from - n : 0;
+		uint64_t hi = to > n ? to - n : 0;
+		if (hi > (uint64_t)k)
+			hi = (uint64_t)k;
+		if (!nul && lo < hi && memchr(f->chunk + lo, '\0', (size_t)(hi - lo)))
+			nul = true;
+		n += (uint64_t)k;
+	}
+	msg_reader_free(&rd);
+	if (k < 0)
+		return (int)k;
+	*size_r = n;
+	*nul_r = nul;
+	return 0;
+}
+
+static const char *binary_error(int err)
+{
+	switch (err) {
+	case -EOPNOTSUPP:
+		return "[UNKNOWN-CTE] Unknown Content-Transfer-Encoding.";
+	case -EBADMSG:
+		return "[PARSE] Invalid encoded content.";
+	default:
+		return "[CANNOT] This part cannot be decoded.";
+	}
+}
+
+/* Start a BINARY or BINARY.SIZE item: 1 when bytes must be streamed, 0 done, -errno. */
+static int binary_start(struct imap_session *s, struct fetch_ctx *f, struct fetch_item *it)
+{
+	int r = open_source(s, f);
+	if (r == 0)
+		r = load_parsed(s, f);
+	if (r < 0)
+		return r;
+	uint64_t size;
+	bool nul;
+	uint64_t from = it->partial ? it->p_off : 0;
+	uint64_t to = it->partial ? (it->p_off + it->p_len < it->p_off ? UINT64_MAX
+								       : it->p_off + it->p_len)
+				  : UINT64_MAX;
+	r = binary_measure(f, it, from, to, &size, &nul);
+	if (r < 0) {
+		/* The part does not exist or cannot be decoded: NIL, and NO at the end. */
+		if (r != -ENOENT)
+			f->fail = binary_error(r);
+		conn_printf(s->conn, "%s NIL", it->label);
+		return 0;
+	}
+	if (it->kind == FK_BINARY_SIZE) {
+		conn_printf(s->conn, "%s %llu", it->label, (unsigned long long)size);
+		return 0;
+	}
+	uint64_t skip = 0, len = size;
+	if (it->partial) {
+		skip = it->p_off < size ? it->p_off : size;
+		len = size - skip < it->p_len ? size - skip : it->p_len;
+	}
+	conn_printf(s->conn, "%s %s{%llu}\r\n", it->label, nul ? "~" : "", (unsigned long long)len);
+	if (len == 0)
+		return 0;
+	r = binary_open(f, it, &f->reader);
+	if (r < 0)
+		return r;
+	while (skip > 0) {
+		size_t want = skip < sizeof(f->chunk) ? (size_t)skip : sizeof(f->chunk);
+		ssize_t k = msg_reader_read(f->reader, f->chunk, want);
+		if (k <= 0)
+			return k < 0 ? (int)k : -EIO;
+		skip -= (uint64_t)k;
+	}
+	f->stream_left = len;
+	return 1;
+}
+
 /* Stream the current section. Returns 1 when done, 0 when output is full, -errno. */
 static int section_stream(struct imap_session *s, struct fetch_ctx *f)
 {
@@ -479,6 +658,9 @@ static int write_item(struct imap_cmd *cmd, struct fetch_ctx *f, struct fetch_it
 		return 0;
 	case FK_SECTION:
 		return section_start(s, f, it);
+	case FK_BINARY:
+	case FK_BINARY_SIZE:
+		return binary_start(s, f, it);
 	}
 	return 0;
 }
@@ -494,7 +676,9 @@ static enum cmd_result fetch_run(struct imap_cmd *cmd, struct fetch_ctx *f)
 		switch (f->phase) {
 		case FP_NEXT_MSG:
 			if (f->pos >= f->n_uids) {
-				if (f->expunged)
+				if (f->fail)
+					imap_cmd_reply(cmd, "NO", "%s", f->fail);
+				else if (f->expunged)
 					imap_cmd_reply(
 						cmd, "NO",
 						"[EXPUNGEISSUED] Some messages were expunged "

@@ -88,6 +88,7 @@ void imap_capability_string(struct imap_session *s, char *out, size_t size)
 	ADD("SEARCHRES");
 	ADD("MOVE");
 	ADD("STATUS=SIZE");
+	ADD("BINARY");
 	if (s->state == IMAP_NOT_AUTH) {
 		if (conn_can_starttls(s->conn))
 			ADD("STARTTLS");

@@ -16,7 +16,7 @@ MSG = (b"From: Alice <alice@example.org>\r\nTo: bob@example.org\r\nSubject: Hell
 
 EXPECTED_CAPS = ["IMAP4rev1", "SASL-IR", "LITERAL+", "ID", "ENABLE", "IDLE", "NAMESPACE",
                  "UNSELECT", "UIDPLUS", "CHILDREN", "LIST-EXTENDED", "LIST-STATUS",
-                 "SPECIAL-USE", "ESEARCH", "SEARCHRES", "MOVE", "STATUS=SIZE"]
+                 "SPECIAL-USE", "ESEARCH", "SEARCHRES", "MOVE", "STATUS=SIZE", "BINARY"]
 
 
 def check(cond, what):

@@ -87,7 +87,7 @@ static struct conn *session(struct env *e, bool loopback)
 
 #define CAPS_AUTH                                                                                  \
 	"IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS CHILDREN "           \
-	"LIST-EXTENDED LIST-STATUS SPECIAL-USE ESEARCH SEARCHRES MOVE STATUS=SIZE"
+	"LIST-EXTENDED LIST-STATUS SPECIAL-USE ESEARCH SEARCHRES MOVE STATUS=SIZE BINARY"
 
 static struct conn *logged_in(struct env *e, const char *user)
 {
@@ -494,6 +494,58 @@ static void test_two_sessions_and_idle(void **state)
 	fake_conn_free(&b);
 }
 
+#define MIME_MSG                                                                                   \
+	"Subject: bin\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=XX\r\n\r\n"  \
+	"--XX\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"  \
+	"caf=C3=A9\r\n"                                                                            \
+	"--XX\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n"  \
+	"\r\nAAECAwQ=\r\n"                                                                         \
+	"--XX\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: x-weird\r\n\r\nzzz\r\n"    \
+	"--XX--\r\n"
+
+static void test_binary(void **state)
+{
+	struct env *e = *state;
+	struct conn *c = logged_in(e, "kate");
+	append(c, "a", "INBOX", "", MIME_MSG, 1);
+	fake_conn_input(c, "s SELECT INBOX\r\n");
+	free(fake_conn_take_output(c));
+	fake_conn_input(c, "b FETCH 1 (BINARY.PEEK[1] BINARY.SIZE[2] BINARY.PEEK[2]<1.3>)\r\n");
+	expect(c, "* 1 FETCH (BINARY[1] {5}\r\ncaf\xc3\xa9 BINARY.SIZE[2] 5 BINARY[2]<1> "
+		  "{3}\r\n\x01\x02\x03)\r\nb OK Fetch completed.\r\n");
+	/* NUL in the decoded part: a literal8. */
+	fake_conn_input(c, "c FETCH 1 BINARY.PEEK[2]\r\n");
+	char *out = fake_conn_take_output(c);
+	static const char want_c[] = "* 1 FETCH (BINARY[2] ~{5}\r\n\0\x01\x02\x03\x04)\r\n";
+	assert_memory_equal(out, want_c, sizeof(want_c) - 1);
+	assert_string_equal(out + sizeof(want_c) - 1, "c OK Fetch completed.\r\n");
+	free(out);
+	fake_conn_input(c, "d FETCH 1 BINARY.PEEK[3]\r\ne FETCH 1 BINARY.PEEK[9]\r\n"
+			   "f FETCH 1 BINARY[1.x]\r\n");
+	expect(c, "* 1 FETCH (BINARY[3] NIL)\r\nd NO [UNKNOWN-CTE] Unknown "
+		  "Content-Transfer-Encoding.\r\n* 1 FETCH (BINARY[9] NIL)\r\ne OK Fetch "
+		  "completed.\r\nf BAD Invalid FETCH items.\r\n");
+	/* BINARY[] is the whole message; without PEEK it sets \Seen. */
+	fake_conn_input(c, "g FETCH 1 (BINARY.SIZE[] BINARY[]<0.7> FLAGS)\r\n");
+	char want[160];
+	snprintf(want, sizeof(want),
+		 "* 1 FETCH (BINARY.SIZE[] %zu BINARY[]<0> {7}\r\nSubject FLAGS (\\Seen))\r\n"
+		 "g OK Fetch completed.\r\n",
+		 strlen(MIME_MSG));
+	expect(c, want);
+	/* APPEND with a literal8 keeps NUL octets. */
+	static const char append8[] = "h APPEND INBOX ~{4+}\r\na\0b\n\r\n";
+	fake_conn_input_n(c, append8, sizeof(append8) - 1);
+	free(fake_conn_take_output(c));
+	fake_conn_input(c, "i FETCH 2 BINARY.PEEK[]\r\n");
+	out = fake_conn_take_output(c);
+	static const char want_i[] = "* 2 FETCH (BINARY[] ~{5}\r\na\0b\r\n)\r\ni OK Fetch "
+				     "completed.\r\n";
+	assert_memory_equal(out, want_i, sizeof(want_i));
+	free(out);
+	fake_conn_free(&c);
+}
+
 static void test_idle_keepalive(void **state)
 {
 	struct env *e = *state;
@@ -639,6 +691,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_backpressure, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_more_commands, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_idle_keepalive, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(test_binary, env_setup, env_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
