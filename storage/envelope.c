@@ -1,11 +1,12 @@
 /* ENVELOPE (RFC 3501 §7.4.2): raw header strings and RFC 5322 address lists.
  *
- * Address parsing follows RFC 5322 §3.4 with Dovecot's recovery rules, so malformed headers
- * give the bytes a Dovecot server gives: a missing local part or domain is filled with
- * "MISSING_MAILBOX" / "MISSING_DOMAIN", a comment after an addr-spec is its display name, a
- * bare phrase without an address becomes a name with both placeholders, and a syntax error
- * that cannot be stepped over (an unclosed quote, comment or '<') gives one placeholder
- * address and ends the list. */
+ * Address parsing follows RFC 5322 §3.4 with the recovery rules of Dovecot 2.3's
+ * message-address.c, so malformed headers give the bytes a Dovecot server gives: a missing
+ * local part or domain is "MISSING_MAILBOX" / "MISSING_DOMAIN", an angle address that does
+ * not close before more data has the domain "SYNTAX_ERROR", a bad source route is
+ * "INVALID_ROUTE", a comment after an addr-spec is its display name, words without an
+ * address become a display name, an empty list element is a placeholder address, and the
+ * list ends at the first address not followed by ','. */
 #include "mime_private.h"
 
 #include <errno.h>
@@ -17,10 +18,11 @@
 #define ENV_MISSING_DOMAIN  "MISSING_DOMAIN"
 #define ENV_STR_MAX         (1024 * 1024)
 
+/* The lexer: every function returns 1 when data remains after it (white space and comments
+ * after a token are skipped), 0 at the end, -1 on a syntax error (RFC 5322 §3.2). */
 struct alex {
 	const char *p, *end;
-	bool error;
-	struct buf *comment; /* the last comment's text, when not NULL */
+	struct buf *comment; /* the text of the last comment skipped */
 };
 
 static bool alex_is_atext(unsigned char c)
@@ -32,367 +34,451 @@ static bool alex_is_atext(unsigned char c)
 	return c != 0 && strchr("!#$%&'*+-/=?^_`{|}~", c) != NULL;
 }
 
-static bool alex_is_ws(char c)
+static bool alex_at(const struct alex *x, char c)
 {
-	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+	return x->p < x->end && *x->p == c;
 }
 
-/* Skip white space and comments; returns true when data remains. */
-static bool alex_cfws(struct alex *x)
+static int alex_comment(struct alex *x)
 {
-	while (x->p < x->end) {
-		if (alex_is_ws(*x->p)) {
-			x->p++;
-			continue;
-		}
-		if (*x->p != '(')
-			return true;
-		int depth = 0;
-		const char *start = x->p + 1;
-		for (; x->p < x->end; x->p++) {
-			if (*x->p == '\\' && x->p + 1 < x->end)
+	int level = 1;
+	const char *start = ++x->p;
+	buf_clear(x->comment);
+	for (; x->p < x->end; x->p++) {
+		if (*x->p == '(') {
+			level++;
+		} else if (*x->p == ')') {
+			if (--level == 0) {
+				buf_append(x->comment, start, (size_t)(x->p - start));
 				x->p++;
-			else if (*x->p == '(')
-				depth++;
-			else if (*x->p == ')' && --depth == 0)
-				break;
-		}
-		if (x->p >= x->end) {
-			x->error = true;
-			return false;
-		}
-		if (x->comment) {
-			/* the comment's text, unescaped, folding removed */
-			buf_clear(x->comment);
-			for (const char *c = start; c < x->p; c++) {
-				if (*c == '\r' || *c == '\n')
-					continue;
-				if (*c == '\\' && c + 1 < x->p)
-					c++;
-				buf_append(x->comment, c, 1);
+				return x->p < x->end;
 			}
+		} else if (*x->p == '\\') {
+			/* the backslash goes, the octet after it stays */
+			buf_append(x->comment, start, (size_t)(x->p - start));
+			start = x->p + 1;
+			if (++x->p >= x->end)
+				return -1;
 		}
-		x->p++;
 	}
-	return false;
+	return -1;
 }
 
-static bool alex_quoted(struct alex *x, struct buf *out)
+static int alex_skip(struct alex *x)
 {
-	x->p++;
 	while (x->p < x->end) {
-		char c = *x->p++;
-		if (c == '"')
-			return true;
-		if (c == '\\' && x->p < x->end)
-			c = *x->p++;
-		else if (c == '\r' || c == '\n')
-			continue;
-		buf_append(out, &c, 1);
-	}
-	x->error = true;
-	return false;
-}
-
-/* phrase = 1*word (atoms may hold '.', obs-phrase); words joined by one space. Returns the
- * number of words. */
-static unsigned alex_phrase(struct alex *x, struct buf *out)
-{
-	unsigned words = 0;
-	while (alex_cfws(x)) {
-		unsigned char c = (unsigned char)*x->p;
-		if (c == '"') {
-			if (buf_used(out) > 0)
-				buf_append(out, " ", 1);
-			if (!alex_quoted(x, out))
-				return words;
-		} else if (alex_is_atext(c) || c == '.') {
-			if (buf_used(out) > 0)
-				buf_append(out, " ", 1);
-			const char *s = x->p;
-			while (x->p < x->end &&
-			       (alex_is_atext((unsigned char)*x->p) || *x->p == '.'))
-				x->p++;
-			buf_append(out, s, (size_t)(x->p - s));
+		if (*x->p == ' ' || *x->p == '\t' || *x->p == '\r' || *x->p == '\n') {
+			x->p++;
+		} else if (*x->p == '(') {
+			if (alex_comment(x) < 0)
+				return -1;
 		} else {
 			break;
 		}
-		words++;
 	}
-	return words;
+	return x->p < x->end;
 }
 
-/* local-part = dot-atom / quoted-string (obs: words joined with '.'). */
-static void alex_local_part(struct alex *x, struct buf *out)
+/* quoted-string at '"': unescaped, folding line ends dropped. */
+static int alex_quoted(struct alex *x, struct buf *out)
 {
-	for (;;) {
-		if (!alex_cfws(x))
-			return;
+	const char *start = ++x->p;
+	for (; x->p < x->end; x->p++) {
 		if (*x->p == '"') {
-			if (!alex_quoted(x, out))
-				return;
-		} else if (alex_is_atext((unsigned char)*x->p)) {
-			const char *s = x->p;
-			while (x->p < x->end && alex_is_atext((unsigned char)*x->p))
-				x->p++;
-			buf_append(out, s, (size_t)(x->p - s));
-		} else {
-			return;
+			buf_append(out, start, (size_t)(x->p - start));
+			x->p++;
+			return alex_skip(x);
 		}
-		if (!alex_cfws(x) || *x->p != '.')
-			return;
+		if (*x->p == '\n') {
+			size_t len = (size_t)(x->p - start);
+			if (len > 0 && start[len - 1] == '\r')
+				len--;
+			buf_append(out, start, len);
+			start = x->p + 1;
+		} else if (*x->p == '\\') {
+			if (++x->p >= x->end)
+				return -1;
+			buf_append(out, start, (size_t)(x->p - 1 - start));
+			start = x->p;
+		}
+	}
+	return -1;
+}
+
+/* dot-atom, with white space allowed around the dots (RFC 822). */
+static int alex_dot_atom(struct alex *x, struct buf *out)
+{
+	int ret;
+	if (x->p >= x->end || !alex_is_atext((unsigned char)*x->p))
+		return -1;
+	const char *start = x->p++;
+	while (x->p < x->end) {
+		if (alex_is_atext((unsigned char)*x->p)) {
+			x->p++;
+			continue;
+		}
+		buf_append(out, start, (size_t)(x->p - start));
+		if ((ret = alex_skip(x)) <= 0)
+			return ret;
+		if (*x->p != '.')
+			return 1;
 		x->p++;
 		buf_append(out, ".", 1);
+		if ((ret = alex_skip(x)) <= 0)
+			return ret;
+		start = x->p;
 	}
+	buf_append(out, start, (size_t)(x->p - start));
+	return 0;
 }
 
-/* domain after '@' (x->p at '@'). */
-static void alex_domain(struct alex *x, struct buf *out)
+/* atext and '.', possibly none of them (so a phrase may be empty). */
+static int alex_atom_or_dot(struct alex *x, struct buf *out)
+{
+	const char *start = x->p;
+	while (x->p < x->end && (alex_is_atext((unsigned char)*x->p) || *x->p == '.'))
+		x->p++;
+	buf_append(out, start, (size_t)(x->p - start));
+	return x->p < x->end ? alex_skip(x) : 0;
+}
+
+/* phrase = 1*word / obs-phrase; words joined by one space. */
+static int alex_phrase(struct alex *x, struct buf *out)
+{
+	int ret;
+	if (x->p >= x->end)
+		return 0;
+	if (*x->p == '.')
+		return -1;
+	for (;;) {
+		ret = *x->p == '"' ? alex_quoted(x, out) : alex_atom_or_dot(x, out);
+		if (ret <= 0)
+			return ret;
+		if (!alex_is_atext((unsigned char)*x->p) && *x->p != '"' && *x->p != '.')
+			break;
+		buf_append(out, " ", 1);
+	}
+	return alex_skip(x);
+}
+
+/* domain at '@': dot-atom or a [domain-literal] kept as written. */
+static int alex_domain(struct alex *x, struct buf *out)
 {
 	x->p++;
-	if (!alex_cfws(x))
-		return;
-	if (*x->p == '[') {
-		const char *s = x->p;
-		while (x->p < x->end && *x->p != ']')
+	if (alex_skip(x) <= 0)
+		return -1;
+	if (*x->p != '[')
+		return alex_dot_atom(x, out);
+	const char *start = x->p;
+	for (; x->p < x->end; x->p++) {
+		if (*x->p == '\\') {
+			if (++x->p >= x->end)
+				break;
+		} else if (*x->p == ']') {
 			x->p++;
-		if (x->p >= x->end) {
-			x->error = true;
-			return;
+			buf_append(out, start, (size_t)(x->p - start));
+			return alex_skip(x);
 		}
-		x->p++;
-		buf_append(out, s, (size_t)(x->p - s));
-		return;
 	}
-	for (;;) {
-		const char *s = x->p;
-		while (x->p < x->end && alex_is_atext((unsigned char)*x->p))
-			x->p++;
-		buf_append(out, s, (size_t)(x->p - s));
-		if (x->p == s || !alex_cfws(x) || *x->p != '.')
-			return;
-		x->p++;
-		buf_append(out, ".", 1);
-		if (!alex_cfws(x))
-			return;
-	}
+	return -1;
 }
 
-struct addr_out {
+/* One address being built; a field is NIL until set. */
+struct afield {
+	struct buf b;
+	bool set;
+};
+
+struct aparser {
+	struct alex x;
+	struct buf str, comment;
+	struct afield name, route, mailbox, domain;
 	struct buf *out;
 	unsigned count;
 	int err;
 };
 
-static void emit_field(struct addr_out *o, const struct buf *b, bool set, const char *missing,
-		       bool human)
+static void afield_set(struct afield *f, const char *s, size_t len)
+{
+	buf_clear(&f->b);
+	buf_append(&f->b, s, len);
+	f->set = true;
+}
+
+static void afield_from(struct afield *f, const struct buf *b)
+{
+	afield_set(f, buf_used(b) ? buf_peek(b) : "", buf_used(b));
+}
+
+static void emit(struct aparser *a, const struct afield *f, bool human)
 {
 	int ret;
-	if (set && buf_used(b) > 0)
-		ret = human ? msg_imapstr_for_humans(o->out, buf_peek(b), buf_used(b))
-			    : msg_imapstr_string(o->out, buf_peek(b), buf_used(b));
-	else if (missing)
-		ret = msg_imapstr_string(o->out, missing, strlen(missing));
+	const char *s = buf_used(&f->b) ? buf_peek(&f->b) : "";
+	if (!f->set)
+		ret = buf_append(a->out, "NIL", 3);
+	else if (human)
+		ret = msg_imapstr_for_humans(a->out, s, buf_used(&f->b));
 	else
-		ret = buf_append(o->out, "NIL", 3);
+		ret = msg_imapstr_string(a->out, s, buf_used(&f->b));
 	if (ret < 0)
-		o->err = ret;
+		a->err = ret;
 }
 
-static void emit_addr(struct addr_out *o, const struct buf *name, bool has_name,
-		      const struct buf *route, bool has_route, const struct buf *mbox,
-		      const struct buf *domain)
+/* Append the address built so far to the list and start a new one. */
+static void add_address(struct aparser *a)
 {
-	if (o->count++ == 0 && buf_append(o->out, "(", 1) < 0)
-		o->err = -ENOBUFS;
-	buf_append(o->out, "(", 1);
-	emit_field(o, name, has_name, NULL, true);
-	buf_append(o->out, " ", 1);
-	emit_field(o, route, has_route, NULL, false);
-	buf_append(o->out, " ", 1);
-	emit_field(o, mbox, true, ENV_MISSING_MAILBOX, false);
-	buf_append(o->out, " ", 1);
-	emit_field(o, domain, true, ENV_MISSING_DOMAIN, false);
-	if (buf_append(o->out, ")", 1) < 0)
-		o->err = -ENOBUFS;
+	if (a->count++ == 0 && buf_append(a->out, "(", 1) < 0)
+		a->err = -ENOBUFS;
+	buf_append(a->out, "(", 1);
+	emit(a, &a->name, true);
+	buf_append(a->out, " ", 1);
+	emit(a, &a->route, false);
+	buf_append(a->out, " ", 1);
+	emit(a, &a->mailbox, false);
+	buf_append(a->out, " ", 1);
+	emit(a, &a->domain, false);
+	if (buf_append(a->out, ")", 1) < 0)
+		a->err = -ENOBUFS;
+	a->name.set = a->route.set = a->mailbox.set = a->domain.set = false;
 }
 
-static void emit_group(struct addr_out *o, const struct buf *name)
+/* A missing local part or domain gets Dovecot's placeholder. */
+static void add_fixed_address(struct aparser *a)
 {
-	if (o->count++ == 0)
-		buf_append(o->out, "(", 1);
-	if (name) {
-		buf_append(o->out, "(NIL NIL ", 9);
-		emit_field(o, name, true, NULL, false);
-		if (buf_append(o->out, " NIL)", 5) < 0)
-			o->err = -ENOBUFS;
-	} else if (buf_append(o->out, "(NIL NIL NIL NIL)", 17) < 0) {
-		o->err = -ENOBUFS;
+	if (!a->mailbox.set)
+		afield_set(&a->mailbox, ENV_MISSING_MAILBOX, strlen(ENV_MISSING_MAILBOX));
+	if (!a->domain.set || buf_used(&a->domain.b) == 0)
+		afield_set(&a->domain, ENV_MISSING_DOMAIN, strlen(ENV_MISSING_DOMAIN));
+	add_address(a);
+}
+
+static int parse_local_part(struct aparser *a)
+{
+	int ret;
+	buf_clear(&a->str);
+	ret = *a->x.p == '"' ? alex_quoted(&a->x, &a->str) : alex_dot_atom(&a->x, &a->str);
+	if (ret < 0)
+		return -1;
+	afield_from(&a->mailbox, &a->str);
+	return ret;
+}
+
+static int parse_domain(struct aparser *a)
+{
+	int ret;
+	buf_clear(&a->str);
+	if ((ret = alex_domain(&a->x, &a->str)) < 0)
+		return -1;
+	afield_from(&a->domain, &a->str);
+	return ret;
+}
+
+/* obs-domain-list = "@" domain *(*(CFWS / ",") [CFWS] "@" domain) */
+static int parse_domain_list(struct aparser *a)
+{
+	int ret;
+	buf_clear(&a->str);
+	for (;;) {
+		if (a->x.p >= a->x.end)
+			return 0;
+		if (*a->x.p != '@')
+			break;
+		if (buf_used(&a->str) > 0)
+			buf_append(&a->str, ",", 1);
+		buf_append(&a->str, "@", 1);
+		if ((ret = alex_domain(&a->x, &a->str)) <= 0)
+			return ret;
+		while (alex_skip(&a->x) > 0 && *a->x.p == ',')
+			a->x.p++;
 	}
+	afield_from(&a->route, &a->str);
+	return 1;
 }
 
-struct addr_bufs {
-	struct buf name, route, mbox, domain, comment;
-};
-
-static void addr_bufs_clear(struct addr_bufs *b)
+/* "<" [ "@" route ":" ] local-part "@" domain ">" */
+static int parse_angle_addr(struct aparser *a)
 {
-	buf_clear(&b->name);
-	buf_clear(&b->route);
-	buf_clear(&b->mbox);
-	buf_clear(&b->domain);
-	buf_clear(&b->comment);
-}
-
-/* One mailbox. Returns false when the list must end here. */
-static bool parse_mailbox(struct alex *x, struct addr_out *o, struct addr_bufs *b)
-{
-	const char *start = x->p;
-	addr_bufs_clear(b);
-	unsigned words = alex_phrase(x, &b->name);
-	if (!x->error && alex_cfws(x) && *x->p == '<') {
-		/* name-addr: [phrase] "<" [route ":"] [local-part "@" domain] ">" */
-		x->p++;
-		bool has_route = false;
-		if (alex_cfws(x) && *x->p == '@') {
-			while (x->p < x->end && *x->p == '@') {
-				if (buf_used(&b->route) > 0)
-					buf_append(&b->route, ",", 1);
-				buf_append(&b->route, "@", 1);
-				alex_domain(x, &b->route);
-				if (!alex_cfws(x) || *x->p != ',')
-					break;
-				x->p++;
-				alex_cfws(x);
-			}
-			has_route = true;
-			if (x->p < x->end && *x->p == ':')
-				x->p++;
+	a->x.p++;
+	if (alex_skip(&a->x) <= 0)
+		return -1;
+	if (*a->x.p == '@') {
+		if (parse_domain_list(a) > 0 && alex_at(&a->x, ':')) {
+			a->x.p++;
+		} else {
+			afield_set(&a->route, "INVALID_ROUTE", 13);
+			if (a->x.p >= a->x.end)
+				return -1;
 		}
-		if (alex_cfws(x) && *x->p != '>') {
-			alex_local_part(x, &b->mbox);
-			if (alex_cfws(x) && *x->p == '@')
-				alex_domain(x, &b->domain);
-		}
-		bool closed = alex_cfws(x) && *x->p == '>';
-		if (x->error || !closed) {
-			emit_addr(o, &b->name, words > 0, &b->route, has_route, &b->mbox,
-				  &b->domain);
-			return false;
-		}
-		x->p++;
-		emit_addr(o, &b->name, words > 0 && buf_used(&b->name) > 0, &b->route, has_route,
-			  &b->mbox, &b->domain);
-		return true;
+		if (alex_skip(&a->x) <= 0)
+			return -1;
 	}
-	/* addr-spec, possibly broken */
-	x->p = start;
-	x->error = false;
-	addr_bufs_clear(b);
-	x->comment = &b->comment;
-	alex_cfws(x);
-	bool quoted = x->p < x->end && *x->p == '"';
-	alex_local_part(x, &b->mbox);
-	if (x->error) {
-		x->comment = NULL;
-		buf_clear(&b->mbox);
-		emit_addr(o, &b->name, false, &b->route, false, &b->mbox, &b->domain);
-		return false;
+	if (*a->x.p != '>') {
+		if (parse_local_part(a) <= 0)
+			return -1;
+		if (*a->x.p == '@' && parse_domain(a) <= 0)
+			return -1;
 	}
-	if (alex_cfws(x) && *x->p == '@') {
-		alex_domain(x, &b->domain); /* a comment after it is the display name */
-		alex_cfws(x);
-		x->comment = NULL;
-		emit_addr(o, &b->comment, buf_used(&b->comment) > 0, &b->route, false, &b->mbox,
-			  &b->domain);
-		return !x->error;
-	}
-	x->comment = NULL;
-	struct buf rest;
-	buf_init(&rest, ENV_STR_MAX);
-	buf_append(&rest, buf_peek(&b->mbox), buf_used(&b->mbox));
-	unsigned more = alex_phrase(x, &rest);
-	bool ok = true;
-	if (more > 0) {
-		buf_clear(&b->mbox);
-		emit_addr(o, &rest, true, &b->route, false, &b->mbox, &b->domain);
-	} else if (quoted) {
-		emit_addr(o, &b->mbox, true, &b->route, false, &b->domain, &b->domain);
-	} else if (buf_used(&b->mbox) > 0) {
-		emit_addr(o, &b->comment, buf_used(&b->comment) > 0, &b->route, false, &b->mbox,
-			  &b->domain);
-	} else {
-		emit_addr(o, &b->comment, false, &b->route, false, &b->mbox, &b->domain);
-		ok = false;
-	}
-	buf_clear(&rest);
-	return ok && !x->error;
+	if (!alex_at(&a->x, '>'))
+		return -1;
+	a->x.p++;
+	return alex_skip(&a->x);
 }
 
-static bool parse_address(struct alex *x, struct addr_out *o, struct addr_bufs *b)
+static int parse_name_addr(struct aparser *a)
 {
-	const char *start = x->p;
-	struct buf gname;
-	buf_init(&gname, ENV_STR_MAX);
-	unsigned words = alex_phrase(x, &gname);
-	if (!x->error && words > 0 && alex_cfws(x) && *x->p == ':') {
-		/* group: display-name ":" [mailbox-list] ";" */
-		x->p++;
-		emit_group(o, &gname);
-		buf_clear(&gname);
-		bool ok = true;
-		while (alex_cfws(x) && *x->p != ';') {
-			if (*x->p == ',') {
-				x->p++;
-				continue;
-			}
-			if (!parse_mailbox(x, o, b)) {
-				ok = false;
+	buf_clear(&a->str);
+	if (alex_phrase(&a->x, &a->str) <= 0 || *a->x.p != '<')
+		return -1;
+	if (buf_used(&a->str) > 0)
+		afield_from(&a->name, &a->str);
+	if (parse_angle_addr(a) < 0)
+		afield_set(&a->domain, "SYNTAX_ERROR", 12);
+	return a->x.p < a->x.end;
+}
+
+static int parse_addr_spec(struct aparser *a, bool *invalid)
+{
+	int ret, ret2 = -2;
+	buf_clear(&a->comment);
+	bool quoted = *a->x.p == '"';
+	ret = parse_local_part(a);
+	if (ret <= 0)
+		*invalid = true;
+	if (ret != 0 && alex_at(&a->x, '@')) {
+		ret2 = parse_domain(a);
+		if (ret2 <= 0)
+			ret = ret2;
+	}
+	if (buf_used(&a->comment) > 0) {
+		/* "user@example.com (Name)": the comment is the name */
+		afield_from(&a->name, &a->comment);
+	} else if (ret2 == -2) {
+		/* no "@domain": a lone word is a mailbox, but words after it make the whole a
+		 * display name */
+		buf_append(&a->str, " ", 1);
+		size_t before = buf_used(&a->str);
+		(void)alex_phrase(&a->x, &a->str);
+		if (buf_used(&a->str) != before) {
+			a->mailbox.set = false;
+			afield_from(&a->name, &a->str);
+		} else if (!quoted) {
+			afield_set(&a->domain, "", 0);
+		}
+		*invalid = true;
+		ret = -1;
+	}
+	return ret;
+}
+
+static int parse_mailbox(struct aparser *a)
+{
+	const char *start = a->x.p;
+	bool invalid = false;
+	int ret = parse_name_addr(a);
+	if (ret < 0) {
+		a->x.p = start;
+		ret = parse_addr_spec(a, &invalid);
+		if (invalid && !a->name.set && a->mailbox.set && !a->domain.set) {
+			/* a quoted word alone is a name, not a mailbox */
+			afield_from(&a->name, &a->mailbox.b);
+			a->mailbox.set = false;
+		}
+	}
+	add_fixed_address(a);
+	return ret;
+}
+
+/* group = display-name ":" [mailbox-list / CFWS] ";" [CFWS] */
+static int parse_group(struct aparser *a)
+{
+	int ret;
+	buf_clear(&a->str);
+	if (alex_phrase(&a->x, &a->str) <= 0 || *a->x.p != ':')
+		return -1;
+	a->x.p++;
+	ret = alex_skip(&a->x);
+	afield_from(&a->mailbox, &a->str);
+	add_address(a); /* (NIL NIL "name" NIL) starts the group */
+	if (ret > 0 && *a->x.p != ';') {
+		for (;;) {
+			(void)parse_mailbox(a); /* a broken member does not end the group */
+			if (!alex_at(&a->x, ','))
+				break;
+			a->x.p++;
+			if (alex_skip(&a->x) <= 0) {
+				ret = -1;
 				break;
 			}
-			if (!alex_cfws(x) || *x->p != ',')
-				break;
-			x->p++;
 		}
-		if (ok && x->p < x->end && *x->p == ';')
-			x->p++;
-		emit_group(o, NULL);
-		return ok;
 	}
-	buf_clear(&gname);
-	x->p = start;
-	x->error = false;
-	return parse_mailbox(x, o, b);
+	if (ret >= 0) {
+		if (!alex_at(&a->x, ';')) {
+			ret = -1;
+		} else {
+			a->x.p++;
+			ret = alex_skip(&a->x);
+		}
+	}
+	add_address(a); /* (NIL NIL NIL NIL) ends it */
+	return ret == 0 ? 0 : 1;
+}
+
+static int parse_address(struct aparser *a)
+{
+	const char *start = a->x.p;
+	int ret = parse_group(a);
+	if (ret < 0) {
+		a->x.p = start;
+		ret = parse_mailbox(a);
+	}
+	return ret;
+}
+
+static void parse_address_list(struct aparser *a)
+{
+	int ret;
+	for (;;) {
+		if ((ret = parse_address(a)) == 0)
+			break;
+		if (!alex_at(&a->x, ','))
+			break;
+		a->x.p++;
+		if ((ret = alex_skip(&a->x)) <= 0) {
+			if (ret < 0)
+				add_fixed_address(a); /* ends with garbage */
+			break;
+		}
+	}
 }
 
 /* Render one or more header values as one address list. */
 static int address_list(const char *const *values, const size_t *lens, unsigned n, struct buf *out)
 {
-	struct addr_out o = {out, 0, 0};
-	struct addr_bufs b;
-	buf_init(&b.name, ENV_STR_MAX);
-	buf_init(&b.route, ENV_STR_MAX);
-	buf_init(&b.mbox, ENV_STR_MAX);
-	buf_init(&b.domain, ENV_STR_MAX);
-	buf_init(&b.comment, ENV_STR_MAX);
-	for (unsigned i = 0; i < n; i++) {
-		struct alex x = {values[i], values[i] + lens[i], false, NULL};
-		while (alex_cfws(&x)) {
-			if (*x.p == ',') {
-				x.p++;
-				continue;
-			}
-			if (!parse_address(&x, &o, &b))
-				break;
-			if (!alex_cfws(&x) || *x.p != ',')
-				break;
-			x.p++;
-		}
+	struct aparser a;
+	memset(&a, 0, sizeof(a));
+	a.out = out;
+	buf_init(&a.str, ENV_STR_MAX);
+	buf_init(&a.comment, ENV_STR_MAX);
+	buf_init(&a.name.b, ENV_STR_MAX);
+	buf_init(&a.route.b, ENV_STR_MAX);
+	buf_init(&a.mailbox.b, ENV_STR_MAX);
+	buf_init(&a.domain.b, ENV_STR_MAX);
+	for (unsigned i = 0; i < n && a.err == 0; i++) {
+		a.x.p = values[i];
+		a.x.end = values[i] + lens[i];
+		a.x.comment = &a.comment;
+		if (alex_skip(&a.x) > 0)
+			parse_address_list(&a);
 	}
-	addr_bufs_clear(&b);
-	int ret = o.err;
+	buf_clear(&a.str);
+	buf_clear(&a.comment);
+	buf_clear(&a.name.b);
+	buf_clear(&a.route.b);
+	buf_clear(&a.mailbox.b);
+	buf_clear(&a.domain.b);
+	int ret = a.err;
 	if (ret == 0)
-		ret = o.count ? buf_append(out, ")", 1) : buf_append(out, "NIL", 3);
+		ret = a.count ? buf_append(out, ")", 1) : buf_append(out, "NIL", 3);
 	return ret;
 }
 

@@ -401,6 +401,50 @@ static void test_dovecot_edges(void **state)
 	msg_parsed_free(&m);
 }
 
+/* Address lists on the edge, as Dovecot's message-address.c recovers from them. */
+static void test_addresses(void **state)
+{
+	(void)state;
+	const struct {
+		const char *to, *list;
+	} cases[] = {
+		{"a@b, , c@d",
+		 "((NIL NIL \"a\" \"b\")(NIL NIL \"MISSING_MAILBOX\" \"MISSING_DOMAIN\")"
+		 "(NIL NIL \"c\" \"d\"))"},
+		{"Name <user@example.com, other@x",
+		 "((\"Name\" NIL \"user\" \"SYNTAX_ERROR\")(NIL NIL \"other\" \"x\"))"},
+		{"<@route1,@route2:user@example.com>",
+		 "((NIL \"@route1,@route2\" \"user\" \"example.com\"))"},
+		{"postmaster (Admin)", "((\"Admin\" NIL \"postmaster\" \"MISSING_DOMAIN\"))"},
+		{"Team: a@b, broken, c@d;", "((NIL NIL \"Team\" NIL)(NIL NIL \"a\" \"b\")(NIL NIL "
+					    "\"broken\" \"MISSING_DOMAIN\")"
+					    "(NIL NIL \"c\" \"d\")(NIL NIL NIL NIL))"},
+		{"undisclosed-recipients:",
+		 "((NIL NIL \"undisclosed-recipients\" NIL)(NIL NIL NIL NIL))"},
+		{"user@[192.0.2.1]", "((NIL NIL \"user\" \"[192.0.2.1]\"))"},
+		{"=?utf-8?q?J=C3=B6rg?= <j@example.de>",
+		 "((\"=?utf-8?q?J=C3=B6rg?=\" NIL \"j\" \"example.de\"))"},
+		{"\"\" <empty@example.com>", "((NIL NIL \"empty\" \"example.com\"))"},
+		{"first . last @ example . com", "((NIL NIL \"first.last\" \"example.com\"))"},
+		{"  ", "NIL"},
+		{"(only a comment)", "NIL"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char msg[512], want[1024];
+		snprintf(msg, sizeof(msg), "To: %s\r\n\r\n", cases[i].to);
+		snprintf(want, sizeof(want), "(NIL NIL NIL NIL NIL %s NIL NIL NIL NIL)",
+			 cases[i].list);
+		struct msg_source src = msg_source_mem(msg, strlen(msg));
+		struct msg_parsed *m;
+		size_t len;
+		assert_int_equal(msg_parse(&src, NULL, &m), 0);
+		const char *env = msg_parsed_envelope(m, &len);
+		if (len != strlen(want) || memcmp(env, want, len) != 0)
+			fail_msg("To: %s\n got %.*s\nwant %s", cases[i].to, (int)len, env, want);
+		msg_parsed_free(&m);
+	}
+}
+
 static int collect(void *ctx, const char *s, size_t len)
 {
 	return buf_append(ctx, s, len);
@@ -550,6 +594,7 @@ int main(void)
 		cmocka_unit_test(test_imapstr),          cmocka_unit_test(test_section_parse),
 		cmocka_unit_test(test_sections_nested),  cmocka_unit_test(test_search_text),
 		cmocka_unit_test(test_cache_validation), cmocka_unit_test(test_dovecot_edges),
+		cmocka_unit_test(test_addresses),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
