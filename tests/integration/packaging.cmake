@@ -1,5 +1,17 @@
-# Packaging tests (packaging/): the man pages against `mailkeep --settings`. None needs root.
+# Packaging tests (packaging/). None needs root.
+# packaging_man: the man pages against `mailkeep --settings` and `--help`.
 mk_python_test(packaging_man ${CMAKE_SOURCE_DIR}/tests/integration/packaging_man.py TIMEOUT 120)
 # mk-testd runs the same daemon code (config table, --settings) and links only mk_core: the
 # man-page check falls back to it while the full binary does not link.
 set_property(TEST packaging_man APPEND PROPERTY ENVIRONMENT "MK_TESTD=$<TARGET_FILE:mk-testd>")
+
+# packaging_deb: packaging/build-deb.sh's package checked with dpkg-deb, lintian,
+# systemd-analyze and an install into a throwaway root. It needs packaging/ in the build (the
+# top-level add_subdirectory(packaging), before add_subdirectory(tests)).
+if(TARGET mk-packaging-files)
+	mk_python_test(packaging_deb ${CMAKE_SOURCE_DIR}/tests/integration/packaging_deb.py
+		TIMEOUT 900)
+else()
+	message(WARNING "packaging/ is not in the build (add_subdirectory(packaging) in the top-level "
+		"CMakeLists.txt): the packaging_deb test is not registered")
+endif()
