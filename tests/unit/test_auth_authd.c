@@ -92,14 +92,15 @@ struct dispatcher {
 	struct auth_wire_decoder dec;
 };
 
-static void dispatcher_start(struct dispatcher *d, unsigned workers, unsigned queue)
+static void dispatcher_start_limit(struct dispatcher *d, unsigned workers, unsigned queue,
+				   unsigned timeout_sec)
 {
 	auth_pamtest_init(&d->t);
 	d->opts = (struct authd_options){.pam_service = PAMTEST_SERVICE,
 					 .pam_confdir = d->t.confdir,
 					 .workers = workers,
 					 .max_queue = queue,
-					 .worker_timeout_sec = 30};
+					 .worker_timeout_sec = timeout_sec};
 	int sv[2];
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
 	d->pid = fork();
@@ -112,6 +113,11 @@ static void dispatcher_start(struct dispatcher *d, unsigned workers, unsigned qu
 	close(sv[1]);
 	d->fd = sv[0];
 	auth_wire_decoder_init(&d->dec, AUTH_WIRE_TYPE_REPLY);
+}
+
+static void dispatcher_start(struct dispatcher *d, unsigned workers, unsigned queue)
+{
+	dispatcher_start_limit(d, workers, queue, 30);
 }
 
 /* The child's exit status, once it has hung up (callers saw EOF first). */
@@ -242,6 +248,22 @@ static void test_dispatcher_queue_bound(void **state)
 	auth_pamtest_cleanup(&d.t);
 }
 
+/* A PAM stack slower than the worker's time limit: the worker is killed, TEMPFAIL. */
+static void test_dispatcher_worker_timeout(void **state)
+{
+	struct dispatcher d;
+	struct auth_wire_reply r;
+	dispatcher_start_limit(&d, 2, 4, 1);
+	send_request(&d, 5, PAMTEST_SERVICE, "slow", "slowpw");
+	assert_true(read_reply(&d, &r));
+	assert_int_equal(r.id, 5);
+	assert_int_equal(r.result, AUTH_RESULT_TEMPFAIL);
+	assert_string_equal(r.reason, "PAM timed out after 1s");
+	shutdown(d.fd, SHUT_WR);
+	assert_false(read_reply(&d, &r));
+	assert_int_equal(dispatcher_wait(&d), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -251,6 +273,7 @@ int main(void)
 		cmocka_unit_test(test_dispatcher_replies),
 		cmocka_unit_test(test_dispatcher_malformed),
 		cmocka_unit_test(test_dispatcher_queue_bound),
+		cmocka_unit_test(test_dispatcher_worker_timeout),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
