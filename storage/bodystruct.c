@@ -1,6 +1,7 @@
 /* BODY and BODYSTRUCTURE (RFC 3501 §7.4.2, RFC 9051 §7.5.2) from the part tree, in Dovecot
  * 2.3's IMAP4rev1 form: types and parameter names in the case they were written, defaults
- * ("text" "plain", "charset" "us-ascii", "7bit") in lower case, a text part without a charset
+ * ("text" "plain", "charset" "us-ascii", "7bit", and "message" "rfc822" always) in lower
+ * case, a text part without a charset
  * parameter gets ("charset" "us-ascii"), a multipart without body parts gets one empty
  * text/plain part, a part beyond the nesting limits is "application" "octet-stream". */
 #include "mime_private.h"
@@ -157,7 +158,8 @@ static void bs_part(struct bs *b, uint32_t idx, bool ext)
 	if (p->flags & MIME_F_OVERFLOW) {
 		bs_lit(b, "\"application\" \"octet-stream\" NIL");
 	} else {
-		if (rfc822 && !(p->flags & MIME_F_HAS_CT)) {
+		if (rfc822) {
+			/* written in lower case whatever the header said (Dovecot) */
 			bs_lit(b, "\"message\" \"rfc822\"");
 		} else if (!(p->flags & MIME_F_HAS_CT)) {
 			text = true;

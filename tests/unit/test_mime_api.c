@@ -296,6 +296,11 @@ static void test_dovecot_edges(void **state)
 	const struct {
 		const char *msg, *body, *bodystructure;
 	} cases[] = {
+		/* message/rfc822 is written in lower case, its parameters kept */
+		{"Content-Type: Message/RFC822; x=y\r\n\r\nSubject: in\r\n\r\nbody\r\n", NULL,
+		 "(\"message\" \"rfc822\" (\"x\" \"y\") NIL NIL \"7bit\" 21 (NIL \"in\" NIL NIL "
+		 "NIL NIL NIL NIL NIL NIL) (\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL "
+		 "\"7bit\" 6 1 NIL NIL NIL NIL) 3 NIL NIL NIL NIL)"},
 		/* a broken parameter loses itself up to the next ';' */
 		{"Content-Type: text/plain; foo bar; charset=x\r\n\r\nx", NULL,
 		 "(\"text\" \"plain\" (\"charset\" \"x\") NIL NIL \"7bit\" 1 0 NIL NIL NIL NIL)"},
