@@ -154,21 +154,25 @@ static bool part_is_rfc822(const struct mime_part *p)
 
 uint32_t mime_part_find(const struct msg_parsed *m, const uint32_t *path, unsigned npath)
 {
+	/* Dovecot's imap_msgpart_find: a number picks a child of a multipart; anything else
+	 * only has part 1 (itself), and the path may go on below it only when it is a
+	 * message/rfc822 part, whose following numbers address its message */
 	uint32_t idx = 0;
 	for (unsigned i = 0; i < npath; i++) {
-		/* below the top, a message/rfc822 part's numbers address its message */
-		if (i > 0 && part_is_rfc822(&m->parts[idx]))
-			idx = m->parts[idx].first_child;
-		if (part_is_multipart(&m->parts[idx])) {
-			uint32_t c = m->parts[idx].first_child;
+		bool more = i + 1 < npath;
+		const struct mime_part *p = &m->parts[idx];
+		if (part_is_multipart(p)) {
+			uint32_t c = p->first_child;
 			for (uint32_t n = 1; n < path[i] && c != MIME_NONE; n++)
 				c = m->parts[c].next;
 			if (c == MIME_NONE)
 				return MIME_NONE;
 			idx = c;
-		} else if (path[i] != 1) {
+		} else if (path[i] != 1 || (more && !part_is_rfc822(p))) {
 			return MIME_NONE;
 		}
+		if (more && part_is_rfc822(&m->parts[idx]))
+			idx = m->parts[idx].first_child;
 	}
 	return idx;
 }

@@ -237,10 +237,14 @@ static void test_sections_nested(void **state)
 	assert_int_equal(ret, -ENOENT);
 	assert_null(section_text(&src, m, "1.TEXT", &ret));
 	assert_int_equal(ret, -EINVAL);
-	/* as in Dovecot, a part without children is its own part 1 */
+	/* as in Dovecot, a leaf is its own part 1, and a path goes below that only through
+	 * message/rfc822 */
 	expect_section(&src, m, "1.1", "Caf=E9 cr=E8me=\r\n soft");
+	assert_null(section_text(&src, m, "1.1.1", &ret));
+	assert_int_equal(ret, -ENOENT);
 	assert_null(section_text(&src, m, "1.2", &ret));
 	assert_int_equal(ret, -ENOENT);
+	expect_section(&src, m, "2.1.1", "w7xiZXIgYWxsZXM=");
 
 	/* partial: skip inside the range */
 	struct msg_section sec;
