@@ -5,6 +5,10 @@ mk_python_test(packaging_man ${CMAKE_SOURCE_DIR}/tests/integration/packaging_man
 # man-page check falls back to it while the full binary does not link.
 set_property(TEST packaging_man APPEND PROPERTY ENVIRONMENT "MK_TESTD=$<TARGET_FILE:mk-testd>")
 
+# packaging_cert_deploy: packaging/cert-deploy (certbot/acme.sh hook) with a real reload.
+mk_python_test(packaging_cert_deploy
+	${CMAKE_SOURCE_DIR}/tests/integration/packaging_cert_deploy.py TIMEOUT 300)
+
 # packaging_deb: packaging/build-deb.sh's package checked with dpkg-deb, lintian,
 # systemd-analyze and an install into a throwaway root. It needs packaging/ in the build (the
 # top-level add_subdirectory(packaging), before add_subdirectory(tests)).
