@@ -366,7 +366,9 @@ void mail_stream_free(struct mail_stream **stream_p);
 /* Per-folder cache of parsed data (for the MIME parser's serialized results)                */
 
 /* Cached blob of message UID, keyed on disk by the Maildir base name. -ENOENT if none. The
- * pointer is valid until the next storage call on this mailbox. */
+ * pointer is valid until the next storage call on this mailbox. The cache checks each
+ * record's framing (base name, length, first and last bytes); checking the whole blob is its
+ * owner's job (the MIME parser's blob carries a CRC-32). */
 int mailbox_cache_get(struct mailbox *mbox, uint32_t uid, const void **data_r, size_t *len_r);
 /* Store BLOB (at most 1 MiB) for UID; written to the folder's cache file (not fsynced: a
  * lost or damaged cache is rebuilt). -ENOENT if the message is gone. */
