@@ -139,17 +139,21 @@ enum mime_cte mime_cte_from_name(const char *s, size_t len);
 enum mime_cte mime_part_cte(const struct msg_parsed *m, const struct mime_part *p);
 /* Streaming transfer decoder. feed() decodes n input octets into out (room for at least
  * n + MIME_DECODER_SLACK octets) and sets *outlen_r; final flushes what is held back.
- * Returns 0, or -EBADMSG for data that cannot be decoded (base64 only: a character outside
- * the alphabet, data after '=' padding, a lone trailing sextet). */
+ * Returns 0, or -EBADMSG for data that cannot be decoded: base64 with a character outside
+ * the alphabet, data after '=' padding or a lone trailing sextet (always), quoted-printable
+ * with '=' not followed by two hex digits or a line end, a CR without LF, or more than 76
+ * octets of white space inside a line (only when STRICT; otherwise such input is passed
+ * through as it is, as Dovecot's decoder does). */
 #define MIME_DECODER_SLACK 2048
 struct mime_decoder;
-int mime_decoder_new(enum mime_cte cte, struct mime_decoder **dec_r);
+int mime_decoder_new(enum mime_cte cte, bool strict, struct mime_decoder **dec_r);
 int mime_decoder_feed(struct mime_decoder *dec, const char *in, size_t n, bool final, char *out,
 		      size_t *outlen_r);
 void mime_decoder_free(struct mime_decoder **decp);
-/* msg_section.c: open a CRLF reader that decodes with CTE (identity: plain). */
+/* msg_section.c: open a CRLF reader that decodes with CTE (identity: plain); STRICT as for
+ * mime_decoder_new. */
 int mime_reader_open_decoded(const struct msg_source *src, const struct msg_range *range,
-			     enum mime_cte cte, struct msg_reader **reader_r);
+			     enum mime_cte cte, bool strict, struct msg_reader **reader_r);
 /* The body range of part IDX. */
 void mime_part_body_range(const struct mime_part *p, struct msg_range *r);
 

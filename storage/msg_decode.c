@@ -7,7 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
-#define QP_CARRY     1024
+#define QP_MAX_WS    76 /* a QP line is at most 76 octets: more white space is an error */
 #define TEXT_CHUNK   8192
 #define TEXT_OUT_MAX (64 * 1024)
 
@@ -28,21 +28,28 @@ enum mime_cte mime_part_cte(const struct msg_parsed *m, const struct mime_part *
 	return mime_cte_from_name(mime_str_ptr(m, p->enc), p->enc.len);
 }
 
+enum qp_state { QP_TEXT, QP_WS, QP_EQUALS, QP_EQUALS_WS, QP_HEX2, QP_CR, QP_SOFTCR };
+
 struct mime_decoder {
 	enum mime_cte cte;
+	bool strict; /* report undecodable input (BINARY) instead of passing it through */
+	bool bad;    /* undecodable input seen */
 	uint32_t acc;
 	int nsext;
 	bool padded;
-	char carry[QP_CARRY];
-	size_t clen;
+	enum qp_state qp;
+	char hex1;
+	char ws[QP_MAX_WS + 1]; /* white space that may turn out to be trailing */
+	size_t wslen, wsrun;
 };
 
-int mime_decoder_new(enum mime_cte cte, struct mime_decoder **dec_r)
+int mime_decoder_new(enum mime_cte cte, bool strict, struct mime_decoder **dec_r)
 {
 	struct mime_decoder *d = calloc(1, sizeof(*d));
 	if (!d)
 		return -ENOMEM;
 	d->cte = cte;
+	d->strict = strict;
 	*dec_r = d;
 	return 0;
 }
@@ -129,104 +136,147 @@ static int hexval(char c)
 	return -1;
 }
 
-/* Decode the content of one QP line (no line end): "=XX" octets, other '=' kept. */
-static size_t qp_content(const char *s, size_t n, char *out)
+static void qp_ws_add(struct mime_decoder *d, char c)
+{
+	if (d->wslen < QP_MAX_WS + 1)
+		d->ws[d->wslen++] = c;
+	d->wsrun++;
+}
+
+/* Undecodable input: what was held back goes out as it was, and the error is noted. */
+static size_t qp_invalid(struct mime_decoder *d, char *out)
 {
 	size_t o = 0;
-	for (size_t i = 0; i < n; i++) {
-		if (s[i] == '=' && i + 2 < n) {
-			int h = hexval(s[i + 1]), l = hexval(s[i + 2]);
-			if (h >= 0 && l >= 0) {
-				out[o++] = (char)(h << 4 | l);
-				i += 2;
-				continue;
-			}
-		}
-		out[o++] = s[i];
+	if (d->qp == QP_EQUALS || d->qp == QP_HEX2 || d->qp == QP_EQUALS_WS || d->qp == QP_SOFTCR)
+		out[o++] = '=';
+	if (d->qp == QP_HEX2)
+		out[o++] = d->hex1;
+	if (d->qp == QP_EQUALS_WS || d->qp == QP_CR || d->qp == QP_SOFTCR) {
+		memcpy(out + o, d->ws, d->wslen);
+		o += d->wslen;
 	}
-	return o;
-}
-
-/* One complete line: trailing white space dropped (RFC 2045 §6.7 rule 3), a final '=' is a
- * soft line break. */
-static size_t qp_line(const char *s, size_t n, bool eol, char *out)
-{
-	while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t'))
-		n--;
-	if (n > 0 && s[n - 1] == '=')
-		return qp_content(s, n - 1, out);
-	size_t o = qp_content(s, n, out);
-	if (eol) {
+	if (d->qp == QP_CR || d->qp == QP_SOFTCR)
 		out[o++] = '\r';
-		out[o++] = '\n';
-	}
+	d->wslen = d->wsrun = 0;
+	d->qp = QP_TEXT;
+	d->bad = true;
 	return o;
 }
 
+/* Quoted-printable (RFC 2045 §6.7) as a state machine over the CRLF form, with the same
+ * output and the same notion of invalid input as Dovecot's qp-decoder: trailing white space
+ * is dropped, "=" at a line end is a soft break (white space may follow it), lower-case hex
+ * is accepted, and anything else after "=" or a CR without LF is passed through but makes the
+ * data invalid. */
 static int qp_feed(struct mime_decoder *d, const char *in, size_t n, bool final, char *out,
 		   size_t *olen)
 {
 	size_t o = 0;
-	/* the carried partial line first, completed from the input */
-	while (d->clen > 0) {
-		const char *lf = memchr(in, '\n', n);
-		size_t take = lf ? (size_t)(lf - in) + 1 : n;
-		if (d->clen + take <= QP_CARRY) {
-			memcpy(d->carry + d->clen, in, take);
-			d->clen += take;
-			in += take;
-			n -= take;
-			if (!lf && !final) {
-				*olen = 0;
-				return 0;
-			}
-		} else {
-			/* too long to hold: decode what is held as content */
-			size_t cut = d->clen;
-			while (cut > 0 && d->carry[cut - 1] != '=' && cut + 2 > d->clen)
-				cut--;
-			if (cut < d->clen - 2 || d->clen < 3)
-				cut = d->clen;
-			else
-				cut = d->clen - 2;
-			o += qp_content(d->carry, cut, out + o);
-			memmove(d->carry, d->carry + cut, d->clen - cut);
-			d->clen -= cut;
-			continue;
-		}
-		size_t len = d->clen;
-		bool eol = len > 0 && d->carry[len - 1] == '\n';
-		if (eol)
-			len -= (len > 1 && d->carry[len - 2] == '\r') ? 2 : 1;
-		o += qp_line(d->carry, len, eol, out + o);
-		d->clen = 0;
-	}
-	while (n > 0) {
-		const char *lf = memchr(in, '\n', n);
-		if (!lf) {
-			if (final) {
-				o += qp_line(in, n, false, out + o);
-			} else if (n <= QP_CARRY) {
-				memcpy(d->carry, in, n);
-				d->clen = n;
+	for (size_t i = 0; i < n;) {
+		char c = in[i];
+		int h;
+		switch (d->qp) {
+		case QP_TEXT:
+			if (c == '=')
+				d->qp = QP_EQUALS;
+			else if (c == '\r')
+				d->qp = QP_CR;
+			else if (c == '\n') {
+				out[o++] = '\r';
+				out[o++] = '\n';
+			} else if (c == ' ' || c == '\t') {
+				d->wslen = d->wsrun = 0;
+				qp_ws_add(d, c);
+				d->qp = QP_WS;
+			} else
+				out[o++] = c;
+			break;
+		case QP_WS:
+			if (c == ' ' || c == '\t') {
+				qp_ws_add(d, c);
+			} else if (c == '\r') {
+				d->qp = QP_CR;
+			} else if (c == '\n') {
+				out[o++] = '\r';
+				out[o++] = '\n';
+				d->wslen = d->wsrun = 0;
+				d->qp = QP_TEXT;
 			} else {
-				size_t cut = n - 2;
-				o += qp_content(in, cut, out + o);
-				memcpy(d->carry, in + cut, 2);
-				d->clen = 2;
+				/* not trailing after all */
+				memcpy(out + o, d->ws, d->wslen);
+				o += d->wslen;
+				if (d->wsrun > QP_MAX_WS)
+					d->bad = true;
+				d->wslen = d->wsrun = 0;
+				d->qp = QP_TEXT;
+				continue;
+			}
+			break;
+		case QP_EQUALS:
+			if (hexval(c) >= 0) {
+				d->hex1 = c;
+				d->qp = QP_HEX2;
+			} else if (c == ' ' || c == '\t') {
+				d->wslen = d->wsrun = 0;
+				qp_ws_add(d, c);
+				d->qp = QP_EQUALS_WS;
+			} else if (c == '\r') {
+				d->qp = QP_SOFTCR;
+			} else if (c == '\n') {
+				d->qp = QP_TEXT;
+			} else {
+				o += qp_invalid(d, out + o);
+				continue;
+			}
+			break;
+		case QP_HEX2:
+			if ((h = hexval(c)) >= 0) {
+				out[o++] = (char)(hexval(d->hex1) << 4 | h);
+				d->qp = QP_TEXT;
+			} else {
+				o += qp_invalid(d, out + o);
+				continue;
+			}
+			break;
+		case QP_EQUALS_WS:
+			if (c == ' ' || c == '\t') {
+				qp_ws_add(d, c);
+			} else if (c == '\r') {
+				d->qp = QP_SOFTCR;
+			} else if (c == '\n') {
+				d->wslen = d->wsrun = 0;
+				d->qp = QP_TEXT;
+			} else {
+				o += qp_invalid(d, out + o);
+				continue;
+			}
+			break;
+		case QP_CR:
+		case QP_SOFTCR:
+			if (c == '\n') {
+				if (d->qp == QP_CR) {
+					out[o++] = '\r';
+					out[o++] = '\n';
+				}
+				d->wslen = d->wsrun = 0;
+				d->qp = QP_TEXT;
+			} else {
+				o += qp_invalid(d, out + o);
+				continue;
 			}
 			break;
 		}
-		size_t len = (size_t)(lf - in);
-		size_t adv = len + 1;
-		if (len > 0 && in[len - 1] == '\r')
-			len--;
-		o += qp_line(in, len, true, out + o);
-		in += adv;
-		n -= adv;
+		i++;
+	}
+	if (final) {
+		if (d->qp == QP_WS)
+			d->qp = QP_TEXT; /* trailing white space at the end is dropped */
+		else if (d->qp != QP_TEXT)
+			o += qp_invalid(d, out + o);
+		d->wslen = d->wsrun = 0;
 	}
 	*olen = o;
-	return 0;
+	return d->strict && d->bad ? -EBADMSG : 0;
 }
 
 int mime_decoder_feed(struct mime_decoder *d, const char *in, size_t n, bool final, char *out,
@@ -430,7 +480,7 @@ static int text_body(const struct msg_source *src, const struct msg_parsed *m,
 	struct msg_range rg;
 	struct msg_reader *rd;
 	mime_part_body_range(p, &rg);
-	int ret = mime_reader_open_decoded(src, &rg, cte, &rd);
+	int ret = mime_reader_open_decoded(src, &rg, cte, false, &rd);
 	if (ret < 0) {
 		charset_conv_free(&conv);
 		return ret;

@@ -160,11 +160,12 @@ void msg_reader_free(struct msg_reader **readerp);
 /* BINARY (RFC 3516): transfer-decoded content of a single part                              */
 
 /* Open a reader of the decoded body of the part PATH[0..npath) (npath 0: the top message's
- * body; a multipart or message/rfc822 part gives its body as it is). Returns 0, -ENOENT (no
- * such part), -EOPNOTSUPP (unknown Content-Transfer-Encoding: IMAP [UNKNOWN-CTE]). Read errors of
- * corrupt data come from msg_reader_read as -EBADMSG (IMAP "NO [PARSE]"; Dovecot fails base64 with
- * characters outside the alphabet or data after
- * '=' padding). */
+ * body; a multipart or message/rfc822 part gives its body as it is). Returns 0, -ENOENT
+ * (no such part), -EOPNOTSUPP (unknown Content-Transfer-Encoding: IMAP [UNKNOWN-CTE]).
+ * Corrupt data makes msg_reader_read return -EBADMSG (IMAP "NO [PARSE]") where Dovecot's
+ * decoders fail: base64 with a character outside the alphabet or data after '=' padding;
+ * quoted-printable with '=' not followed by two hex digits or a line end (also at the very
+ * end of the part), a CR without LF, or more than 76 octets of white space in a line. */
 int msg_binary_open(const struct msg_source *src, const struct msg_parsed *msg,
 		    const uint32_t *path, unsigned npath, struct msg_reader **reader_r);
 /* BINARY.SIZE: decode the part and count. Same errors, plus -EBADMSG for corrupt data. */

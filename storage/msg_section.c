@@ -359,14 +359,14 @@ void msg_reader_free(struct msg_reader **rp)
 }
 
 int mime_reader_open_decoded(const struct msg_source *src, const struct msg_range *range,
-			     enum mime_cte cte, struct msg_reader **reader_r)
+			     enum mime_cte cte, bool strict, struct msg_reader **reader_r)
 {
 	int ret = msg_reader_open(src, range, 0, 0, reader_r);
 	if (ret < 0 || cte == MIME_CTE_IDENTITY)
 		return ret;
 	struct msg_reader *r = *reader_r;
 	r->out = malloc(READER_IN + MIME_DECODER_SLACK);
-	if (!r->out || (ret = mime_decoder_new(cte, &r->dec)) < 0) {
+	if (!r->out || (ret = mime_decoder_new(cte, strict, &r->dec)) < 0) {
 		msg_reader_free(reader_r);
 		return ret < 0 ? ret : -ENOMEM;
 	}
@@ -480,7 +480,7 @@ int msg_binary_open(const struct msg_source *src, const struct msg_parsed *m, co
 		return -EOPNOTSUPP;
 	struct msg_range r;
 	mime_part_body_range(p, &r);
-	return mime_reader_open_decoded(src, &r, cte, reader_r);
+	return mime_reader_open_decoded(src, &r, cte, true, reader_r);
 }
 
 int msg_binary_size(const struct msg_source *src, const struct msg_parsed *m, const uint32_t *path,
@@ -500,7 +500,7 @@ int msg_binary_size(const struct msg_source *src, const struct msg_parsed *m, co
 		return 0;
 	}
 	struct msg_reader *r;
-	if ((ret = mime_reader_open_decoded(src, &rg, cte, &r)) < 0)
+	if ((ret = mime_reader_open_decoded(src, &rg, cte, true, &r)) < 0)
 		return ret;
 	char tmp[READER_IN];
 	ssize_t n;
