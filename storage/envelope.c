@@ -207,13 +207,13 @@ static void afield_set(struct afield *f, const char *s, size_t len)
 
 static void afield_from(struct afield *f, const struct buf *b)
 {
-	afield_set(f, buf_used(b) ? buf_peek(b) : "", buf_used(b));
+	afield_set(f, buf_used(b) ? mime_bp(b) : "", buf_used(b));
 }
 
 static void emit(struct aparser *a, const struct afield *f, bool human)
 {
 	int ret;
-	const char *s = buf_used(&f->b) ? buf_peek(&f->b) : "";
+	const char *s = buf_used(&f->b) ? mime_bp(&f->b) : "";
 	if (!f->set)
 		ret = buf_append(a->out, "NIL", 3);
 	else if (human)
@@ -493,7 +493,7 @@ static int render_addr_field(const struct mime_env_fields *f, int which, struct 
 	if (!f->has_addr[which])
 		return buf_append(out, "NIL", 3);
 	const struct buf *b = &f->addr[which];
-	const char *p = buf_used(b) ? buf_peek(b) : "";
+	const char *p = buf_used(b) ? mime_bp(b) : "";
 	const char *end = p + buf_used(b);
 	const char *vals[64];
 	size_t lens[64];
@@ -528,10 +528,10 @@ int mime_envelope_render(const struct mime_env_fields *f, struct buf *out)
 		if ((ret = buf_append(out, (s), (n))) < 0)                                         \
 			goto out;                                                                  \
 	} while (0)
-#define LIST(i) APPEND(buf_peek(&lists[i]), buf_used(&lists[i]))
+#define LIST(i) APPEND(mime_bp(&lists[i]), buf_used(&lists[i]))
 	APPEND("(", 1);
 	if (f->has_date)
-		ret = msg_imapstr_nstring_nolf(out, buf_used(&f->date) ? buf_peek(&f->date) : "",
+		ret = msg_imapstr_nstring_nolf(out, buf_used(&f->date) ? mime_bp(&f->date) : "",
 					       buf_used(&f->date));
 	else
 		ret = buf_append(out, "NIL", 3);
@@ -539,8 +539,7 @@ int mime_envelope_render(const struct mime_env_fields *f, struct buf *out)
 		goto out;
 	APPEND(" ", 1);
 	if (f->has_subject)
-		ret = msg_imapstr_for_humans(out,
-					     buf_used(&f->subject) ? buf_peek(&f->subject) : "",
+		ret = msg_imapstr_for_humans(out, buf_used(&f->subject) ? mime_bp(&f->subject) : "",
 					     buf_used(&f->subject));
 	else
 		ret = buf_append(out, "NIL", 3);
@@ -551,7 +550,7 @@ int mime_envelope_render(const struct mime_env_fields *f, struct buf *out)
 	LIST(MIME_ENV_FROM);
 	for (int i = MIME_ENV_SENDER; i <= MIME_ENV_REPLY_TO; i++) {
 		APPEND(" ", 1);
-		bool empty = memcmp(buf_peek(&lists[i]), "NIL", 3) == 0;
+		bool empty = memcmp(mime_bp(&lists[i]), "NIL", 3) == 0;
 		if (empty)
 			LIST(MIME_ENV_FROM);
 		else
@@ -564,7 +563,7 @@ int mime_envelope_render(const struct mime_env_fields *f, struct buf *out)
 	APPEND(" ", 1);
 	if (f->has_in_reply_to)
 		ret = msg_imapstr_nstring_nolf(
-			out, buf_used(&f->in_reply_to) ? buf_peek(&f->in_reply_to) : "",
+			out, buf_used(&f->in_reply_to) ? mime_bp(&f->in_reply_to) : "",
 			buf_used(&f->in_reply_to));
 	else
 		ret = buf_append(out, "NIL", 3);
@@ -573,7 +572,7 @@ int mime_envelope_render(const struct mime_env_fields *f, struct buf *out)
 	APPEND(" ", 1);
 	if (f->has_message_id)
 		ret = msg_imapstr_nstring_nolf(
-			out, buf_used(&f->message_id) ? buf_peek(&f->message_id) : "",
+			out, buf_used(&f->message_id) ? mime_bp(&f->message_id) : "",
 			buf_used(&f->message_id));
 	else
 		ret = buf_append(out, "NIL", 3);

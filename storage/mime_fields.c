@@ -158,8 +158,8 @@ static void parse_raw_params(struct mime_lex *x, struct mime_param_list *raw)
 			x->p++;
 			continue;
 		}
-		if (param_list_add(raw, buf_used(&name) ? buf_peek(&name) : "", buf_used(&name),
-				   buf_used(&val) ? buf_peek(&val) : "", buf_used(&val)) < 0)
+		if (param_list_add(raw, buf_used(&name) ? mime_bp(&name) : "", buf_used(&name),
+				   buf_used(&val) ? mime_bp(&val) : "", buf_used(&val)) < 0)
 			break;
 	}
 	buf_clear(&name);
@@ -212,7 +212,7 @@ static void seg_name(struct buf *out, const struct cont_seg *g, bool with_idx)
  * A group with a gap or a duplicate is listed segment by segment. Values are not decoded. */
 static void params_rfc2231(const struct mime_param_list *raw, struct mime_param_list *out)
 {
-	const char *p = raw->b.data ? buf_peek(&raw->b) : NULL;
+	const char *p = raw->b.data ? mime_bp(&raw->b) : NULL;
 	struct cont_seg *segs = calloc(raw->count ? raw->count : 1, sizeof(*segs));
 	unsigned nseg = 0, idx = 0;
 	if (!segs)
@@ -264,7 +264,7 @@ static void params_rfc2231(const struct mime_param_list *raw, struct mime_param_
 		if (!ok) {
 			for (unsigned k = i; k < j; k++) {
 				seg_name(&jname, &segs[k], true);
-				param_list_add(out, buf_peek(&jname), buf_used(&jname), segs[k].val,
+				param_list_add(out, mime_bp(&jname), buf_used(&jname), segs[k].val,
 					       segs[k].vlen);
 			}
 		} else {
@@ -287,8 +287,8 @@ static void params_rfc2231(const struct mime_param_list *raw, struct mime_param_
 			buf_append(&jname, segs[i].base, segs[i].blen);
 			if (ext)
 				buf_append(&jname, "*", 1);
-			param_list_add(out, buf_used(&jname) ? buf_peek(&jname) : "",
-				       buf_used(&jname), buf_used(&joined) ? buf_peek(&joined) : "",
+			param_list_add(out, buf_used(&jname) ? mime_bp(&jname) : "",
+				       buf_used(&jname), buf_used(&joined) ? mime_bp(&joined) : "",
 				       buf_used(&joined));
 		}
 		i = j;

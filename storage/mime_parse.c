@@ -326,7 +326,7 @@ static bool content_field_takes(const struct hdr_ctx *h, int f, const char *v, s
 	if (f == HF_CDISP && h->has_cf[f]) {
 		buf_init(&tmp, 1 << 20);
 		mime_param_list_init(&pl);
-		mime_parse_disposition(buf_used(&h->cf[f]) ? buf_peek(&h->cf[f]) : "",
+		mime_parse_disposition(buf_used(&h->cf[f]) ? mime_bp(&h->cf[f]) : "",
 				       buf_used(&h->cf[f]), &tmp, &pl);
 		takes = pl.count == 0;
 		mime_param_list_free(&pl);
@@ -479,7 +479,7 @@ static void child_start(struct mime_parser *ps, unsigned k, uint32_t flags)
 
 static struct mime_str arena_buf(struct mime_parser *ps, const struct buf *b)
 {
-	return mime_arena_add(&ps->arena, buf_used(b) ? buf_peek(b) : "", buf_used(b));
+	return mime_arena_add(&ps->arena, buf_used(b) ? mime_bp(b) : "", buf_used(b));
 }
 
 /* The header of the top part ended at the current position (the body starts here). */
@@ -510,7 +510,7 @@ static void header_end(struct mime_parser *ps)
 	buf_init(&tmp2, 1024 * 1024);
 	mime_param_list_init(&pl);
 	if (h->has_cf[HF_CT]) {
-		bool ok = mime_parse_content_type(buf_peek(&h->cf[HF_CT]), buf_used(&h->cf[HF_CT]),
+		bool ok = mime_parse_content_type(mime_bp(&h->cf[HF_CT]), buf_used(&h->cf[HF_CT]),
 						  &tmp1, &tmp2, &pl);
 		p->flags |= MIME_F_HAS_CT;
 		p->type = arena_buf(ps, &tmp1);
@@ -519,8 +519,8 @@ static void header_end(struct mime_parser *ps)
 			p->params = arena_buf(ps, &pl.b);
 			p->nparams = pl.count;
 		}
-		const char *t = buf_used(&tmp1) ? buf_peek(&tmp1) : "";
-		const char *s = buf_used(&tmp2) ? buf_peek(&tmp2) : "";
+		const char *t = buf_used(&tmp1) ? mime_bp(&tmp1) : "";
+		const char *s = buf_used(&tmp2) ? mime_bp(&tmp2) : "";
 		if (mime_name_eq(t, buf_used(&tmp1), "text")) {
 			p->flags |= MIME_F_TEXT;
 		} else if (ok && mime_name_eq(t, buf_used(&tmp1), "multipart")) {
@@ -538,7 +538,7 @@ static void header_end(struct mime_parser *ps)
 	}
 	if (h->has_cf[HF_CTE]) {
 		buf_clear(&tmp1);
-		mime_parse_token(buf_peek(&h->cf[HF_CTE]), buf_used(&h->cf[HF_CTE]), &tmp1);
+		mime_parse_token(mime_bp(&h->cf[HF_CTE]), buf_used(&h->cf[HF_CTE]), &tmp1);
 		if (buf_used(&tmp1))
 			p->enc = arena_buf(ps, &tmp1);
 	}
@@ -554,7 +554,7 @@ static void header_end(struct mime_parser *ps)
 		buf_clear(&tmp1);
 		mime_param_list_free(&pl);
 		mime_param_list_init(&pl);
-		if (mime_parse_disposition(buf_peek(&h->cf[HF_CDISP]), buf_used(&h->cf[HF_CDISP]),
+		if (mime_parse_disposition(mime_bp(&h->cf[HF_CDISP]), buf_used(&h->cf[HF_CDISP]),
 					   &tmp1, &pl)) {
 			p->disp = arena_buf(ps, &tmp1);
 			if (pl.count > 0) {
@@ -566,7 +566,7 @@ static void header_end(struct mime_parser *ps)
 	if (h->has_cf[HF_CLANG]) {
 		mime_param_list_free(&pl);
 		mime_param_list_init(&pl);
-		mime_parse_language(buf_peek(&h->cf[HF_CLANG]), buf_used(&h->cf[HF_CLANG]), &pl);
+		mime_parse_language(mime_bp(&h->cf[HF_CLANG]), buf_used(&h->cf[HF_CLANG]), &pl);
 		if (pl.count > 0) {
 			p->lang = arena_buf(ps, &pl.b);
 			p->nlang = pl.count;
@@ -596,7 +596,7 @@ static void header_end(struct mime_parser *ps)
 					? mime_param_find(
 						  m->parts[pi].params.off == MIME_NONE
 							  ? ""
-							  : buf_peek(&ps->arena.b) + p->params.off,
+							  : mime_bp(&ps->arena.b) + p->params.off,
 						  p->params.len, p->nparams, "boundary", &blen)
 					: NULL;
 			if (b && blen > MIME_BOUNDARY_MAX)
@@ -880,11 +880,11 @@ const char *msg_parsed_envelope(const struct msg_parsed *msg, size_t *len_r)
 const char *msg_parsed_body(const struct msg_parsed *msg, size_t *len_r)
 {
 	*len_r = buf_used(&msg->body);
-	return buf_peek(&msg->body);
+	return mime_bp(&msg->body);
 }
 
 const char *msg_parsed_bodystructure(const struct msg_parsed *msg, size_t *len_r)
 {
 	*len_r = buf_used(&msg->bodystructure);
-	return buf_peek(&msg->bodystructure);
+	return mime_bp(&msg->bodystructure);
 }

@@ -12,6 +12,12 @@
 
 #define MIME_NONE UINT32_MAX
 
+/* buf_peek that is defined for a buffer that never held data (NULL data pointer). */
+static inline const char *mime_bp(const struct buf *b)
+{
+	return b->data ? b->data + b->off : "";
+}
+
 /* A string in the message's arena; off == MIME_NONE means NIL. */
 struct mime_str {
 	uint32_t off, len;

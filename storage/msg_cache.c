@@ -124,10 +124,10 @@ int msg_parse_serialize(const struct msg_parsed *m, struct buf *out)
 	memcpy(p, m->arena, m->arena_len);
 	p += m->arena_len;
 	if (blen)
-		memcpy(p, buf_peek(&m->body), blen);
+		memcpy(p, mime_bp(&m->body), blen);
 	p += blen;
 	if (bslen)
-		memcpy(p, buf_peek(&m->bodystructure), bslen);
+		memcpy(p, mime_bp(&m->bodystructure), bslen);
 	p += bslen;
 	put32(p, crc32_calc(b, total - 4));
 	int ret = buf_append(out, b, total);

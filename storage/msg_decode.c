@@ -369,7 +369,7 @@ static int text_to_utf8(const char *s, size_t n, struct buf *out)
 		return ret;
 	ret = charset_conv_feed(c, s, n, true, out);
 	charset_conv_free(&c);
-	if (ret == 0 && memmem(buf_peek(out) + before, buf_used(out) - before, "\xef\xbf\xbd", 3)) {
+	if (ret == 0 && memmem(mime_bp(out) + before, buf_used(out) - before, "\xef\xbf\xbd", 3)) {
 		out->len = out->off + before;
 		ret = charset_to_utf8("iso-8859-1", 10, s, n, out);
 	}
@@ -429,7 +429,7 @@ static int text_headers(const struct msg_source *src, const struct msg_parsed *m
 	int ret = msg_section_fields(src, &rg, &sec, &all);
 	if (ret == -ENOBUFS)
 		ret = 0; /* a giant header: search what fitted */
-	const char *f = buf_used(&all) ? buf_peek(&all) : "";
+	const char *f = buf_used(&all) ? mime_bp(&all) : "";
 	const char *end = f + buf_used(&all);
 	while (ret == 0 && f < end) {
 		const char *fe = f;
@@ -446,11 +446,11 @@ static int text_headers(const struct msg_source *src, const struct msg_parsed *m
 			if (*c != '\r' && *c != '\n')
 				buf_append(&unf, c, 1);
 		if (buf_used(&unf) > 0) {
-			ret = msg_decode_words(buf_peek(&unf), buf_used(&unf), &dec);
+			ret = msg_decode_words(mime_bp(&unf), buf_used(&unf), &dec);
 			if (ret == 0)
 				ret = buf_append(&dec, "\n", 1);
 			if (ret == 0)
-				ret = cb(ctx, buf_peek(&dec), buf_used(&dec));
+				ret = cb(ctx, mime_bp(&dec), buf_used(&dec));
 		}
 		buf_clear(&unf);
 		f = fe;
@@ -499,7 +499,7 @@ static int text_body(const struct msg_source *src, const struct msg_parsed *m,
 		if (ret == 0)
 			ret = charset_conv_feed(conv, chunk, (size_t)n, n == 0, &out);
 		if (ret == 0 && buf_used(&out) > 0)
-			ret = cb(ctx, buf_peek(&out), buf_used(&out));
+			ret = cb(ctx, mime_bp(&out), buf_used(&out));
 		if (ret != 0 || n == 0)
 			break;
 	}

@@ -34,6 +34,8 @@ static bool imapstr_needs_literal(const char *s, size_t len)
 int msg_imapstr_string(struct buf *out, const char *s, size_t len)
 {
 	int ret;
+	if (s == NULL)
+		s = ""; /* callers may pass (NULL, 0) for an empty value */
 	if (imapstr_needs_literal(s, len)) {
 		if ((ret = msg_imapstr_literal_header(out, len)) < 0)
 			return ret;

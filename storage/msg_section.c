@@ -536,7 +536,7 @@ int msg_header_get(const struct msg_source *src, const struct msg_parsed *m, con
 		return ret;
 	}
 	/* fields: "Name: value\r\n continuation\r\n...\r\n" */
-	const char *p = buf_used(&fields) ? buf_peek(&fields) : "";
+	const char *p = buf_used(&fields) ? mime_bp(&fields) : "";
 	const char *end = p + buf_used(&fields);
 	unsigned seen = 0;
 	ret = -ENOENT;
@@ -562,10 +562,10 @@ int msg_header_get(const struct msg_source *src, const struct msg_parsed *m, con
 			if (*c != '\r' && *c != '\n')
 				buf_append(&unf, c, 1);
 		if (decode)
-			ret = msg_decode_words(buf_used(&unf) ? buf_peek(&unf) : "", buf_used(&unf),
+			ret = msg_decode_words(buf_used(&unf) ? mime_bp(&unf) : "", buf_used(&unf),
 					       out);
 		else
-			ret = buf_append(out, buf_used(&unf) ? buf_peek(&unf) : "", buf_used(&unf));
+			ret = buf_append(out, buf_used(&unf) ? mime_bp(&unf) : "", buf_used(&unf));
 		buf_clear(&unf);
 		break;
 	}
