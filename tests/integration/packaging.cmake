@@ -1,5 +1,6 @@
 # Packaging tests (packaging/). None needs root.
-# packaging_man: the man pages against `mailkeep --settings` and `--help`.
+# packaging_man: the man pages against `mailkeep --settings` and `--help`; the Postfix example
+# against the example config.
 mk_python_test(packaging_man ${CMAKE_SOURCE_DIR}/tests/integration/packaging_man.py TIMEOUT 120)
 # mk-testd runs the same daemon code (config table, --settings) and links only mk_core: the
 # man-page check falls back to it while the full binary does not link.
@@ -8,6 +9,10 @@ set_property(TEST packaging_man APPEND PROPERTY ENVIRONMENT "MK_TESTD=$<TARGET_F
 # packaging_cert_deploy: packaging/cert-deploy (certbot/acme.sh hook) with a real reload.
 mk_python_test(packaging_cert_deploy
 	${CMAKE_SOURCE_DIR}/tests/integration/packaging_cert_deploy.py TIMEOUT 300)
+
+# packaging_migrate: mailkeep(8)'s Maildir migration (UIDLs kept) and Postfix-style delivery.
+mk_python_test(packaging_migrate ${CMAKE_SOURCE_DIR}/tests/integration/packaging_migrate.py
+	TIMEOUT 300)
 
 # packaging_deb: packaging/build-deb.sh's package checked with dpkg-deb, lintian,
 # systemd-analyze and an install into a throwaway root. It needs packaging/ in the build (the

@@ -134,6 +134,47 @@ class ManPages(unittest.TestCase):
             self.assertEqual(r.stdout.splitlines()[-1], path + ": OK")
 
 
+def ini_values(path, section):
+    """key -> value of SECTION in an INI-style file like mailkeep.conf (comments dropped)."""
+    out, cur = {}, None
+    with open(path) as f:
+        for line in f:
+            line = re.split(r"(?:^|\s)[;#]", line, 1)[0].strip()
+            if line.startswith("["):
+                cur = line.strip("[]")
+            elif "=" in line and cur == section:
+                k, v = line.split("=", 1)
+                out[k.strip()] = v.strip()
+    return out
+
+
+class PostfixExample(unittest.TestCase):
+    """packaging/postfix-main.cf, mailkeep(8) MTA INTEGRATION and the example config agree."""
+
+    def test_example_delivers_where_mailkeep_reads(self):
+        example = {}
+        with open(os.path.join(SRC, "packaging", "postfix-main.cf")) as f:
+            for line in f:
+                if line.strip() and not line.startswith("#"):
+                    k, v = line.split("=", 1)
+                    example[k.strip()] = v.strip()
+        server = ini_values(os.path.join(SRC, "packaging", "mailkeep.conf"), "server")
+        self.assertNotIn("%u", server["mail_root"])
+        self.assertEqual(example["virtual_mailbox_base"], server["mail_root"])
+        self.assertEqual(example["virtual_uid_maps"], "static:MAILKEEP_UID")
+        self.assertEqual(example["virtual_minimum_uid"], "MAILKEEP_UID")
+        page = read("mailkeep.8")
+        mta = page.split("\n.SH MTA INTEGRATION\n", 1)[1].split("\n.SH ", 1)[0]
+        block = mta.split(".ft CR\n", 1)[1].split("\n.ft", 1)[0]
+        shown = {}
+        for line in block.splitlines():
+            k, v = line.split("=", 1)
+            shown[k.strip()] = re.sub(r"\b([UG]ID)\b", r"MAILKEEP_\1", v.strip())
+        self.assertGreaterEqual(len(shown), 6)
+        for k, v in shown.items():
+            self.assertEqual(example.get(k), v, k)
+
+
 if __name__ == "__main__":
     print("daemon binary:", BIN, file=sys.stderr)
     unittest.main(verbosity=2)
