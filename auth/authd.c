@@ -56,6 +56,12 @@ void authd_signals_reset(void)
 		if (sig != SIGKILL && sig != SIGSTOP)
 			signal(sig, SIG_DFL);
 	}
+	/* The helper lives as long as the network process (it exits when its socket closes). A
+	 * terminal's Ctrl-C or a SIGTERM sent to the whole process group must not take it down
+	 * first and fail the logins of sessions that are still saying goodbye. */
+	signal(SIGINT, SIG_IGN);
+	signal(SIGTERM, SIG_IGN);
+	signal(SIGHUP, SIG_IGN);
 	sigset_t none;
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);

@@ -40,8 +40,8 @@ struct authd_options {
 	unsigned worker_timeout_sec;
 };
 
-/* Every signal back to its default action and unblocked: what a process inherited from the
- * network process (or a test harness) must not change how the helper lives or dies. */
+/* Every signal back to its default action and unblocked, except SIGINT, SIGTERM and SIGHUP,
+ * which are ignored: the helper ends when the network process closes its socket. */
 void authd_signals_reset(void);
 
 /* Serve the channel fd until it reaches EOF (returns 0), the peer sends a malformed request
