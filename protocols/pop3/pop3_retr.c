@@ -36,6 +36,20 @@ static void retr_release(struct pop3_session *s)
 	s->stream_active = false;
 }
 
+void pop3_retr_flush_seen(struct pop3_session *s)
+{
+	if (s->n_seen == 0 || s->view == NULL)
+		return;
+	/* RFC 1939 leaves \Seen to us; IMAP views see it at once. Messages expunged meanwhile
+	 * are skipped by the store. */
+	int ret = mailbox_store_flags(view_mailbox(s->view), s->view, s->seen_uids, s->n_seen,
+				      FLAG_OP_ADD, MAIL_SEEN, 0);
+	if (ret < 0)
+		log_warn("pop3 conn=%llu event=set_seen_failed messages=%zu error=\"%s\"",
+			 (unsigned long long)s->id, s->n_seen, strerror(-ret));
+	s->n_seen = 0;
+}
+
 /* The whole response is queued: end it (a file shorter than the stat said still gets a
  * proper end), mark \Seen for RETR, and let go of the file. */
 static void retr_finish(struct pop3_session *s)
@@ -43,12 +57,9 @@ static void retr_finish(struct pop3_session *s)
 	struct pop3_stream *st = &s->stream;
 	pop3_dot_finish(&st->dot, retr_out, s->conn);
 	if (st->set_seen) {
-		/* RFC 1939 leaves \Seen to us; IMAP views see it at once. */
-		int ret = mailbox_store_flags(view_mailbox(s->view), s->view, &st->uid, 1,
-					      FLAG_OP_ADD, MAIL_SEEN, 0);
-		if (ret < 0)
-			log_warn("pop3 conn=%llu event=set_seen_failed uid=%u error=\"%s\"",
-				 (unsigned long long)s->id, st->uid, strerror(-ret));
+		s->seen_uids[s->n_seen++] = st->uid;
+		if (s->n_seen == POP3_SEEN_BATCH)
+			pop3_retr_flush_seen(s);
 	}
 	retr_release(s);
 }

@@ -85,6 +85,8 @@ void pop3_session_command_done(struct pop3_session *s)
 {
 	/* Completions (the auth service, a mailbox open) run outside any conn hook: push
 	 * what they queued now. */
+	if (conn_input_pending(s->conn) == 0)
+		pop3_retr_flush_seen(s); /* nothing pipelined behind: the client waits for us */
 	conn_flush(s->conn);
 	if (s->busy) {
 		s->busy = false;
@@ -164,8 +166,11 @@ static void session_input(struct pop3_session *s)
 		const char *line;
 		size_t len;
 		enum conn_line_result r = conn_read_line(s->conn, &line, &len);
-		if (r == CONN_LINE_MORE)
+		if (r == CONN_LINE_MORE) {
+			/* The client waits for us: its RETRs so far become \Seen now. */
+			pop3_retr_flush_seen(s);
 			break;
+		}
 		if (r == CONN_LINE_TOO_LONG) {
 			log_info("pop3 conn=%llu event=line_too_long", (unsigned long long)s->id);
 			conn_write_str(s->conn, "-ERR Line too long, closing connection.\r\n");
@@ -248,6 +253,8 @@ static void pop3_session_free(void *session)
 			 (unsigned long long)s->id, log_escape_str(s->canonical_user),
 			 s->dele_count);
 	pop3_retr_abort(s);
+	/* Messages sent whole were downloaded: their \Seen stands (DELE marks do not). */
+	pop3_retr_flush_seen(s);
 	pop3_login_abort(s);
 	/* A session that ends without QUIT commits nothing: the view goes with its marks. */
 	pop3_maildrop_close(s);

@@ -41,6 +41,9 @@ enum pop3_cmd_result {
 	POP3_CMD_MORE, /* in progress; pop3_session_command_done() follows */
 };
 
+/* RETR \Seen marks applied per store call at most. */
+#define POP3_SEEN_BATCH 128
+
 struct pop3_session;
 typedef enum pop3_cmd_result pop3_cmd_fn(struct pop3_session *s, struct pop3_token args);
 
@@ -106,6 +109,12 @@ struct pop3_session {
 	uint32_t dele_count; /* DELE marks */
 	uint64_t dele_size;  /* and their total size */
 
+	/* RETR's \Seen marks not applied yet: a pipelined run of RETRs is marked with one store
+	 * call (one durable commit) when the client has no further command waiting, when the
+	 * batch is full, before QUIT's commit and when the session ends. */
+	uint32_t seen_uids[POP3_SEEN_BATCH];
+	size_t n_seen;
+
 	/* Commands in progress */
 	enum pop3_cmd_result (*cont)(struct pop3_session *s); /* resumed from on_drain */
 	struct pop3_listing listing;
@@ -152,6 +161,8 @@ bool pop3_msg_check(struct pop3_session *s, uint32_t n, struct mail_info *info_r
 
 /* pop3_retr.c: stop a stream in progress (session end). */
 void pop3_retr_abort(struct pop3_session *s);
+/* pop3_retr.c: apply the pending RETR \Seen marks through the mailbox. */
+void pop3_retr_flush_seen(struct pop3_session *s);
 
 /* pop3_cmds.c: close the maildrop without committing (session end or failure). */
 void pop3_maildrop_close(struct pop3_session *s);

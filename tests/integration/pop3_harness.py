@@ -56,7 +56,7 @@ def tls_context(cafile):
 class Server:
     """One mailkeep process. extra_server: more `key = value` lines for [server]."""
 
-    def __init__(self, extra_server="", keep_dir=None):
+    def __init__(self, extra_server="", keep_dir=None, log_level="debug"):
         if not BIN or not os.path.exists(BIN):
             raise RuntimeError("MK_BINARY does not name the mailkeep binary")
         self.dir = keep_dir or tempfile.mkdtemp(prefix="mk-pop3-it-")
@@ -90,7 +90,7 @@ class Server:
         with open(self.conf, "w") as f:
             f.write(f"""[server]
 mail_root = {self.mail}/%u
-log_level = debug
+log_level = {log_level}
 {mail_user}
 pam_service = {SERVICE}
 auth_fail_delay_ms = 0

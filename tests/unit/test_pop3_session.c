@@ -579,9 +579,14 @@ static void test_pipelining(void **state)
 		il += (size_t)sprintf(in + il, "%s", cmd);
 		el += (size_t)sprintf(expect + el, "%s", ans);
 	}
+	assert_false(store_flags(fx, 1, NULL) & MAIL_SEEN);
 	chat(c, in, expect);
 	free(in);
 	free(expect);
+	/* The session is still open: the 100 RETRs were marked \Seen in batches as soon as
+	 * the client had nothing more pending; TOP marked nothing. */
+	assert_true(store_flags(fx, 1, NULL) & MAIL_SEEN);
+	assert_false(store_flags(fx, 3, NULL) & MAIL_SEEN);
 	fake_conn_free(&c);
 }
 
