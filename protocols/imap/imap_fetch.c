@@ -668,6 +668,7 @@ static int write_item(struct imap_cmd *cmd, struct fetch_ctx *f, struct fetch_it
 static enum cmd_result fetch_run(struct imap_cmd *cmd, struct fetch_ctx *f)
 {
 	struct imap_session *s = cmd->s;
+	uint64_t start = uv_hrtime();
 	for (;;) {
 		if (conn_is_closing(s->conn))
 			return CMD_DONE;
@@ -687,6 +688,9 @@ static enum cmd_result fetch_run(struct imap_cmd *cmd, struct fetch_ctx *f)
 					imap_cmd_reply(cmd, "OK", "Fetch completed.");
 				return CMD_DONE;
 			}
+			/* Parsing cold messages takes time: let other sessions in between. */
+			if (uv_hrtime() - start > IMAP_SLICE_NS)
+				return imap_cmd_yield(cmd);
 			if (msg_start(cmd, f) == 0) {
 				f->pos++;
 				continue;

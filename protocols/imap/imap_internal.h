@@ -90,12 +90,13 @@ struct imap_session {
 	bool in_input;                /* on_input is on the stack (no re-entry) */
 	char user[IMAP_USER_MAX + 1]; /* the canonical user once logged in */
 	unsigned auth_failures;
-	struct store *store;          /* once logged in */
-	struct view *view;            /* the selected mailbox */
-	bool readonly;                /* EXAMINE */
-	bool idling;                  /* inside IDLE: announcements go out at once */
-	uv_timer_t *keepalive;        /* IDLE keep-alives (imap_idle_keepalive), allocated on use */
-	struct mailbox *flag_mbox;    /* APPEND: where keywords are looked up */
+	struct store *store;       /* once logged in */
+	struct view *view;         /* the selected mailbox */
+	bool readonly;             /* EXAMINE */
+	bool idling;               /* inside IDLE: announcements go out at once */
+	uv_idle_t *wake;           /* imap_cmd_yield: run the command again on the next loop turn */
+	uv_timer_t *keepalive;     /* IDLE keep-alives (imap_idle_keepalive), allocated on use */
+	struct mailbox *flag_mbox; /* APPEND: where keywords are looked up */
 	struct imap_seqset searchres; /* SEARCH RETURN (SAVE), RFC 5182 */
 };
 
@@ -119,6 +120,11 @@ void imap_session_bye(struct imap_session *s, const char *text);
 /* Run commands again after something outside a hook (PAM, a mailbox change) woke the session,
  * and flush. */
 void imap_session_wakeup(struct imap_session *s);
+/* A long command (SEARCH, FETCH of unparsed messages) gives the loop back: the session runs
+ * it again on the next loop turn. Returns CMD_MORE for the handler to return. */
+enum cmd_result imap_cmd_yield(struct imap_cmd *cmd);
+/* Work budget of one turn before a long command yields (ns). */
+#define IMAP_SLICE_NS (2 * 1000 * 1000)
 /* Whether plaintext passwords are accepted on this connection now. */
 bool imap_plaintext_allowed(const struct imap_session *s);
 

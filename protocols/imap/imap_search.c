@@ -71,6 +71,14 @@ struct search_ctx {
 	struct msg_source src;
 	struct msg_parsed *parsed;
 	int load_err;
+	/* The command's progress (it yields the loop every IMAP_SLICE_NS). */
+	struct snode *prog;
+	unsigned ret;
+	bool esearch;
+	uint32_t next_seq, count;
+	uint64_t matches;
+	uint32_t min, max;
+	struct imap_seqset result, result_uids;
 };
 
 static struct snode *node_new(struct search_ctx *c, enum skey key)
@@ -91,6 +99,8 @@ static void search_ctx_free(struct search_ctx *c)
 {
 	for (unsigned i = 0; i < c->n_nodes; i++)
 		imap_seqset_free(&c->nodes[i].set);
+	imap_seqset_free(&c->result);
+	imap_seqset_free(&c->result_uids);
 	msg_parsed_free(&c->parsed);
 	mail_stream_free(&c->stream);
 	free(c);
@@ -543,9 +553,106 @@ enum ret_opts {
 	RET_SAVE = 1 << 4,
 };
 
+static void search_cmd_free(struct imap_cmd *cmd)
+{
+	if (cmd->ctx)
+		search_ctx_free(cmd->ctx);
+	cmd->ctx = NULL;
+}
+
+static enum cmd_result search_finish(struct imap_cmd *cmd, struct search_ctx *c)
+{
+	struct imap_session *s = cmd->s;
+	unsigned ret = c->ret;
+	imap_seqset_normalize(&c->result);
+	imap_seqset_normalize(&c->result_uids);
+	if (!c->esearch && !(ret & RET_SAVE)) {
+		conn_write_str(s->conn, "* SEARCH");
+		for (size_t i = 0; i < c->result.n; i++)
+			for (uint64_t v = c->result.r[i].lo; v <= c->result.r[i].hi; v++)
+				conn_printf(s->conn, " %llu", (unsigned long long)v);
+		conn_write_str(s->conn, "\r\n");
+	}
+	if (ret & RET_SAVE) {
+		/* SAVE with MIN or MAX alone saves just those (RFC 5182 §2.4). */
+		imap_seqset_clear(&s->searchres);
+		if ((ret & (RET_MIN | RET_MAX)) && !(ret & (RET_ALL | RET_COUNT))) {
+			uint32_t lo_uid = c->result_uids.n ? c->result_uids.r[0].lo : 0;
+			uint32_t hi_uid = imap_seqset_max(&c->result_uids);
+			if (ret & RET_MIN && lo_uid)
+				imap_seqset_add(&s->searchres, lo_uid, lo_uid);
+			if (ret & RET_MAX && hi_uid)
+				imap_seqset_add(&s->searchres, hi_uid, hi_uid);
+			imap_seqset_normalize(&s->searchres);
+		} else {
+			imap_seqset_copy(&s->searchres, &c->result_uids);
+		}
+	}
+	if (c->esearch) {
+		conn_printf(s->conn, "* ESEARCH (TAG \"%s\")%s", cmd->tag, cmd->uid ? " UID" : "");
+		if ((ret & RET_MIN) && c->matches)
+			conn_printf(s->conn, " MIN %u", c->min);
+		if ((ret & RET_MAX) && c->matches)
+			conn_printf(s->conn, " MAX %u", c->max);
+		if ((ret & RET_ALL) && c->matches) {
+			size_t need = imap_seqset_format(&c->result, NULL, 0);
+			char *out = malloc(need + 1);
+			if (out) {
+				imap_seqset_format(&c->result, out, need + 1);
+				conn_printf(s->conn, " ALL %s", out);
+				free(out);
+			}
+		}
+		if (ret & RET_COUNT)
+			conn_printf(s->conn, " COUNT %llu", (unsigned long long)c->matches);
+		conn_write_str(s->conn, "\r\n");
+	}
+	imap_cmd_reply(cmd, "OK", "Search completed.");
+	return CMD_DONE;
+}
+
+/* Evaluate messages until done or the slice is used up. */
+static enum cmd_result search_run(struct imap_cmd *cmd, struct search_ctx *c)
+{
+	struct imap_session *s = cmd->s;
+	uint64_t start = uv_hrtime();
+	while (c->next_seq <= c->count) {
+		if (uv_hrtime() - start > IMAP_SLICE_NS)
+			return imap_cmd_yield(cmd);
+		uint32_t seq = c->next_seq++;
+		c->seq = seq;
+		if (view_msg_info(s->view, seq, &c->info) < 0)
+			continue; /* expunged meanwhile: never matches */
+		bool m = eval(c, c->prog);
+		msg_parsed_free(&c->parsed);
+		mail_stream_free(&c->stream);
+		c->load_err = 0;
+		if (!m)
+			continue;
+		uint32_t v = cmd->uid ? c->info.uid : seq;
+		c->matches++;
+		if (!c->min)
+			c->min = v;
+		c->max = v;
+		if (imap_seqset_add(&c->result, v, v) < 0 ||
+		    imap_seqset_add(&c->result_uids, c->info.uid, c->info.uid) < 0) {
+			imap_cmd_reply(cmd, "NO", "[LIMIT] Too many results.");
+			return CMD_DONE;
+		}
+		/* Keep the sets small: merge adjacent numbers as they come. */
+		if (c->result.n >= 1024) {
+			imap_seqset_normalize(&c->result);
+			imap_seqset_normalize(&c->result_uids);
+		}
+	}
+	return search_finish(cmd, c);
+}
+
 enum cmd_result imap_cmd_search(struct imap_cmd *cmd)
 {
 	struct imap_session *s = cmd->s;
+	if (cmd->ctx)
+		return search_run(cmd, cmd->ctx);
 	const struct imap_arg *args;
 	int r = imap_cmd_read_args(cmd, &args);
 	if (r <= 0)
@@ -602,89 +709,18 @@ enum cmd_result imap_cmd_search(struct imap_cmd *cmd)
 		return CMD_DONE;
 	}
 	c->s = s;
-	struct snode *prog = parse_list(c, a, 0);
-	if (!prog) {
+	imap_seqset_init(&c->result);
+	imap_seqset_init(&c->result_uids);
+	cmd->ctx = c;
+	cmd->ctx_free = search_cmd_free;
+	c->prog = parse_list(c, a, 0);
+	if (!c->prog) {
 		imap_cmd_reply(cmd, "BAD", "%s", c->error ? c->error : "Invalid search.");
-		search_ctx_free(c);
 		return CMD_DONE;
 	}
-	struct imap_seqset result;
-	imap_seqset_init(&result);
-	struct imap_seqset result_uids;
-	imap_seqset_init(&result_uids);
-	uint32_t count = view_count(s->view);
-	uint64_t matches = 0;
-	uint32_t min = 0, max = 0;
-	bool plain = !esearch && !(ret & RET_SAVE);
-	if (plain)
-		conn_write_str(s->conn, "* SEARCH");
-	for (uint32_t seq = 1; seq <= count; seq++) {
-		c->seq = seq;
-		if (view_msg_info(s->view, seq, &c->info) < 0)
-			continue; /* expunged meanwhile: never matches */
-		bool m = eval(c, prog);
-		msg_parsed_free(&c->parsed);
-		mail_stream_free(&c->stream);
-		c->load_err = 0;
-		if (!m)
-			continue;
-		uint32_t v = cmd->uid ? c->info.uid : seq;
-		matches++;
-		if (!min)
-			min = v;
-		max = v;
-		if (plain)
-			conn_printf(s->conn, " %u", v);
-		else if (imap_seqset_add(&result, v, v) < 0 ||
-			 imap_seqset_add(&result_uids, c->info.uid, c->info.uid) < 0) {
-			imap_seqset_free(&result);
-			imap_seqset_free(&result_uids);
-			search_ctx_free(c);
-			imap_cmd_reply(cmd, "NO", "[LIMIT] Too many results.");
-			return CMD_DONE;
-		}
-	}
-	search_ctx_free(c);
-	if (plain)
-		conn_write_str(s->conn, "\r\n");
-	imap_seqset_normalize(&result);
-	imap_seqset_normalize(&result_uids);
-	if (ret & RET_SAVE) {
-		/* SAVE with MIN or MAX alone saves just those (RFC 5182 §2.4). */
-		imap_seqset_clear(&s->searchres);
-		if ((ret & (RET_MIN | RET_MAX)) && !(ret & (RET_ALL | RET_COUNT))) {
-			uint32_t lo_uid = result_uids.n ? result_uids.r[0].lo : 0;
-			uint32_t hi_uid = imap_seqset_max(&result_uids);
-			if (ret & RET_MIN && lo_uid)
-				imap_seqset_add(&s->searchres, lo_uid, lo_uid);
-			if (ret & RET_MAX && hi_uid)
-				imap_seqset_add(&s->searchres, hi_uid, hi_uid);
-			imap_seqset_normalize(&s->searchres);
-		} else {
-			imap_seqset_copy(&s->searchres, &result_uids);
-		}
-	}
-	if (esearch) {
-		conn_printf(s->conn, "* ESEARCH (TAG \"%s\")%s", cmd->tag, cmd->uid ? " UID" : "");
-		if ((ret & RET_MIN) && matches)
-			conn_printf(s->conn, " MIN %u", min);
-		if ((ret & RET_MAX) && matches)
-			conn_printf(s->conn, " MAX %u", max);
-		if ((ret & RET_ALL) && matches) {
-			size_t need = imap_seqset_format(&result, NULL, 0);
-			char *out = malloc(need + 1);
-			if (out) {
-				imap_seqset_format(&result, out, need + 1);
-				conn_printf(s->conn, " ALL %s", out);
-				free(out);
-			}
-		}
-		if (ret & RET_COUNT)
-			conn_printf(s->conn, " COUNT %llu", (unsigned long long)matches);
-		conn_write_str(s->conn, "\r\n");
-	}
-	imap_seqset_free(&result);
-	imap_seqset_free(&result_uids);
-	imap_cmd_reply(cmd, "OK", "Search completed.");
-	return CMD_DONE;
+	c->ret = ret;
+	c->esearch = esearch;
+	c->next_seq = 1;
+	c->count = view_count(s->view);
+	return search_run(cmd, c);
 }

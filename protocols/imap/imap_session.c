@@ -414,6 +414,35 @@ void imap_session_wakeup(struct imap_session *s)
 	conn_flush(s->conn);
 }
 
+/* An idle handle runs once per loop turn, after I/O: other connections get their turn between
+ * two slices (a zero timer re-armed in its own callback would run again in the same turn). */
+static void wake_cb(uv_idle_t *h)
+{
+	struct imap_session *s = h->data;
+	uv_idle_stop(h);
+	if (s && !conn_is_closing(s->conn))
+		imap_session_wakeup(s);
+}
+
+static void timer_free_cb(uv_handle_t *h)
+{
+	free(h);
+}
+
+enum cmd_result imap_cmd_yield(struct imap_cmd *cmd)
+{
+	struct imap_session *s = cmd->s;
+	if (!s->wake) {
+		s->wake = malloc(sizeof(*s->wake));
+		if (!s->wake)
+			return CMD_MORE; /* input or drain will resume it */
+		uv_idle_init(conn_loop(s->conn), s->wake);
+		s->wake->data = s;
+	}
+	uv_idle_start(s->wake, wake_cb);
+	return CMD_MORE;
+}
+
 /* ---------------------------------------------------------------------------------------- */
 /* proto_ops hooks                                                                           */
 
@@ -481,6 +510,12 @@ static void imap_session_free(void *session)
 		s->cmd.ctx_free(&s->cmd);
 	s->idling = false;
 	imap_idle_keepalive_stop(s, true);
+	if (s->wake) {
+		uv_idle_stop(s->wake);
+		s->wake->data = NULL;
+		uv_close((uv_handle_t *)s->wake, timer_free_cb);
+		s->wake = NULL;
+	}
 	if (s->view)
 		view_free(&s->view);
 	imap_login_session_free(s);

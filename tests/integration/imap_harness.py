@@ -185,40 +185,53 @@ class Raw:
     def __init__(self, port, timeout=30, tls_ctx=None):
         s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         self.s = tls_ctx.wrap_socket(s, server_hostname="127.0.0.1") if tls_ctx else s
-        self.buf = b""
+        self.buf = bytearray()
+        self.pos = 0
         self.greeting = self.line()
 
     def send(self, data):
         self.s.sendall(data)
 
+    # Input is kept in a bytearray read from position pos (no copy per line).
     def _fill(self):
-        chunk = self.s.recv(1 << 16)
+        chunk = self.s.recv(1 << 18)
         if not chunk:
-            raise EOFError("connection closed; had %r" % self.buf[:200])
+            raise EOFError("connection closed; had %r" % bytes(self.buf[self.pos:self.pos + 200]))
+        if self.pos > (1 << 20):
+            del self.buf[:self.pos]
+            self.pos = 0
         self.buf += chunk
 
-    def line(self):
-        while b"\r\n" not in self.buf:
-            self._fill()
-        i = self.buf.index(b"\r\n") + 2
-        out, self.buf = self.buf[:i], self.buf[i:]
+    def _take(self, n):
+        out = bytes(self.buf[self.pos:self.pos + n])
+        self.pos += n
         return out
+
+    def line(self):
+        start = self.pos
+        while True:
+            i = self.buf.find(b"\r\n", start)
+            if i >= 0:
+                return self._take(i + 2 - self.pos)
+            start = max(self.pos, len(self.buf) - 1)
+            self._fill()
+            start = max(self.pos, start)
 
     def until_tagged(self, tag):
         """Every line up to and including the tagged reply for TAG (literals included)."""
-        out = b""
+        parts = []
+        prefix = tag.encode() + b" "
         while True:
             ln = self.line()
-            out += ln
+            parts.append(ln)
             if ln.endswith(b"}\r\n"):
                 n = int(ln[ln.rindex(b"{") + 1:-3].rstrip(b"+"))
-                while len(self.buf) < n:
+                while len(self.buf) - self.pos < n:
                     self._fill()
-                out += self.buf[:n]
-                self.buf = self.buf[n:]
+                parts.append(self._take(n))
                 continue
-            if ln.startswith(tag.encode() + b" "):
-                return out
+            if ln.startswith(prefix):
+                return b"".join(parts)
 
     def cmd(self, tag, line):
         self.send(f"{tag} {line}\r\n".encode())
