@@ -15,6 +15,7 @@
 #include "conn.h"
 #include "log.h"
 #include "pop3.h"
+#include "pop3_delay.h"
 #include "sasl.h"
 #include "storage.h"
 
@@ -117,6 +118,7 @@ static void login_opened(int err, struct mailbox *mbox, void *data)
 	}
 	s->dele_count = 0;
 	s->dele_size = 0;
+	pop3_delay_record(s->canonical_user, s->set.login_delay, uv_now(conn_loop(s->conn)) / 1000);
 	pop3_set_state(s, POP3_TRANSACTION);
 	log_info("pop3 conn=%llu event=login user=%s mech=%s messages=%u octets=%llu",
 		 (unsigned long long)s->id, log_escape_str(s->canonical_user), login_mech(s),
@@ -156,6 +158,22 @@ static void login_open_maildrop(struct pop3_session *s)
 	}
 }
 
+/* RFC 2449 LOGIN-DELAY: refuse a login that comes too soon after the user's last one. */
+static bool login_delay_check(struct pop3_session *s)
+{
+	unsigned wait;
+	uint64_t now = uv_now(conn_loop(s->conn)) / 1000;
+	if (pop3_delay_allowed(s->canonical_user, s->set.login_delay, now, &wait))
+		return true;
+	log_info("pop3 conn=%llu event=login_too_soon user=%s wait_s=%u", (unsigned long long)s->id,
+		 log_escape_str(s->canonical_user), wait);
+	pop3_reply_err(s,
+		       "[LOGIN-DELAY] Minimum time between logins is %u seconds; try again in %u.",
+		       s->set.login_delay, wait);
+	pop3_session_command_done(s);
+	return false;
+}
+
 static void login_done(void *ctx, enum auth_result result, const char *user, const char *reason)
 {
 	struct pop3_session *s = ctx;
@@ -176,6 +194,8 @@ static void login_done(void *ctx, enum auth_result result, const char *user, con
 			pop3_session_command_done(s);
 			return;
 		}
+		if (!login_delay_check(s))
+			return;
 		login_open_maildrop(s);
 		return;
 	case AUTH_RESULT_TEMPFAIL:

@@ -19,6 +19,7 @@
 #include "auth.h"
 #include "config.h"
 #include "pop3.h"
+#include "pop3_delay.h"
 #include "pop3_fake_conn.h"
 #include "pop3_settings.h"
 #include "storage.h"
@@ -180,6 +181,7 @@ static int teardown(void **state)
 {
 	struct fx *fx = *state;
 	config_unref(&fx->cfg);
+	pop3_delay_clear();
 	uv_run(uv_default_loop(), UV_RUN_NOWAIT);
 	nftw(fx->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 	free(fx);
@@ -689,6 +691,53 @@ static void test_timeout_shutdown(void **state)
 	fake_conn_free(&c);
 }
 
+/* LOGIN-DELAY: advertised, and a second login within the delay is refused (RFC 2449). */
+static void test_login_delay(void **state)
+{
+	struct fx *fx = *state;
+	test_settings.login_delay = 60;
+	test_settings.expire_days = 30;
+	struct conn *c = open_conn(fx, true, false);
+	chat(c, "CAPA\r\n",
+	     "+OK Capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\n"
+	     "PIPELINING\r\nUSER\r\nSASL PLAIN LOGIN\r\nEXPIRE 30\r\nLOGIN-DELAY 60\r\n"
+	     "IMPLEMENTATION mailkeep\r\n.\r\n");
+	chat(c, "USER alice\r\nPASS secret\r\nQUIT\r\n",
+	     "+OK Send your password.\r\n+OK Logged in, 3 messages (" XS(
+		     TOTAL) " octets).\r\n+OK Logging out, 0 messages deleted.\r\n");
+	fake_conn_free(&c);
+	c = open_conn(fx, true, false);
+	chat(c, "USER alice\r\nPASS secret\r\n",
+	     "+OK Send your password.\r\n-ERR [LOGIN-DELAY] Minimum time between logins is 60 "
+	     "seconds; try again in 60.\r\n");
+	chat(c, "STAT\r\n", "-ERR Not logged in.\r\n");
+	/* Another user is not held up. */
+	chat(c, "USER bob\r\nPASS hunter 2\r\n",
+	     "+OK Send your password.\r\n+OK Logged in, 0 messages (0 octets).\r\n");
+	fake_conn_free(&c);
+}
+
+/* The LOGIN-DELAY table is bounded: when full, expired entries make room; if none has
+ * expired, a login goes unrecorded rather than growing the table. */
+static void test_login_delay_table(void **state)
+{
+	unsigned wait = 0;
+	char name[32];
+	for (unsigned i = 0; i < POP3_DELAY_MAX_USERS; i++) {
+		snprintf(name, sizeof(name), "u%u", i);
+		pop3_delay_record(name, 10, 100);
+	}
+	assert_false(pop3_delay_allowed("u7", 10, 105, &wait));
+	assert_int_equal(wait, 5);
+	pop3_delay_record("late", 10, 105); /* full, nothing expired: not recorded */
+	assert_true(pop3_delay_allowed("late", 10, 106, &wait));
+	pop3_delay_record("later", 10, 110); /* everything expired: pruned, then recorded */
+	assert_false(pop3_delay_allowed("later", 10, 112, &wait));
+	assert_int_equal(wait, 8);
+	assert_true(pop3_delay_allowed("u7", 10, 112, &wait));
+	assert_true(pop3_delay_allowed("anyone", 0, 0, &wait)); /* delay 0: never refused */
+}
+
 /* The connection drops while the auth service is still thinking: the request is cancelled. */
 static void test_drop_during_login(void **state)
 {
@@ -728,6 +777,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_timeout_shutdown, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_drop_during_login, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_login_delay, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_login_delay_table, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
