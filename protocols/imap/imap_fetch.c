@@ -669,6 +669,7 @@ static enum cmd_result fetch_run(struct imap_cmd *cmd, struct fetch_ctx *f)
 {
 	struct imap_session *s = cmd->s;
 	uint64_t start = uv_hrtime();
+	bool progress = false;
 	for (;;) {
 		if (conn_is_closing(s->conn))
 			return CMD_DONE;
@@ -689,8 +690,9 @@ static enum cmd_result fetch_run(struct imap_cmd *cmd, struct fetch_ctx *f)
 				return CMD_DONE;
 			}
 			/* Parsing cold messages takes time: let other sessions in between. */
-			if (uv_hrtime() - start > IMAP_SLICE_NS)
+			if (progress && uv_hrtime() - start >= IMAP_SLICE_NS)
 				return imap_cmd_yield(cmd);
+			progress = true;
 			if (msg_start(cmd, f) == 0) {
 				f->pos++;
 				continue;

@@ -123,8 +123,10 @@ void imap_session_wakeup(struct imap_session *s);
 /* A long command (SEARCH, FETCH of unparsed messages) gives the loop back: the session runs
  * it again on the next loop turn. Returns CMD_MORE for the handler to return. */
 enum cmd_result imap_cmd_yield(struct imap_cmd *cmd);
-/* Work budget of one turn before a long command yields (ns). */
-#define IMAP_SLICE_NS (2 * 1000 * 1000)
+/* Work budget of one loop turn before a long command yields (ns); 2 ms by default. Tests set
+ * 0 (yield after every message) or UINT64_MAX (never). */
+extern uint64_t imap_slice_ns;
+#define IMAP_SLICE_NS imap_slice_ns
 /* Whether plaintext passwords are accepted on this connection now. */
 bool imap_plaintext_allowed(const struct imap_session *s);
 

@@ -616,9 +616,11 @@ static enum cmd_result search_run(struct imap_cmd *cmd, struct search_ctx *c)
 {
 	struct imap_session *s = cmd->s;
 	uint64_t start = uv_hrtime();
+	bool progress = false;
 	while (c->next_seq <= c->count) {
-		if (uv_hrtime() - start > IMAP_SLICE_NS)
+		if (progress && uv_hrtime() - start >= IMAP_SLICE_NS)
 			return imap_cmd_yield(cmd);
+		progress = true;
 		uint32_t seq = c->next_seq++;
 		c->seq = seq;
 		if (view_msg_info(s->view, seq, &c->info) < 0)

@@ -416,6 +416,8 @@ void imap_session_wakeup(struct imap_session *s)
 
 /* An idle handle runs once per loop turn, after I/O: other connections get their turn between
  * two slices (a zero timer re-armed in its own callback would run again in the same turn). */
+uint64_t imap_slice_ns = 2 * 1000 * 1000;
+
 static void wake_cb(uv_idle_t *h)
 {
 	struct imap_session *s = h->data;

@@ -155,6 +155,18 @@ char *fake_conn_take_output(struct conn *c)
 	return s;
 }
 
+void fake_conn_put_back(struct conn *c, const char *s)
+{
+	assert_int_equal(buf_used(&c->sent), 0);
+	struct buf tmp;
+	buf_init(&tmp, 64 << 20);
+	assert_int_equal(buf_append(&tmp, s, strlen(s)), 0);
+	assert_int_equal(buf_append(&tmp, buf_peek(&c->out), buf_used(&c->out)), 0);
+	buf_clear(&c->out);
+	c->out = tmp;
+	c->out.max = 64 << 20;
+}
+
 size_t fake_conn_output_len(const struct conn *c)
 {
 	return buf_used(&c->sent) + buf_used(&c->out);

@@ -35,6 +35,8 @@ void fake_conn_input_n(struct conn *c, const char *data, size_t len);
 void fake_conn_pump(struct conn *c);
 /* The output written so far (NUL-terminated, malloc'd) and clear it; the caller frees. */
 char *fake_conn_take_output(struct conn *c);
+/* Put output taken with fake_conn_take_output back in front (to peek). */
+void fake_conn_put_back(struct conn *c, const char *s);
 /* Bytes of output not yet taken. */
 size_t fake_conn_output_len(const struct conn *c);
 /* How many times on_drain ran (output passed high_watermark and was "sent"). */

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "imap.h"
+#include "imap_internal.h"
 #include "imap_fake_auth.h"
 #include "imap_fake_conn.h"
 
@@ -32,6 +33,8 @@ static int env_setup(void **state)
 	snprintf(e->mail_root, sizeof(e->mail_root), "%s/%%u", e->root);
 	assert_int_equal(uv_loop_init(&e->loop), 0);
 	imap_auth_service_set(fake_auth_service());
+	/* Commands never yield the loop here (test_yield checks that path on its own). */
+	imap_slice_ns = UINT64_MAX;
 	*state = e;
 	return 0;
 }
@@ -569,6 +572,56 @@ static void test_idle_keepalive(void **state)
 	fake_conn_free(&c);
 }
 
+/* Run the loop until c's output ends with want's last line (a deadline timer bounds it). */
+static void wait_for(struct env *e, struct conn *c, const char *tagged)
+{
+	uv_timer_t t;
+	uv_timer_init(&e->loop, &t);
+	assert_int_equal(uv_timer_start(&t, deadline_cb, 5000, 0), 0);
+	for (;;) {
+		char *got = fake_conn_take_output(c);
+		bool done = strstr(got, tagged) != NULL;
+		fake_conn_put_back(c, got);
+		free(got);
+		if (done || !uv_is_active((uv_handle_t *)&t))
+			break;
+		uv_run(&e->loop, UV_RUN_ONCE);
+	}
+	uv_close((uv_handle_t *)&t, NULL);
+	uv_run(&e->loop, UV_RUN_NOWAIT);
+}
+
+static void test_yield(void **state)
+{
+	struct env *e = *state;
+	struct conn *a = logged_in(e, "leo");
+	struct conn *b = logged_in(e, "leo");
+	fake_conn_input(a, "s SELECT INBOX\r\n");
+	for (int i = 1; i <= 5; i++) {
+		char tag[8];
+		snprintf(tag, sizeof(tag), "a%d", i);
+		append(a, tag, "INBOX", "", i == 3 ? MSG1 : "Subject: x\r\n\r\ny\r\n", (unsigned)i);
+	}
+	free(fake_conn_take_output(a));
+	/* Yield after every message: A's SEARCH and FETCH go on over several loop turns, and
+	 * B's NOOP is answered meanwhile. */
+	imap_slice_ns = 0;
+	fake_conn_input(a, "t SEARCH TEXT fox\r\nf FETCH 1:5 (UID RFC822.SIZE)\r\n");
+	assert_int_equal(fake_conn_output_len(a), 0);
+	fake_conn_input(b, "n NOOP\r\n");
+	expect(b, "n OK NOOP completed.\r\n");
+	wait_for(e, a, "f OK Fetch completed.\r\n");
+	expect(a, "* SEARCH 3\r\nt OK Search completed.\r\n"
+		  "* 1 FETCH (UID 1 RFC822.SIZE 17)\r\n* 2 FETCH (UID 2 RFC822.SIZE 17)\r\n"
+		  "* 3 FETCH (UID 3 RFC822.SIZE 176)\r\n* 4 FETCH (UID 4 RFC822.SIZE 17)\r\n"
+		  "* 5 FETCH (UID 5 RFC822.SIZE 17)\r\nf OK Fetch completed.\r\n");
+	/* The session goes away in the middle of a yielded command: nothing is left behind. */
+	fake_conn_input(a, "g SEARCH BODY y\r\n");
+	imap_slice_ns = UINT64_MAX;
+	fake_conn_free(&a);
+	fake_conn_free(&b);
+}
+
 static void test_backpressure(void **state)
 {
 	struct env *e = *state;
@@ -692,6 +745,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_more_commands, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_idle_keepalive, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_binary, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(test_yield, env_setup, env_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
