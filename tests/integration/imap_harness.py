@@ -138,7 +138,9 @@ tls = none
         env = dict(os.environ)
         env.update({"LD_PRELOAD": PAM_WRAPPER, "PAM_WRAPPER": "1",
                     "PAM_WRAPPER_SERVICE_DIR": self.pamdir,
-                    "PAM_WRAPPER_DISABLE_DEEPBIND": "1"})
+                    "PAM_WRAPPER_DISABLE_DEEPBIND": "1",
+                    # this pam_wrapper build reads the uid_wrapper name (see tests/unit/auth.cmake)
+                    "UID_WRAPPER_DISABLE_DEEPBIND": "1"})
         env["ASAN_OPTIONS"] = env.get("ASAN_OPTIONS", "detect_leaks=1") + \
             ":verify_asan_link_order=0"
         self.proc = subprocess.Popen([BIN, "-f", "-c", self.conf], stdin=subprocess.DEVNULL,
