@@ -3,8 +3,8 @@
 127.0.0.1, and PAM through pam_wrapper + pam_matrix (LD_PRELOAD, PAM_WRAPPER_SERVICE_DIR),
 so no test needs root or a system user.
 
-Listeners: `pop3` (tls = starttls, STLS offered), `pop3s` (implicit TLS) and `pop3plain`
-(tls = none). Waiting is always on an event with a deadline, never a sleep.
+Listeners: `pop3` (tls = starttls, STLS offered), `pop3s` (implicit TLS), `pop3plain`
+(tls = none), and `imap` (tls = none) for the tests where an IMAP client shares the mailbox. Waiting is always on an event with a deadline, never a sleep.
 """
 import itertools
 import os
@@ -86,6 +86,7 @@ class Server:
         self.port = free_port()
         self.port_tls = free_port()
         self.port_plain = free_port()
+        self.port_imap = free_port()
         self.conf = os.path.join(self.dir, "mailkeep.conf")
         with open(self.conf, "w") as f:
             f.write(f"""[server]
@@ -116,6 +117,12 @@ tls = implicit
 protocol = pop3
 address = 127.0.0.1
 port = {self.port_plain}
+tls = none
+
+[listener imap]
+protocol = imap
+address = 127.0.0.1
+port = {self.port_imap}
 tls = none
 """)
         self.proc = None

@@ -4,6 +4,7 @@ streamed while the server's RSS is measured; drop-without-QUIT commits nothing; 
 under pop3_delete = expunge and hide, checked in the Maildir; one POP3 session per mailbox;
 500 commands pipelined in one write answered in order; limits (line length, bad commands)."""
 import hashlib
+import imaplib
 import os
 import socket
 import sys
@@ -253,6 +254,92 @@ class Pop3WireHide(Base):
         c.login()
         self.assertEqual(c.cmd("STAT"), b"+OK 2 %d\r\n"
                          % (len(h.crlf(EDGE[0])) + len(h.crlf(EDGE[2]))))
+        c.cmd("QUIT")
+
+
+class Pop3AndImap(Base):
+    """POP3 and IMAP on one mailbox (DESIGN.md "POP3 semantics on the shared store")."""
+
+    def imap(self):
+        m = imaplib.IMAP4("127.0.0.1", self.srv.port_imap, timeout=30)
+        m.login("alice", "secret")
+        typ, data = m.select("INBOX")
+        self.assertEqual(typ, "OK")
+        return m, int(data[0])
+
+    def flags(self, m):
+        typ, data = m.fetch("1:*", "(FLAGS)")
+        self.assertEqual(typ, "OK")
+        return [imaplib.ParseFlags(x) for x in data if x]
+
+    def test_seen_and_delete_reach_imap(self):
+        for m in EDGE[:3]:
+            self.srv.deliver(m)
+        self.srv.start()
+        c = h.Raw(self.srv.port_plain)
+        c.login()
+        c.cmd("RETR 1")
+        c.multiline()
+        c.cmd("TOP 2 0")
+        c.multiline()
+        self.assertEqual(c.cmd("NOOP"), b"+OK NOOP\r\n")  # the client waits: \Seen is set
+        m, exists = self.imap()
+        self.assertEqual(exists, 3)
+        f = self.flags(m)
+        self.assertIn(b"\\Seen", f[0])      # RETR
+        self.assertNotIn(b"\\Seen", f[1])   # TOP
+        self.assertEqual(c.cmd("DELE 2"), b"+OK Message 2 deleted.\r\n")
+        self.assertEqual(len(self.flags(m)), 3)  # a mark only, until QUIT
+        self.assertEqual(c.cmd("QUIT"), b"+OK Logging out, 1 message deleted.\r\n")
+        self.assertTrue(c.eof())
+        self.assertEqual(m.noop()[0], "OK")
+        self.assertEqual(m.response("EXPUNGE"), ("EXPUNGE", [b"2"]))  # the phone is told
+        self.assertEqual(len(self.flags(m)), 2)
+        m.logout()
+
+    def test_imap_expunge_during_pop3_session(self):
+        for m in EDGE[:3]:
+            self.srv.deliver(m)
+        self.srv.start()
+        c = h.Raw(self.srv.port_plain)
+        c.login()
+        total = sum(len(h.crlf(m)) for m in EDGE[:3])
+        self.assertEqual(c.cmd("STAT"), b"+OK 3 %d\r\n" % total)
+        m, _ = self.imap()
+        self.assertEqual(m.store("2", "+FLAGS", "(\\Deleted)")[0], "OK")
+        self.assertEqual(m.expunge()[0], "OK")
+        m.logout()
+        gone = b"-ERR Message 2 was removed by another session.\r\n"
+        self.assertEqual(c.cmd("RETR 2"), gone)
+        self.assertEqual(c.cmd("TOP 2 0"), gone)
+        self.assertEqual(c.cmd("DELE 2"), gone)
+        self.assertEqual(c.cmd("STAT"), b"+OK 3 %d\r\n" % total)  # the snapshot's numbers
+        self.assertTrue(c.cmd("RETR 3").startswith(b"+OK"))
+        self.assertEqual(c.multiline(), expected_wire(EDGE[2]))
+        self.assertEqual(c.cmd("QUIT"), b"+OK Logging out, 0 messages deleted.\r\n")
+        self.assertEqual(len(self.srv.message_files()), 2)
+
+
+class Pop3AndImapHide(Pop3AndImap):
+    extra = "pop3_delete = hide"
+
+    def test_seen_and_delete_reach_imap(self):
+        for m in EDGE[:3]:
+            self.srv.deliver(m)
+        self.srv.start()
+        c = h.Raw(self.srv.port_plain)
+        c.login()
+        self.assertEqual(c.cmd("DELE 1"), b"+OK Message 1 deleted.\r\n")
+        self.assertEqual(c.cmd("QUIT"), b"+OK Logging out, 1 message deleted.\r\n")
+        self.assertTrue(c.eof())
+        m, exists = self.imap()
+        self.assertEqual(exists, 3)  # the phone keeps it
+        self.assertIn(b"$POP3Deleted", self.flags(m)[0])
+        m.logout()
+        c = h.Raw(self.srv.port_plain)
+        c.login()
+        self.assertEqual(c.cmd("STAT"), b"+OK 2 %d\r\n"
+                         % (len(h.crlf(EDGE[1])) + len(h.crlf(EDGE[2]))))
         c.cmd("QUIT")
 
 
