@@ -450,6 +450,9 @@ static int open_finish(struct store *store, const char *norm, struct mailbox_loa
 	return 0;
 }
 
+struct open_req;
+static bool open_pending(const struct store *store, const char *norm);
+
 int mailbox_open(struct store *store, const char *name, struct mailbox **mbox_r)
 {
 	char norm[STORE_NAME_MAX + 1], path[4096];
@@ -465,6 +468,9 @@ int mailbox_open(struct store *store, const char *name, struct mailbox **mbox_r)
 	ld.path = strdup(path);
 	if (ld.path == NULL)
 		return -ENOMEM;
+	ld.on_loop = true;
+	/* a worker of ours is loading this folder: its lock goes in a moment, wait for it */
+	ld.wait_lock = open_pending(store, norm);
 	r = maildir_backend_ops.load(&ld);
 	if (r == 0)
 		r = open_finish(store, norm, &ld, mbox_r);
@@ -474,6 +480,7 @@ int mailbox_open(struct store *store, const char *name, struct mailbox **mbox_r)
 
 struct open_req {
 	uv_work_t work;
+	struct open_req *next_pending;
 	struct store *store;
 	char name[STORE_NAME_MAX + 1];
 	struct mailbox_load ld;
@@ -483,6 +490,17 @@ struct open_req {
 	bool ready; /* found open already: no work needed */
 	uv_timer_t defer;
 };
+
+/* Async loads running (loop thread only). */
+static struct open_req *pending_opens;
+
+static bool open_pending(const struct store *store, const char *norm)
+{
+	for (struct open_req *p = pending_opens; p != NULL; p = p->next_pending)
+		if (p->store == store && strcmp(p->name, norm) == 0)
+			return true;
+	return false;
+}
 
 static void open_work_cb(uv_work_t *w)
 {
@@ -494,13 +512,25 @@ static void open_req_done(struct open_req *req)
 {
 	struct mailbox *mbox = NULL;
 	int r = req->err;
-	if (r == 0) {
-		/* another open (sync) may have won the race: use that one */
-		mbox = store_mailbox_find(req->store, req->name);
-		if (mbox != NULL)
-			mailbox_ref(mbox);
-		else
-			r = open_finish(req->store, req->name, &req->ld, &mbox);
+	for (struct open_req **p = &pending_opens; *p != NULL; p = &(*p)->next_pending) {
+		if (*p == req) {
+			*p = req->next_pending;
+			break;
+		}
+	}
+	/* another open may have won the race: use that one */
+	mbox = store_mailbox_find(req->store, req->name);
+	if (mbox != NULL && (r == 0 || r == -EBUSY)) {
+		mailbox_ref(mbox);
+		r = 0;
+	} else if (r == 0) {
+		r = open_finish(req->store, req->name, &req->ld, &mbox);
+	}
+	if (r == -EAGAIN || (r == -EBUSY && open_pending(req->store, req->name))) {
+		/* the folder changed between the worker and now, or another load of ours
+		 * holds it: load on the loop (waits only for our own worker) */
+		mbox = NULL;
+		r = mailbox_open(req->store, req->name, &mbox);
 	}
 	mailbox_load_free(&req->ld);
 	store_unref(&req->store);
@@ -564,6 +594,10 @@ int mailbox_open_async(struct store *store, const char *name, mailbox_open_cb *c
 	}
 	req->work.data = req;
 	r = uv_queue_work(store_loop(store), &req->work, open_work_cb, open_after_work_cb);
+	if (r == 0) {
+		req->next_pending = pending_opens;
+		pending_opens = req;
+	}
 	if (r < 0) {
 		mailbox_load_free(&req->ld);
 		store_unref(&req->store);

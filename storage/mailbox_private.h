@@ -75,7 +75,10 @@ struct mailbox_load {
 	size_t pool_len, pool_cap;
 	char *keywords[MAILBOX_MAX_KEYWORDS];
 	unsigned n_keywords;
-	void *backend; /* back-end private load data */
+	uint32_t first_recent_uid; /* first UID numbered by this load */
+	bool on_loop;              /* loaded by mailbox_open: keep the folder lock for attach */
+	bool wait_lock;            /* another load of this folder is running: wait for its lock */
+	void *backend;             /* back-end private load data */
 	void (*backend_free)(void *backend);
 };
 

@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -50,8 +51,11 @@
 #define DIR_DIRTY_NS  2000000000LL
 #define SCAN_RETRIES  5
 #define MISSING_LOOKS 3
+/* Tries to reach a file that another program keeps renaming (each after a fresh look). */
+#define LOCATE_TRIES 10
 
 struct maildir {
+	int lock_fd;
 	int log_fd;
 	struct sbuf pending; /* UID list lines not yet written */
 	bool fsync_cur, fsync_new;
@@ -648,6 +652,8 @@ static void cache_compact(struct mailbox *mbox)
 /* ---- load (worker thread) ----------------------------------------------------------------- */
 
 struct md_load {
+	int lock_fd;         /* the folder lock (held from load to attach when on the loop) */
+	struct stat list_st; /* the UID list as this load left it */
 	char *cache_map;
 	size_t cache_map_len;
 	uint64_t cache_end;
@@ -680,14 +686,21 @@ static void md_load_free(void *p)
 	struct md_load *ml = p;
 	if (ml->cache_map != NULL)
 		munmap(ml->cache_map, ml->cache_map_len);
+	if (ml->lock_fd >= 0)
+		close(ml->lock_fd);
 	free(ml);
 }
+
+static int folder_lock(const char *path, bool wait, int *fd_r);
+static int load_scan(struct mailbox_load *ld, struct md_load *ml);
+static int load_persist(struct mailbox_load *ld, struct md_load *ml);
 
 static int md_load(struct mailbox_load *ld)
 {
 	struct md_load *ml = calloc(1, sizeof(*ml));
 	if (ml == NULL)
 		return -ENOMEM;
+	ml->lock_fd = -1;
 	ld->backend = ml;
 	ld->backend_free = md_load_free;
 	char file[4096];
@@ -697,6 +710,25 @@ static int md_load(struct mailbox_load *ld)
 		return r;
 	if (stat(file, &st) < 0 || !S_ISDIR(st.st_mode))
 		return -ENOENT;
+	r = folder_lock(ld->path, ld->wait_lock, &ml->lock_fd);
+	if (r < 0)
+		return r;
+	r = load_scan(ld, ml);
+	if (r == 0)
+		r = load_persist(ld, ml);
+	if (!ld->on_loop) {
+		/* a worker never keeps the lock: the loop may be waiting for it in
+		 * mailbox_open, and attach takes it again */
+		close(ml->lock_fd);
+		ml->lock_fd = -1;
+	}
+	return r;
+}
+
+static int load_scan(struct mailbox_load *ld, struct md_load *ml)
+{
+	char file[4096];
+	int r;
 	r = keywords_read(ld->path, ld->keywords, &ld->n_keywords);
 	if (r < 0)
 		return r;
@@ -820,6 +852,32 @@ static int md_load(struct mailbox_load *ld)
 	if (have_list)
 		uidlist_free(&list);
 	return r;
+}
+
+#define LOCK_FILE "mailkeep-lock"
+
+/* The folder lock (flock on LOCK_FILE): one process numbers and writes a folder's UID list at
+ * a time. A loaded mailbox holds it for its life; a second mailkeep process on the same store
+ * gets -EBUSY for that folder instead of corrupting the numbering. WAIT: block (another load
+ * of this process is running and will release it soon). */
+static int folder_lock(const char *path, bool wait, int *fd_r)
+{
+	char file[4096];
+	int r = storage_path(file, sizeof(file), "%s/%s", path, LOCK_FILE);
+	if (r < 0)
+		return r;
+	int fd = open(file, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	while (flock(fd, LOCK_EX | (wait ? 0 : LOCK_NB)) < 0) {
+		if (errno == EINTR)
+			continue;
+		r = errno == EWOULDBLOCK ? -EBUSY : -errno;
+		close(fd);
+		return r;
+	}
+	*fd_r = fd;
+	return 0;
 }
 
 /* ---- UID list writing --------------------------------------------------------------------- */
@@ -960,6 +1018,8 @@ static void md_free(struct mailbox *mbox)
 		md_commit(mbox);
 	if (md->log_fd >= 0)
 		close(md->log_fd);
+	if (md->lock_fd >= 0)
+		close(md->lock_fd);
 	if (md->cache_fd >= 0)
 		close(md->cache_fd);
 	if (md->cache_map != NULL)
@@ -1036,25 +1096,143 @@ static int add_new_ents(struct mailbox *mbox, struct load_ent *ents, size_t n, c
 	return 0;
 }
 
+/* Under the folder lock, in the loader's thread: number the messages the UID list does not
+ * know (in base-name order: delivery order for standard names) from UIDNEXT, give messages
+ * whose flags changed outside a new modseq, and make it all durable in the UID list before
+ * anyone sees a UID. Leaves LD->ents in UID order. */
+static int load_persist(struct mailbox_load *ld, struct md_load *ml)
+{
+	size_t n_known = 0;
+	for (size_t i = 0; i < ld->n_ents; i++) {
+		if (ld->ents[i].known) {
+			struct load_ent t = ld->ents[n_known];
+			ld->ents[n_known++] = ld->ents[i];
+			ld->ents[i] = t;
+		}
+	}
+	if (n_known > 1)
+		qsort(ld->ents, n_known, sizeof(*ld->ents), cmp_ent_uid);
+	if (ld->n_ents - n_known > 1)
+		qsort_r(ld->ents + n_known, ld->n_ents - n_known, sizeof(*ld->ents), cmp_ent_base,
+			ld->pool);
+	uint32_t kw_mask = ld->n_keywords >= 32 ? UINT32_MAX : (1u << ld->n_keywords) - 1;
+	struct sbuf lines = {0};
+	size_t n_lines = 0;
+	char uidl[MAIL_UIDL_MAX + 1];
+	int r = 0;
+	ld->first_recent_uid = ld->uidnext;
+	for (size_t i = 0; i < ld->n_ents && r == 0; i++) {
+		struct load_ent *e = &ld->ents[i];
+		const char *key = ld->pool + e->key_off;
+		e->keywords &= kw_mask;
+		if (i >= n_known) {
+			if (ld->uidnext == UINT32_MAX) {
+				r = -EOVERFLOW;
+				break;
+			}
+			e->uid = ld->uidnext++;
+			e->modseq = ++ld->highest_modseq;
+			e->known = true;
+			uidlist_uidl_from_base(key, e->base_len, uidl);
+			r = uidlist_line_add(&lines, e->uid, e->modseq, e->size, e->idate, e->flags,
+					     e->keywords, uidl, key, e->base_len);
+			n_lines++;
+		} else if (e->flags_differ) {
+			e->modseq = ++ld->highest_modseq; /* changed outside while we were away */
+			r = uidlist_line_flags(&lines, e->uid, e->modseq, e->flags, e->keywords);
+			n_lines++;
+		}
+	}
+	char file[4096];
+	if (r == 0 && ld->list_rebuilt) {
+		char text[16];
+		int n = snprintf(text, sizeof(text), "%u\n", ld->uidvalidity);
+		r = storage_path(file, sizeof(file), "%s/%s", ld->path, UIDVALIDITY_FILE);
+		if (r == 0)
+			r = storage_write_file_atomic(file, text, (size_t)n);
+	}
+	if (r == 0)
+		r = storage_path(file, sizeof(file), "%s/%s", ld->path, UIDLIST_FILE);
+	bool compact = ld->list_dirty || ld->list_rebuilt ||
+		       (ml->n_log + n_lines > LOG_COMPACT_MIN && ml->n_log + n_lines > ld->n_ents);
+	if (r == 0 && compact) {
+		struct sbuf b = {0};
+		r = uidlist_line_header(&b, ld->uidvalidity, ld->uidnext, ld->highest_modseq,
+					ld->n_ents);
+		for (size_t i = 0; i < ld->n_ents && r == 0; i++) {
+			const struct load_ent *e = &ld->ents[i];
+			const char *key = ld->pool + e->key_off;
+			uidlist_uidl_from_base(key, e->base_len, uidl);
+			r = uidlist_line_add(&b, e->uid, e->modseq, e->size, e->idate, e->flags,
+					     e->keywords, uidl, key, e->base_len);
+		}
+		if (r == 0)
+			r = uidlist_write(file, &b);
+		sbuf_free(&b);
+		ml->n_log = 0;
+	} else if (r == 0 && n_lines > 0) {
+		int fd = open(file, O_WRONLY | O_APPEND | O_CLOEXEC);
+		if (fd < 0)
+			r = -errno;
+		if (r == 0)
+			r = storage_write_all(fd, lines.data, lines.len);
+		if (r == 0 && fdatasync(fd) < 0)
+			r = -errno;
+		if (fd >= 0)
+			close(fd);
+		ml->n_log += n_lines;
+	}
+	sbuf_free(&lines);
+	if (r == 0 && stat(file, &ml->list_st) < 0)
+		r = -errno;
+	if (r == 0 && ld->n_ents > n_known)
+		log_info("storage: numbered new messages path=%s count=%zu first_uid=%u",
+			 log_escape_str(ld->path), ld->n_ents - n_known, ld->first_recent_uid);
+	return r;
+}
+
+static bool same_file(const struct stat *a, const struct stat *b)
+{
+	return a->st_ino == b->st_ino && a->st_dev == b->st_dev && a->st_size == b->st_size &&
+	       a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
+}
+
 static int md_attach(struct mailbox *mbox, struct mailbox_load *ld)
 {
 	struct md_load *ml = ld->backend;
+	if (ml->lock_fd < 0) {
+		/* loaded on a worker: take the lock again and check that nobody changed the
+		 * list since (else the caller loads again on the loop) */
+		int r = folder_lock(ld->path, false, &ml->lock_fd);
+		if (r < 0)
+			return -EAGAIN;
+		char file[4096];
+		struct stat st;
+		r = storage_path(file, sizeof(file), "%s/%s", ld->path, UIDLIST_FILE);
+		if (r < 0)
+			return r;
+		if (stat(file, &st) < 0 || !same_file(&st, &ml->list_st)) {
+			close(ml->lock_fd);
+			ml->lock_fd = -1;
+			return -EAGAIN;
+		}
+	}
 	struct maildir *md = calloc(1, sizeof(*md));
 	if (md == NULL)
 		return -ENOMEM;
 	md->log_fd = -1;
 	md->cache_fd = -1;
+	md->lock_fd = ml->lock_fd;
+	ml->lock_fd = -1;
 	mbox->backend = md;
-	if (ml != NULL) {
-		md->cache_map = ml->cache_map;
-		md->cache_map_len = ml->cache_map_len;
-		md->cache_end = ml->cache_end;
-		md->cache_garbage = ml->cache_garbage;
-		md->n_log = ml->n_log;
-		md->mtime_new = ml->mtime_new;
-		md->mtime_cur = ml->mtime_cur;
-		ml->cache_map = NULL;
-	}
+	md->cache_map = ml->cache_map;
+	md->cache_map_len = ml->cache_map_len;
+	md->cache_end = ml->cache_end;
+	md->cache_garbage = ml->cache_garbage;
+	md->n_log = ml->n_log;
+	md->mtime_new = ml->mtime_new;
+	md->mtime_cur = ml->mtime_cur;
+	ml->cache_map = NULL;
 	mbox->uidvalidity = ld->uidvalidity;
 	mbox->uidnext = ld->uidnext;
 	mbox->highest_modseq = ld->highest_modseq;
@@ -1064,26 +1242,13 @@ static int md_attach(struct mailbox *mbox, struct mailbox_load *ld)
 	}
 	mbox->n_keywords = ld->n_keywords;
 	ld->n_keywords = 0;
-
-	/* known ones (UID order) first, then new ones (base-name order) */
-	size_t n_known = 0;
-	for (size_t i = 0; i < ld->n_ents; i++) {
-		if (ld->ents[i].known) {
-			struct load_ent t = ld->ents[n_known];
-			ld->ents[n_known++] = ld->ents[i];
-			ld->ents[i] = t;
-		}
-	}
-	qsort(ld->ents, n_known, sizeof(*ld->ents), cmp_ent_uid);
-	qsort_r(ld->ents + n_known, ld->n_ents - n_known, sizeof(*ld->ents), cmp_ent_base,
-		ld->pool);
-	uint32_t kw_mask = mbox->n_keywords >= 32 ? UINT32_MAX : (1u << mbox->n_keywords) - 1;
+	/* every entry is numbered and durable now, in UID order */
 	int r = 0;
-	for (size_t i = 0; i < n_known && r == 0; i++) {
+	for (size_t i = 0; i < ld->n_ents && r == 0; i++) {
 		struct load_ent *e = &ld->ents[i];
 		struct mail_rec rec = {0};
 		rec.uid = e->uid;
-		rec.keywords = e->keywords & kw_mask;
+		rec.keywords = e->keywords;
 		rec.modseq = e->modseq;
 		rec.size = e->size;
 		rec.idate = e->idate;
@@ -1093,39 +1258,16 @@ static int md_attach(struct mailbox *mbox, struct mailbox_load *ld)
 		rec.cache_len = e->cache_len;
 		rec.flags = e->flags;
 		rec.bflags = e->bflags;
-		if (e->flags_differ) {
-			/* changed outside while we were away: a new modseq */
-			rec.modseq = mbox->highest_modseq + 1;
-			r = uidlist_line_flags(&md->pending, rec.uid, rec.modseq, rec.flags,
-					       rec.keywords);
-		}
-		if (r == 0)
-			r = mailbox_rec_add(mbox, &rec, ld->pool + e->key_off);
+		r = mailbox_rec_add(mbox, &rec, ld->pool + e->key_off);
 	}
-	uint32_t first_new = mbox->uidnext;
-	if (r == 0)
-		r = add_new_ents(mbox, ld->ents + n_known, ld->n_ents - n_known, ld->pool);
 	if (r < 0)
 		return r;
-	mbox->first_recent_uid = first_new;
-	if (ld->list_rebuilt) {
-		char file[4096], text[16];
-		int n = snprintf(text, sizeof(text), "%u\n", mbox->uidvalidity);
-		r = storage_path(file, sizeof(file), "%s/%s", mbox->path, UIDVALIDITY_FILE);
-		if (r == 0)
-			r = storage_write_file_atomic(file, text, (size_t)n);
-		if (r < 0)
-			return r;
-	}
-	if (ld->list_dirty || ld->list_rebuilt)
-		r = list_compact(mbox);
-	else
-		r = log_open(mbox) == 0 ? md_commit(mbox) : list_compact(mbox);
+	mbox->uidnext = ld->uidnext;
+	mbox->highest_modseq = ld->highest_modseq;
+	mbox->first_recent_uid = ld->first_recent_uid;
+	r = log_open(mbox);
 	if (r < 0)
 		return r;
-	if (ld->n_ents - n_known > 0)
-		log_info("storage: numbered new messages folder=%s count=%zu first_uid=%" PRIu32,
-			 log_escape_str(mbox->name), ld->n_ents - n_known, first_new);
 	cache_compact(mbox);
 	struct timespec now;
 	clock_gettime(CLOCK_REALTIME, &now);
@@ -1339,7 +1481,7 @@ static int md_set_flags(struct mailbox *mbox, struct mail_rec *rec, unsigned fla
 	struct maildir *md = mbox->backend;
 	char old[4096], neu[4096], name[4096];
 	int r = 0;
-	for (int attempt = 0; attempt < 2; attempt++) {
+	for (int attempt = 0; attempt < LOCATE_TRIES; attempt++) {
 		int n = name_build(name, sizeof(name), mailbox_rec_key(mbox, rec), rec->base_len,
 				   flags, keywords, rec->bflags);
 		if (n < 0)
@@ -1367,14 +1509,14 @@ static int md_set_flags(struct mailbox *mbox, struct mail_rec *rec, unsigned fla
 		if (r < 0)
 			return r;
 	}
-	return r;
+	return -EAGAIN; /* another program keeps renaming it */
 }
 
 static int md_expunge(struct mailbox *mbox, struct mail_rec *rec)
 {
 	struct maildir *md = mbox->backend;
 	char path[4096];
-	for (int attempt = 0; attempt < 2; attempt++) {
+	for (int attempt = 0; attempt < LOCATE_TRIES; attempt++) {
 		int r = rec_path(mbox, rec, path, sizeof(path));
 		if (r < 0)
 			return r;
@@ -1384,6 +1526,8 @@ static int md_expunge(struct mailbox *mbox, struct mail_rec *rec)
 			return -errno;
 		if (locate(mbox, rec) < 0)
 			break; /* already gone */
+		if (attempt == LOCATE_TRIES - 1)
+			return -EAGAIN; /* another program keeps renaming it */
 	}
 	if (rec->bflags & MREC_IN_NEW)
 		md->fsync_new = true;
@@ -1615,7 +1759,7 @@ static int md_open_msg(struct mailbox *mbox, const struct mail_rec *crec, int *f
 	if (rec == NULL)
 		return -ENOENT;
 	char path[4096];
-	for (int attempt = 0; attempt < 2; attempt++) {
+	for (int attempt = 0; attempt < LOCATE_TRIES; attempt++) {
 		int r = rec_path(mbox, rec, path, sizeof(path));
 		if (r < 0)
 			return r;

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "storage_test.h"
@@ -510,6 +511,89 @@ static void test_open_async(void **state)
 	assert_int_equal(mailbox_open_async(fx->store, "bad..name", open_fail_cb, &err), -EINVAL);
 }
 
+static void test_open_races(void **state)
+{
+	struct fx *fx = *state;
+	char sent[4200];
+	snprintf(sent, sizeof(sent), "%s/.Sent", fx->root);
+	for (int i = 0; i < 200; i++) {
+		char name[64];
+		snprintf(name, sizeof(name), "1700000%03d.r%d.host", i, i);
+		st_write_file(sent, "new", name, "Subject: r\n\nbody\n");
+	}
+	/* async then sync on the same cold folder: one object, numbered once */
+	struct mailbox *a = NULL, *b = NULL, *c = NULL;
+	assert_int_equal(mailbox_open_async(fx->store, "Sent", open_cb, &a), 0);
+	assert_int_equal(mailbox_open(fx->store, "Sent", &b), 0);
+	assert_int_equal(mailbox_count(b), 200);
+	assert_int_equal(mailbox_uidnext(b), 201);
+	while (a == NULL)
+		uv_run(&fx->loop, UV_RUN_ONCE);
+	assert_ptr_equal(a, b);
+	mailbox_unref(&a);
+	mailbox_unref(&b);
+	/* two async opens at once */
+	assert_int_equal(mailbox_open_async(fx->store, "Sent", open_cb, &a), 0);
+	assert_int_equal(mailbox_open_async(fx->store, "Sent", open_cb, &c), 0);
+	while (a == NULL || c == NULL)
+		uv_run(&fx->loop, UV_RUN_ONCE);
+	assert_ptr_equal(a, c);
+	assert_int_equal(mailbox_uidnext(a), 201);
+	assert_int_equal(mailbox_uidvalidity(a) > 0, 1);
+	mailbox_unref(&a);
+	mailbox_unref(&c);
+}
+
+/* Another process has the folder open: this one gets -EBUSY for it, never a second
+ * numbering; once it is gone the folder opens. */
+static void test_folder_lock(void **state)
+{
+	struct fx *fx = *state;
+	int to_child[2], from_child[2];
+	assert_int_equal(pipe(to_child), 0);
+	assert_int_equal(pipe(from_child), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		close(to_child[1]);
+		close(from_child[0]);
+		uv_loop_t loop;
+		struct store *s;
+		struct mailbox *m;
+		uv_loop_init(&loop);
+		if (store_open_path(&loop, fx->root, &s) < 0 || mailbox_open(s, "Trash", &m) < 0)
+			_exit(1);
+		char c = 'k';
+		if (write(from_child[1], &c, 1) != 1)
+			_exit(2);
+		while (read(to_child[0], &c, 1) > 0)
+			;
+		_exit(0);
+	}
+	close(to_child[0]);
+	close(from_child[1]);
+	char c;
+	assert_int_equal(read(from_child[0], &c, 1), 1);
+	struct mailbox *m;
+	assert_int_equal(mailbox_open(fx->store, "Trash", &m), -EBUSY);
+	struct mailbox_status st;
+	assert_int_equal(store_status(fx->store, "Trash", &st), -EBUSY);
+	int err = 0;
+	assert_int_equal(mailbox_open_async(fx->store, "Trash", open_fail_cb, &err), 0);
+	while (err == 0)
+		uv_run(&fx->loop, UV_RUN_ONCE);
+	assert_int_equal(err, -EBUSY);
+	assert_string_equal(storage_error_text(-EBUSY), "Mailbox is in use by another session");
+	close(to_child[1]);
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	close(from_child[0]);
+	assert_int_equal(mailbox_open(fx->store, "Trash", &m), 0);
+	mailbox_unref(&m);
+}
+
 static void test_cache(void **state)
 {
 	struct fx *fx = *state;
@@ -566,6 +650,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_status, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_torn_list_rebuilt, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_async, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_open_races, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_folder_lock, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cache, setup, teardown),
 		cmocka_unit_test(test_error_text),
 	};
