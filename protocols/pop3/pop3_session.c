@@ -229,18 +229,27 @@ static void pop3_on_tls_ready(void *session)
 	pop3_session_command_done(s);
 }
 
+/* A multi-line answer (RETR, TOP, LIST, UIDL) is partly out: a goodbye line now would be
+ * read as message data, so the connection just ends (the client sees no terminator). */
+static bool session_mid_response(const struct pop3_session *s)
+{
+	return s->stream_active || s->cont != NULL;
+}
+
 static void pop3_on_timeout(void *session)
 {
 	struct pop3_session *s = session;
 	log_info("pop3 conn=%llu event=idle_timeout state=%s", (unsigned long long)s->id,
 		 pop3_state_name(s->state));
-	conn_write_str(s->conn, "-ERR Disconnected for inactivity.\r\n");
+	if (!session_mid_response(s))
+		conn_write_str(s->conn, "-ERR Disconnected for inactivity.\r\n");
 }
 
 static void pop3_on_shutdown(void *session)
 {
 	struct pop3_session *s = session;
-	conn_write_str(s->conn, "-ERR [SYS/TEMP] Server shutting down.\r\n");
+	if (!session_mid_response(s))
+		conn_write_str(s->conn, "-ERR [SYS/TEMP] Server shutting down.\r\n");
 }
 
 static void pop3_session_free(void *session)

@@ -28,6 +28,7 @@ struct conn {
 			 * conn_flush (as conn.c pushes output only then) */
 	size_t queued;  /* bytes "not yet accepted by the kernel" */
 	bool blocked;   /* went above the watermark: on_drain owed */
+	bool hold;      /* the client reads nothing: blocked output stays blocked */
 	bool paused;
 	bool input_owed; /* resume with input buffered: on_input owed */
 	bool closing;
@@ -85,6 +86,8 @@ static bool fake_quiet(const struct conn *c)
 {
 	if (c->closing)
 		return true;
+	if (c->blocked && c->hold)
+		return true; /* waiting for the client to read */
 	return !c->paused && !c->streaming && !c->starttls_pending && !c->blocked && !c->input_owed;
 }
 
@@ -209,6 +212,13 @@ char *fake_conn_take(struct conn *c, size_t *len_r)
 	c->out_len -= n;
 	c->flushed = 0;
 	return p;
+}
+
+void fake_conn_hold(struct conn *c, bool hold)
+{
+	c->hold = hold;
+	if (!hold)
+		fake_conn_run(c);
 }
 
 bool fake_conn_closed(const struct conn *c)

@@ -43,6 +43,9 @@ void fake_conn_run(struct conn *c);
  * queued outside a hook and never flushed does not count), NUL-terminated; the caller frees
  * it. */
 char *fake_conn_take(struct conn *c, size_t *len_r);
+/* The client stops reading (hold): output above the watermark stays blocked, so a stream or
+ * listing stops part way; releasing it runs the session on. */
+void fake_conn_hold(struct conn *c, bool hold);
 bool fake_conn_closed(const struct conn *c);
 /* Bad commands counted so far. */
 unsigned fake_conn_bad_count(const struct conn *c);

@@ -691,6 +691,48 @@ static void test_timeout_shutdown(void **state)
 	fake_conn_free(&c);
 }
 
+/* The idle timer or a shutdown in the middle of a RETR or LIST: no goodbye line inside the
+ * message data; the connection just ends, and nothing is committed. */
+static void test_goodbye_mid_response(void **state)
+{
+	struct fx *fx = *state;
+	for (int shutdown = 0; shutdown < 2; shutdown++) {
+		for (int listing = 0; listing < 2; listing++) {
+			struct fake_conn_opts o = {.config = fx->cfg,
+						   .loop = uv_default_loop(),
+						   .loopback = true,
+						   .high_watermark = 16,
+						   .stream_chunk = 5};
+			struct conn *c = fake_conn_new(&pop3_proto_ops, &o);
+			fake_conn_send(c, "USER alice\r\nPASS secret\r\nDELE 3\r\n");
+			free(fake_conn_take(c, NULL));
+			fake_conn_hold(c, true);
+			fake_conn_send(c, listing ? "LIST\r\n" : "RETR 1\r\n");
+			size_t len;
+			char *got = fake_conn_take(c, &len);
+			assert_true(len >= 16 && len < 40);
+			assert_memory_equal(got, "+OK ", 4);
+			free(got);
+			if (shutdown)
+				fake_conn_shutdown(c);
+			else
+				fake_conn_timeout(c);
+			got = fake_conn_take(c, &len);
+			assert_int_equal(len, 0);
+			free(got);
+			fake_conn_free(&c);
+		}
+	}
+	assert_int_equal(store_count(fx, "alice"), 3);
+	/* Not mid-response: the goodbye is sent. */
+	struct conn *c = login(fx, "alice", "secret");
+	fake_conn_shutdown(c);
+	char *got = fake_conn_take(c, NULL);
+	assert_string_equal(got, "-ERR [SYS/TEMP] Server shutting down.\r\n");
+	free(got);
+	fake_conn_free(&c);
+}
+
 /* LOGIN-DELAY: advertised, and a second login within the delay is refused (RFC 2449). */
 static void test_login_delay(void **state)
 {
@@ -778,6 +820,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_timeout_shutdown, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_drop_during_login, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_login_delay, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_goodbye_mid_response, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_login_delay_table, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
