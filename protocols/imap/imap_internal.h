@@ -123,6 +123,8 @@ void imap_session_wakeup(struct imap_session *s);
 /* A long command (SEARCH, FETCH of unparsed messages) gives the loop back: the session runs
  * it again on the next loop turn. Returns CMD_MORE for the handler to return. */
 enum cmd_result imap_cmd_yield(struct imap_cmd *cmd);
+/* SELECT/EXAMINE open the folder on libuv's thread pool (default); tests may set false. */
+extern bool imap_async_open;
 /* Work budget of one loop turn before a long command yields (ns); 2 ms by default. Tests set
  * 0 (yield after every message) or UINT64_MAX (never). */
 extern uint64_t imap_slice_ns;

@@ -241,27 +241,103 @@ void imap_session_unselect(struct imap_session *s)
 /* ---------------------------------------------------------------------------------------- */
 /* SELECT / EXAMINE                                                                          */
 
+/* A folder open on the thread pool outlives its session if the connection goes meanwhile:
+ * the command only points at this, and the callback frees it. */
+struct select_wait {
+	struct imap_cmd *cmd; /* NULL once the command is gone */
+	int err;
+	struct mailbox *mbox;
+	bool done;
+};
+
+struct select_ctx {
+	struct select_wait *wait;
+};
+
+bool imap_async_open = true;
+
+static void select_ctx_free(struct imap_cmd *cmd)
+{
+	struct select_ctx *c = cmd->ctx;
+	if (!c)
+		return;
+	if (c->wait) {
+		if (c->wait->done) {
+			mailbox_unref(&c->wait->mbox);
+			free(c->wait);
+		} else {
+			c->wait->cmd = NULL; /* the callback frees it */
+		}
+	}
+	free(c);
+	cmd->ctx = NULL;
+}
+
+static void select_opened(int err, struct mailbox *mbox, void *data)
+{
+	struct select_wait *w = data;
+	if (!w->cmd) {
+		mailbox_unref(&mbox);
+		free(w);
+		return;
+	}
+	w->err = err;
+	w->mbox = mbox;
+	w->done = true;
+	imap_session_wakeup(w->cmd->s);
+}
+
 static enum cmd_result select_common(struct imap_cmd *cmd, bool readonly)
 {
 	struct imap_session *s = cmd->s;
-	const struct imap_arg *args;
-	int r = imap_cmd_read_args(cmd, &args);
-	if (r <= 0)
-		return r == 0 ? CMD_MORE : CMD_DONE;
-	char name[STORE_NAME_MAX + 1];
-	if (!imap_arg_mailbox(cmd, &args[0], name))
-		return CMD_DONE;
-	if (args[1].type != IMAP_ARG_EOL) {
-		imap_cmd_reply(cmd, "BAD", "Unexpected arguments.");
-		return CMD_DONE;
+	struct select_ctx *c = cmd->ctx;
+	struct mailbox *mbox = NULL;
+	int r;
+	if (c) {
+		/* Waiting for the open on the thread pool. */
+		if (!c->wait->done)
+			return CMD_MORE;
+		r = c->wait->err;
+		mbox = c->wait->mbox;
+		c->wait->mbox = NULL;
+	} else {
+		const struct imap_arg *args;
+		r = imap_cmd_read_args(cmd, &args);
+		if (r <= 0)
+			return r == 0 ? CMD_MORE : CMD_DONE;
+		char name[STORE_NAME_MAX + 1];
+		if (!imap_arg_mailbox(cmd, &args[0], name))
+			return CMD_DONE;
+		if (args[1].type != IMAP_ARG_EOL) {
+			imap_cmd_reply(cmd, "BAD", "Unexpected arguments.");
+			return CMD_DONE;
+		}
+		if (s->view) {
+			imap_session_unselect(s);
+			conn_write_str(s->conn, "* OK [CLOSED] Previous mailbox closed.\r\n");
+		}
+		if (imap_async_open) {
+			c = calloc(1, sizeof(*c));
+			struct select_wait *w = c ? calloc(1, sizeof(*w)) : NULL;
+			if (!w) {
+				free(c);
+				imap_cmd_reply(cmd, "NO", "[SERVERBUG] Out of memory.");
+				return CMD_DONE;
+			}
+			w->cmd = cmd;
+			c->wait = w;
+			cmd->ctx = c;
+			cmd->ctx_free = select_ctx_free;
+			r = mailbox_open_async(s->store, name, select_opened, w);
+			if (r == 0)
+				return CMD_MORE;
+			w->done = true; /* no callback will come */
+		} else {
+			r = mailbox_open(s->store, name, &mbox);
+		}
 	}
-	if (s->view) {
-		imap_session_unselect(s);
-		conn_write_str(s->conn, "* OK [CLOSED] Previous mailbox closed.\r\n");
-	}
-	struct mailbox *mbox;
-	r = mailbox_open(s->store, name, &mbox);
 	if (r < 0) {
+		mailbox_unref(&mbox);
 		imap_cmd_reply_error(cmd, r);
 		return CMD_DONE;
 	}

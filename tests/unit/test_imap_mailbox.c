@@ -35,6 +35,8 @@ static int env_setup(void **state)
 	imap_auth_service_set(fake_auth_service());
 	/* Commands never yield the loop here (test_yield checks that path on its own). */
 	imap_slice_ns = UINT64_MAX;
+	/* SELECT opens in-line here; test_async_select covers the thread-pool path. */
+	imap_async_open = false;
 	*state = e;
 	return 0;
 }
@@ -622,6 +624,34 @@ static void test_yield(void **state)
 	fake_conn_free(&b);
 }
 
+static void test_async_select(void **state)
+{
+	struct env *e = *state;
+	imap_async_open = true;
+	struct conn *c = logged_in(e, "mia");
+	append(c, "a", "INBOX", "(\\Seen) ", MSG1, 1);
+	/* The open runs on the thread pool; the next command waits its turn. */
+	fake_conn_input(c, "s EXAMINE INBOX\r\nn NOOP\r\n");
+	assert_int_equal(fake_conn_output_len(c), 0);
+	wait_for(e, c, "n OK NOOP completed.\r\n");
+	expect(c, "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n"
+		  "* OK [PERMANENTFLAGS ()] Read-only mailbox.\r\n"
+		  "* 1 EXISTS\r\n* 0 RECENT\r\n"
+		  "* OK [UIDVALIDITY V] UIDs valid.\r\n"
+		  "* OK [UIDNEXT 2] Predicted next UID.\r\n"
+		  "s OK [READ-ONLY] Examine completed.\r\nn OK NOOP completed.\r\n");
+	fake_conn_input(c, "t SELECT Nope\r\n");
+	wait_for(e, c, "t NO");
+	expect(c, "* OK [CLOSED] Previous mailbox closed.\r\nt NO [NONEXISTENT] Mailbox doesn't "
+		  "exist.\r\n");
+	/* The connection goes while the open is in flight: the callback cleans up. */
+	fake_conn_input(c, "u SELECT INBOX\r\n");
+	fake_conn_free(&c);
+	for (int i = 0; i < 100 && uv_loop_alive(&e->loop); i++)
+		uv_run(&e->loop, UV_RUN_ONCE);
+	imap_async_open = false;
+}
+
 static void test_backpressure(void **state)
 {
 	struct env *e = *state;
@@ -746,6 +776,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_idle_keepalive, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_binary, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_yield, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(test_async_select, env_setup, env_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
