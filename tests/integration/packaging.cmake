@@ -14,6 +14,11 @@ mk_python_test(packaging_cert_deploy
 mk_python_test(packaging_migrate ${CMAKE_SOURCE_DIR}/tests/integration/packaging_migrate.py
 	TIMEOUT 300)
 
+# packaging_sandbox_root: the unit's CapabilityBoundingSet and NoNewPrivileges applied with
+# setpriv to a root-started daemon (bind below 1024, drop, PAM). Root only; skips otherwise.
+mk_python_test(packaging_sandbox_root
+	${CMAKE_SOURCE_DIR}/tests/integration/packaging_sandbox_root.py TIMEOUT 120)
+
 # packaging_deb: packaging/build-deb.sh's package checked with dpkg-deb, lintian,
 # systemd-analyze and an install into a throwaway root. It needs packaging/ in the build (the
 # top-level add_subdirectory(packaging), before add_subdirectory(tests)).
