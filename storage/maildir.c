@@ -692,6 +692,7 @@ static void md_load_free(void *p)
 }
 
 static int folder_lock(const char *path, bool wait, int *fd_r);
+static void tmp_cleanup(const char *path);
 static int load_scan(struct mailbox_load *ld, struct md_load *ml);
 static int load_persist(struct mailbox_load *ld, struct md_load *ml);
 
@@ -713,6 +714,7 @@ static int md_load(struct mailbox_load *ld)
 	r = folder_lock(ld->path, ld->wait_lock, &ml->lock_fd);
 	if (r < 0)
 		return r;
+	tmp_cleanup(ld->path);
 	r = load_scan(ld, ml);
 	if (r == 0)
 		r = load_persist(ld, ml);
@@ -878,6 +880,32 @@ static int folder_lock(const char *path, bool wait, int *fd_r)
 	}
 	*fd_r = fd;
 	return 0;
+}
+
+/* Files left in tmp/ by a writer that died (ours or an MTA's) are removed after 36 hours, the
+ * Maildir convention; a younger one may still be being written. */
+#define TMP_MAX_AGE (36 * 3600)
+
+static void tmp_cleanup(const char *path)
+{
+	char dir[4096];
+	if (storage_path(dir, sizeof(dir), "%s/tmp", path) < 0)
+		return;
+	DIR *d = opendir(dir);
+	if (d == NULL)
+		return;
+	time_t now = time(NULL);
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		struct stat st;
+		if (de->d_name[0] == '.')
+			continue;
+		if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    S_ISREG(st.st_mode) && st.st_mtime + TMP_MAX_AGE < now &&
+		    st.st_atime + TMP_MAX_AGE < now)
+			unlinkat(dirfd(d), de->d_name, 0);
+	}
+	closedir(d);
 }
 
 /* ---- UID list writing --------------------------------------------------------------------- */

@@ -144,7 +144,7 @@ struct mailbox_status {
 };
 /* Counts for a folder. Uses the open mailbox when there is one; otherwise opens it (reading
  * the UID list and the directory names, never the message files unless a message delivered
- * from outside has no size in its name yet) and closes it again. */
+ * from outside has no size in its name yet) and closes it again. Errors as mailbox_open. */
 int store_status(struct store *store, const char *name, struct mailbox_status *status_r);
 
 /* ---------------------------------------------------------------------------------------- */
@@ -154,13 +154,16 @@ int store_status(struct store *store, const char *name, struct mailbox_status *s
  * reference. Otherwise loads it on the calling thread: the UID list, the keyword table and
  * the directory listing (plus a stat and size count for messages not yet in the UID list).
  * A warm open of 10,000 messages takes a few ms (see storage/README.md); for a folder that
- * may be large and cold prefer mailbox_open_async. -ENOENT if the folder does not exist. */
+ * may be large and cold prefer mailbox_open_async. -ENOENT if the folder does not exist;
+ * -EBUSY if another process has it open (each open folder holds a lock, so two mailkeep
+ * processes never number one folder). */
 int mailbox_open(struct store *store, const char *name, struct mailbox **mbox_r);
 
 /* Called on the loop thread with a referenced mailbox (err == 0) or an error (mbox NULL). */
 typedef void mailbox_open_cb(int err, struct mailbox *mbox, void *data);
-/* The same, with the directory scan on libuv's thread pool so the loop never stalls. CB is
- * always called later from the loop, never from inside this call. */
+/* The same, with the directory scan, the numbering of new messages and the UID-list write on
+ * libuv's thread pool, so the loop only builds the array. CB is always called later from the
+ * loop, never from inside this call. Same errors as mailbox_open. */
 int mailbox_open_async(struct store *store, const char *name, mailbox_open_cb *cb, void *data);
 
 struct mailbox *mailbox_ref(struct mailbox *mbox);
@@ -228,12 +231,13 @@ enum flag_op {
  * Each changed message's file is renamed (":2," info) and the change gets a new modseq.
  * ORIGIN (may be NULL) is the view that asked: it is not told about its own change (the
  * protocol answers STORE itself); every other view is. Returns 0 or -errno (a failure part
- * way leaves the messages done so far changed, and announced). */
+ * way leaves the messages done so far changed, and announced; -EAGAIN when another program
+ * kept renaming a message's file through every retry). */
 int mailbox_store_flags(struct mailbox *mbox, struct view *origin, const uint32_t *uids, size_t n,
 			enum flag_op op, unsigned flags, uint32_t keywords);
 
-/* Expunge the messages UIDS[0..n) (missing ones skipped). Every view, ORIGIN included, is
- * owed an EXPUNGE for each message it had been told about. */
+/* Expunge the messages UIDS[0..n) (missing ones skipped). Every view is owed an EXPUNGE for
+ * each message it had been told about. -EAGAIN as for mailbox_store_flags. */
 int mailbox_expunge(struct mailbox *mbox, const uint32_t *uids, size_t n);
 
 /* Copy UIDS[0..n) of SRC into DST (hard link when possible, else a copy), with the same

@@ -12,7 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "storage_test.h"
@@ -143,6 +145,30 @@ static void test_refresh(void **state)
 	assert_int_equal(info.uid, 3);
 }
 
+/* A file a dead writer left in tmp/ goes after 36 hours (at the next open); a young one stays. */
+static void test_tmp_cleanup(void **state)
+{
+	struct fx *fx = *state;
+	char old[4200], young[4200];
+	snprintf(old, sizeof(old), "%s/tmp/1600000000.dead.host", fx->root);
+	snprintf(young, sizeof(young), "%s/tmp/1700000000.writing.host", fx->root);
+	FILE *f = fopen(old, "w");
+	assert_non_null(f);
+	fclose(f);
+	f = fopen(young, "w");
+	assert_non_null(f);
+	fclose(f);
+	struct timespec t[2] = {{time(NULL) - 37 * 3600, 0}, {time(NULL) - 37 * 3600, 0}};
+	assert_int_equal(utimensat(AT_FDCWD, old, t, 0), 0);
+	view_free(&fx->v);
+	mailbox_unref(&fx->mbox);
+	assert_int_equal(mailbox_open(fx->store, "INBOX", &fx->mbox), 0);
+	assert_int_equal(view_new(fx->mbox, VIEW_IMAP, on_notify, fx, &fx->v), 0);
+	assert_int_equal(access(old, F_OK), -1);
+	assert_int_equal(access(young, F_OK), 0);
+	assert_int_equal(mailbox_count(fx->mbox), 0);
+}
+
 /* Flag changes made while the server was down get a new modseq at the next open. */
 static void test_changed_while_down(void **state)
 {
@@ -244,6 +270,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_delivery_by_fs_event, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_refresh, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tmp_cleanup, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_changed_while_down, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rename_race, setup, teardown),
 	};
