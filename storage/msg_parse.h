@@ -23,8 +23,8 @@
  *
  * Bounds: parsing uses memory proportional to the number of parts and to the header values
  * it keeps, never to the message size. Nesting deeper than limits.max_depth makes the
- * innermost multipart or message/rfc822 a leaf (described as application/octet-stream, as
- * Dovecot does); after limits.max_parts parts further boundaries are ignored; header field
+ * innermost multipart or message/rfc822 a leaf (described as application/octet-stream, its
+ * bytes still served); after limits.max_parts parts further boundaries are ignored; header field
  * values are kept up to limits.max_header_value octets each and limits.max_header_keep per
  * header block (sizes and offsets stay exact: only the kept text is cut).
  *
@@ -64,13 +64,14 @@ static inline struct msg_source msg_source_fd(int fd, uint64_t size)
 	return s;
 }
 
+/* Nesting of multipart / message/rfc822 parts (default 100, at most 1000), parts in the whole
+ * message (default 10000), kept octets of one header field value (default 64 KiB) and of all
+ * fields of one header block (default 256 KiB). */
 struct msg_parse_limits {
-	unsigned max_depth;      /* nesting of multipart / message/rfc822 parts (default 100,
-				    at most 1000) */
-	unsigned max_parts;      /* parts in the whole message (default 10000) */
-	size_t max_header_value; /* kept octets of one header field value (default 64 KiB) */
-	size_t max_header_keep;  /* kept octets of all fields of one header block (default 256 KiB)
-				  */
+	unsigned max_depth;
+	unsigned max_parts;
+	size_t max_header_value;
+	size_t max_header_keep;
 };
 /* The defaults above (Dovecot's message_max_nested_mime_parts / _total_mime_parts). */
 void msg_parse_limits_default(struct msg_parse_limits *limits_r);
