@@ -28,3 +28,6 @@ mk_unit_test(test_imap_mailbox SOURCES ${CMAKE_SOURCE_DIR}/tests/unit/test_imap_
 	LIBS mk_storage PkgConfig::UV)
 target_include_directories(test_imap_mailbox PRIVATE ${MK_IMAP_DIR} ${CMAKE_SOURCE_DIR}/src
 	${CMAKE_SOURCE_DIR}/auth)
+mk_unit_test(test_imap_utf7 SOURCES ${CMAKE_SOURCE_DIR}/tests/unit/test_imap_utf7.c
+	${MK_IMAP_DIR}/imap_utf7.c)
+target_include_directories(test_imap_utf7 PRIVATE ${MK_IMAP_DIR})
