@@ -23,7 +23,7 @@ ldflags=$(dpkg-buildflags --get LDFLAGS)
 # CMAKE_BUILD_TYPE=None: the flags above and nothing else, as Debian's cmake builds do.
 # Warnings stay visible but do not fail a package build (the test builds keep -Werror).
 CFLAGS=$cflags LDFLAGS=$ldflags cmake -S "$top" -B "$build" -DCMAKE_BUILD_TYPE=None \
-	-DMK_WERROR=OFF -DMK_SANITIZE=OFF -DMK_FUZZ=OFF >/dev/null
+	-DCMAKE_INSTALL_PREFIX=/usr -DMK_WERROR=OFF -DMK_SANITIZE=OFF -DMK_FUZZ=OFF >/dev/null
 cmake --build "$build" -j"${MK_JOBS:-2}" --target mailkeep mk-packaging-files
 (cd "$build" && cpack -G DEB -B "$out" >/dev/null)
 deb=$(ls -t "$out"/mailkeep_*.deb | head -1)

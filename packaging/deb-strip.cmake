@@ -1,5 +1,11 @@
 # Run by CPack (CPACK_PRE_BUILD_SCRIPTS) on the staged tree before it becomes the package:
-# strip the binary as Debian's dh_strip does (CPack's own strip leaves .comment and .note).
+# refuse a tree without the system integration (a build not configured for /usr), and strip
+# the binary as Debian's dh_strip does (CPack's own strip leaves .comment and .note).
+set(unit "${CPACK_TEMPORARY_DIRECTORY}/lib/systemd/system/mailkeep.service")
+if(NOT EXISTS "${unit}")
+	message(FATAL_ERROR "deb-strip: no systemd unit staged: the package needs a build "
+		"configured with -DCMAKE_INSTALL_PREFIX=/usr (packaging/build-deb.sh does that)")
+endif()
 set(bin "${CPACK_TEMPORARY_DIRECTORY}/usr/sbin/mailkeep")
 if(NOT EXISTS "${bin}")
 	message(FATAL_ERROR "deb-strip: ${bin} is not staged")
