@@ -103,7 +103,7 @@ static void append_begin(struct imap_cmd *cmd, struct append_ctx *a, const struc
 	size_t len;
 	char norm[STORE_NAME_MAX + 1];
 	if (!imap_arg_get_astring(&args[0], &name, &len) || memchr(name, '\0', len) ||
-	    store_name_normalize(name, norm, sizeof(norm)) < 0) {
+	    imap_mailbox_name_in(s, name, norm) < 0) {
 		append_fail(a, "NO", "[CANNOT] Invalid mailbox name.");
 		return;
 	}

@@ -160,15 +160,30 @@ enum cmd_result imap_cmd_enable(struct imap_cmd *cmd)
 		imap_cmd_reply(cmd, "BAD", "ENABLE needs at least one capability.");
 		return CMD_DONE;
 	}
+	if (cmd->s->state == IMAP_SELECTED) {
+		/* RFC 5161 §3.1: only in the authenticated state. */
+		imap_cmd_reply(cmd, "BAD", "ENABLE is not allowed with a mailbox selected.");
+		return CMD_DONE;
+	}
 	for (const struct imap_arg *a = args; a->type != IMAP_ARG_EOL; a++) {
 		if (a->type != IMAP_ARG_ATOM) {
 			imap_cmd_reply(cmd, "BAD", "ENABLE takes capability names.");
 			return CMD_DONE;
 		}
 	}
-	/* No extension that needs enabling is offered yet: RFC 5161 §3.1 answers with an
-	 * empty ENABLED response for names the server does not support. */
-	conn_write_str(cmd->s->conn, "* ENABLED\r\n");
+	/* RFC 5161 §3.1: ENABLED lists what this command turned on; unknown names are
+	 * ignored. IMAP4rev2 is the only extension here that needs enabling. */
+	struct imap_session *s = cmd->s;
+	bool rev2 = false;
+	for (const struct imap_arg *a = args; a->type != IMAP_ARG_EOL; a++)
+		if (imap_arg_is(a, "IMAP4rev2") && !s->rev2)
+			rev2 = true;
+	if (rev2) {
+		s->rev2 = true;
+		conn_write_str(s->conn, "* ENABLED IMAP4rev2\r\n");
+	} else {
+		conn_write_str(s->conn, "* ENABLED\r\n");
+	}
 	imap_cmd_reply(cmd, "OK", "ENABLE completed.");
 	return CMD_DONE;
 }

@@ -152,6 +152,11 @@ int imap_parse_flag_list(struct imap_session *s, const struct imap_arg *arg, boo
 			 unsigned *flags_r, uint32_t *keywords_r, const char **error_r);
 /* NO with the RFC 5530 code that fits err, and storage's client-safe text. */
 void imap_cmd_reply_error(struct imap_cmd *cmd, int err);
+/* A client's mailbox name (UTF-8 after ENABLE IMAP4rev2) into the store's normalised form in
+ * out (STORE_NAME_MAX + 1). 0 or -EINVAL. */
+int imap_mailbox_name_in(struct imap_session *s, const char *name, char *out);
+/* Write a store name for the client (UTF-8 after ENABLE IMAP4rev2). */
+void imap_write_mailbox(struct imap_session *s, const char *name);
 /* Mailbox name argument normalised into out (STORE_NAME_MAX + 1); false when answered. */
 bool imap_arg_mailbox(struct imap_cmd *cmd, const struct imap_arg *arg, char *out);
 /* Sequence-set argument ($ is the saved search); false when answered. */

@@ -12,7 +12,10 @@
 #include "config.h"
 #include "imap_internal.h"
 #include "log.h"
+#include "imap_utf7.h"
 #include "msg_imapstr.h"
+
+static void write_astring(struct imap_session *s, const char *str);
 
 /* ---------------------------------------------------------------------------------------- */
 /* Flags                                                                                     */
@@ -161,6 +164,27 @@ static void view_notify(struct view *view, void *data)
 /* ---------------------------------------------------------------------------------------- */
 /* Helpers                                                                                   */
 
+/* A mailbox name as the client wants it: modified UTF-7 for IMAP4rev1, UTF-8 (a quoted
+ * string) after ENABLE IMAP4rev2. */
+void imap_write_mailbox(struct imap_session *s, const char *name)
+{
+	char utf8[STORE_NAME_MAX * 4 + 1];
+	if (!s->rev2 || imap_utf7_to_utf8(name, utf8, sizeof(utf8)) < 0 ||
+	    strcmp(utf8, name) == 0) {
+		write_astring(s, name);
+		return;
+	}
+	/* UTF-8 may go in a quoted string in IMAP4rev2 (RFC 9051 §4.3); names never hold
+	 * CR, LF or NUL. */
+	conn_write_str(s->conn, "\"");
+	for (const char *p = utf8; *p; p++) {
+		if (*p == '"' || *p == '\\')
+			conn_write_str(s->conn, "\\");
+		conn_write(s->conn, p, 1);
+	}
+	conn_write_str(s->conn, "\"");
+}
+
 static void write_astring(struct imap_session *s, const char *str)
 {
 	struct buf b;
@@ -213,6 +237,17 @@ void imap_cmd_reply_error(struct imap_cmd *cmd, int err)
 	imap_cmd_reply(cmd, "NO", "%s%s", err_code(err), text);
 }
 
+int imap_mailbox_name_in(struct imap_session *s, const char *name, char *out)
+{
+	char utf7[STORE_NAME_MAX * 4 + 1];
+	if (s->rev2) {
+		if (imap_utf8_to_utf7(name, utf7, sizeof(utf7)) < 0)
+			return -EINVAL;
+		name = utf7;
+	}
+	return store_name_normalize(name, out, STORE_NAME_MAX + 1) < 0 ? -EINVAL : 0;
+}
+
 /* A mailbox name argument, normalised into out (STORE_NAME_MAX + 1). False: answered. */
 bool imap_arg_mailbox(struct imap_cmd *cmd, const struct imap_arg *arg, char *out)
 {
@@ -222,7 +257,7 @@ bool imap_arg_mailbox(struct imap_cmd *cmd, const struct imap_arg *arg, char *ou
 		imap_cmd_reply(cmd, "BAD", "Invalid mailbox name.");
 		return false;
 	}
-	if (store_name_normalize(name, out, STORE_NAME_MAX + 1) < 0) {
+	if (imap_mailbox_name_in(cmd->s, name, out) < 0) {
 		imap_cmd_reply(cmd, "NO", "[CANNOT] Invalid mailbox name.");
 		return false;
 	}
@@ -370,6 +405,13 @@ static enum cmd_result select_common(struct imap_cmd *cmd, bool readonly)
 			conn_printf(s->conn, "* OK [UNSEEN %u] First unseen.\r\n", seq);
 			break;
 		}
+	}
+	if (s->rev2) {
+		/* RFC 9051 §6.3.2: the canonical name, with its special-use attribute. */
+		const char *use = store_special_use_name(mailbox_special_use(mbox));
+		conn_printf(s->conn, "* LIST (%s) \".\" ", use ? use : "");
+		imap_write_mailbox(s, mailbox_name(mbox));
+		conn_write_str(s->conn, "\r\n");
 	}
 	conn_printf(s->conn, "* OK [UIDVALIDITY %u] UIDs valid.\r\n", mailbox_uidvalidity(mbox));
 	conn_printf(s->conn, "* OK [UIDNEXT %u] Predicted next UID.\r\n", mailbox_uidnext(mbox));
@@ -724,7 +766,7 @@ enum cmd_result imap_cmd_delete(struct imap_cmd *cmd)
 			imap_cmd_reply(cmd, "NO", "[CANNOT] INBOX cannot be deleted.");
 		else if (r == -ENOTEMPTY)
 			imap_cmd_reply(cmd, "NO",
-				       "[INUSE] Mailbox has children: delete them first.");
+				       "[HASCHILDREN] Mailbox has children: delete them first.");
 		else
 			imap_cmd_reply_error(cmd, r);
 		return CMD_DONE;
@@ -889,7 +931,7 @@ static void write_status(struct imap_session *s, const char *name, unsigned mask
 			 const struct mailbox_status *st)
 {
 	conn_write_str(s->conn, "* STATUS ");
-	write_astring(s, name);
+	imap_write_mailbox(s, name);
 	conn_write_str(s->conn, " (");
 	const char *sp = "";
 #define ITEM(bit, label, fmt, val)                                                                 \
@@ -1006,8 +1048,12 @@ static enum cmd_result list_common(struct imap_cmd *cmd, bool lsub)
 	for (size_t i = 0; i < n; i++) {
 		const struct store_folder *f = &folders[i];
 		bool match = false;
+		char utf8[STORE_NAME_MAX * 4 + 1];
+		const char *mname = f->name;
+		if (s->rev2 && imap_utf7_to_utf8(f->name, utf8, sizeof(utf8)) == 0)
+			mname = utf8; /* IMAP4rev2 patterns are UTF-8 */
 		for (unsigned k = 0; k < npats && !match; k++)
-			match = list_match(ref, pats[k].str, f->name);
+			match = list_match(ref, pats[k].str, mname);
 		if (!match)
 			continue;
 		bool subscribed = f->attrs & STORE_FOLDER_SUBSCRIBED;
@@ -1049,7 +1095,7 @@ static enum cmd_result list_common(struct imap_cmd *cmd, bool lsub)
 		}
 #undef ATTR
 		conn_printf(s->conn, "* %s (%s) \".\" ", verb, attrs);
-		write_astring(s, f->name);
+		imap_write_mailbox(s, f->name);
 		if (child_info)
 			conn_write_str(s->conn, " (\"CHILDINFO\" (\"SUBSCRIBED\"))");
 		conn_write_str(s->conn, "\r\n");

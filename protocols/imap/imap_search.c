@@ -691,6 +691,11 @@ enum cmd_result imap_cmd_search(struct imap_cmd *cmd)
 			esearch = false; /* SAVE alone: no ESEARCH response (RFC 5182 §2.4) */
 		a += 2;
 	}
+	if (!esearch && s->rev2) {
+		/* IMAP4rev2 answers SEARCH with ESEARCH, ALL by default (RFC 9051 §6.4.4). */
+		esearch = true;
+		ret = RET_ALL;
+	}
 	if (imap_arg_is(a, "CHARSET")) {
 		const char *cs;
 		size_t len;

@@ -72,6 +72,7 @@ void imap_capability_string(struct imap_session *s, char *out, size_t size)
 	out[0] = '\0';
 #define ADD(str) o += (size_t)snprintf(out + o, o < size ? size - o : 0, "%s%s", o ? " " : "", str)
 	ADD("IMAP4rev1");
+	ADD("IMAP4rev2");
 	ADD("SASL-IR");
 	ADD("LITERAL+");
 	ADD("ID");

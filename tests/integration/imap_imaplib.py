@@ -14,7 +14,7 @@ MSG = (b"From: Alice <alice@example.org>\r\nTo: bob@example.org\r\nSubject: Hell
        b"Date: Mon, 2 Nov 2026 10:00:00 +0000\r\nMessage-ID: <1@example.org>\r\n\r\n"
        b"Hi Bob,\r\nthe quick brown fox.\r\n")
 
-EXPECTED_CAPS = ["IMAP4rev1", "SASL-IR", "LITERAL+", "ID", "ENABLE", "IDLE", "NAMESPACE",
+EXPECTED_CAPS = ["IMAP4rev1", "IMAP4rev2", "SASL-IR", "LITERAL+", "ID", "ENABLE", "IDLE", "NAMESPACE",
                  "UNSELECT", "UIDPLUS", "CHILDREN", "LIST-EXTENDED", "LIST-STATUS",
                  "SPECIAL-USE", "ESEARCH", "SEARCHRES", "MOVE", "STATUS=SIZE", "BINARY"]
 

@@ -91,7 +91,7 @@ static struct conn *session(struct env *e, bool loopback)
 }
 
 #define CAPS_AUTH                                                                                  \
-	"IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS CHILDREN "           \
+	"IMAP4rev1 IMAP4rev2 SASL-IR LITERAL+ ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS CHILDREN " \
 	"LIST-EXTENDED LIST-STATUS SPECIAL-USE ESEARCH SEARCHRES MOVE STATUS=SIZE BINARY"
 
 static struct conn *logged_in(struct env *e, const char *user)
@@ -393,7 +393,7 @@ static void test_folders(void **state)
 		  "l OK Status completed.\r\n");
 	fake_conn_input(c, "m DELETE Work\r\nn DELETE Work.Done\r\no DELETE Nope\r\np DELETE "
 			   "INBOX\r\n");
-	expect(c, "m NO [INUSE] Mailbox has children: delete them first.\r\n"
+	expect(c, "m NO [HASCHILDREN] Mailbox has children: delete them first.\r\n"
 		  "n OK Delete completed.\r\n"
 		  "o NO [NONEXISTENT] Mailbox doesn't exist.\r\n"
 		  "p NO [CANNOT] INBOX cannot be deleted.\r\n");
@@ -652,6 +652,55 @@ static void test_async_select(void **state)
 	imap_async_open = false;
 }
 
+static void test_rev2(void **state)
+{
+	struct env *e = *state;
+	struct conn *old = logged_in(e, "nina");
+	struct conn *c = logged_in(e, "nina");
+	fake_conn_input(c, "a ENABLE IMAP4rev2\r\nb ENABLE IMAP4rev2\r\n");
+	expect(c, "* ENABLED IMAP4rev2\r\na OK ENABLE completed.\r\n* ENABLED\r\nb OK ENABLE "
+		  "completed.\r\n");
+	/* Names are UTF-8 for this session, modified UTF-7 in the store and for rev1. */
+	fake_conn_input(c, "c CREATE \"Entw\xc3\xbc"
+			   "rfe\"\r\nd LIST \"\" \"Entw\xc3\xbc"
+			   "*\"\r\n");
+	expect(c, "c OK Create completed.\r\n* LIST (\\HasNoChildren) \".\" \"Entw\xc3\xbc"
+		  "rfe\"\r\nd OK List completed.\r\n");
+	fake_conn_input(old, "e LIST \"\" Entw*\r\n");
+	expect(old, "* LIST (\\HasNoChildren) \".\" Entw&APw-rfe\r\ne OK List completed.\r\n");
+	fake_conn_input(c, "f CREATE \"bad\xc3\"\r\n");
+	expect(c, "f NO [CANNOT] Invalid mailbox name.\r\n");
+	append(c, "g",
+	       "\"Entw\xc3\xbc"
+	       "rfe\"",
+	       "", MSG1, 1);
+	fake_conn_input(c, "h STATUS \"Entw\xc3\xbc"
+			   "rfe\" (MESSAGES)\r\n");
+	expect(c, "* STATUS \"Entw\xc3\xbc"
+		  "rfe\" (MESSAGES 1)\r\nh OK Status completed.\r\n");
+	/* SELECT: no RECENT, no UNSEEN code, a LIST response with the name. */
+	fake_conn_input(c, "i SELECT \"Entw\xc3\xbc"
+			   "rfe\"\r\n");
+	expect(c, "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n"
+		  "* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)] "
+		  "Flags permitted.\r\n"
+		  "* 1 EXISTS\r\n"
+		  "* LIST () \".\" \"Entw\xc3\xbc"
+		  "rfe\"\r\n"
+		  "* OK [UIDVALIDITY V] UIDs valid.\r\n"
+		  "* OK [UIDNEXT 2] Predicted next UID.\r\n"
+		  "i OK [READ-WRITE] Select completed.\r\n");
+	/* SEARCH answers with ESEARCH; FLAGS never show \Recent. */
+	fake_conn_input(c, "j SEARCH ALL\r\nk FETCH 1 FLAGS\r\nl UID SEARCH SEEN\r\n");
+	expect(c, "* ESEARCH (TAG \"j\") ALL 1\r\nj OK Search completed.\r\n"
+		  "* 1 FETCH (FLAGS ())\r\nk OK Fetch completed.\r\n"
+		  "* ESEARCH (TAG \"l\") UID\r\nl OK Search completed.\r\n");
+	fake_conn_input(c, "m ENABLE IMAP4rev2\r\n");
+	expect(c, "m BAD ENABLE is not allowed with a mailbox selected.\r\n");
+	fake_conn_free(&c);
+	fake_conn_free(&old);
+}
+
 static void test_backpressure(void **state)
 {
 	struct env *e = *state;
@@ -704,7 +753,7 @@ static void test_more_commands(void **state)
 {
 	struct env *e = *state;
 	struct conn *c = logged_in(e, "ivan");
-	fake_conn_input(c, "a ENABLE IMAP4rev2 CONDSTORE\r\nb CHECK\r\n");
+	fake_conn_input(c, "a ENABLE CONDSTORE X-UNKNOWN\r\nb CHECK\r\n");
 	expect(c, "* ENABLED\r\na OK ENABLE completed.\r\nb BAD No mailbox selected.\r\n");
 	fake_conn_input(c, "c CREATE Receipts (USE (\\Archive))\r\nd CREATE X (USE (\\Bogus))\r\n"
 			   "e LIST (SPECIAL-USE) \"\" R*\r\n");
@@ -777,6 +826,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_binary, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_yield, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_async_select, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(test_rev2, env_setup, env_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
