@@ -661,8 +661,9 @@ enum cmd_result imap_cmd_search(struct imap_cmd *cmd)
 		return r == 0 ? CMD_MORE : CMD_DONE;
 	const struct imap_arg *a = args;
 	unsigned ret = 0;
-	bool esearch = false;
+	bool esearch = false, had_return = false;
 	if (imap_arg_is(a, "RETURN")) {
+		had_return = true;
 		if (a[1].type != IMAP_ARG_LIST) {
 			imap_cmd_reply(cmd, "BAD", "Invalid RETURN options.");
 			return CMD_DONE;
@@ -691,7 +692,7 @@ enum cmd_result imap_cmd_search(struct imap_cmd *cmd)
 			esearch = false; /* SAVE alone: no ESEARCH response (RFC 5182 §2.4) */
 		a += 2;
 	}
-	if (!esearch && s->rev2) {
+	if (!had_return && s->rev2) {
 		/* IMAP4rev2 answers SEARCH with ESEARCH, ALL by default (RFC 9051 §6.4.4). */
 		esearch = true;
 		ret = RET_ALL;

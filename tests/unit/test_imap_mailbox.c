@@ -697,6 +697,9 @@ static void test_rev2(void **state)
 		  "* ESEARCH (TAG \"l\") UID\r\nl OK Search completed.\r\n");
 	fake_conn_input(c, "m ENABLE IMAP4rev2\r\n");
 	expect(c, "m BAD ENABLE is not allowed with a mailbox selected.\r\n");
+	/* SAVE alone still answers nothing but the tagged OK. */
+	fake_conn_input(c, "n SEARCH RETURN (SAVE) ALL\r\no FETCH $ UID\r\n");
+	expect(c, "n OK Search completed.\r\n* 1 FETCH (UID 1)\r\no OK Fetch completed.\r\n");
 	fake_conn_free(&c);
 	fake_conn_free(&old);
 }
