@@ -50,11 +50,11 @@ static void t_continue(void *ctx)
 }
 
 static const struct imap_parser_limits default_limits = {
-        .max_command = 4096,
-        .max_literal = 1024,
-        .max_stream = 1 << 20,
-        .max_depth = 4,
-        .max_args = 64,
+	.max_command = 4096,
+	.max_literal = 1024,
+	.max_stream = 1 << 20,
+	.max_depth = 4,
+	.max_args = 64,
 };
 
 struct fixture {
@@ -102,10 +102,10 @@ static void dump(const struct imap_arg *args, char *out, size_t size, size_t *o)
 			break;
 		case IMAP_ARG_LITERAL:
 			*o += (size_t)snprintf(out + *o, size - *o,
-			                       "%s{%zu:", a->literal8 ? "~" : "", a->len);
+					       "%s{%zu:", a->literal8 ? "~" : "", a->len);
 			for (size_t i = 0; i < a->len; i++)
 				*o += (size_t)snprintf(out + *o, size - *o, "%c",
-				                       a->str[i] ? a->str[i] : '0');
+						       a->str[i] ? a->str[i] : '0');
 			*o += (size_t)snprintf(out + *o, size - *o, "}");
 			break;
 		case IMAP_ARG_NIL:
@@ -119,7 +119,7 @@ static void dump(const struct imap_arg *args, char *out, size_t size, size_t *o)
 			break;
 		case IMAP_ARG_LITERAL_SIZE:
 			*o += (size_t)snprintf(out + *o, size - *o, "<%llu>",
-			                       (unsigned long long)a->literal_size);
+					       (unsigned long long)a->literal_size);
 			break;
 		case IMAP_ARG_EOL:
 			break;
@@ -129,7 +129,7 @@ static void dump(const struct imap_arg *args, char *out, size_t size, size_t *o)
 
 /* Parse one command; returns its dump, or "ERR:<message>" / "FATAL:<message>". */
 static void parse_result(struct fixture *f, int r, const struct imap_arg *args, char *out,
-                         size_t size)
+			 size_t size)
 {
 	if (r == -1) {
 		bool fatal;
@@ -146,8 +146,8 @@ static void parse_result(struct fixture *f, int r, const struct imap_arg *args, 
 
 /* Feed input in pieces: split at split (0 = whole), or byte by byte when bytewise. */
 static void run_split(const struct imap_parser_limits *lim, const char *input, size_t len,
-                      size_t split, bool bytewise, char *out, size_t size, unsigned *cont_r,
-                      size_t *left_r)
+		      size_t split, bool bytewise, char *out, size_t size, unsigned *cont_r,
+		      size_t *left_r)
 {
 	struct fixture *f = fixture_new(lim);
 	const struct imap_arg *args = NULL;
@@ -182,7 +182,7 @@ static void run_split(const struct imap_parser_limits *lim, const char *input, s
 /* The input must give expected (and conts continuations) whichever way it is split, and leave
  * exactly `left` bytes unread. */
 static void check_len(const struct imap_parser_limits *lim, const char *input, size_t len,
-                      const char *expected, unsigned conts, size_t left)
+		      const char *expected, unsigned conts, size_t left)
 {
 	char out[2048];
 	unsigned c;
@@ -191,8 +191,8 @@ static void check_len(const struct imap_parser_limits *lim, const char *input, s
 		run_split(lim, input, len, split, false, out, sizeof(out), &c, &l);
 		if (strcmp(out, expected) != 0 || c != conts || (left != SIZE_MAX && l != left))
 			fail_msg("input %s split at %zu: got [%s] cont %u left %zu, want [%s] cont "
-			         "%u left %zu",
-			         input, split, out, c, l, expected, conts, left);
+				 "%u left %zu",
+				 input, split, out, c, l, expected, conts, left);
 	}
 	run_split(lim, input, len, 0, true, out, sizeof(out), &c, &l);
 	if (strcmp(out, expected) != 0 || c != conts || (left != SIZE_MAX && l != left))
@@ -200,7 +200,7 @@ static void check_len(const struct imap_parser_limits *lim, const char *input, s
 }
 
 static void check_lim(const struct imap_parser_limits *lim, const char *input, const char *expected,
-                      unsigned conts, size_t left)
+		      unsigned conts, size_t left)
 {
 	check_len(lim, input, strlen(input), expected, conts, left);
 }
@@ -274,12 +274,12 @@ static void test_errors(void **state)
 	/* An error before a non-synchronising literal: its bytes are skipped, so the next
 	 * command is intact. */
 	check_lim(&default_limits, "a X \"\\q\" {5+}\r\nhello\r\nb NOOP\r\n",
-	          "ERR:Invalid escape in quoted string", 0, 8);
+		  "ERR:Invalid escape in quoted string", 0, 8);
 	check_lim(&default_limits, "a X \"\\q\" {5+}\r\nhello {3+}\r\nabc\r\nb NOOP\r\n",
-	          "ERR:Invalid escape in quoted string", 0, 8);
+		  "ERR:Invalid escape in quoted string", 0, 8);
 	/* ... but before a synchronising one the client waits: nothing more is read. */
 	check_lim(&default_limits, "a X \"\\q\" {5}\r\n", "ERR:Invalid escape in quoted string", 0,
-	          0);
+		  0);
 }
 
 static void test_limits(void **state)
@@ -444,15 +444,15 @@ static void test_arg_helpers(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	        cmocka_unit_test(test_atoms_and_strings),
-	        cmocka_unit_test(test_literals),
-	        cmocka_unit_test(test_continuation_and_leftover),
-	        cmocka_unit_test(test_errors),
-	        cmocka_unit_test(test_limits),
-	        cmocka_unit_test(test_count_and_resume),
-	        cmocka_unit_test(test_stream_mode),
-	        cmocka_unit_test(test_stream_limit),
-	        cmocka_unit_test(test_arg_helpers),
+		cmocka_unit_test(test_atoms_and_strings),
+		cmocka_unit_test(test_literals),
+		cmocka_unit_test(test_continuation_and_leftover),
+		cmocka_unit_test(test_errors),
+		cmocka_unit_test(test_limits),
+		cmocka_unit_test(test_count_and_resume),
+		cmocka_unit_test(test_stream_mode),
+		cmocka_unit_test(test_stream_limit),
+		cmocka_unit_test(test_arg_helpers),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

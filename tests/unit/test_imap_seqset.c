@@ -126,11 +126,11 @@ static void test_format_truncates(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	        cmocka_unit_test(test_parse),
-	        cmocka_unit_test(test_invalid),
-	        cmocka_unit_test(test_saved_and_star),
-	        cmocka_unit_test(test_contains_count),
-	        cmocka_unit_test(test_format_truncates),
+		cmocka_unit_test(test_parse),
+		cmocka_unit_test(test_invalid),
+		cmocka_unit_test(test_saved_and_star),
+		cmocka_unit_test(test_contains_count),
+		cmocka_unit_test(test_format_truncates),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
