@@ -15,6 +15,7 @@
 
 #include "imap.h"
 #include "imap_internal.h"
+#include "storage.h"
 #include "imap_fake_auth.h"
 #include "imap_fake_conn.h"
 
@@ -704,6 +705,55 @@ static void test_rev2(void **state)
 	fake_conn_free(&old);
 }
 
+static void test_pop3_and_failures(void **state)
+{
+	struct env *e = *state;
+	struct conn *a = logged_in(e, "olga");
+	append(a, "a1", "INBOX", "", MSG1, 1);
+	append(a, "a2", "INBOX", "", MSG1, 2);
+	fake_conn_input(a, "s SELECT INBOX\r\ni IDLE\r\n");
+	free(fake_conn_take_output(a));
+	/* A POP3 session on the same store deletes message 1 and QUITs: the idling IMAP
+	 * session hears the EXPUNGE at once. */
+	char root[400];
+	snprintf(root, sizeof(root), "%s/olga", e->root);
+	struct store *st;
+	assert_int_equal(store_open_path(&e->loop, root, &st), 0);
+	struct mailbox *mbox;
+	assert_int_equal(mailbox_open(st, "INBOX", &mbox), 0);
+	struct view *pop;
+	assert_int_equal(view_new(mbox, VIEW_POP3, NULL, NULL, &pop), 0);
+	assert_int_equal(view_pop3_delete(pop, 1), 0);
+	assert_int_equal(view_pop3_commit(pop, POP3_DELETE_EXPUNGE), 0);
+	wait_output(e, a);
+	expect(a, "* 1 EXPUNGE\r\n");
+	view_free(&pop);
+	mailbox_unref(&mbox);
+	store_unref(&st);
+	fake_conn_input(a, "DONE\r\n");
+	expect(a, "i OK Idle completed.\r\n");
+	fake_conn_free(&a);
+
+	/* Failed logins: after auth_max_failures the connection ends. */
+	struct fake_conn_opts o = {.loopback = true,
+				   .mail_root = e->mail_root,
+				   .loop = &e->loop,
+				   .auth_max_failures = 2};
+	struct conn *c = fake_conn_new(&imap_proto_ops, &o);
+	free(fake_conn_take_output(c));
+	fake_conn_input(c, "a LOGIN x y\r\n");
+	fake_auth_answer(AUTH_RESULT_PERMFAIL, NULL);
+	fake_conn_pump(c);
+	fake_conn_input(c, "b LOGIN x y\r\n");
+	fake_auth_answer(AUTH_RESULT_PERMFAIL, NULL);
+	fake_conn_pump(c);
+	expect(c, "a NO [AUTHENTICATIONFAILED] Authentication failed.\r\n"
+		  "b NO [AUTHENTICATIONFAILED] Authentication failed.\r\n"
+		  "* BYE Too many failed logins.\r\n");
+	assert_true(fake_conn_closed(c));
+	fake_conn_free(&c);
+}
+
 static void test_backpressure(void **state)
 {
 	struct env *e = *state;
@@ -830,6 +880,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_yield, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_async_select, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_rev2, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(test_pop3_and_failures, env_setup, env_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
