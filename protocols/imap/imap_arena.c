@@ -67,6 +67,8 @@ void imap_arena_clear(struct imap_arena *a)
 	struct imap_arena_block *b = a->blocks;
 	while (b) {
 		struct imap_arena_block *next = b->next;
+		/* Tokens may be passwords (LOGIN): wipe what was used. */
+		explicit_bzero(b->data, b->off);
 		free(b);
 		b = next;
 	}

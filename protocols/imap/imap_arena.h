@@ -21,7 +21,7 @@ void imap_arena_init(struct imap_arena *a, size_t max);
 void *imap_arena_alloc(struct imap_arena *a, size_t n);
 /* A NUL-terminated copy of s[0..len), or NULL. */
 char *imap_arena_strndup(struct imap_arena *a, const char *s, size_t len);
-/* Free every allocation; the arena stays usable. */
+/* Wipe and free every allocation; the arena stays usable. */
 void imap_arena_clear(struct imap_arena *a);
 
 #endif

@@ -88,6 +88,8 @@ void imap_parser_free(struct imap_parser **p_p)
 	if (!p)
 		return;
 	imap_arena_clear(&p->arena);
+	if (p->line)
+		explicit_bzero(p->line, p->line_cap);
 	free(p->line);
 	free(p->nodes);
 	free(p->out);
@@ -105,6 +107,8 @@ void imap_parser_set_limits(struct imap_parser *p, const struct imap_parser_limi
 void imap_parser_reset(struct imap_parser *p)
 {
 	p->lim = p->next_lim;
+	if (p->line)
+		explicit_bzero(p->line, p->line_len); /* may hold a password */
 	imap_arena_clear(&p->arena);
 	/* The arena holds the unescaped tokens (never longer than the command, plus alignment
 	 * per token) and the literals. */
