@@ -796,19 +796,22 @@ static int load_scan(struct mailbox_load *ld, struct md_load *ml)
 			e->idate = le->idate;
 			e->flags_differ = e->flags != le->flags || e->keywords != le->keywords;
 		}
-		if (r == 0 && missing > 0 && attempt == 0) {
-			/* readdir may miss a file renamed during it: look once more, and
-			 * call a message gone only if two scans agree */
+		/* readdir may miss a file renamed during it: look again, and call a message
+		 * gone only when MISSING_LOOKS more scans agree (as a refresh does) */
+		for (int look = 0; r == 0 && missing > 0 && look < MISSING_LOOKS; look++) {
 			struct scan sc2 = {0};
 			r = scan_folder(&sc2, ld->path);
+			missing = 0;
 			for (size_t i = 0; r == 0 && i < list.n_ents; i++) {
 				const struct uidlist_ent *le = &list.ents[i];
 				const char *b = uidlist_ent_base(&list, le);
 				if (le->expunged || scan_find(&sc, b, le->base_len) != NULL)
 					continue;
 				struct load_ent *e2 = scan_find(&sc2, b, le->base_len);
-				if (e2 == NULL)
+				if (e2 == NULL) {
+					missing++;
 					continue;
+				}
 				r = scan_add(&sc, scan_key(&sc2, e2),
 					     (e2->bflags & MREC_IN_NEW) != 0);
 				struct load_ent *e = scan_find(&sc, b, le->base_len);

@@ -209,12 +209,20 @@ static void test_rename_race(void **state)
 	struct st_sync_log log;
 	st_sync(fx->v, 0, &log);
 	assert_int_equal(view_count(fx->v), N);
-	int stop[2];
+	int stop[2], ready[2];
 	assert_int_equal(pipe(stop), 0);
+	assert_int_equal(pipe(ready), 0);
 	pid_t pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
-		close(stop[1]);
+		/* drop what we inherited, the folder lock included (flock is per open file
+		 * description: a forked child would hold it for us), then say so */
+		for (int fd = 3; fd < 1024; fd++)
+			if (fd != stop[0] && fd != ready[1])
+				close(fd);
+		if (write(ready[1], "r", 1) != 1)
+			_exit(1);
+		close(ready[1]);
 		fcntl(stop[0], F_SETFL, O_NONBLOCK);
 		const char *infos[] = {"", "S", "FS", "RS", "F"};
 		unsigned cur[N] = {0};
@@ -232,6 +240,10 @@ static void test_rename_race(void **state)
 		}
 	}
 	close(stop[0]);
+	close(ready[1]);
+	char r1;
+	assert_int_equal(read(ready[0], &r1, 1), 1);
+	close(ready[0]);
 	for (int round = 0; round < ROUNDS; round++) {
 		assert_int_equal(mailbox_refresh(fx->mbox), 0);
 		assert_int_equal(mailbox_count(fx->mbox), N);
@@ -244,6 +256,19 @@ static void test_rename_race(void **state)
 		assert_string_equal(data, want);
 		free(data);
 		uv_run(&fx->loop, UV_RUN_NOWAIT);
+		if (round % 50 == 49) {
+			/* open again while the renamer runs: same UIDs, nothing lost */
+			view_free(&fx->v);
+			mailbox_unref(&fx->mbox);
+			assert_int_equal(mailbox_open(fx->store, "INBOX", &fx->mbox), 0);
+			assert_int_equal(view_new(fx->mbox, VIEW_IMAP, on_notify, fx, &fx->v), 0);
+			assert_int_equal(view_count(fx->v), N);
+			for (uint32_t s2 = 1; s2 <= N; s2++) {
+				uint32_t uid2;
+				assert_int_equal(view_seq_to_uid(fx->v, s2, &uid2), 0);
+				assert_int_equal(uid2, s2);
+			}
+		}
 	}
 	close(stop[1]);
 	int status;
