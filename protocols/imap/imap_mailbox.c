@@ -489,6 +489,10 @@ int imap_seqset_to_uids(struct imap_session *s, struct imap_seqset *set, bool ui
 			view_seq_to_uid(s->view, count, &max_uid);
 		imap_seqset_resolve(set, max_uid);
 	} else {
+		/* `1:*` in an empty mailbox names nothing (and is not an error); a number past
+		 * the end without `*` is. */
+		if (count == 0 && set->star)
+			return 0;
 		imap_seqset_resolve(set, count);
 		if (imap_seqset_max(set) > count)
 			return -EINVAL;

@@ -254,6 +254,10 @@ static void test_select_append_fetch(void **state)
 	struct conn *c = logged_in(e, "bob");
 	fake_conn_input(c, "s SELECT INBOX\r\n");
 	expect(c, SELECT_EMPTY "s OK [READ-WRITE] Select completed.\r\n");
+	/* An empty mailbox: 1:* names nothing, 1 is past the end. */
+	fake_conn_input(c, "e1 FETCH 1:* FLAGS\r\ne2 UID FETCH 1:* FLAGS\r\ne3 FETCH 1 FLAGS\r\n");
+	expect(c, "e1 OK Fetch completed.\r\ne2 OK Fetch completed.\r\n"
+		  "e3 BAD Invalid message sequence number.\r\n");
 	/* APPEND into the selected mailbox: EXISTS comes before the tagged OK. */
 	char cmd[128];
 	snprintf(cmd, sizeof(cmd),
