@@ -799,6 +799,18 @@ static void test_drop_during_login(void **state)
 	/* The mailbox was never opened, so a new session gets it. */
 	c = login(fx, "alice", "secret");
 	fake_conn_free(&c);
+
+	/* Dropped after the auth service said yes, while INBOX is being opened on the thread
+	 * pool: the open completes into nothing (no view, no lock left behind). */
+	c = open_conn(fx, true, false);
+	fake_conn_send_once(c, "USER alice\r\nPASS secret\r\n");
+	uv_run(uv_default_loop(), UV_RUN_NOWAIT); /* the auth answer: the open starts */
+	assert_int_equal(fake_auth_started, started + 3);
+	fake_conn_free(&c);
+	assert_int_equal(fake_auth_cancelled, cancelled + 1); /* answered, not cancelled */
+	/* A new login queues its open behind the orphaned one and gets the mailbox. */
+	c = login(fx, "alice", "secret");
+	fake_conn_free(&c);
 }
 
 int main(void)
