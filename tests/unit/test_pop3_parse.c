@@ -118,7 +118,7 @@ static void out_fn(void *ctx, const char *data, size_t len)
 
 /* Run the transform over in (inlen bytes) cut at the given split points. */
 static void dot_run(const char *in, size_t inlen, const size_t *cuts, size_t ncuts, bool convert,
-                    bool limited, uint32_t lines, struct out *o)
+		    bool limited, uint32_t lines, struct out *o)
 {
 	struct pop3_dot d;
 	pop3_dot_init(&d, convert, limited, lines);
@@ -133,7 +133,7 @@ static void dot_run(const char *in, size_t inlen, const size_t *cuts, size_t ncu
 }
 
 static void dot_check(const char *in, bool convert, bool limited, uint32_t lines,
-                      const char *expect)
+		      const char *expect)
 {
 	size_t inlen = strlen(in), elen = strlen(expect);
 	struct out o = {0};
@@ -147,7 +147,7 @@ static void dot_check(const char *in, bool convert, bool limited, uint32_t lines
 			dot_run(in, inlen, cuts, 2, convert, limited, lines, &o);
 			if (o.len != elen || memcmp(o.p, expect, elen) != 0)
 				fail_msg("split at %zu,%zu of \"%s\": got \"%.*s\"", a, b, in,
-				         (int)o.len, o.p);
+					 (int)o.len, o.p);
 		}
 	}
 	free(o.p);
@@ -159,12 +159,12 @@ static void test_dot_retr(void **state)
 	dot_check("Subject: x\r\n\r\nbody\r\n", false, false, 0, "Subject: x\r\n\r\nbody\r\n.\r\n");
 	/* Lines starting with '.' get one more. */
 	dot_check("A: b\r\n\r\n.\r\n..x\r\n.hidden\r\nend.\r\n", false, false, 0,
-	          "A: b\r\n\r\n..\r\n...x\r\n..hidden\r\nend.\r\n.\r\n");
+		  "A: b\r\n\r\n..\r\n...x\r\n..hidden\r\nend.\r\n.\r\n");
 	/* A '.' as the very first byte. */
 	dot_check(".x\r\n", false, false, 0, "..x\r\n.\r\n");
 	/* Bare LF becomes CRLF when converting; existing CRLF is kept. */
 	dot_check("A: b\n\n.dot\nmixed\r\nlast\n", true, false, 0,
-	          "A: b\r\n\r\n..dot\r\nmixed\r\nlast\r\n.\r\n");
+		  "A: b\r\n\r\n..dot\r\nmixed\r\nlast\r\n.\r\n");
 	/* No final newline: CRLF is added before the terminator. */
 	dot_check("A: b\r\n\r\nno newline", false, false, 0, "A: b\r\n\r\nno newline\r\n.\r\n");
 	dot_check("A: b\n\n.", true, false, 0, "A: b\r\n\r\n..\r\n.\r\n");
@@ -241,7 +241,7 @@ static void test_dot_long_line(void **state)
 		pop3_dot_init(&d, true, false, 0);
 		for (size_t off = 0; off < n + 1; off += chunk)
 			pop3_dot_feed(&d, in + off, off + chunk > n + 1 ? n + 1 - off : chunk,
-			              out_fn, &o);
+				      out_fn, &o);
 		pop3_dot_finish(&d, out_fn, &o);
 		assert_int_equal(o.len, 1 + n + 2 + 3);
 		assert_memory_equal(o.p, ".", 1);
@@ -255,10 +255,10 @@ static void test_dot_long_line(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	        cmocka_unit_test(test_parse_command), cmocka_unit_test(test_parse_args),
-	        cmocka_unit_test(test_parse_uint),    cmocka_unit_test(test_dot_retr),
-	        cmocka_unit_test(test_dot_top),       cmocka_unit_test(test_dot_stops),
-	        cmocka_unit_test(test_dot_long_line),
+		cmocka_unit_test(test_parse_command), cmocka_unit_test(test_parse_args),
+		cmocka_unit_test(test_parse_uint),    cmocka_unit_test(test_dot_retr),
+		cmocka_unit_test(test_dot_top),       cmocka_unit_test(test_dot_stops),
+		cmocka_unit_test(test_dot_long_line),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
