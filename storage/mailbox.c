@@ -315,7 +315,7 @@ int mailbox_new(struct store *store, const char *name, const char *path, struct 
 	mbox->refs = 1;
 	mbox->store = store_ref(store);
 	mbox->loop = store_loop(store);
-	mbox->ops = &maildir_backend_ops;
+	mbox->ops = store_backend(store);
 	mbox->uidnext = 1;
 	uv_timer_init(mbox->loop, &mbox->notify_timer);
 	mbox->notify_timer.data = mbox;
@@ -471,7 +471,7 @@ int mailbox_open(struct store *store, const char *name, struct mailbox **mbox_r)
 	ld.on_loop = true;
 	/* a worker of ours is loading this folder: its lock goes in a moment, wait for it */
 	ld.wait_lock = open_pending(store, norm);
-	r = maildir_backend_ops.load(&ld);
+	r = store_backend(store)->load(&ld);
 	if (r == 0)
 		r = open_finish(store, norm, &ld, mbox_r);
 	mailbox_load_free(&ld);
@@ -480,6 +480,7 @@ int mailbox_open(struct store *store, const char *name, struct mailbox **mbox_r)
 
 struct open_req {
 	uv_work_t work;
+	const struct mailbox_backend_ops *ops;
 	struct open_req *next_pending;
 	struct store *store;
 	char name[STORE_NAME_MAX + 1];
@@ -505,7 +506,7 @@ static bool open_pending(const struct store *store, const char *norm)
 static void open_work_cb(uv_work_t *w)
 {
 	struct open_req *req = w->data;
-	req->err = maildir_backend_ops.load(&req->ld);
+	req->err = req->ops->load(&req->ld);
 }
 
 static void open_req_done(struct open_req *req)
@@ -577,6 +578,7 @@ int mailbox_open_async(struct store *store, const char *name, mailbox_open_cb *c
 		return r;
 	}
 	req->store = store_ref(store);
+	req->ops = store_backend(store);
 	req->cb = cb;
 	req->data = data;
 	if (store_mailbox_find(store, req->name) != NULL) {

@@ -166,6 +166,8 @@ void store_mailbox_register(struct store *store, struct mailbox *mbox);
 void store_mailbox_unregister(struct store *store, struct mailbox *mbox);
 struct mailbox *store_mailbox_find(struct store *store, const char *name);
 uv_loop_t *store_loop(const struct store *store);
+/* The back-end of the store's mail format (maildir; mbox would add its ops here). */
+const struct mailbox_backend_ops *store_backend(const struct store *store);
 /* Directory of folder NAME (normalized). */
 int store_folder_path(const struct store *store, const char *name, char *buf, size_t size);
 

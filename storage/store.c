@@ -31,6 +31,7 @@
 struct store {
 	unsigned refs;
 	uv_loop_t *loop;
+	const struct mailbox_backend_ops *ops;
 	char *root;
 	struct mailbox *open; /* open mailboxes */
 	struct store *next;
@@ -180,6 +181,11 @@ struct mailbox *store_mailbox_find(struct store *store, const char *name)
 uv_loop_t *store_loop(const struct store *store)
 {
 	return store->loop;
+}
+
+const struct mailbox_backend_ops *store_backend(const struct store *store)
+{
+	return store->ops;
 }
 
 const char *store_root(const struct store *store)
@@ -348,6 +354,7 @@ int store_open_path(uv_loop_t *loop, const char *root, struct store **store_r)
 	}
 	s->refs = 1;
 	s->loop = loop;
+	s->ops = &maildir_backend_ops; /* the Maildir++ layout; an mbox store would pick mbox_ops */
 	int r = store_init_tree(s);
 	if (r < 0) {
 		log_error("storage: cannot create store root=%s err=%s", log_escape_str(s->root),
