@@ -33,7 +33,7 @@ static void test_append_bound(void **state)
 
 /* Feed input in two pieces split at every position; collect the lines found. */
 static void lines_split_everywhere(const char *input, size_t max, const char *expect_joined,
-                                   enum buf_line_result last)
+				   enum buf_line_result last)
 {
 	size_t len = strlen(input);
 	for (size_t split = 0; split <= len; split++) {
@@ -49,7 +49,7 @@ static void lines_split_everywhere(const char *input, size_t max, const char *ex
 			for (;;) {
 				size_t line_len, used;
 				r = buf_line_find(buf_peek(&b), buf_used(&b), max, &line_len,
-				                  &used);
+						  &used);
 				if (r != BUF_LINE_OK)
 					break;
 				memcpy(got + glen, buf_peek(&b), line_len);
@@ -70,7 +70,7 @@ static void lines_split_everywhere(const char *input, size_t max, const char *ex
 static void test_lines_crlf_and_lf(void **state)
 {
 	lines_split_everywhere("A1 NOOP\r\nA2 LOGOUT\nrest", 64, "A1 NOOP|A2 LOGOUT|",
-	                       BUF_LINE_MORE);
+			       BUF_LINE_MORE);
 	lines_split_everywhere("\r\n\n", 64, "||", BUF_LINE_MORE);
 	/* A CR not followed by LF is part of the line. */
 	lines_split_everywhere("a\rb\r\n", 64, "a\rb|", BUF_LINE_MORE);
@@ -120,7 +120,7 @@ static void test_literal_split_everywhere(void **state)
 					continue;
 				}
 				if (buf_line_find(buf_peek(&b), buf_used(&b), 64, &line_len,
-				                  &used) != BUF_LINE_OK)
+						  &used) != BUF_LINE_OK)
 					break;
 				if (phase == 0) {
 					assert_memory_equal(buf_peek(&b), "{10}", 4);
@@ -145,10 +145,10 @@ static void test_literal_split_everywhere(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	        cmocka_unit_test(test_append_bound),
-	        cmocka_unit_test(test_lines_crlf_and_lf),
-	        cmocka_unit_test(test_line_limit),
-	        cmocka_unit_test(test_literal_split_everywhere),
+		cmocka_unit_test(test_append_bound),
+		cmocka_unit_test(test_lines_crlf_and_lf),
+		cmocka_unit_test(test_line_limit),
+		cmocka_unit_test(test_literal_split_everywhere),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

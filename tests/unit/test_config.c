@@ -190,7 +190,8 @@ static void test_errors(void **state)
 
 static void test_all_errors_reported(void **state)
 {
-	const char *text = "[server]\nbogus = 1\nmax_connections = x\n[listener a]\nprotocol = Q!\n";
+	const char *text =
+		"[server]\nbogus = 1\nmax_connections = x\n[listener a]\nprotocol = Q!\n";
 	struct config *cfg = NULL;
 	struct config_errors errs;
 	assert_int_equal(config_load_string("t.conf", text, strlen(text), &cfg, &errs), -EINVAL);
