@@ -4,7 +4,7 @@
 so no test needs root or a system user.
 
 Listeners: `pop3` (tls = starttls, STLS offered), `pop3s` (implicit TLS), `pop3plain`
-(tls = none), and `imap` (tls = none) for the tests where an IMAP client shares the mailbox. Waiting is always on an event with a deadline, never a sleep.
+(tls = none), `pop3idle` (tls = none, idle_timeout = 1) and `imap` (tls = none) for the tests where an IMAP client shares the mailbox. Waiting is always on an event with a deadline, never a sleep.
 """
 import itertools
 import os
@@ -87,6 +87,7 @@ class Server:
         self.port_tls = free_port()
         self.port_plain = free_port()
         self.port_imap = free_port()
+        self.port_idle = free_port()
         self.conf = os.path.join(self.dir, "mailkeep.conf")
         with open(self.conf, "w") as f:
             f.write(f"""[server]
@@ -118,6 +119,13 @@ protocol = pop3
 address = 127.0.0.1
 port = {self.port_plain}
 tls = none
+
+[listener pop3idle]
+protocol = pop3
+address = 127.0.0.1
+port = {self.port_idle}
+tls = none
+idle_timeout = 1
 
 [listener imap]
 protocol = imap

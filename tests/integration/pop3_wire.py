@@ -224,6 +224,16 @@ class Pop3Wire(Base):
         self.assertEqual(c.cmd("BOGUS"), b"-ERR Too many bad commands, closing connection.\r\n")
         self.assertTrue(c.eof())
         self.srv.wait_log("event=too_many_bad_commands")
+        # The idle timeout (1 s on this listener): -ERR, a log line, the connection ends,
+        # and DELE marks are not committed.
+        self.srv.deliver(EDGE[0])
+        c = h.Raw(self.srv.port_idle)
+        c.login()
+        self.assertEqual(c.cmd("DELE 1"), b"+OK Message 1 deleted.\r\n")
+        self.assertEqual(c.line(), b"-ERR Disconnected for inactivity.\r\n")
+        self.assertTrue(c.eof())
+        self.srv.wait_log("event=idle_timeout state=TRANSACTION")
+        self.assertEqual(len(self.srv.message_files()), 1)
         # APOP gets a clear answer; STLS on a plain listener too.
         c = h.Raw(self.srv.port_plain)
         self.assertEqual(c.cmd("APOP alice 00112233445566778899aabbccddeeff"),
