@@ -188,6 +188,22 @@ class Pop3Wire(Base):
         b.cmd("QUIT")
         c.cmd("QUIT")
 
+    def test_stls_drops_pipelined_plaintext(self):
+        """RFC 2595 §3.1: commands sent in plaintext behind STLS are thrown away."""
+        self.srv.deliver(EDGE[0])
+        self.srv.start()
+        c = h.Raw(self.srv.port)
+        c.send(b"STLS\r\nUSER alice\r\n")
+        self.assertEqual(c.line(), b"+OK Begin TLS negotiation.\r\n")
+        self.assertEqual(c.buf, b"")
+        ctx = h.tls_context(self.srv.cert)
+        c.s = ctx.wrap_socket(c.s, server_hostname="127.0.0.1")
+        self.assertEqual(c.cmd("PASS secret"),
+                         b"-ERR No user name given; send USER first.\r\n")
+        c.login()
+        self.assertTrue(c.cmd("STAT").startswith(b"+OK 1 "))
+        self.assertEqual(c.cmd("QUIT"), b"+OK Logging out, 0 messages deleted.\r\n")
+
     def test_pipelining_500(self):
         for m in EDGE[:2]:
             self.srv.deliver(m)
