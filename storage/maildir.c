@@ -47,10 +47,13 @@
 /* Compact the UID list when the log outgrows the base this much. */
 #define LOG_COMPACT_MIN 1000
 /* A directory changed this recently may change again within its timestamp granularity:
- * keep re-reading it on refresh until it is older. */
-#define DIR_DIRTY_NS  2000000000LL
-#define SCAN_RETRIES  5
-#define MISSING_LOOKS 3
+ * keep re-reading it on refresh until it is older. 2 s for file systems with whole-second
+ * times; with sub-second times (ext4, xfs, btrfs, tmpfs) the kernel's coarse clock ticks at
+ * most every 10 ms, so 100 ms is safe there. */
+#define DIR_DIRTY_NS      2000000000LL
+#define DIR_DIRTY_NS_FINE 100000000LL
+#define SCAN_RETRIES      5
+#define MISSING_LOOKS     3
 /* Tries to reach a file that another program keeps renaming (each after a fresh look). */
 #define LOCATE_TRIES 10
 
@@ -692,6 +695,7 @@ static void md_load_free(void *p)
 }
 
 static int folder_lock(const char *path, bool wait, int *fd_r);
+static bool ts_recent(const struct timespec *t);
 static void tmp_cleanup(const char *path);
 static int load_scan(struct mailbox_load *ld, struct md_load *ml);
 static int load_persist(struct mailbox_load *ld, struct md_load *ml);
@@ -1300,16 +1304,7 @@ static int md_attach(struct mailbox *mbox, struct mailbox_load *ld)
 	if (r < 0)
 		return r;
 	cache_compact(mbox);
-	struct timespec now;
-	clock_gettime(CLOCK_REALTIME, &now);
-	md->dirs_dirty = false;
-	const struct timespec *ts[2] = {&md->mtime_new, &md->mtime_cur};
-	for (int i = 0; i < 2; i++) {
-		long long age = (long long)(now.tv_sec - ts[i]->tv_sec) * 1000000000LL +
-				(now.tv_nsec - ts[i]->tv_nsec);
-		if (age < DIR_DIRTY_NS)
-			md->dirs_dirty = true;
-	}
+	md->dirs_dirty = ts_recent(&md->mtime_new) || ts_recent(&md->mtime_cur);
 	watch_start(mbox);
 	return 0;
 }
@@ -1327,7 +1322,9 @@ static bool ts_recent(const struct timespec *t)
 	clock_gettime(CLOCK_REALTIME, &now);
 	long long age =
 		(long long)(now.tv_sec - t->tv_sec) * 1000000000LL + (now.tv_nsec - t->tv_nsec);
-	return age < DIR_DIRTY_NS;
+	/* a time with nanoseconds comes from a file system with sub-second times (a whole
+	 * second on one of those happens once in a billion: then we only re-read longer) */
+	return age < (t->tv_nsec != 0 ? DIR_DIRTY_NS_FINE : DIR_DIRTY_NS);
 }
 
 /* Bring REC up to date with what a scan found for it. Returns 1 if its flags changed. */
