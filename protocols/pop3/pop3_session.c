@@ -11,6 +11,7 @@
 #include "conn.h"
 #include "log.h"
 #include "pop3.h"
+#include "sasl.h"
 
 const char *pop3_state_name(enum pop3_state state)
 {
@@ -276,9 +277,10 @@ static void pop3_session_free(void *session)
 const struct proto_ops pop3_proto_ops = {
 	.name = "pop3",
 	.default_idle_timeout_s = 600,
-	/* RFC 2449: 255 octets. Commands are held to that (CRLF included) by pop3_parse;
-	 * the connection's own limit is the same without the terminator. */
-	.default_max_line = POP3_MAX_COMMAND_LINE,
+	/* Commands are held to RFC 2449's 255 octets (CRLF included) by pop3_parse; the
+	 * connection's limit is the longest SASL response line (base64 of a PLAIN message at
+	 * the credential caps), which RFC 2449's command limit does not cover. */
+	.default_max_line = SASL_MAX_RESPONSE,
 	.refuse_line = "-ERR [SYS/TEMP] Too many connections, try again later.\r\n",
 	.session_new = pop3_session_new,
 	.on_input = pop3_on_input,

@@ -22,6 +22,8 @@
 #include "pop3_delay.h"
 #include "pop3_fake_conn.h"
 #include "pop3_settings.h"
+#include "sasl.h"
+#include "base64.h"
 #include "storage.h"
 
 /* ---- fake auth service: alice/secret and bob/hunter2 log in; "temp" is TEMPFAIL,
@@ -647,11 +649,26 @@ static void test_limits(void **state)
 	c = open_conn(fx, true, false);
 	memcpy(line + 253, "\r\n", 3);
 	chat(c, line, "+OK Send your password.\r\n");
-	/* Past the connection's line limit without a line end. */
-	memset(line, 'b', sizeof(line) - 1);
-	line[sizeof(line) - 1] = 0;
-	chat(c, line, "-ERR Line too long, closing connection.\r\n");
+	/* Past the connection's line limit (the longest SASL response) without a line end. */
+	char *big = malloc(SASL_MAX_RESPONSE + 8);
+	memset(big, 'b', SASL_MAX_RESPONSE + 7);
+	big[SASL_MAX_RESPONSE + 7] = 0;
+	chat(c, big, "-ERR Line too long, closing connection.\r\n");
+	free(big);
 	assert_true(fake_conn_closed(c));
+	fake_conn_free(&c);
+
+	/* A SASL response longer than 255 octets is fine: PLAIN with a 300-byte password. */
+	c = open_conn(fx, true, false);
+	chat(c, "AUTH PLAIN\r\n", "+ \r\n");
+	char raw[320], b64[440];
+	size_t rl = (size_t)snprintf(raw, sizeof(raw), "%c%s%c", 0, "alice", 0);
+	memset(raw + rl, 'p', 300);
+	rl += 300;
+	assert_int_equal(base64_encode(raw, rl, b64, sizeof(b64) - 2), 412);
+	strcat(b64, "\r\n");
+	chat(c, b64, "-ERR [AUTH] Authentication failed.\r\n");
+	assert_false(fake_conn_closed(c));
 	fake_conn_free(&c);
 
 	/* Bad commands: the 20th closes. */
