@@ -259,14 +259,16 @@ static void hdr_init(struct hdr_ctx *h, const struct msg_parse_limits *lim)
 {
 	memset(h, 0, sizeof(*h));
 	buf_init(&h->val, lim->max_header_value);
+	/* a kept value may grow 3x when its NULs become U+FFFD */
+	size_t kept_max = 3 * lim->max_header_value;
 	for (int i = 0; i < HF_N_CONTENT; i++)
-		buf_init(&h->cf[i], lim->max_header_value);
-	buf_init(&h->env.date, lim->max_header_value);
-	buf_init(&h->env.subject, lim->max_header_value);
-	buf_init(&h->env.message_id, lim->max_header_value);
-	buf_init(&h->env.in_reply_to, lim->max_header_value);
+		buf_init(&h->cf[i], kept_max);
+	buf_init(&h->env.date, kept_max);
+	buf_init(&h->env.subject, kept_max);
+	buf_init(&h->env.message_id, kept_max);
+	buf_init(&h->env.in_reply_to, kept_max);
 	for (int i = 0; i < 6; i++)
-		buf_init(&h->env.addr[i], lim->max_header_keep);
+		buf_init(&h->env.addr[i], 3 * lim->max_header_keep + 6);
 }
 
 static void hdr_free(struct hdr_ctx *h)
@@ -336,21 +338,29 @@ static bool content_field_takes(const struct hdr_ctx *h, int f, const char *v, s
 	return !h->has_cf[f];
 }
 
-/* The value of the field just ended: line ends at its end dropped, NUL made 0x80. */
+/* The value of the field just ended: line ends at its end dropped, each NUL made U+FFFD (as
+ * Dovecot's message_header_strdup does). */
 static void hdr_finish_field(struct mime_parser *ps)
 {
 	struct hdr_ctx *h = &ps->hdr;
 	if (h->field == HF_NONE)
 		return;
-	char *v = h->val.data ? h->val.data + h->val.off : NULL;
+	const char *v = mime_bp(&h->val);
 	size_t len = buf_used(&h->val);
 	while (len > 0 && (v[len - 1] == '\n' || v[len - 1] == '\r'))
 		len--;
-	for (size_t i = 0; i < len; i++)
-		if (v[i] == 0)
-			v[i] = (char)0x80;
-	if (!v)
-		v = "";
+	struct buf nul;
+	buf_init(&nul, 3 * len + 1);
+	if (memchr(v, '\0', len) != NULL) {
+		for (size_t i = 0; i < len; i++) {
+			if (v[i] == '\0')
+				buf_append(&nul, "\xef\xbf\xbd", 3);
+			else
+				buf_append(&nul, v + i, 1);
+		}
+		v = mime_bp(&nul);
+		len = buf_used(&nul);
+	}
 	int f = h->field;
 	if (f < HF_N_CONTENT) {
 		if (content_field_takes(h, f, v, len)) {
@@ -378,6 +388,7 @@ static void hdr_finish_field(struct mime_parser *ps)
 	}
 	h->field = HF_NONE;
 	buf_clear(&h->val);
+	buf_clear(&nul);
 }
 
 static void hdr_start_field(struct mime_parser *ps, const struct mime_frag *fr)
@@ -401,9 +412,15 @@ static void hdr_start_field(struct mime_parser *ps, const struct mime_frag *fr)
 	if (h->field == HF_MIME_VERSION || (h->field >= HF_N_CONTENT && !h->message))
 		h->field = HF_NONE;
 	const char *v = colon + 1, *end = fr->p + fr->len;
-	while (v < end && (*v == ' ' || *v == '\t'))
-		v++;
-	hdr_append(ps, v, (size_t)(end - v));
+	const char *text_end = end - fr->eol;
+	/* white space after ':' is skipped, but a value of only white space keeps all of it
+	 * except the first octet (Dovecot's SKIP_INITIAL_LWSP) */
+	const char *w = v;
+	while (w < text_end && (*w == ' ' || *w == '\t'))
+		w++;
+	if (w == text_end && v < text_end)
+		w = v + 1;
+	hdr_append(ps, w, (size_t)(end - w));
 }
 
 /* ---------------------------------------------------------------------------------------- */

@@ -393,6 +393,20 @@ static void test_dovecot_edges(void **state)
 		msg_parsed_free(&m);
 	}
 
+	/* header values: NUL becomes U+FFFD; a value of only white space keeps all but its
+	 * first octet */
+	static const char nulhdr[] = "Date:   \r\nSubject: a\0b\r\n\r\n";
+	struct msg_source nsrc = msg_source_mem(nulhdr, sizeof(nulhdr) - 1);
+	struct msg_parsed *nm;
+	size_t nlen;
+	assert_int_equal(msg_parse(&nsrc, NULL, &nm), 0);
+	const char *env = msg_parsed_envelope(nm, &nlen);
+	static const char nwant[] = "(\"  \" {5}\r\na\xef\xbf\xbd"
+				    "b NIL NIL NIL NIL NIL NIL NIL NIL)";
+	assert_int_equal(nlen, sizeof(nwant) - 1);
+	assert_memory_equal(env, nwant, nlen);
+	msg_parsed_free(&nm);
+
 	/* a header cut short by a delimiter gives its last CRLF to the delimiter */
 	static const char cut[] = "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
 				  "Content-Type: text/plain\r\n--b--\r\n";
