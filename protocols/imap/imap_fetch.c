@@ -529,8 +529,8 @@ static int binary_start(struct imap_session *s, struct fetch_ctx *f, struct fetc
 		r = load_parsed(s, f);
 	if (r < 0)
 		return r;
-	uint64_t size;
-	bool nul;
+	uint64_t size = 0; /* set by binary_measure on success; -O2 cannot see it */
+	bool nul = false;
 	uint64_t from = it->partial ? it->p_off : 0;
 	uint64_t to = it->partial ? (it->p_off + it->p_len < it->p_off ? UINT64_MAX
 								       : it->p_off + it->p_len)
