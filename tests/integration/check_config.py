@@ -51,7 +51,7 @@ class CheckConfig(unittest.TestCase):
             name = "[listener NAME]" if section == "listener" else "[%s]" % section
             shown = "`%s`" % default if default else "\u2014"
             row = "| %s | `%s` | %s | %s |" % (name, key, shown, doc)
-            self.assertIn(row, readme)
+            self.assertIn(row, readme, "run tests/support/update-readme-settings.py")
 
     def test_cli(self):
         r = subprocess.run([BIN, "--version"], capture_output=True, text=True, timeout=30)
