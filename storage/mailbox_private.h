@@ -158,6 +158,8 @@ struct mailbox {
 	bool notify_armed;
 	unsigned handles_open; /* uv handles not yet closed (free after the last close) */
 
+	unsigned long rescans; /* directory re-reads so far (statistics for tests and the bench) */
+
 	struct mailbox *next; /* the store's open list */
 };
 

@@ -57,6 +57,9 @@
 /* Tries to reach a file that another program keeps renaming (each after a fresh look). */
 #define LOCATE_TRIES 10
 
+/* Names our own changes will be reported under by the fs events (ring of hashes). */
+#define OWN_EVENTS 256
+
 struct maildir {
 	int lock_fd;
 	int log_fd;
@@ -68,6 +71,11 @@ struct maildir {
 	uv_fs_event_t ev_new, ev_cur;
 	uv_timer_t debounce;
 	bool watching;
+	bool watch_ok;     /* both directories watched: our own changes need no re-read */
+	bool own_changed;  /* we renamed/linked/unlinked since the last commit */
+	bool clean_before; /* ... and the directories were as last seen just before */
+	uint32_t own[OWN_EVENTS];
+	unsigned own_next;
 	/* cache */
 	int cache_fd;
 	char *cache_map;
@@ -958,6 +966,41 @@ static int list_compact(struct mailbox *mbox)
 	return r;
 }
 
+static uint32_t own_key(bool in_new, const char *name)
+{
+	return (storage_hash32(name, strlen(name)) ^ (in_new ? 0x9e3779b9u : 0)) | 1;
+}
+
+static bool ts_eq(const struct timespec *a, const struct timespec *b);
+
+/* We are about to add, remove or rename NAME in new/ or cur/ of MBOX: the event it causes is
+ * ours. The first such change since the last commit notes whether the directories were as
+ * we last saw them; only then may the commit take their new times as seen. */
+static void own_expect(struct mailbox *mbox, bool in_new, const char *name)
+{
+	struct maildir *md = mbox->backend;
+	if (!md->own_changed) {
+		struct timespec mn, mc;
+		md->clean_before = md->watch_ok && !md->dirs_dirty &&
+				   dir_mtimes(mbox->path, &mn, &mc) == 0 &&
+				   ts_eq(&mn, &md->mtime_new) && ts_eq(&mc, &md->mtime_cur);
+	}
+	md->own[md->own_next++ % OWN_EVENTS] = own_key(in_new, name);
+	md->own_changed = true;
+}
+
+static bool own_consume(struct maildir *md, bool in_new, const char *name)
+{
+	uint32_t k = own_key(in_new, name);
+	for (unsigned i = 0; i < OWN_EVENTS; i++) {
+		if (md->own[i] == k) {
+			md->own[i] = 0;
+			return true;
+		}
+	}
+	return false;
+}
+
 static int md_commit(struct mailbox *mbox)
 {
 	struct maildir *md = mbox->backend;
@@ -976,6 +1019,17 @@ static int md_commit(struct mailbox *mbox)
 	if (r < 0)
 		return r;
 	md->fsync_cur = md->fsync_new = false;
+	if (md->own_changed && md->clean_before) {
+		/* our own change moved the directory times: take them as seen. A change by
+		 * someone else meanwhile still arrives as an fs event with a name that is not
+		 * ours, and marks the folder dirty. */
+		struct timespec mn, mc;
+		if (dir_mtimes(mbox->path, &mn, &mc) == 0) {
+			md->mtime_new = mn;
+			md->mtime_cur = mc;
+		}
+	}
+	md->own_changed = false;
 	if (md->pending.len == 0)
 		return 0;
 	size_t lines = 0;
@@ -1013,6 +1067,10 @@ static void fs_event_cb(uv_fs_event_t *h, const char *filename, int events, int 
 {
 	struct mailbox *mbox = h->data;
 	struct maildir *md = mbox->backend;
+	if (md == NULL)
+		return;
+	if (filename != NULL && status == 0 && own_consume(md, h == &md->ev_new, filename))
+		return; /* the echo of our own change */
 	md->dirs_dirty = true;
 	/* coalesce bursts (an MTA delivering many, our own renames) into one re-read */
 	if (!uv_is_active((uv_handle_t *)&md->debounce))
@@ -1038,12 +1096,17 @@ static void watch_start(struct mailbox *mbox)
 	md->ev_cur.data = mbox;
 	mailbox_handle_opened(mbox);
 	md->watching = true;
-	if (storage_path(dir, sizeof(dir), "%s/new", mbox->path) == 0 &&
-	    uv_fs_event_start(&md->ev_new, fs_event_cb, dir, 0) < 0)
+	md->watch_ok = true;
+	if (storage_path(dir, sizeof(dir), "%s/new", mbox->path) < 0 ||
+	    uv_fs_event_start(&md->ev_new, fs_event_cb, dir, 0) < 0) {
 		log_warn("storage: cannot watch dir=%s", log_escape_str(dir));
-	if (storage_path(dir, sizeof(dir), "%s/cur", mbox->path) == 0 &&
-	    uv_fs_event_start(&md->ev_cur, fs_event_cb, dir, 0) < 0)
+		md->watch_ok = false;
+	}
+	if (storage_path(dir, sizeof(dir), "%s/cur", mbox->path) < 0 ||
+	    uv_fs_event_start(&md->ev_cur, fs_event_cb, dir, 0) < 0) {
 		log_warn("storage: cannot watch dir=%s", log_escape_str(dir));
+		md->watch_ok = false;
+	}
 }
 
 static void md_free(struct mailbox *mbox)
@@ -1351,6 +1414,7 @@ static int rec_update_from_ent(struct mailbox *mbox, struct mail_rec *rec, const
 static int rescan(struct mailbox *mbox)
 {
 	struct maildir *md = mbox->backend;
+	mbox->rescans++;
 	struct scan sc = {0}, sc2 = {0};
 	int r = scan_folder(&sc, mbox->path);
 	uint32_t *flagged = NULL, *gone = NULL;
@@ -1519,6 +1583,8 @@ static int md_set_flags(struct mailbox *mbox, struct mail_rec *rec, unsigned fla
 			r = storage_path(neu, sizeof(neu), "%s/cur/%s", mbox->path, name);
 		if (r < 0)
 			return r;
+		own_expect(mbox, (rec->bflags & MREC_IN_NEW) != 0, mailbox_rec_key(mbox, rec));
+		own_expect(mbox, false, name);
 		if (rename(old, neu) == 0) {
 			if (rec->bflags & MREC_IN_NEW)
 				md->fsync_new = true;
@@ -1548,6 +1614,7 @@ static int md_expunge(struct mailbox *mbox, struct mail_rec *rec)
 		int r = rec_path(mbox, rec, path, sizeof(path));
 		if (r < 0)
 			return r;
+		own_expect(mbox, (rec->bflags & MREC_IN_NEW) != 0, mailbox_rec_key(mbox, rec));
 		if (unlink(path) == 0)
 			break;
 		if (errno != ENOENT)
@@ -1650,6 +1717,7 @@ static int md_append_finish(struct mail_append *a, uint32_t *uid_r)
 	r = storage_path(path, sizeof(path), "%s/cur/%s", mbox->path, name);
 	if (r < 0)
 		return r;
+	own_expect(mbox, false, name);
 	if (rename(a->tmp_path, path) < 0)
 		return -errno;
 	a->tmp_path[0] = '\0';
@@ -1741,6 +1809,9 @@ static int md_copy(struct mailbox *src, struct mail_rec *srec, struct mailbox *d
 	if (r < 0)
 		return r;
 	bool done = false;
+	/* a link changes the source's link count (an attribute event), a move removes it */
+	own_expect(src, s_in_new, mailbox_rec_key(src, srec));
+	own_expect(dst, false, name);
 	if (move) {
 		if (rename(spath, dpath) == 0)
 			done = true;

@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "mailbox_private.h"
 #include "storage_test.h"
 
 struct fx {
@@ -143,6 +144,46 @@ static void test_refresh(void **state)
 	assert_string_equal(st_sync(fx->v, 0, &log), "X2 R2 ");
 	assert_int_equal(view_seq_to_uid(fx->v, 2, &info.uid), 0);
 	assert_int_equal(info.uid, 3);
+}
+
+/* Our own changes do not make the next command re-read the folder (their fs events are
+ * recognised by name), yet a delivery right after one of them is still seen, by refresh
+ * and by the fs event. */
+static void test_own_changes_no_reread(void **state)
+{
+	struct fx *fx = *state;
+	struct st_sync_log log;
+	uint32_t u1 = st_append(fx->mbox, "one\r\n", 0);
+	st_append(fx->mbox, "two\r\n", 0);
+	/* let the echoes of those arrive */
+	for (int i = 0; i < 10; i++)
+		uv_run(&fx->loop, UV_RUN_NOWAIT);
+	st_sync(fx->v, 0, &log);
+	unsigned long before = fx->mbox->rescans;
+	assert_int_equal(mailbox_store_flags(fx->mbox, fx->v, &u1, 1, FLAG_OP_ADD, MAIL_SEEN, 0),
+			 0);
+	uint32_t u3 = st_append(fx->mbox, "three\r\n", 0);
+	assert_int_equal(mailbox_expunge(fx->mbox, &u3, 1), 0);
+	assert_int_equal(mailbox_refresh(fx->mbox), 0);
+	fx->notified = false;
+	bool never = false;
+	st_run_until(&fx->loop, &never, 50); /* the fs events of our changes come and go */
+	assert_int_equal(mailbox_refresh(fx->mbox), 0);
+	assert_int_equal(fx->mbox->rescans, before);
+	/* someone else delivers right after our change: refresh sees it at once */
+	assert_int_equal(mailbox_store_flags(fx->mbox, fx->v, &u1, 1, FLAG_OP_ADD, MAIL_FLAGGED, 0),
+			 0);
+	st_write_file(fx->root, "new", "1700000009.other.mta", "x\n");
+	assert_int_equal(mailbox_refresh(fx->mbox), 0);
+	assert_int_equal(mailbox_count(fx->mbox), 3);
+	/* and with the loop running: the fs event brings the next one */
+	st_sync(fx->v, 0, &log);
+	fx->notified = false;
+	assert_int_equal(mailbox_store_flags(fx->mbox, fx->v, &u1, 1, FLAG_OP_REMOVE, MAIL_SEEN, 0),
+			 0);
+	st_write_file(fx->root, "new", "1700000010.other.mta", "y\n");
+	assert_true(st_run_until(&fx->loop, &fx->notified, 5000));
+	assert_string_equal(st_sync(fx->v, 0, &log), "X4 R4 ");
 }
 
 /* A file a dead writer left in tmp/ goes after 36 hours (at the next open); a young one stays. */
@@ -295,6 +336,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_delivery_by_fs_event, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_refresh, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_own_changes_no_reread, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tmp_cleanup, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_changed_while_down, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rename_race, setup, teardown),
