@@ -138,6 +138,40 @@ static void test_append_and_read(void **state)
 	view_free(&v);
 }
 
+/* Odd line ends: a CR alone stays, CRLF stays, a bare LF becomes CRLF, a last line without
+ * an end stays; the size matches the bytes served. A file cut short under us gives -EIO,
+ * never a literal of the wrong length. */
+static void test_stream_edges(void **state)
+{
+	struct fx *fx = *state;
+	st_write_file(fx->root, "new", "1700000000.odd.host", "A: 1\rB: 2\r\n\nbody\nlast line");
+	assert_int_equal(mailbox_refresh(fx->inbox), 0);
+	struct view *v;
+	assert_int_equal(view_new(fx->inbox, VIEW_IMAP, NULL, NULL, &v), 0);
+	struct mail_info info;
+	assert_int_equal(view_msg_info(v, 1, &info), 0);
+	const char *want = "A: 1\rB: 2\r\n\r\nbody\r\nlast line";
+	assert_int_equal(info.size, strlen(want));
+	size_t len;
+	char *got = st_read_msg(v, 1, &len);
+	assert_string_equal(got, want);
+	free(got);
+	/* cut the file: the stream refuses to make up bytes */
+	char path[8192];
+	snprintf(path, sizeof(path), "%s/new/1700000000.odd.host", fx->root);
+	assert_int_equal(truncate(path, 10), 0);
+	struct mail_stream *s;
+	assert_int_equal(view_msg_open(v, 1, &s), 0);
+	char buf[64];
+	ssize_t n, total = 0;
+	while ((n = mail_stream_read(s, buf, sizeof(buf))) > 0)
+		total += n;
+	assert_int_equal(n, -EIO);
+	assert_true(total < (ssize_t)strlen(want));
+	mail_stream_free(&s);
+	view_free(&v);
+}
+
 static void test_append_abort_and_date(void **state)
 {
 	struct fx *fx = *state;
@@ -642,6 +676,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_append_and_read, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_stream_edges, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_append_abort_and_date, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_mutt_names, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_keywords, setup, teardown),
