@@ -153,8 +153,8 @@ int store_status(struct store *store, const char *name, struct mailbox_status *s
 /* Open folder NAME. If it is open in this process, returns the same object with one more
  * reference. Otherwise loads it on the calling thread: the UID list, the keyword table and
  * the directory listing (plus a stat and size count for messages not yet in the UID list).
- * A warm open of 10,000 messages takes a few ms (see storage/README.md); for a folder that
- * may be large and cold prefer mailbox_open_async. -ENOENT if the folder does not exist;
+ * A warm open of 10,000 messages takes about 20 ms (see storage/README.md); for a folder
+ * that may be large and cold prefer mailbox_open_async. -ENOENT if the folder does not exist;
  * -EBUSY if another process has it open (each open folder holds a lock, so two mailkeep
  * processes never number one folder). */
 int mailbox_open(struct store *store, const char *name, struct mailbox **mbox_r);
@@ -241,8 +241,9 @@ int mailbox_store_flags(struct mailbox *mbox, struct view *origin, const uint32_
 int mailbox_expunge(struct mailbox *mbox, const uint32_t *uids, size_t n);
 
 /* Copy UIDS[0..n) of SRC into DST (hard link when possible, else a copy), with the same
- * flags and keywords (by name). new_uids_r[i] gets the new UID of uids[i], or 0 if uids[i] was
- * gone (for COPYUID). SRC may equal DST. */
+ * flags and keywords (by name; a keyword DST's full table has no room for is dropped).
+ * new_uids_r[i] gets the new UID of uids[i], or 0 if uids[i] was gone (for COPYUID). SRC may
+ * equal DST. A copy is a new message: new base name, new UIDL. */
 int mailbox_copy(struct mailbox *src, const uint32_t *uids, size_t n, struct mailbox *dst,
 		 uint32_t *new_uids_r);
 /* Move (RFC 6851): copy, then expunge from SRC. SRC != DST. */
