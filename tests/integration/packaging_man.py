@@ -38,8 +38,25 @@ def unroff(text):
     return text.replace("\\-", "-").replace("\\e", "\\").replace("\\&", "")
 
 
+def render(lines):
+    """The running text of roff lines as a reader sees it: macro arguments (.B, .BR, ...)
+    joined, font escapes dropped, lines joined with one space."""
+    words = []
+    for line in lines:
+        m = re.fullmatch(r"\.([BI]|BR|RB|IR|RI|BI|IB) (.*)", line)
+        if m:
+            args = re.findall(r'"([^"]*)"|(\S+)', m.group(2))
+            args = [a or b for a, b in args]
+            line = " ".join(args) if len(m.group(1)) == 1 else "".join(args)
+        elif line.startswith("."):
+            continue
+        words.append(unroff(line))
+    return re.sub(r"\s+", " ", " ".join(words)).strip()
+
+
 def man_settings(page):
-    """{(section, key): default} from the SETTINGS section; '' where it says No default."""
+    """{(section, key): (default, text)} from the SETTINGS section; default '' where the page
+    says No default; text is the entry's running text after the default."""
     body = page.split("\n.SH SETTINGS\n", 1)[1].split("\n.SH ", 1)[0]
     found = {}
     section = None
@@ -65,20 +82,25 @@ def man_settings(page):
                 raise AssertionError("%s: no 'Default: ...' line: %r" % (key, default_line))
             if (section, key) in found:
                 raise AssertionError("%s.%s documented twice" % (section, key))
-            found[(section, key)] = default
-            i += 2
+            j = i + 3
+            while j < len(lines) and lines[j] not in (".TP",) and not lines[j].startswith(".SS"):
+                j += 1
+            found[(section, key)] = (default, render(lines[i + 3:j]))
+            i = j - 1
         i += 1
     return found
 
 
 class ManPages(unittest.TestCase):
     def test_conf_page_lists_every_setting_with_its_default(self):
+        """Every setting, its default, and its meaning as --settings words it (the page may
+        add sentences after it)."""
         r = subprocess.run([BIN, "--settings"], capture_output=True, text=True, timeout=30)
         self.assertEqual(r.returncode, 0, r.stderr)
         binary = {}
         for line in r.stdout.splitlines():
-            section, key, default, _doc = line.split("\t")
-            binary[(section, key)] = default
+            section, key, default, doc = line.split("\t")
+            binary[(section, key)] = (default, doc)
         self.assertGreaterEqual(len(binary), 30)
         page = man_settings(read("mailkeep.conf.5"))
         self.assertEqual(sorted(set(binary) - set(page)), [],
@@ -86,18 +108,25 @@ class ManPages(unittest.TestCase):
         self.assertEqual(sorted(set(page) - set(binary)), [],
                          "settings in mailkeep.conf(5) that mailkeep does not know")
         for k in sorted(binary):
-            self.assertEqual(page[k], binary[k], "default of %s.%s" % k)
+            self.assertEqual(page[k][0], binary[k][0], "default of %s.%s" % k)
+            self.assertTrue(page[k][1].startswith(binary[k][1]),
+                            "%s.%s: the page says %r, --settings %r"
+                            % (k + (page[k][1], binary[k][1])))
 
     def test_parser_sees_a_drift(self):
-        """The check above can fail: a page with a wrong default or an extra key differs."""
+        """The check above can fail: a wrong default, other words, an extra key differ."""
         page = read("mailkeep.conf.5")
         good = man_settings(page)
         bad = man_settings(page.replace("Default: \\fB10000\\fR.", "Default: \\fB9999\\fR."))
-        self.assertEqual(bad[("server", "max_connections")], "9999")
+        self.assertEqual(bad[("server", "max_connections")][0], "9999")
         self.assertNotEqual(good, bad)
+        reworded = man_settings(page.replace("Upper bound of that delay.", "Upper bound."))
+        self.assertEqual(reworded[("server", "auth_fail_delay_max_ms")][1], "Upper bound.")
         extra = page.replace(".SS \"[tls]\"\n",
                              ".TP\n.B no_such_key\nNo default.\nx\n.SS \"[tls]\"\n")
         self.assertIn(("server", "no_such_key"), man_settings(extra))
+        self.assertEqual(render([".BR mailkeep (8),", "and", '.B "a b"', "x\\-y"]),
+                         "mailkeep(8), and a b x-y")
 
     def test_mailkeep_page_documents_every_option(self):
         r = subprocess.run([BIN, "--help"], capture_output=True, text=True, timeout=30)
