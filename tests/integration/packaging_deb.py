@@ -76,6 +76,7 @@ class DebPackage(unittest.TestCase):
         r = run([os.path.join(SRC, "packaging", "build-deb.sh"), out],
                 env=dict(ENV, MK_DEB_BUILD_DIR=os.path.join(cls.tmp, "build")), timeout=800)
         if r.returncode != 0:
+            shutil.rmtree(cls.tmp, ignore_errors=True)  # tearDownClass does not run after this
             raise AssertionError("build-deb.sh failed:\n" + r.stdout[-4000:] + r.stderr[-4000:])
         cls.deb = r.stdout.strip().splitlines()[-1]
         assert cls.deb == glob.glob(os.path.join(out, "*.deb"))[0], r.stdout
