@@ -67,7 +67,7 @@ struct maildir {
 	bool fsync_cur, fsync_new;
 	size_t n_log;
 	struct timespec mtime_new, mtime_cur;
-	bool dirs_dirty;
+	bool dirty_new, dirty_cur; /* re-read that directory at the next refresh */
 	uv_fs_event_t ev_new, ev_cur;
 	uv_timer_t debounce;
 	bool watching;
@@ -366,12 +366,17 @@ static int scan_dir(struct scan *sc, const char *path, const char *sub)
 }
 
 /* new/ first, then cur/: a file moved new -> cur during the scan is seen at least once. */
-static int scan_folder(struct scan *sc, const char *path)
+static int scan_dirs(struct scan *sc, const char *path, bool do_new, bool do_cur)
 {
-	int r = scan_dir(sc, path, "new");
-	if (r == 0)
+	int r = do_new ? scan_dir(sc, path, "new") : 0;
+	if (r == 0 && do_cur)
 		r = scan_dir(sc, path, "cur");
 	return r;
+}
+
+static int scan_folder(struct scan *sc, const char *path)
+{
+	return scan_dirs(sc, path, true, true);
 }
 
 /* Stat and size one entry not in the UID list. -ENOENT if it moved meanwhile. */
@@ -981,7 +986,7 @@ static void own_expect(struct mailbox *mbox, bool in_new, const char *name)
 	struct maildir *md = mbox->backend;
 	if (!md->own_changed) {
 		struct timespec mn, mc;
-		md->clean_before = md->watch_ok && !md->dirs_dirty &&
+		md->clean_before = md->watch_ok && !md->dirty_new && !md->dirty_cur &&
 				   dir_mtimes(mbox->path, &mn, &mc) == 0 &&
 				   ts_eq(&mn, &md->mtime_new) && ts_eq(&mc, &md->mtime_cur);
 	}
@@ -1071,7 +1076,10 @@ static void fs_event_cb(uv_fs_event_t *h, const char *filename, int events, int 
 		return;
 	if (filename != NULL && status == 0 && own_consume(md, h == &md->ev_new, filename))
 		return; /* the echo of our own change */
-	md->dirs_dirty = true;
+	if (h == &md->ev_new)
+		md->dirty_new = true;
+	else
+		md->dirty_cur = true;
 	/* coalesce bursts (an MTA delivering many, our own renames) into one re-read */
 	if (!uv_is_active((uv_handle_t *)&md->debounce))
 		uv_timer_start(&md->debounce, debounce_cb, 10, 0);
@@ -1367,7 +1375,8 @@ static int md_attach(struct mailbox *mbox, struct mailbox_load *ld)
 	if (r < 0)
 		return r;
 	cache_compact(mbox);
-	md->dirs_dirty = ts_recent(&md->mtime_new) || ts_recent(&md->mtime_cur);
+	md->dirty_new = ts_recent(&md->mtime_new);
+	md->dirty_cur = ts_recent(&md->mtime_cur);
 	watch_start(mbox);
 	return 0;
 }
@@ -1411,12 +1420,15 @@ static int rec_update_from_ent(struct mailbox *mbox, struct mail_rec *rec, const
 	return r < 0 ? r : 1;
 }
 
-static int rescan(struct mailbox *mbox)
+/* Re-read new/ (DO_NEW) and/or cur/ (DO_CUR) and diff them into the mailbox. A message whose
+ * directory was not read counts as seen; one missing from what was read gets full looks
+ * (both directories) before it is called gone, since it may have moved between them. */
+static int rescan(struct mailbox *mbox, bool do_new, bool do_cur)
 {
 	struct maildir *md = mbox->backend;
 	mbox->rescans++;
 	struct scan sc = {0}, sc2 = {0};
-	int r = scan_folder(&sc, mbox->path);
+	int r = scan_dirs(&sc, mbox->path, do_new, do_cur);
 	uint32_t *flagged = NULL, *gone = NULL;
 	size_t n_flagged = 0, n_gone = 0, n_missing = 0;
 	size_t *fresh = NULL, n_fresh = 0;
@@ -1429,8 +1441,14 @@ static int rescan(struct mailbox *mbox)
 		r = -ENOMEM;
 		goto out;
 	}
-	for (uint32_t i = 0; i < mbox->n_recs; i++)
-		mbox->recs[i].bflags &= (uint8_t)~MREC_SEEN_SCAN;
+	for (uint32_t i = 0; i < mbox->n_recs; i++) {
+		struct mail_rec *rec = &mbox->recs[i];
+		bool read = (rec->bflags & MREC_IN_NEW) ? do_new : do_cur;
+		if (read)
+			rec->bflags &= (uint8_t)~MREC_SEEN_SCAN;
+		else
+			rec->bflags |= MREC_SEEN_SCAN;
+	}
 	for (size_t i = 0; i < sc.ld.n_ents && r >= 0; i++) {
 		struct load_ent *e = &sc.ld.ents[i];
 		const char *key = scan_key(&sc, e);
@@ -1492,13 +1510,13 @@ static int rescan(struct mailbox *mbox)
 		struct load_ent *e = &sc.ld.ents[fresh[i]];
 		int sr = ent_stat(mbox->path, e, scan_key(&sc, e));
 		if (sr == -ENOENT) {
-			md->dirs_dirty = true;
+			md->dirty_new = md->dirty_cur = true;
 			continue;
 		}
 		if (sr < 0) {
 			log_warn("storage: cannot read new message folder=%s err=%s",
 				 log_escape_str(mbox->name), strerror(-sr));
-			md->dirs_dirty = true;
+			md->dirty_new = md->dirty_cur = true;
 			continue;
 		}
 		news[n_news++] = *e;
@@ -1536,12 +1554,17 @@ static int md_refresh(struct mailbox *mbox, bool force)
 	int r = dir_mtimes(mbox->path, &mn, &mc);
 	if (r < 0)
 		return r;
-	if (!force && !md->dirs_dirty && ts_eq(&mn, &md->mtime_new) && ts_eq(&mc, &md->mtime_cur))
+	/* only the directories that changed: an MTA's delivery re-reads new/ (a few names), not
+	 * a cur/ of 50,000 */
+	bool do_new = force || md->dirty_new || !ts_eq(&mn, &md->mtime_new);
+	bool do_cur = force || md->dirty_cur || !ts_eq(&mc, &md->mtime_cur);
+	if (!do_new && !do_cur)
 		return 0;
 	md->mtime_new = mn;
 	md->mtime_cur = mc;
-	md->dirs_dirty = ts_recent(&mn) || ts_recent(&mc);
-	return rescan(mbox);
+	md->dirty_new = ts_recent(&mn);
+	md->dirty_cur = ts_recent(&mc);
+	return rescan(mbox, do_new, do_cur);
 }
 
 /* Find REC's file by base name after it was renamed outside (updates the key). */
