@@ -36,9 +36,12 @@ int process_drop_privileges(const struct config *cfg)
 		return -EINVAL;
 	}
 	gid_t gid = pw.pw_gid;
-	if (setgroups(1, &gid) < 0) {
+	/* mail_user's own groups from /etc/group and no others: ssl-cert, for one, lets a
+	 * SIGHUP re-read a key such as Debian's snakeoil one (root:ssl-cert 0640). */
+	if (initgroups(name, gid) < 0) {
 		r = -errno;
-		log_error("process: setgroups(%ld): %s", (long)gid, strerror(errno));
+		log_error("process: initgroups(%s, %ld): %s", log_escape_str(name), (long)gid,
+			  strerror(errno));
 		return r;
 	}
 	if (setresgid(gid, gid, gid) < 0) {

@@ -8,7 +8,7 @@
 
 struct config;
 
-/* Become cfg->mail_user: setgroups to its primary group only, setgid, setuid, each checked,
+/* Become cfg->mail_user: initgroups (its groups in /etc/group), setgid, setuid, each checked,
  * then verify that root cannot be regained. When the process is not running as root it
  * changes nothing, logs "privilege drop skipped" and returns 0.
  * Returns 0, -EINVAL when mail_user is unset or is root, -ENOENT when the user does not exist,

@@ -187,7 +187,7 @@ class UnitPrivileges(unittest.TestCase):
         caps = [c for c in unit_caps() if c != "setgid"]
         d = Daemon(self.conf, caps)
         try:
-            self.assertIsNotNone(d.wait(r"setgroups\(\d+\): Operation not permitted"))
+            self.assertIsNotNone(d.wait(r"initgroups\(nobody, \d+\): Operation not permitted"))
         finally:
             self.assertNotEqual(d.stop(), 0)
 
