@@ -877,6 +877,8 @@ static int load_scan(struct mailbox_load *ld, struct md_load *ml)
 }
 
 #define LOCK_FILE "mailkeep-lock"
+/* How long mailbox_open waits for our own worker's lock (a 100,000-message cold scan). */
+#define LOCK_WAIT_MAX_MS 10000
 
 /* The folder lock (flock on LOCK_FILE): one process numbers and writes a folder's UID list at
  * a time. A loaded mailbox holds it for its life; a second mailkeep process on the same store
@@ -891,12 +893,20 @@ static int folder_lock(const char *path, bool wait, int *fd_r)
 	int fd = open(file, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return -errno;
-	while (flock(fd, LOCK_EX | (wait ? 0 : LOCK_NB)) < 0) {
+	/* waiting is bounded: our own worker lets go within its scan, but if the holder is
+	 * another process the loop must not hang on it */
+	for (unsigned waited_ms = 0;; waited_ms++) {
+		if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+			break;
 		if (errno == EINTR)
 			continue;
-		r = errno == EWOULDBLOCK ? -EBUSY : -errno;
-		close(fd);
-		return r;
+		if (errno != EWOULDBLOCK || !wait || waited_ms >= LOCK_WAIT_MAX_MS) {
+			r = errno == EWOULDBLOCK ? -EBUSY : -errno;
+			close(fd);
+			return r;
+		}
+		struct timespec ms = {0, 1000000};
+		nanosleep(&ms, NULL);
 	}
 	*fd_r = fd;
 	return 0;
