@@ -1,0 +1,26 @@
+# Issue 8: POP3 <-> IMAP consistency under concurrency and faults, against the real mailkeep
+# binary on 127.0.0.1 (PAM through pam_wrapper + pam_matrix; no root, no system user).
+find_file(MK_CONS_PAM_MATRIX pam_matrix.so
+	PATHS /usr/lib/x86_64-linux-gnu/pam_wrapper /usr/lib/pam_wrapper /usr/lib64/pam_wrapper
+	NO_DEFAULT_PATH)
+find_library(MK_CONS_PAM_WRAPPER_LIB pam_wrapper)
+set(mk_cons_env "MK_PAM_MATRIX=${MK_CONS_PAM_MATRIX}"
+	"MK_PAM_WRAPPER_LIB=${MK_CONS_PAM_WRAPPER_LIB}")
+set(mk_cons_py ${CMAKE_SOURCE_DIR}/tests/integration/consistency.py)
+
+# The randomized model-checked test: three fixed seeds x 2,000 steps, both pop3_delete
+# policies.
+foreach(case "1;expunge" "2;hide" "3;expunge")
+	list(GET case 0 seed)
+	list(GET case 1 policy)
+	mk_python_test(consistency_seed${seed} ${mk_cons_py} TIMEOUT 900)
+	set_property(TEST consistency_seed${seed} APPEND PROPERTY ENVIRONMENT ${mk_cons_env}
+		"MK_CONSISTENCY_SEED=${seed}" "MK_CONSISTENCY_STEPS=2000"
+		"MK_CONSISTENCY_POLICY=${policy}")
+endforeach()
+
+# The same with the server SIGKILLed 50 times and restarted.
+mk_python_test(consistency_kill ${mk_cons_py} TIMEOUT 900)
+set_property(TEST consistency_kill APPEND PROPERTY ENVIRONMENT ${mk_cons_env}
+	"MK_CONSISTENCY_SEED=4" "MK_CONSISTENCY_STEPS=500" "MK_CONSISTENCY_KILLS=50"
+	"MK_CONSISTENCY_POLICY=expunge")
