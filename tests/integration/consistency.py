@@ -92,6 +92,7 @@ class Model:
         self.pending = {}       # cid delivered into new/, not seen yet -> max UID then
         self.maybe = {}         # cid of an unanswered APPEND (kill) -> max UID then
         self.maybe_flags = {}   # uid -> the other acceptable flags (unanswered STORE)
+        self.maybe_gone = set() # uids an unanswered POP3 QUIT may have expunged
         self.gone = set()       # expunged INBOX UIDs
         self.max_uid = 0
         self.archive_max = 0
@@ -586,6 +587,9 @@ class Run:
         p, snap, marks = self.pop
         r = p.cmd("QUIT")
         check(r.startswith(b"+OK"), f"QUIT: {r!r}")
+        return self.op_pop_quit_done(snap, marks)
+
+    def op_pop_quit_done(self, snap, marks):
         done = []
         for n in sorted(marks):
             uid = snap[n - 1]
@@ -596,7 +600,7 @@ class Run:
                 self.m.remove(uid)
             else:
                 self.m.inbox[uid] = self.m.inbox[uid] | {HIDE_KW}
-        p.close()
+        self.pop[0].close()
         self.pop = None
         return f"committed {done}"
 
@@ -637,6 +641,7 @@ class Run:
                     floor = m.pending.pop(cid)
                 elif cid in m.maybe:
                     floor = m.maybe.pop(cid)
+                    self.count("unanswered APPEND kept")
                 else:
                     raise Failure(f"UID {u} appeared with {cid}, which the model does not "
                                   f"expect (in INBOX as {[x for x, c in m.cid.items() if c == cid]})")
@@ -647,8 +652,17 @@ class Run:
         for u, f in truth:
             if u in m.maybe_flags:
                 check(f in m.maybe_flags[u] or f == m.inbox[u],
-                      f"UID {u} flags {sorted(f)} after an unanswered STORE")
+                      f"UID {u} flags {sorted(f)} after an unanswered STORE/QUIT: "
+                      f"neither {sorted(m.inbox[u])} nor {[sorted(x) for x in m.maybe_flags[u]]}")
+                self.count("unanswered flag change " + ("done" if f != m.inbox[u] else "lost"))
                 m.inbox[u] = f
+        for u in m.maybe_gone:
+            present = u in dict(truth)
+            self.count("unanswered QUIT delete " + ("lost" if present else "done"))
+            if not present:
+                m.remove(u)
+        self.count("unanswered APPEND lost", len(m.maybe))
+        m.maybe_gone.clear()
         m.maybe_flags.clear()
         m.maybe.clear()
         lost = [u for u in m.inbox if u not in dict(truth)]
@@ -716,6 +730,10 @@ class Run:
         p.close()
         self.pop = None
 
+    def count(self, what, n=1):
+        if n:
+            self.stats[what] = self.stats.get(what, 0) + n
+
     # ------------------------------------------------------------------ faults
     def restart(self, unanswered=None):
         self.srv.kill()
@@ -728,20 +746,52 @@ class Run:
     def kill_step(self):
         """SIGKILL now; sometimes with an APPEND or a STORE sent and not answered."""
         r = self.rng
-        kind = r.choice(["between", "between", "append", "store"])
+        kind = r.choice(["between", "between", "append", "store", "quit"])
         live = self.live_sessions()
         if kind == "append" and live:
             s = r.choice(live)
             cid, data = self.new_message()
-            s.send("APPEND INBOX ()", data)
-            self.m.maybe[cid] = self.m.max_uid
+            floor = self.m.max_uid
+            tag = s.send("APPEND INBOX ()", data)
+            # Wait for the answer a random moment (an event with a bound): what is answered
+            # before the kill is acknowledged and must survive it.
+            if s.c.readable(r.choice([0, 0.001, 0.003, 0.01])):
+                st, tl, _ = s.wait(tag, "APPEND")
+                mm = APPENDUID_RE.search(tl)
+                check(st == "OK" and mm, f"APPEND: {tl!r}")
+                self.m.add(int(mm.group(2)), cid, (), floor)
+                kind = "append answered"
+            else:
+                self.m.maybe[cid] = floor
         elif kind == "store" and live and self.m.inbox:
             s = r.choice(live)
             u = r.choice(self.m.sorted_uids())
             fl = frozenset(r.sample(STORE_FLAGS[:5], 2))
-            s.send(f"UID STORE {u} +FLAGS ({' '.join(sorted(fl))})")
-            self.m.maybe_flags[u] = {self.m.inbox[u] | fl}
+            tag = s.send(f"UID STORE {u} +FLAGS ({' '.join(sorted(fl))})")
+            if s.c.readable(r.choice([0, 0.001, 0.003])):
+                st, tl, _ = s.wait(tag, "UID STORE")
+                check(st == "OK", f"UID STORE: {tl!r}")
+                self.m.inbox[u] = self.m.inbox[u] | fl
+                kind = "store answered"
+            else:
+                self.m.maybe_flags[u] = {self.m.inbox[u] | fl}
+        elif kind == "quit" and self.pop and self.pop[2]:
+            p, snap, marks = self.pop
+            p.c.send(b"QUIT\r\n")
+            if p.c.readable(r.choice([0, 0.001, 0.003])):
+                check(p.c.line().startswith(b"+OK"), "QUIT")
+                self.op_pop_quit_done(snap, marks)
+                kind = "quit answered"
+            for n in (marks if kind == "quit" else ()):
+                u = snap[n - 1]
+                if u in self.m.inbox and self.policy == "expunge":
+                    self.m.maybe_gone.add(u)
+                elif u in self.m.inbox:
+                    self.m.maybe_flags[u] = {self.m.inbox[u] | {HIDE_KW}}
+        else:
+            kind = "between"
         self.trace.append(f"{self.step_no}: SIGKILL ({kind})")
+        self.count("kill " + kind)
         self.restart()
         self.check_inbox(True)
         self.check_archive()
