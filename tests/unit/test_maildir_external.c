@@ -131,11 +131,15 @@ static void test_refresh(void **state)
 	char uidl[MAIL_UIDL_MAX + 1];
 	assert_int_equal(view_msg_uidl(fx->v, 1, uidl, sizeof(uidl)), 0);
 	assert_string_equal(uidl, "1700000001.a.mta");
-	/* mutt deletes message 2 */
+	/* mutt deletes message 2: both views of the folder are told */
+	struct view *v2;
+	assert_int_equal(view_new(fx->mbox, VIEW_IMAP, NULL, NULL, &v2), 0);
 	snprintf(from, sizeof(from), "%s/cur/1700000002.b.mta:2,S", fx->root);
 	assert_int_equal(unlink(from), 0);
 	assert_int_equal(mailbox_refresh(fx->mbox), 0);
 	assert_string_equal(st_sync(fx->v, 0, &log), "E2 ");
+	assert_string_equal(st_sync(v2, 0, &log), "E2 ");
+	view_free(&v2);
 	assert_int_equal(mailbox_count(fx->mbox), 1);
 	/* the tmp file is finally delivered */
 	snprintf(to, sizeof(to), "%s/new/1700000003.c.mta", fx->root);
