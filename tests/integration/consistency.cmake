@@ -24,3 +24,15 @@ mk_python_test(consistency_kill ${mk_cons_py} TIMEOUT 900)
 set_property(TEST consistency_kill APPEND PROPERTY ENVIRONMENT ${mk_cons_env}
 	"MK_CONSISTENCY_SEED=4" "MK_CONSISTENCY_STEPS=500" "MK_CONSISTENCY_KILLS=50"
 	"MK_CONSISTENCY_POLICY=expunge")
+
+# A full disk on demand: an LD_PRELOAD shim (tests/support/enospc_shim.c) fails writes and
+# fsyncs of regular files with ENOSPC while a control file exists. Built without sanitizers:
+# it is preloaded before ASan's runtime and only forwards calls.
+add_library(mk_enospc_shim MODULE ${CMAKE_SOURCE_DIR}/tests/support/enospc_shim.c)
+target_compile_options(mk_enospc_shim PRIVATE -fno-sanitize=all)
+target_link_options(mk_enospc_shim PRIVATE -fno-sanitize=all)
+target_link_libraries(mk_enospc_shim PRIVATE ${CMAKE_DL_LIBS})
+mk_python_test(consistency_enospc ${CMAKE_SOURCE_DIR}/tests/integration/consistency_enospc.py
+	TIMEOUT 300)
+set_property(TEST consistency_enospc APPEND PROPERTY ENVIRONMENT ${mk_cons_env}
+	"MK_ENOSPC_SHIM=$<TARGET_FILE:mk_enospc_shim>")
