@@ -213,6 +213,7 @@ class Run:
             "pop_dele": 7 if self.pop else 0, "pop_rset": 1 if self.pop else 0,
             "pop_quit": 3 if self.pop else 0, "pop_drop": 2 if self.pop else 0,
             "archive_clean": 6 if len(m.archive) > 25 else 0,
+            "burst": 10 if len(live) >= 2 and n else 0,
         }
         names = [k for k in w if w[k] > 0]
         op = r.choices(names, [w[k] for k in names])[0]
@@ -423,6 +424,114 @@ class Run:
         for u in dead:
             self.m.remove(u)
         return f"{s.name} {uids} removed {dead}"
+
+    def op_burst(self):
+        """Commands on several sessions (and POP3, and the MTA) sent before any answer is
+        read, so the server interleaves them. The sub-operations are chosen so that every
+        order gives the same end state: + flag changes without \\Deleted on messages nobody
+        moves or expunges, APPENDs without \\Deleted, MOVEs of distinct messages, one
+        EXPUNGE (of what was \\Deleted before the burst), RETR of a message none of them
+        touches otherwise."""
+        r = self.rng
+        m = self.m
+        live = self.live_sessions()
+        ss = r.sample(live, r.randint(2, len(live)))
+        deleted = {u for u, f in m.inbox.items() if "\\Deleted" in f}
+        reserved = set(deleted)
+        floor = m.max_uid
+        plan = []
+        did_expunge = False
+        for s in ss:
+            kinds = ["store", "store", "append", "move", "fetch"] + ([] if did_expunge else ["expunge"])
+            kind = r.choice(kinds)
+            if kind == "store":
+                seqs = [q for q in self.pick(s, 3) if s.pic[q - 1][0] in m.inbox and
+                        s.pic[q - 1][0] not in reserved]
+                if not seqs:
+                    kind = "fetch"
+                else:
+                    fl = frozenset(r.sample(["\\Seen", "\\Flagged", "\\Answered", "$Work"],
+                                            r.randint(1, 2)))
+                    targets = [s.pic[q - 1][0] for q in seqs]
+                    tag = s.send(f"STORE {seqset(seqs)} +FLAGS ({' '.join(sorted(fl))})")
+                    plan.append((s, tag, "STORE", (targets, fl)))
+            if kind == "move":
+                seqs = [q for q in self.pick(s, 2) if s.pic[q - 1][0] in m.inbox and
+                        s.pic[q - 1][0] not in reserved]
+                if not seqs:
+                    kind = "fetch"
+                else:
+                    targets = [s.pic[q - 1][0] for q in seqs]
+                    reserved.update(targets)
+                    tag = s.send(f"MOVE {seqset(seqs)} Archive")
+                    plan.append((s, tag, "MOVE", targets))
+            if kind == "append":
+                cid, data = self.new_message()
+                fl = frozenset(r.sample(["\\Seen", "\\Flagged", "$Work"], r.randint(0, 2)))
+                tag = s.send(f"APPEND INBOX ({' '.join(sorted(fl))})", data)
+                plan.append((s, tag, "APPEND", (cid, fl)))
+            if kind == "expunge":
+                did_expunge = True
+                known = max((e[0] for e in s.pic), default=0)
+                tag = s.send("EXPUNGE")
+                plan.append((s, tag, "EXPUNGE", [u for u in deleted if u <= known]))
+            if kind == "fetch":
+                tag = s.send("FETCH 1:* (UID FLAGS)")
+                plan.append((s, tag, "FETCH", None))
+        retr = None
+        if self.pop:
+            p, snap, marks = self.pop
+            cands = [(n, u) for n, u in enumerate(snap, 1) if u in m.inbox and u not in reserved
+                     and n not in marks]
+            if cands:
+                retr = r.choice(cands)
+                p.c.send(f"RETR {retr[0]}\r\n".encode())
+        if r.random() < 0.5:
+            self.op_mta()
+        # Read every answer (each session's in its order).
+        out = []
+        for s, tag, kind, arg in plan:
+            st, tl, un = s.wait(tag, kind)
+            # FETCH 1:* may name messages expunged meanwhile, not yet announced (RFC 2180).
+            check(st == "OK" or (kind == "FETCH" and st == "NO" and b"[EXPUNGEISSUED]" in tl),
+                  f"burst: {s.name} {kind} -> {tl!r}")
+            if kind == "STORE":
+                targets, fl = arg
+                for u in targets:
+                    m.inbox[u] = m.inbox[u] | fl
+            elif kind == "MOVE":
+                _, src, dst = self.copyuid(tl, un, f"burst {s.name} MOVE")
+                check(sorted(src) == sorted(arg), f"burst MOVE COPYUID {src} != {arg}")
+                for a, b in zip(src, dst):
+                    self.m.archive[b] = [m.cid[a], None]
+                    m.archive_max = max(m.archive_max, b)
+            elif kind == "APPEND":
+                mm = APPENDUID_RE.search(tl)
+                check(mm, f"burst APPEND without APPENDUID: {tl!r}")
+                m.add(int(mm.group(2)), arg[0], arg[1], floor)
+            elif kind == "EXPUNGE":
+                for u in arg:
+                    if u in m.inbox:
+                        m.remove(u)
+            out.append(f"{s.name}:{kind}")
+        # Flags of moved messages: their flags after every STORE (none touched them).
+        for s, tag, kind, arg in plan:
+            if kind == "MOVE":
+                for a in arg:
+                    for b, e in m.archive.items():
+                        if e[1] is None and e[0] == m.cid[a]:
+                            e[1] = m.inbox[a]
+                    m.remove(a)
+        if retr:
+            p = self.pop[0]
+            line = p.c.line()
+            check(line.startswith(b"+OK"), f"burst RETR {retr}: {line!r}")
+            got = unstuff(p.multiline())
+            want = pop3_form(crlf(m.content[m.cid[retr[1]]]))
+            check(got == want, f"burst RETR {retr}: {diff(got, want)}")
+            m.inbox[retr[1]] = m.inbox[retr[1]] | {"\\Seen"}
+            out.append(f"pop:RETR {retr[0]}")
+        return " ".join(out)
 
     def op_idle(self):
         s = self.rng.choice(self.live_sessions())
