@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ARENA_BLOCK_SIZE 4096
+#define ARENA_BLOCK_SIZE 1024
 
 struct imap_arena_block {
 	struct imap_arena_block *next;

@@ -662,6 +662,8 @@ enum cmd_result imap_cmd_idle(struct imap_cmd *cmd)
 			return r == 0 ? CMD_MORE : CMD_DONE;
 		conn_write_str(s->conn, "+ idling\r\n");
 		s->idling = true;
+		/* The arguments are no longer needed: an idling session keeps no parser memory. */
+		imap_parser_reset(s->parser);
 		imap_session_sync(s, true);
 		conn_flush(s->conn);
 		keepalive_start(s);

@@ -128,22 +128,17 @@ void imap_parser_reset(struct imap_parser *p)
 	p->stream_mode = false;
 	p->error = NULL;
 	p->fatal = false;
-	/* Give back memory a big command took, so an idle session holds little. */
-	if (p->line_cap > 1024) {
-		free(p->line);
-		p->line = NULL;
-		p->line_cap = 0;
-	}
-	if (p->cap_nodes > 64) {
-		free(p->nodes);
-		p->nodes = NULL;
-		p->cap_nodes = 0;
-	}
-	if (p->out_cap > 64) {
-		free(p->out);
-		p->out = NULL;
-		p->out_cap = 0;
-	}
+	/* Give the memory back between commands: an idle session holds none of it
+	 * (DESIGN.md "Idle is cheap"); a malloc per command costs less than that. */
+	free(p->line);
+	p->line = NULL;
+	p->line_cap = 0;
+	free(p->nodes);
+	p->nodes = NULL;
+	p->cap_nodes = 0;
+	free(p->out);
+	p->out = NULL;
+	p->out_cap = 0;
 }
 
 void imap_parser_set_stream_mode(struct imap_parser *p, bool on)
