@@ -36,3 +36,11 @@ mk_python_test(consistency_enospc ${CMAKE_SOURCE_DIR}/tests/integration/consiste
 	TIMEOUT 300)
 set_property(TEST consistency_enospc APPEND PROPERTY ENVIRONMENT ${mk_cons_env}
 	"MK_ENOSPC_SHIM=$<TARGET_FILE:mk_enospc_shim>")
+
+# The real-client matrix, one script per client, each checking its own end result byte for
+# byte with POP3 and IMAP on the same mailbox.
+foreach(t consistency_fetchmail consistency_getmail consistency_curl consistency_mbsync
+		consistency_pylib)
+	mk_python_test(${t} ${CMAKE_SOURCE_DIR}/tests/integration/${t}.py TIMEOUT 300)
+	set_property(TEST ${t} APPEND PROPERTY ENVIRONMENT ${mk_cons_env})
+endforeach()

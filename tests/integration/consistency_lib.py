@@ -527,3 +527,88 @@ def scan_maildir(path):
             check(base not in out, f"base name {base} twice in {path}")
             out[base] = (sub, info, data)
     return out
+
+
+# ---------------------------------------------------------------------- real clients
+
+def lf(data):
+    """The LF form of a message (what mbox/Maildir clients write locally)."""
+    return data.replace(b"\r\n", b"\n")
+
+
+CLIENT_MSGS = [
+    b"From: one@example.org\r\nTo: alice@example.org\r\nSubject: first\r\nX-MK-Id: k1\r\n\r\n"
+    b"Hello.\r\n.a line starting with a dot\r\n..two dots\r\n.\r\nlast line\r\n",
+    b"From: two@example.org\nTo: alice@example.org\nSubject: second, bare LF\nX-MK-Id: k2\n\n"
+    b"written by an MTA that stores LF only\nFrom here on\n\nend\n",
+    b"From: three@example.org\r\nTo: alice@example.org\r\nSubject: third\r\nX-MK-Id: k3\r\n"
+    b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n" +
+    "Gr\u00fc\u00dfe, \u00e9t\u00e9 \u2014 8-bit body\r\n".encode() + (b"x" * 70 + b"\r\n") * 80,
+]
+
+
+class ClientServer:
+    """A server with CLIENT_MSGS delivered into new/, and a home directory for a client
+    (owned by the store's owner when run as root, so clients that refuse root can run)."""
+
+    def __init__(self, extra_server=""):
+        self.srv = Server(extra_server=extra_server)
+        md = self.srv.maildir()
+        for d in (md, md + "/tmp", md + "/new", md + "/cur"):
+            os.mkdir(d, 0o700)
+            self.srv.own(d)
+        for i, m in enumerate(CLIENT_MSGS):
+            self.deliver(m, i)
+        self.home = os.path.join(self.srv.dir, "home")
+        os.mkdir(self.home, 0o700)
+        self.srv.own(self.home)
+        self.srv.start()
+
+    def deliver(self, data, i):
+        md = self.srv.maildir()
+        name = f"{1700000000 + i}.M{i}P{os.getpid()}.client"
+        with open(os.path.join(md, "tmp", name), "wb") as f:
+            f.write(data)
+        self.srv.own(os.path.join(md, "tmp", name))
+        os.rename(os.path.join(md, "tmp", name), os.path.join(md, "new", name))
+
+    def run(self, args, timeout=120, ok=(0,)):
+        env = dict(os.environ, HOME=self.home)
+        env.pop("LD_PRELOAD", None)
+        demote = None
+        if self.srv.owner:
+            for root, dirs, files in os.walk(self.home):
+                for n in dirs + files + ["."]:
+                    os.chown(os.path.join(root, n), *self.srv.owner)
+            uid, gid = self.srv.owner
+
+            def demote():
+                os.setgroups([])
+                os.setgid(gid)
+                os.setuid(uid)
+        r = subprocess.run(args, capture_output=True, env=env, timeout=timeout,
+                           preexec_fn=demote, cwd=self.home)
+        check(r.returncode in ok, f"{args[0]} exited {r.returncode}:\n"
+              f"{r.stdout.decode(errors='replace')}\n{r.stderr.decode(errors='replace')}")
+        return r
+
+    def server_messages(self):
+        """{X-MK-Id: (uid, flags, BODY[] bytes)} through a fresh IMAP session."""
+        s = Imap(self.srv.port_imap, "v")
+        s.login()
+        s.select("INBOX")
+        out = {}
+        if s.pic:
+            _, un = s.ok("FETCH 1:* (UID FLAGS BODY.PEEK[])", "FETCH")
+            for whole, lits in un:
+                m = UID_RE.search(whole)
+                fl = FLAGS_RE.search(whole)
+                if m and lits and fl:
+                    out[message_id(lits[0])] = (int(m.group(1)), parse_flags(fl.group(1)),
+                                                lits[0])
+        s.ok("LOGOUT", "LOGOUT")
+        s.close()
+        return out
+
+    def cleanup(self):
+        self.srv.cleanup()
