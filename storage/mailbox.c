@@ -240,6 +240,7 @@ void mailbox_rec_remove(struct mailbox *mbox, uint32_t uid)
 	mbox->pool_garbage += (size_t)r->key_len + 1;
 	for (struct view *v = mbox->views; v != NULL; v = view_next(v))
 		view_on_expunge(v, uid, i);
+	mailbox_pop3_on_expunge(mbox, uid);
 	memmove(&mbox->recs[i], &mbox->recs[i + 1], (mbox->n_recs - i - 1) * sizeof(*r));
 	mbox->n_recs--;
 	pool_compact(mbox);
@@ -329,6 +330,7 @@ static void mailbox_destroy(struct mailbox *mbox)
 	for (unsigned i = 0; i < mbox->n_keywords; i++)
 		free(mbox->keywords[i]);
 	free(mbox->backend_mem);
+	free(mbox->pop3_ret);
 	free(mbox->recs);
 	free(mbox->pool);
 	free(mbox->index);

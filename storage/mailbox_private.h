@@ -82,6 +82,9 @@ struct mailbox_load {
 	void (*backend_free)(void *backend);
 };
 
+struct pop3_ret;
+struct pop3_ret_file;
+
 struct mailbox_backend_ops {
 	const char *name;
 	/* Read everything needed to build the mailbox: thread-safe, touches only LD. */
@@ -118,6 +121,12 @@ struct mailbox_backend_ops {
 	int (*cache_put)(struct mailbox *mbox, struct mail_rec *rec, const void *data, size_t len);
 	int (*cache_get)(struct mailbox *mbox, const struct mail_rec *rec, const void **data_r,
 			 size_t *len_r);
+	/* The folder's POP3 retrieval record (pop3_retrieved.h) for mbox->uidvalidity: read
+	 * it; write it whole with ENTS (atomic), or with APPEND add ENTS at its end (durable
+	 * before returning). */
+	int (*pop3_ret_read)(struct mailbox *mbox, struct pop3_ret_file *f);
+	int (*pop3_ret_write)(struct mailbox *mbox, const struct pop3_ret *ents, size_t n,
+			      bool append);
 	/* Stop watching and free back-end data (the uv handles are closed by the core). */
 	void (*free)(struct mailbox *mbox);
 };
@@ -160,6 +169,15 @@ struct mailbox {
 
 	unsigned long rescans; /* directory re-reads so far (statistics for tests and the bench) */
 
+	/* POP3 retrieval times (mailbox_pop3.c), read from the back-end on first use: ascending
+	 * uid, the earliest RETR of each message. */
+	struct pop3_ret *pop3_ret;
+	size_t n_pop3_ret;
+	size_t pop3_ret_dead;          /* of those, records of messages expunged since */
+	size_t pop3_ret_lines;         /* record lines in the file (compaction) */
+	uint32_t pop3_ret_uidvalidity; /* UIDVALIDITY it was read for; 0 = not read yet */
+	bool pop3_ret_rewrite;         /* the file must be rewritten before the next append */
+
 	struct mailbox *next; /* the store's open list */
 };
 
@@ -184,6 +202,8 @@ struct mail_rec *mailbox_rec_find_base(struct mailbox *mbox, const char *base, s
 int mailbox_rec_add(struct mailbox *mbox, const struct mail_rec *rec, const char *key);
 /* Remove the record of UID from memory and owe its EXPUNGE to the views. */
 void mailbox_rec_remove(struct mailbox *mbox, uint32_t uid);
+/* mailbox_pop3.c: UID's message is gone (its retrieval record becomes garbage). */
+void mailbox_pop3_on_expunge(struct mailbox *mbox, uint32_t uid);
 /* Announce: a flag change of UID (ORIGIN not told), arrivals (UIDNEXT moved). */
 void mailbox_announce_flags(struct mailbox *mbox, struct view *origin, uint32_t uid);
 void mailbox_announce_arrivals(struct mailbox *mbox);

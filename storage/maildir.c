@@ -7,6 +7,7 @@
  *   mailkeep-uidlist       BASE -> UID, modseq, CRLF size, internal date (uidlist.h)
  *   mailkeep-keywords      "IDX NAME" per line, rewritten atomically
  *   mailkeep-cache         parsed-message blobs keyed by BASE (append-only, checksummed)
+ *   mailkeep-pop3-retrieved  UID -> time of the first POP3 RETR (pop3_retrieved.h)
  *
  * Names we create: "<sec>.M<usec>P<pid>Q<n>.<host>,S=<file size>,W=<CRLF size>", so a later
  * scan knows the CRLF size from the name alone (as Dovecot does). A message delivered from
@@ -18,6 +19,7 @@
  * every UID ever handed out (UIDNEXT is in the list), so no UID is ever reused.
  */
 #include "mailbox_private.h"
+#include "pop3_retrieved.h"
 #include "storage_util.h"
 #include "uidlist.h"
 
@@ -463,6 +465,29 @@ static int md_save_keywords(struct mailbox *mbox)
 		r = storage_write_file_atomic(file, b.data ? b.data : "", b.len);
 	sbuf_free(&b);
 	return r;
+}
+
+/* ---- POP3 retrieval record ---------------------------------------------------------------- */
+
+static int md_pop3_ret_read(struct mailbox *mbox, struct pop3_ret_file *f)
+{
+	char file[4096];
+	int r = storage_path(file, sizeof(file), "%s/%s", mbox->path, POP3_RETRIEVED_FILE);
+	if (r < 0)
+		return r;
+	return pop3_retrieved_read(file, mbox->uidvalidity, f);
+}
+
+static int md_pop3_ret_write(struct mailbox *mbox, const struct pop3_ret *ents, size_t n,
+			     bool append)
+{
+	char file[4096];
+	int r = storage_path(file, sizeof(file), "%s/%s", mbox->path, POP3_RETRIEVED_FILE);
+	if (r < 0)
+		return r;
+	if (append)
+		return pop3_retrieved_append(file, ents, n);
+	return pop3_retrieved_write(file, mbox->uidvalidity, ents, n);
 }
 
 /* ---- cache file --------------------------------------------------------------------------- */
@@ -1933,5 +1958,7 @@ const struct mailbox_backend_ops maildir_backend_ops = {
 	.save_keywords = md_save_keywords,
 	.cache_put = md_cache_put,
 	.cache_get = md_cache_get,
+	.pop3_ret_read = md_pop3_ret_read,
+	.pop3_ret_write = md_pop3_ret_write,
 	.free = md_free,
 };

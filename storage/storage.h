@@ -350,6 +350,30 @@ void view_pop3_reset(struct view *view);
  * skipped). The marks are cleared. */
 int view_pop3_commit(struct view *view, enum pop3_delete_policy policy);
 
+/* POP3 retention (config pop3_expire_days, advertised as RFC 2449 "EXPIRE n"). The store
+ * keeps, per folder, when each message was first downloaded whole over POP3; only such a
+ * message can expire. The record is keyed by UID under the folder's UIDVALIDITY: when the
+ * UID list is rebuilt it is discarded, and nothing expires until messages are downloaded
+ * again (mail is kept rather than expired wrongly). Times are seconds since the epoch. */
+
+/* Record that UIDS[0..n) were downloaded whole (RETR; never TOP) at NOW. Only the first
+ * download counts: a UID already recorded keeps its time; UIDs no longer present are
+ * skipped. Durable when it returns (one append + fdatasync per call: batch the calls). On
+ * failure none of this call's UIDs is recorded. */
+int mailbox_pop3_mark_retrieved(struct mailbox *mbox, const uint32_t *uids, size_t n, int64_t now);
+/* When UID was first downloaded over POP3. -ENOENT if never (or the message is gone, or the
+ * record was lost with a rebuilt UID list). */
+int mailbox_pop3_retrieved_time(struct mailbox *mbox, uint32_t uid, int64_t *time_r);
+/* Apply retention before a POP3 session takes its snapshot: every message of the POP3
+ * maildrop (not hidden by $POP3Deleted) first downloaded more than DAYS days before NOW
+ * (retrieved at t < now - days * 86400) goes under POLICY, as a committed DELE would:
+ * POP3_DELETE_EXPUNGE expunges it (IMAP views are told EXPUNGE), POP3_DELETE_HIDE adds
+ * $POP3Deleted (gone from POP3, kept for IMAP). A message never downloaded is never touched,
+ * whatever its age. *n_r gets the number expired (also when an error stopped part way).
+ * DAYS 0 does nothing. -EBUSY while a POP3 view of MBOX exists. */
+int mailbox_pop3_expire(struct mailbox *mbox, unsigned days, int64_t now,
+			enum pop3_delete_policy policy, uint32_t *n_r);
+
 /* ---------------------------------------------------------------------------------------- */
 /* Reading a message                                                                         */
 
