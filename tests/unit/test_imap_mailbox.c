@@ -758,6 +758,50 @@ static void test_pop3_and_failures(void **state)
 	fake_conn_free(&c);
 }
 
+/* APPEND (stream mode), FETCH, STORE and IDLE fed one byte at a time give the same bytes as
+ * fed whole. */
+static void test_bytewise(void **state)
+{
+	struct env *e = *state;
+	static const char input[] =
+		"a APPEND INBOX (\\Flagged) {12}\r\nSubject: x\r\n\r\n"
+		"b APPEND INBOX {3+}\r\nabc\r\n"
+		"s SELECT INBOX\r\n"
+		"f UID FETCH 1:* (FLAGS BODY[HEADER.FIELDS (SUBJECT)] BODY.PEEK[]<1.2>)\r\n"
+		"t STORE 2 +FLAGS ($X \\Answered)\r\n"
+		"i IDLE\r\nDONE\r\n"
+		"x UID EXPUNGE 5\r\n";
+	char *outs[2];
+	for (int bytewise = 0; bytewise < 2; bytewise++) {
+		struct conn *c = logged_in(e, bytewise ? "pat2" : "pat1");
+		if (bytewise) {
+			for (size_t i = 0; i < sizeof(input) - 1; i++)
+				fake_conn_input_n(c, input + i, 1);
+		} else {
+			fake_conn_input_n(c, input, sizeof(input) - 1);
+		}
+		outs[bytewise] = fake_conn_take_output(c);
+		mask(outs[bytewise], "UIDVALIDITY ");
+		mask(outs[bytewise], "APPENDUID ");
+		fake_conn_free(&c);
+	}
+	assert_string_equal(outs[0], outs[1]);
+	assert_non_null(strstr(outs[0],
+			       "+ Ready for literal data\r\na OK [APPENDUID V 1] Append "
+			       "completed.\r\nb OK [APPENDUID V 2] Append completed.\r\n"));
+	assert_non_null(strstr(outs[0], "* 1 FETCH (UID 1 FLAGS (\\Flagged \\Seen) "
+					"BODY[HEADER.FIELDS (SUBJECT)] {14}\r\nSubject: x\r\n\r\n "
+					"BODY[]<1> {2}\r\nub)\r\n"));
+	assert_non_null(strstr(outs[0], "* 2 FETCH (UID 2 FLAGS (\\Seen) BODY[HEADER.FIELDS "
+					"(SUBJECT)] {2}\r\n\r\n BODY[]<1> {2}\r\nbc)\r\n"
+					"f OK Fetch completed.\r\n"));
+	assert_non_null(strstr(outs[0], "* 2 FETCH (FLAGS (\\Answered \\Seen $X))\r\nt OK Store "
+					"completed.\r\n+ idling\r\ni OK Idle completed.\r\n"
+					"x OK Expunge completed.\r\n"));
+	free(outs[0]);
+	free(outs[1]);
+}
+
 static void test_backpressure(void **state)
 {
 	struct env *e = *state;
@@ -885,6 +929,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_async_select, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_rev2, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_pop3_and_failures, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(test_bytewise, env_setup, env_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
