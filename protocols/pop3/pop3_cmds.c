@@ -114,7 +114,7 @@ enum pop3_cmd_result pop3_cmd_quit(struct pop3_session *s, struct pop3_token arg
 		return POP3_CMD_DONE;
 	}
 	pop3_set_state(s, POP3_UPDATE);
-	pop3_retr_flush_seen(s);
+	pop3_retr_flush_marks(s);
 	uint32_t marks = s->dele_count;
 	int ret = marks > 0 ? view_pop3_commit(s->view, s->set.delete_policy) : 0;
 	if (ret < 0) {

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "auth.h"
 #include "config.h"
@@ -67,6 +68,33 @@ static void login_failed(struct pop3_session *s, const char *reply, const char *
 	}
 }
 
+/* RFC 2449 EXPIRE: messages downloaded more than pop3_expire_days ago go before the snapshot
+ * is taken, so the client's numbering never includes them. Under pop3_delete = hide they are
+ * hidden from POP3 (kept for IMAP), as a committed DELE would. Only -EBUSY (another POP3
+ * session holds the maildrop) stops the login: a failed expiry only keeps mail longer, which
+ * EXPIRE (a minimum retention) allows. */
+static int login_expire(struct pop3_session *s, struct mailbox *mbox)
+{
+	if (s->set.expire_days == 0)
+		return 0;
+	uint32_t n = 0;
+	const char *policy = s->set.delete_policy == POP3_DELETE_HIDE ? "hide" : "expunge";
+	int ret = mailbox_pop3_expire(mbox, s->set.expire_days, (int64_t)time(NULL),
+				      s->set.delete_policy, &n);
+	if (ret == -EBUSY)
+		return ret;
+	if (ret < 0)
+		log_warn("pop3 conn=%llu event=expire_failed user=%s days=%u policy=%s expired=%u "
+			 "error=\"%s\"",
+			 (unsigned long long)s->id, log_escape_str(s->canonical_user),
+			 s->set.expire_days, policy, n, strerror(-ret));
+	else if (n > 0)
+		log_info("pop3 conn=%llu event=expired user=%s messages=%u days=%u policy=%s",
+			 (unsigned long long)s->id, log_escape_str(s->canonical_user), n,
+			 s->set.expire_days, policy);
+	return 0;
+}
+
 static void login_opened(int err, struct mailbox *mbox, void *data)
 {
 	struct pop3_open *op = data;
@@ -84,6 +112,8 @@ static void login_opened(int err, struct mailbox *mbox, void *data)
 		/* Mail delivered behind our back since the mailbox was loaded joins the
 		 * snapshot. */
 		ret = mailbox_refresh(mbox);
+		if (ret == 0)
+			ret = login_expire(s, mbox);
 		if (ret == 0)
 			ret = view_new(mbox, VIEW_POP3, NULL, NULL, &s->view);
 		mailbox_unref(&mbox);

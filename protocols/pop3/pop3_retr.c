@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "conn.h"
 #include "log.h"
@@ -36,31 +37,49 @@ static void retr_release(struct pop3_session *s)
 	s->stream_active = false;
 }
 
-void pop3_retr_flush_seen(struct pop3_session *s)
+void pop3_retr_flush_marks(struct pop3_session *s)
 {
-	if (s->n_seen == 0 || s->view == NULL)
+	if (s->view == NULL) {
+		s->n_seen = 0;
+		s->n_retr = 0;
 		return;
-	/* RFC 1939 leaves \Seen to us; IMAP views see it at once. Messages expunged meanwhile
-	 * are skipped by the store. */
-	int ret = mailbox_store_flags(view_mailbox(s->view), s->view, s->seen_uids, s->n_seen,
-				      FLAG_OP_ADD, MAIL_SEEN, 0);
-	if (ret < 0)
-		log_warn("pop3 conn=%llu event=set_seen_failed messages=%zu error=\"%s\"",
-			 (unsigned long long)s->id, s->n_seen, strerror(-ret));
-	s->n_seen = 0;
+	}
+	struct mailbox *mbox = view_mailbox(s->view);
+	if (s->n_seen > 0) {
+		/* RFC 1939 leaves \Seen to us; IMAP views see it at once. Messages expunged
+		 * meanwhile are skipped by the store. */
+		int ret = mailbox_store_flags(mbox, s->view, s->seen_uids, s->n_seen, FLAG_OP_ADD,
+					      MAIL_SEEN, 0);
+		if (ret < 0)
+			log_warn("pop3 conn=%llu event=set_seen_failed messages=%zu error=\"%s\"",
+				 (unsigned long long)s->id, s->n_seen, strerror(-ret));
+		s->n_seen = 0;
+	}
+	if (s->n_retr > 0) {
+		/* The clock of pop3_expire_days starts at the first whole download. A failure
+		 * only keeps these messages longer (they cannot expire until downloaded again). */
+		int ret = mailbox_pop3_mark_retrieved(mbox, s->retr_uids, s->n_retr,
+						      (int64_t)time(NULL));
+		if (ret < 0)
+			log_warn("pop3 conn=%llu event=mark_retrieved_failed messages=%zu "
+				 "error=\"%s\"",
+				 (unsigned long long)s->id, s->n_retr, strerror(-ret));
+		s->n_retr = 0;
+	}
 }
 
 /* The whole response is queued: end it (a file shorter than the stat said still gets a
- * proper end), mark \Seen for RETR, and let go of the file. */
+ * proper end), mark RETR's download (\Seen, retrieval time), and let go of the file. */
 static void retr_finish(struct pop3_session *s)
 {
 	struct pop3_stream *st = &s->stream;
 	pop3_dot_finish(&st->dot, retr_out, s->conn);
-	if (st->set_seen) {
+	if (st->set_seen)
 		s->seen_uids[s->n_seen++] = st->uid;
-		if (s->n_seen == POP3_SEEN_BATCH)
-			pop3_retr_flush_seen(s);
-	}
+	if (st->retrieved)
+		s->retr_uids[s->n_retr++] = st->uid;
+	if (s->n_seen == POP3_SEEN_BATCH || s->n_retr == POP3_SEEN_BATCH)
+		pop3_retr_flush_marks(s);
 	retr_release(s);
 }
 
@@ -146,6 +165,7 @@ static enum pop3_cmd_result retr_start(struct pop3_session *s, uint32_t n, bool 
 	st->uid = info.uid;
 	st->window = top ? POP3_TOP_WINDOW : st->file_size;
 	st->set_seen = !top && s->set.retr_sets_seen && !(info.flags & MAIL_SEEN);
+	st->retrieved = !top;
 	pop3_dot_init(&st->dot, needs_crlf, top, lines);
 	s->stream_active = true;
 

@@ -87,7 +87,7 @@ void pop3_session_command_done(struct pop3_session *s)
 	/* Completions (the auth service, a mailbox open) run outside any conn hook: push
 	 * what they queued now. */
 	if (conn_input_pending(s->conn) == 0)
-		pop3_retr_flush_seen(s); /* nothing pipelined behind: the client waits for us */
+		pop3_retr_flush_marks(s); /* nothing pipelined behind: the client waits for us */
 	conn_flush(s->conn);
 	if (s->busy) {
 		s->busy = false;
@@ -169,7 +169,7 @@ static void session_input(struct pop3_session *s)
 		enum conn_line_result r = conn_read_line(s->conn, &line, &len);
 		if (r == CONN_LINE_MORE) {
 			/* The client waits for us: its RETRs so far become \Seen now. */
-			pop3_retr_flush_seen(s);
+			pop3_retr_flush_marks(s);
 			break;
 		}
 		if (r == CONN_LINE_TOO_LONG) {
@@ -264,7 +264,7 @@ static void pop3_session_free(void *session)
 			 s->dele_count);
 	pop3_retr_abort(s);
 	/* Messages sent whole were downloaded: their \Seen stands (DELE marks do not). */
-	pop3_retr_flush_seen(s);
+	pop3_retr_flush_marks(s);
 	pop3_login_abort(s);
 	/* A session that ends without QUIT commits nothing: the view goes with its marks. */
 	pop3_maildrop_close(s);

@@ -41,7 +41,8 @@ enum pop3_cmd_result {
 	POP3_CMD_MORE, /* in progress; pop3_session_command_done() follows */
 };
 
-/* RETR \Seen marks applied per store call at most. */
+/* RETR marks (\Seen, and the retrieval time for pop3_expire_days) applied per store call at
+ * most. */
 #define POP3_SEEN_BATCH 128
 
 struct pop3_session;
@@ -78,7 +79,8 @@ struct pop3_stream {
 			     * stop early; RETR streams the whole file at once) */
 	uint32_t seq;       /* message number */
 	uint32_t uid;
-	bool set_seen; /* RETR of an unseen message with pop3_retr_sets_seen */
+	bool set_seen;  /* RETR of an unseen message with pop3_retr_sets_seen */
+	bool retrieved; /* RETR (not TOP): a whole download, recorded for the retention */
 	struct pop3_dot dot;
 };
 
@@ -109,11 +111,14 @@ struct pop3_session {
 	uint32_t dele_count; /* DELE marks */
 	uint64_t dele_size;  /* and their total size */
 
-	/* RETR's \Seen marks not applied yet: a pipelined run of RETRs is marked with one store
-	 * call (one durable commit) when the client has no further command waiting, when the
-	 * batch is full, before QUIT's commit and when the session ends. */
+	/* RETR's marks not applied yet: \Seen, and the download recorded in the store's
+	 * retrieval record (the clock of pop3_expire_days). A pipelined run of RETRs is marked
+	 * with one store call each (one durable commit) when the client has no further command
+	 * waiting, when a batch is full, before QUIT's commit and when the session ends. */
 	uint32_t seen_uids[POP3_SEEN_BATCH];
 	size_t n_seen;
+	uint32_t retr_uids[POP3_SEEN_BATCH];
+	size_t n_retr;
 
 	/* Commands in progress */
 	enum pop3_cmd_result (*cont)(struct pop3_session *s); /* resumed from on_drain */
@@ -161,8 +166,8 @@ bool pop3_msg_check(struct pop3_session *s, uint32_t n, struct mail_info *info_r
 
 /* pop3_retr.c: stop a stream in progress (session end). */
 void pop3_retr_abort(struct pop3_session *s);
-/* pop3_retr.c: apply the pending RETR \Seen marks through the mailbox. */
-void pop3_retr_flush_seen(struct pop3_session *s);
+/* pop3_retr.c: apply the pending RETR marks (\Seen, retrieval times) through the mailbox. */
+void pop3_retr_flush_marks(struct pop3_session *s);
 
 /* pop3_cmds.c: close the maildrop without committing (session end or failure). */
 void pop3_maildrop_close(struct pop3_session *s);

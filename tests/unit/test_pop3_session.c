@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "auth.h"
@@ -557,6 +558,135 @@ static void test_expunged_by_imap(void **state)
 	assert_int_equal(store_count(fx, "alice"), 1);
 }
 
+/* ---- retention: RETR records the first download, pop3_expire_days applies at login ---- */
+
+#define DAY 86400
+
+/* When alice's message UID was first downloaded (through the store), or -ENOENT. */
+static int64_t store_retrieved(struct fx *fx, uint32_t uid)
+{
+	struct store *store;
+	struct mailbox *mbox;
+	assert_int_equal(store_open(uv_default_loop(), fx->cfg, "alice", &store), 0);
+	assert_int_equal(mailbox_open(store, "INBOX", &mbox), 0);
+	int64_t t = -1;
+	int r = mailbox_pop3_retrieved_time(mbox, uid, &t);
+	mailbox_unref(&mbox);
+	store_unref(&store);
+	return r == 0 ? t : r;
+}
+
+/* Record a download of alice's UID at T, as an earlier session would have. */
+static void store_mark(struct fx *fx, uint32_t uid, int64_t t)
+{
+	struct store *store;
+	struct mailbox *mbox;
+	assert_int_equal(store_open(uv_default_loop(), fx->cfg, "alice", &store), 0);
+	assert_int_equal(mailbox_open(store, "INBOX", &mbox), 0);
+	assert_int_equal(mailbox_pop3_mark_retrieved(mbox, &uid, 1, t), 0);
+	mailbox_unref(&mbox);
+	store_unref(&store);
+}
+
+static void test_retr_marks_retrieved(void **state)
+{
+	struct fx *fx = *state;
+	test_settings.retr_sets_seen = false; /* the record does not depend on \Seen */
+	store_mark(fx, 3, 1000000000);        /* downloaded long ago by another client */
+	int64_t t0 = time(NULL);
+	struct conn *c = login(fx, "alice", "secret");
+	chat(c, "TOP 2 0\r\n",
+	     "+OK Top of message 2 follows.\r\nFrom: b@example.com\r\nSubject: two\r\n\r\n.\r\n");
+	chat(c, "RETR 1\r\n",
+	     "+OK " XS(M1_SIZE) " octets\r\nFrom: a@example.com\r\nSubject: one\r\n\r\n"
+				"..leading dot\r\nline2\r\n.\r\n");
+	/* marked as soon as the client waits for us (the same points as \Seen) */
+	int64_t t = store_retrieved(fx, 1);
+	assert_true(t >= t0 && t <= (int64_t)time(NULL));
+	assert_int_equal(store_retrieved(fx, 2), -ENOENT); /* TOP is not a download */
+	/* a later download does not restart the clock */
+	chat(c, "RETR 3\r\n", "+OK " XS(M3_SIZE) " octets\r\nSubject: three\r\n\r\nx\r\n.\r\n");
+	assert_int_equal(store_retrieved(fx, 3), 1000000000);
+	/* RETR, DELE, then the connection drops: the download stands, the DELE does not */
+	fake_conn_send(c, "RETR 2\r\nDELE 2\r\n");
+	free(fake_conn_take(c, NULL));
+	fake_conn_free(&c);
+	assert_int_equal(store_count(fx, "alice"), 3);
+	/* read back from disk: the session's mailbox object is gone */
+	t = store_retrieved(fx, 2);
+	assert_true(t >= t0 && t <= (int64_t)time(NULL));
+	assert_false(store_flags(fx, 2, NULL) & MAIL_SEEN);
+}
+
+static void test_expire_at_login(void **state)
+{
+	struct fx *fx = *state;
+	test_settings.expire_days = 10;
+	int64_t now = time(NULL);
+	store_mark(fx, 1, now - 11 * DAY); /* due */
+	store_mark(fx, 2, now - 9 * DAY);  /* not yet */
+	/* message 3 was never downloaded: it stays whatever its age */
+	struct conn *c = open_conn(fx, true, false);
+	chat(c, "CAPA\r\n",
+	     "+OK Capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\n"
+	     "PIPELINING\r\nUSER\r\nSASL PLAIN LOGIN\r\nEXPIRE 10\r\n"
+	     "IMPLEMENTATION mailkeep\r\n.\r\n");
+	/* expired before the snapshot: the client's numbering never had it */
+	chat(c, "USER alice\r\nPASS secret\r\n",
+	     "+OK Send your password.\r\n+OK Logged in, 2 messages (" XS(M23) " octets).\r\n");
+	chat(c, "LIST\r\n",
+	     "+OK 2 messages (" XS(M23) " octets)\r\n1 " XS(M2_SIZE) "\r\n2 " XS(
+		     M3_SIZE) "\r\n.\r\n");
+	chat(c, "QUIT\r\n", "+OK Logging out, 0 messages deleted.\r\n");
+	fake_conn_free(&c);
+	assert_int_equal(store_count(fx, "alice"), 2);
+	/* the next login: nothing else is due */
+	c = open_conn(fx, true, false);
+	chat(c, "USER alice\r\nPASS secret\r\n",
+	     "+OK Send your password.\r\n+OK Logged in, 2 messages (" XS(M23) " octets).\r\n");
+	fake_conn_free(&c);
+	assert_int_equal(store_count(fx, "alice"), 2);
+}
+
+static void test_expire_hide(void **state)
+{
+	struct fx *fx = *state;
+	test_settings.expire_days = 10;
+	test_settings.delete_policy = POP3_DELETE_HIDE;
+	store_mark(fx, 2, time(NULL) - 11 * DAY);
+	struct conn *c = open_conn(fx, true, false);
+	chat(c, "USER alice\r\nPASS secret\r\n",
+	     "+OK Send your password.\r\n+OK Logged in, 2 messages (" XS(M13) " octets).\r\n");
+	fake_conn_free(&c);
+	/* hidden from POP3 like a DELE under hide; IMAP keeps it with $POP3Deleted */
+	assert_int_equal(store_count(fx, "alice"), 3);
+	uint32_t kw;
+	store_flags(fx, 2, &kw);
+	assert_int_equal(kw, 1); /* keyword 0 of the folder: $POP3Deleted */
+	store_flags(fx, 1, &kw);
+	assert_int_equal(kw, 0);
+}
+
+/* A second POP3 login while the maildrop is held expires nothing: the first session's
+ * numbers stay whole. */
+static void test_expire_in_use(void **state)
+{
+	struct fx *fx = *state;
+	test_settings.expire_days = 10;
+	struct conn *c1 = login(fx, "alice", "secret");
+	store_mark(fx, 2, time(NULL) - 11 * DAY);
+	struct conn *c2 = open_conn(fx, true, false);
+	chat(c2, "USER alice\r\nPASS secret\r\n",
+	     "+OK Send your password.\r\n"
+	     "-ERR [IN-USE] Mailbox is locked by another POP3 session.\r\n");
+	chat(c1, "LIST 2\r\n", "+OK 2 " XS(M2_SIZE) "\r\n");
+	chat(c1, "QUIT\r\n", "+OK Logging out, 0 messages deleted.\r\n");
+	fake_conn_free(&c1);
+	chat(c2, "USER alice\r\nPASS secret\r\n",
+	     "+OK Send your password.\r\n+OK Logged in, 2 messages (" XS(M13) " octets).\r\n");
+	fake_conn_free(&c2);
+}
+
 /* 500 commands in one write: 500 answers, in order. */
 static void test_pipelining(void **state)
 {
@@ -843,6 +973,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_quit_hide, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_in_use, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_expunged_by_imap, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_retr_marks_retrieved, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_expire_at_login, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_expire_hide, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_expire_in_use, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pipelining, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_backpressure, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
