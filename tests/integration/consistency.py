@@ -214,6 +214,7 @@ class Run:
             "pop_quit": 3 if self.pop else 0, "pop_drop": 2 if self.pop else 0,
             "archive_clean": 6 if len(m.archive) > 25 else 0,
             "burst": 10 if len(live) >= 2 and n else 0,
+            "search": 4 if live else 0,
         }
         names = [k for k in w if w[k] > 0]
         op = r.choices(names, [w[k] for k in names])[0]
@@ -453,6 +454,7 @@ class Run:
                     fl = frozenset(r.sample(["\\Seen", "\\Flagged", "\\Answered", "$Work"],
                                             r.randint(1, 2)))
                     targets = [s.pic[q - 1][0] for q in seqs]
+                    reserved.update(targets)  # (a later MOVE must not take them)
                     tag = s.send(f"STORE {seqset(seqs)} +FLAGS ({' '.join(sorted(fl))})")
                     plan.append((s, tag, "STORE", (targets, fl)))
             if kind == "move":
@@ -489,6 +491,8 @@ class Run:
         if r.random() < 0.5:
             self.op_mta()
         # Read every answer (each session's in its order).
+        self.trace.append(f"{self.step_no}: (burst in flight) " + "; ".join(
+            f"{x.name}:{k} {a}" for x, _, k, a in plan) + f" retr={retr}")
         out = []
         for s, tag, kind, arg in plan:
             st, tl, un = s.wait(tag, kind)
@@ -532,6 +536,33 @@ class Run:
             m.inbox[retr[1]] = m.inbox[retr[1]] | {"\\Seen"}
             out.append(f"pop:RETR {retr[0]}")
         return " ".join(out)
+
+    def op_search(self):
+        """SEARCH / UID SEARCH on a flag: exactly the session's messages whose flags (the
+        model's) match; never one expunged meanwhile (RFC 2180); no EXPUNGE during SEARCH."""
+        s = self.rng.choice(self.live_sessions())
+        key, flag, neg = self.rng.choice([("FLAGGED", "\\Flagged", False),
+                                          ("UNSEEN", "\\Seen", True),
+                                          ("DELETED", "\\Deleted", False),
+                                          ("KEYWORD $Work", "$Work", False)])
+        uid_form = self.rng.random() < 0.5
+        st, tl, un = s.cmd(("UID " if uid_form else "") + "SEARCH " + key)
+        check(st == "OK", f"{s.name}: SEARCH {key} -> {tl!r}")
+        res = []
+        for whole, _ in un:
+            if whole.startswith(b"* SEARCH"):
+                res = sorted(int(x) for x in whole.split()[2:])
+        want, maybe = [], []
+        for q, (u, _) in enumerate(s.pic, 1):
+            ident = u if uid_form else q
+            if u is None:
+                maybe.append(ident)  # announced in this very reply
+            elif u in self.m.inbox and ((flag in self.m.inbox[u]) != neg):
+                want.append(ident)
+        got_known = [x for x in res if x not in maybe]
+        check(got_known == sorted(want), f"{s.name}: {'UID ' if uid_form else ''}SEARCH {key} "
+              f"gave {res}, expected {sorted(want)} (+ maybe {maybe})")
+        return f"{s.name} {'UID ' if uid_form else ''}{key} {res}"
 
     def op_idle(self):
         s = self.rng.choice(self.live_sessions())
