@@ -2,12 +2,14 @@
 lines, bare LF on disk, a 10,000-character line and no final newline; a 50 MB message
 streamed while the server's RSS is measured; drop-without-QUIT commits nothing; DELE + QUIT
 under pop3_delete = expunge and hide, checked in the Maildir; one POP3 session per mailbox;
-500 commands pipelined in one write answered in order; limits (line length, bad commands)."""
+500 commands pipelined in one write answered in order; limits (line length, bad commands);
+pop3_expire_days under both policies (the retrieval record aged by rewriting it)."""
 import hashlib
 import imaplib
 import os
 import socket
 import sys
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -367,6 +369,135 @@ class Pop3AndImapHide(Pop3AndImap):
         self.assertEqual(c.cmd("STAT"), b"+OK 2 %d\r\n"
                          % (len(h.crlf(EDGE[1])) + len(h.crlf(EDGE[2]))))
         c.cmd("QUIT")
+
+
+DAY = 86400
+
+
+def fnv1a32(data):
+    h32 = 0x811c9dc5
+    for b in data:
+        h32 = ((h32 ^ b) * 0x01000193) & 0xffffffff
+    return h32
+
+
+def checked_line(payload):
+    return b"%08x %s\n" % (fnv1a32(payload), payload)
+
+
+class Pop3Expire(Base):
+    """pop3_expire_days (RFC 2449 EXPIRE): the first RETR is recorded in the folder's
+    mailkeep-pop3-retrieved; a later login expires what was downloaded more than the
+    retention ago. Time is injected by rewriting the record between sessions (checksummed
+    lines, as the store writes them), never by waiting."""
+    extra = "pop3_expire_days = 10"
+    policy = "expunge"
+    imap = Pop3AndImap.imap
+    flags = Pop3AndImap.flags
+
+    def record_path(self):
+        return os.path.join(self.srv.maildir(), "mailkeep-pop3-retrieved")
+
+    def read_record(self):
+        """(uidvalidity, {uid: time}); every line's checksum is checked."""
+        with open(self.record_path(), "rb") as f:
+            lines = f.read().split(b"\n")
+        self.assertEqual(lines[-1], b"")
+        out = {}
+        for i, ln in enumerate(lines[:-1]):
+            payload = ln[9:]
+            self.assertEqual(ln[:9], b"%08x " % fnv1a32(payload))
+            if i == 0:
+                self.assertTrue(payload.startswith(b"R 1 "), ln)
+                uv = int(payload[4:])
+            else:
+                uid, t = payload.split(b" ")
+                out[int(uid)] = int(t)
+        return uv, out
+
+    def write_record(self, uv, recs):
+        path = self.record_path()
+        data = checked_line(b"R 1 %d" % uv) + b"".join(
+            checked_line(b"%d %d" % (u, t)) for u, t in sorted(recs.items()))
+        with open(path + ".test", "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        self.srv._own(path + ".test")
+        os.rename(path + ".test", path)
+
+    def list_uidvalidity(self):
+        with open(os.path.join(self.srv.maildir(), "mailkeep-uidlist"), "rb") as f:
+            return int(f.readline().split()[3])
+
+    def test_retention(self):
+        for m in EDGE[:3]:
+            self.srv.deliver(m)
+        self.srv.start()
+        c = h.Raw(self.srv.port_plain)
+        self.assertEqual(c.cmd("CAPA"), b"+OK Capability list follows\r\n")
+        self.assertIn(b"\r\nEXPIRE 10\r\n", c.multiline())
+        c.login()
+        t0 = int(time.time())
+        self.assertTrue(c.cmd("RETR 1").startswith(b"+OK"))
+        self.assertEqual(c.multiline(), expected_wire(EDGE[0]))
+        self.assertTrue(c.cmd("RETR 2").startswith(b"+OK"))
+        self.assertEqual(c.multiline(), expected_wire(EDGE[1]))
+        self.assertTrue(c.cmd("TOP 3 0").startswith(b"+OK"))  # not a download
+        c.multiline()
+        self.assertEqual(c.cmd("QUIT"), b"+OK Logging out, 0 messages deleted.\r\n")
+        self.assertTrue(c.eof())
+        c.close()
+        t1 = int(time.time())
+
+        uv, recs = self.read_record()
+        self.assertEqual(uv, self.list_uidvalidity())
+        self.assertEqual(sorted(recs), [1, 2])
+        for t in recs.values():
+            self.assertTrue(t0 <= t <= t1, (t0, t, t1))
+
+        # Message 1 was downloaded 11 days ago, message 2 nine days ago; 3 never.
+        now = int(time.time())
+        self.write_record(uv, {1: now - 11 * DAY, 2: now - 9 * DAY})
+        c = h.Raw(self.srv.port_plain)
+        kept = len(h.crlf(EDGE[1])) + len(h.crlf(EDGE[2]))
+        self.assertEqual(c.login(), b"+OK Logged in, 2 messages (%d octets).\r\n" % kept)
+        self.srv.wait_log("event=expired user=alice messages=1 days=10 policy=" + self.policy)
+        self.assertTrue(c.cmd("RETR 1").startswith(b"+OK"))
+        self.assertEqual(c.multiline(), expected_wire(EDGE[1]))
+        self.assertEqual(c.cmd("QUIT"), b"+OK Logging out, 0 messages deleted.\r\n")
+        self.assertTrue(c.eof())
+        c.close()
+        self.check_store()
+
+        # Nothing else is due: the next login sees the same two.
+        c = h.Raw(self.srv.port_plain)
+        self.assertEqual(c.login(), b"+OK Logged in, 2 messages (%d octets).\r\n" % kept)
+        self.assertEqual(c.cmd("QUIT"), b"+OK Logging out, 0 messages deleted.\r\n")
+        c.close()
+        self.assertEqual(self.srv.log_text().count("event=expired "), 1)
+
+    def check_store(self):
+        self.assertEqual(len(self.srv.message_files()), 2)
+        m, exists = self.imap()
+        self.assertEqual(exists, 2)
+        m.logout()
+
+
+class Pop3ExpireHide(Pop3Expire):
+    """Under pop3_delete = hide, expiry hides from POP3 (kept for IMAP), as a DELE would."""
+    extra = "pop3_expire_days = 10\npop3_delete = hide"
+    policy = "hide"
+
+    def check_store(self):
+        self.assertEqual(len(self.srv.message_files()), 3)
+        m, exists = self.imap()
+        self.assertEqual(exists, 3)
+        f = self.flags(m)
+        self.assertIn(b"$POP3Deleted", f[0])
+        self.assertNotIn(b"$POP3Deleted", f[1])
+        self.assertNotIn(b"$POP3Deleted", f[2])
+        m.logout()
 
 
 if __name__ == "__main__":
