@@ -9,9 +9,57 @@
 #include "imap_internal.h"
 #include "log.h"
 
+/* The flags are changed at once; the FETCH responses that report them go out as output
+ * drains (a STORE over a big mailbox never queues its whole answer). */
+struct store_ctx {
+	uint32_t *uids;
+	size_t n, pos;
+	bool expunged;
+};
+
+static void store_ctx_free(struct imap_cmd *cmd)
+{
+	struct store_ctx *st = cmd->ctx;
+	if (st) {
+		free(st->uids);
+		free(st);
+	}
+	cmd->ctx = NULL;
+}
+
+static enum cmd_result store_report(struct imap_cmd *cmd, struct store_ctx *st)
+{
+	struct imap_session *s = cmd->s;
+	while (st->pos < st->n) {
+		if (conn_output_blocked(s->conn))
+			return CMD_MORE;
+		uint32_t seq;
+		struct mail_info info;
+		uint32_t uid = st->uids[st->pos++];
+		if (view_uid_to_seq(s->view, uid, &seq) < 0 ||
+		    view_msg_info(s->view, seq, &info) < 0)
+			continue;
+		char fl[2048];
+		imap_format_flags(view_mailbox(s->view), info.flags, info.keywords, !s->rev2, fl,
+				  sizeof(fl));
+		if (cmd->uid)
+			conn_printf(s->conn, "* %u FETCH (UID %u FLAGS (%s))\r\n", seq, info.uid,
+				    fl);
+		else
+			conn_printf(s->conn, "* %u FETCH (FLAGS (%s))\r\n", seq, fl);
+	}
+	if (st->expunged)
+		imap_cmd_reply(cmd, "NO", "[EXPUNGEISSUED] Some messages were expunged meanwhile.");
+	else
+		imap_cmd_reply(cmd, "OK", "Store completed.");
+	return CMD_DONE;
+}
+
 enum cmd_result imap_cmd_store(struct imap_cmd *cmd)
 {
 	struct imap_session *s = cmd->s;
+	if (cmd->ctx)
+		return store_report(cmd, cmd->ctx);
 	const struct imap_arg *args;
 	int r = imap_cmd_read_args(cmd, &args);
 	if (r <= 0)
@@ -100,27 +148,18 @@ enum cmd_result imap_cmd_store(struct imap_cmd *cmd)
 		imap_cmd_reply_error(cmd, r);
 		return CMD_DONE;
 	}
-	for (size_t i = 0; i < live && !silent; i++) {
-		uint32_t seq;
-		struct mail_info info;
-		if (view_uid_to_seq(s->view, uids[i], &seq) < 0 ||
-		    view_msg_info(s->view, seq, &info) < 0)
-			continue;
-		char fl[2048];
-		imap_format_flags(view_mailbox(s->view), info.flags, info.keywords, !s->rev2, fl,
-				  sizeof(fl));
-		if (cmd->uid)
-			conn_printf(s->conn, "* %u FETCH (UID %u FLAGS (%s))\r\n", seq, info.uid,
-				    fl);
-		else
-			conn_printf(s->conn, "* %u FETCH (FLAGS (%s))\r\n", seq, fl);
+	struct store_ctx *st = calloc(1, sizeof(*st));
+	if (!st) {
+		free(uids);
+		imap_cmd_reply(cmd, "NO", "[SERVERBUG] Out of memory.");
+		return CMD_DONE;
 	}
-	free(uids);
-	if (expunged)
-		imap_cmd_reply(cmd, "NO", "[EXPUNGEISSUED] Some messages were expunged meanwhile.");
-	else
-		imap_cmd_reply(cmd, "OK", "Store completed.");
-	return CMD_DONE;
+	st->uids = uids;
+	st->n = silent ? 0 : live;
+	st->expunged = expunged;
+	cmd->ctx = st;
+	cmd->ctx_free = store_ctx_free;
+	return store_report(cmd, st);
 }
 
 /* A UID list in the given order as a sequence set ("4:6,2"), into a malloc'd string. */

@@ -830,7 +830,23 @@ static void test_backpressure(void **state)
 	fake_conn_input_n(c, msg, big);
 	fake_conn_input(c, "\r\ns SELECT INBOX\r\n");
 	free(fake_conn_take_output(c));
+	/* STORE's FETCH responses also wait for the output to drain. */
+	for (int i = 2; i <= 600; i++) {
+		snprintf(cmd, sizeof(cmd), "a%d APPEND INBOX {3+}\r\nabc\r\n", i);
+		fake_conn_input(c, cmd);
+	}
+	free(fake_conn_take_output(c));
 	unsigned drains = fake_conn_drains(c);
+	fake_conn_input(c, "t STORE 2:600 +FLAGS (\\Flagged)\r\n");
+	/* ~20 KB of answer through a 4 KB watermark: written in several rounds. */
+	assert_true(fake_conn_drains(c) - drains >= 3);
+	char *st = fake_conn_take_output(c);
+	/* (\Recent too: they arrived while this session had INBOX selected.) */
+	assert_non_null(strstr(st, "* 2 FETCH (FLAGS (\\Flagged \\Recent))\r\n"));
+	assert_non_null(strstr(st, "* 600 FETCH (FLAGS (\\Flagged \\Recent))\r\n"
+				   "t OK Store completed.\r\n"));
+	free(st);
+	drains = fake_conn_drains(c);
 	fake_conn_input(c, "f FETCH 1 BODY.PEEK[]\r\nn NOOP\r\n");
 	/* Each drain let the session write a little more, in order, with nothing lost. */
 	assert_true(fake_conn_drains(c) - drains > 10);
