@@ -212,6 +212,7 @@ class Run:
             "pop_retr": 7 if self.pop else 0, "pop_top": 4 if self.pop else 0,
             "pop_dele": 7 if self.pop else 0, "pop_rset": 1 if self.pop else 0,
             "pop_quit": 3 if self.pop else 0, "pop_drop": 2 if self.pop else 0,
+            "pop_second": 1 if self.pop else 0,
             "archive_clean": 6 if len(m.archive) > 25 else 0,
             "burst": 10 if len(live) >= 2 and n else 0,
             "search": 4 if live else 0,
@@ -744,6 +745,15 @@ class Run:
         self.pop = None
         return f"committed {done}"
 
+    def op_pop_second(self):
+        """One POP3 session per mailbox: a second login is refused, the first goes on."""
+        q = Pop3(self.srv.port_pop3)
+        r = q.login()
+        q.close()
+        check(r.startswith(b"-ERR [IN-USE]"), f"a second POP3 login: {r!r}")
+        check(self.pop[0].cmd("NOOP").startswith(b"+OK"), "the first POP3 session after IN-USE")
+        return ""
+
     def op_pop_drop(self):
         p, snap, marks = self.pop
         p.close()
@@ -970,6 +980,8 @@ class Run:
             self.final_pop3()
             self.check_inbox(True)
             self.check_disk()
+            self.disconnect()
+            self.srv.stop_checked()
             ok = True
         except Exception as e:  # noqa: BLE001 (every failure is reported with its seed)
             self.report(e)

@@ -73,7 +73,10 @@ class FullDisk(unittest.TestCase):
     def tearDown(self):
         if os.environ.get("MK_ENOSPC_VERBOSE"):
             print(self.srv.tail(80))
-        self.srv.cleanup()
+        try:
+            self.srv.stop_checked()
+        finally:
+            self.srv.cleanup()
 
     def deliver(self, i, data=None):
         data = data or message(i)

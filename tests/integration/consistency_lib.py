@@ -180,6 +180,16 @@ tls = none
         self._reap()
         return self.proc.returncode if self.proc else None
 
+    def stop_checked(self):
+        """SIGTERM; the daemon must exit 0 with no sanitizer report (ASan/LSan/UBSan) in its
+        log, over every start of this directory."""
+        rc = self.stop()
+        with self.cond:
+            bad = [ln for ln in self.log if "AddressSanitizer" in ln or "LeakSanitizer" in ln
+                   or "runtime error:" in ln]
+        check(not bad and rc == 0, f"mailkeep exited {rc}; sanitizer: {''.join(bad[:5])}\n"
+              + self.tail(30))
+
     def cleanup(self, keep=False):
         self.stop()
         if not keep:
@@ -611,4 +621,7 @@ class ClientServer:
         return out
 
     def cleanup(self):
-        self.srv.cleanup()
+        try:
+            self.srv.stop_checked()
+        finally:
+            self.srv.cleanup()
