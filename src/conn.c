@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "config.h"
 #include "conn_internal.h"
@@ -46,6 +47,17 @@ struct wreq {
 	char data[];
 };
 
+/* RFC 4978 DEFLATE under the protocol, above TLS. Our deflate uses a 4 KiB window and
+ * memLevel 5 (about 32 KiB) so a compressed idle connection stays small; inflate must take
+ * whatever window the client chose (32 KiB). */
+struct conn_zlib {
+	z_stream def;
+	z_stream inf;
+	struct buf rx; /* compressed input not inflated yet (while the input buffer is full) */
+};
+#define CONN_Z_WINDOW_BITS 12
+#define CONN_Z_MEM_LEVEL   5
+
 struct conn {
 	uv_tcp_t tcp;
 	uv_timer_t timer; /* handshake, idle and closing deadlines */
@@ -58,10 +70,11 @@ struct conn {
 	struct tls_session *tls;
 	struct conn_stream_state *stream;
 
-	struct buf in;     /* plaintext input not consumed yet */
-	struct buf out;    /* plaintext output not yet pushed (corked) */
-	struct buf tls_rx; /* ciphertext GnuTLS has not read yet (only while input is full) */
-	size_t wq_bytes;   /* bytes in uv_write requests in flight */
+	struct buf in;       /* plaintext input not consumed yet */
+	struct buf out;      /* plaintext output not yet pushed (corked) */
+	struct buf tls_rx;   /* ciphertext GnuTLS has not read yet (only while input is full) */
+	struct conn_zlib *z; /* COMPRESS=DEFLATE, when started */
+	size_t wq_bytes;     /* bytes in uv_write requests in flight */
 	unsigned wq_reqs;
 
 	uint64_t id;
@@ -96,6 +109,8 @@ static void conn_update_reading(struct conn *c);
 static void conn_process_input(struct conn *c);
 static void conn_restart_idle_timer(struct conn *c);
 static bool conn_tls_drive(struct conn *c, const char *data, size_t len);
+static size_t conn_input_room(const struct conn *c);
+static bool conn_inflate(struct conn *c);
 static void conn_finish_close(struct conn *c);
 static void conn_check_drain(struct conn *c);
 static void conn_begin_close(struct conn *c, const char *reason, bool flush);
@@ -249,20 +264,43 @@ bool conn_output_blocked(const struct conn *c)
 	return c->blocked || conn_output_queued(c) >= c->config->output_high_watermark;
 }
 
+/* Send plaintext protocol bytes down: through TLS when there is TLS, else to the socket. */
+static int conn_send_transport(struct conn *c, const char *data, size_t n)
+{
+	if (c->tls)
+		return tls_session_send(c->tls, data, n);
+	return conn_sock_write(c, data, n);
+}
+
+/* Compress and send; a sync flush ends every batch so that interactive replies never wait
+ * inside the compressor (RFC 4978 §4). */
+static int conn_send_deflated(struct conn *c, const char *data, size_t n)
+{
+	z_stream *zs = &c->z->def;
+	char chunk[16384];
+	zs->next_in = (Bytef *)data;
+	zs->avail_in = (uInt)n;
+	do {
+		zs->next_out = (Bytef *)chunk;
+		zs->avail_out = sizeof(chunk);
+		if (deflate(zs, Z_SYNC_FLUSH) == Z_STREAM_ERROR)
+			return -1;
+		size_t have = sizeof(chunk) - zs->avail_out;
+		if (have > 0 && conn_send_transport(c, chunk, have) < 0)
+			return -1;
+	} while (zs->avail_out == 0);
+	return 0;
+}
+
 void conn_flush(struct conn *c)
 {
 	size_t n = buf_used(&c->out);
 	if (n == 0 || c->state == CONN_CLOSED)
 		return;
-	int r;
-	if (c->tls)
-		r = tls_session_handshake_done(c->tls)
-			    ? tls_session_send(c->tls, buf_peek(&c->out), n)
-			    : 0;
-	else
-		r = conn_sock_write(c, buf_peek(&c->out), n);
 	if (c->tls && !tls_session_handshake_done(c->tls))
 		return; /* keep it corked until the handshake is done */
+	int r = c->z ? conn_send_deflated(c, buf_peek(&c->out), n)
+		     : conn_send_transport(c, buf_peek(&c->out), n);
 	buf_consume(&c->out, n);
 	buf_release(&c->out);
 	if (r < 0) {
@@ -333,8 +371,14 @@ static void conn_closing_flush(struct conn *c);
 /* TLS input left over while the input buffer was full: decrypt more once there is room. */
 static bool conn_tls_backlog(const struct conn *c)
 {
-	return c->tls && tls_session_handshake_done(c->tls) && buf_room(&c->in) > 0 &&
+	return c->tls && tls_session_handshake_done(c->tls) && conn_input_room(c) > 0 &&
 	       (buf_used(&c->tls_rx) > 0 || tls_session_pending(c->tls) > 0);
+}
+
+/* Compressed input left over while the input buffer was full. */
+static bool conn_z_backlog(const struct conn *c)
+{
+	return c->z && buf_used(&c->z->rx) > 0 && buf_room(&c->in) > 0;
 }
 
 static void conn_after_hook(struct conn *c)
@@ -352,7 +396,7 @@ static void conn_after_hook(struct conn *c)
 		return;
 	}
 	conn_update_reading(c);
-	if (conn_tls_backlog(c))
+	if (conn_tls_backlog(c) || conn_z_backlog(c))
 		server_schedule(c->server, c);
 }
 
@@ -378,10 +422,57 @@ static void conn_on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
 	struct conn *c = h->data;
 	size_t len;
 	char *base = server_read_buffer(c->server, &len);
-	size_t room = buf_room(&c->in);
+	size_t room = conn_input_room(c);
 	if (room < len)
 		len = room;
 	*b = uv_buf_init(base, (unsigned)len);
+}
+
+/* Room for transport plaintext: compressed bytes wait in z->rx, plain ones go to the input. */
+static size_t conn_input_room(const struct conn *c)
+{
+	return c->z ? buf_room(&c->z->rx) : buf_room(&c->in);
+}
+
+/* Inflate waiting compressed input into the input buffer while it has room. Returns false
+ * when the stream is corrupt (the connection is closed). */
+static bool conn_inflate(struct conn *c)
+{
+	z_stream *zs = &c->z->inf;
+	while (buf_used(&c->z->rx) > 0 && buf_room(&c->in) > 0) {
+		char plain[16384];
+		size_t want = buf_room(&c->in) < sizeof(plain) ? buf_room(&c->in) : sizeof(plain);
+		zs->next_in = (Bytef *)buf_peek(&c->z->rx);
+		zs->avail_in = (uInt)buf_used(&c->z->rx);
+		zs->next_out = (Bytef *)plain;
+		zs->avail_out = (uInt)want;
+		int r = inflate(zs, Z_SYNC_FLUSH);
+		size_t used = buf_used(&c->z->rx) - zs->avail_in;
+		size_t got = want - zs->avail_out;
+		buf_consume(&c->z->rx, used);
+		(void)buf_append(&c->in, plain, got); /* fits: at most the room */
+		if (r == Z_STREAM_END || (r != Z_OK && r != Z_BUF_ERROR)) {
+			log_info("conn=%llu event=compress_error error=\"%s\"",
+				 (unsigned long long)c->id, zs->msg ? zs->msg : "end of stream");
+			conn_begin_close(c, "bad DEFLATE input", false);
+			return false;
+		}
+		if (used == 0 && got == 0)
+			break; /* needs more input */
+	}
+	buf_release(&c->z->rx);
+	return true;
+}
+
+/* Transport plaintext arrived: straight into the input, or through inflate. */
+static bool conn_input_add(struct conn *c, const char *data, size_t len)
+{
+	if (!c->z) {
+		(void)buf_append(&c->in, data, len); /* fits: callers read at most the room */
+		return true;
+	}
+	(void)buf_append(&c->z->rx, data, len);
+	return conn_inflate(c);
 }
 
 /* Feed ciphertext to GnuTLS and collect plaintext into c->in while there is room. Returns
@@ -426,12 +517,14 @@ static bool conn_tls_drive(struct conn *c, const char *data, size_t len)
 	}
 	if (c->state >= CONN_CLOSING)
 		ok = false;
-	while (ok && tls_session_handshake_done(c->tls) && buf_room(&c->in) > 0) {
+	while (ok && tls_session_handshake_done(c->tls) && conn_input_room(c) > 0) {
 		char plain[16384];
-		size_t want = buf_room(&c->in) < sizeof(plain) ? buf_room(&c->in) : sizeof(plain);
+		size_t room = conn_input_room(c);
+		size_t want = room < sizeof(plain) ? room : sizeof(plain);
 		ssize_t r = tls_session_recv(c->tls, plain, want);
 		if (r > 0) {
-			(void)buf_append(&c->in, plain, (size_t)r);
+			if (!conn_input_add(c, plain, (size_t)r))
+				ok = false;
 			continue;
 		}
 		if (r == TLS_STATUS_AGAIN)
@@ -484,9 +577,8 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b)
 	if (c->tls) {
 		if (!conn_tls_drive(c, b->base, (size_t)nread))
 			return;
-	} else {
-		(void)buf_append(&c->in, b->base,
-				 (size_t)nread); /* fits: alloc gave at most room */
+	} else if (!conn_input_add(c, b->base, (size_t)nread)) { /* alloc gave at most room */
+		return;
 	}
 	conn_process_input(c);
 	conn_update_reading(c);
@@ -496,8 +588,9 @@ static void conn_update_reading(struct conn *c)
 {
 	if (c->state == CONN_CLOSED)
 		return;
-	bool want = c->state < CONN_CLOSING && !c->blocked && buf_room(&c->in) > 0 &&
-		    buf_used(&c->tls_rx) == 0 && !c->stream;
+	bool want = c->state < CONN_CLOSING && !c->blocked && conn_input_room(c) > 0 &&
+		    buf_room(&c->in) > 0 && buf_used(&c->tls_rx) == 0 &&
+		    !(c->z && buf_used(&c->z->rx) > 0) && !c->stream;
 	if (want && !c->reading) {
 		if (uv_read_start((uv_stream_t *)&c->tcp, conn_on_alloc, conn_on_read) == 0)
 			c->reading = true;
@@ -660,6 +753,8 @@ void conn_run_pending(struct conn *c)
 {
 	if (c->state != CONN_OPEN)
 		return;
+	if (conn_z_backlog(c) && !conn_inflate(c))
+		return;
 	if (conn_tls_backlog(c) && !conn_tls_drive(c, NULL, 0))
 		return;
 	if (c->stream)
@@ -687,6 +782,46 @@ int conn_starttls(struct conn *c)
 	c->discard_input = c->in_hook;
 	conn_restart_idle_timer(c);
 	return 0;
+}
+
+/* ---- COMPRESS=DEFLATE ---- */
+
+int conn_compress_start(struct conn *c)
+{
+	if (c->z)
+		return -EALREADY;
+	if (c->state != CONN_OPEN || (c->tls && !tls_session_handshake_done(c->tls)))
+		return -EINVAL;
+	conn_flush(c); /* the OK reply goes out uncompressed */
+	struct conn_zlib *z = calloc(1, sizeof(*z));
+	if (!z)
+		return -ENOMEM;
+	if (deflateInit2(&z->def, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -CONN_Z_WINDOW_BITS,
+			 CONN_Z_MEM_LEVEL, Z_DEFAULT_STRATEGY) != Z_OK) {
+		free(z);
+		return -ENOMEM;
+	}
+	if (inflateInit2(&z->inf, -MAX_WBITS) != Z_OK) {
+		deflateEnd(&z->def);
+		free(z);
+		return -ENOMEM;
+	}
+	buf_init(&z->rx, 256 * 1024);
+	/* Whatever followed the command is already compressed: it waits for inflate, which runs
+	 * after the hook (pointers the protocol borrowed stay valid until then). */
+	if (buf_used(&c->in) > 0) {
+		(void)buf_append(&z->rx, buf_peek(&c->in), buf_used(&c->in));
+		buf_consume(&c->in, buf_used(&c->in));
+	}
+	c->z = z;
+	log_info("conn=%llu event=compress_started", (unsigned long long)c->id);
+	server_schedule(c->server, c);
+	return 0;
+}
+
+bool conn_is_compressed(const struct conn *c)
+{
+	return c->z != NULL;
 }
 
 /* ---- limits, timers ---- */
@@ -778,6 +913,12 @@ static void conn_on_close(uv_handle_t *h)
 	buf_clear(&c->in);
 	buf_clear(&c->out);
 	buf_clear(&c->tls_rx);
+	if (c->z) {
+		deflateEnd(&c->z->def);
+		inflateEnd(&c->z->inf);
+		buf_clear(&c->z->rx);
+		free(c->z);
+	}
 	server_conn_closed(c->server, c);
 	config_unref(&c->config);
 	free(c);

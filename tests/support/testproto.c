@@ -96,6 +96,10 @@ static void tp_command(struct tp_session *s, const char *line, size_t len)
 		}
 		conn_write_str(s->c, "+OK begin TLS\r\n");
 		conn_starttls(s->c);
+	} else if (strcasecmp(cmd, "COMPRESS") == 0) {
+		conn_write_str(s->c, "+OK DEFLATE active\r\n");
+		if (conn_compress_start(s->c) < 0)
+			conn_write_str(s->c, "-ERR already compressing\r\n");
 	} else if (strcasecmp(cmd, "TLS") == 0) {
 		conn_write_str(s->c, conn_is_tls(s->c) ? "tls=yes\r\n" : "tls=no\r\n");
 	} else if (strcasecmp(cmd, "QUIT") == 0) {

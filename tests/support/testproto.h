@@ -6,6 +6,7 @@
  *                       output is not blocked (resumed on drain), then "\r\n.\r\n"
  *   FILE path           the file's bytes through conn_stream_file, then ".\r\n"
  *   STARTTLS            "+OK begin TLS\r\n", then the handshake
+ *   COMPRESS            "+OK DEFLATE active\r\n", then DEFLATE both ways (RFC 4978)
  *   TLS                 "tls=yes\r\n" or "tls=no\r\n"
  *   QUIT                "+BYE\r\n" and close
  *   anything else       "-ERR unknown command\r\n"; too many: "-ERR too many bad commands"

@@ -98,7 +98,27 @@ const char *test_tls_version(struct test_tls *t)
 
 void test_tls_send(struct test_tls *t, const char *s)
 {
-	size_t len = strlen(s);
+	test_tls_send_bytes(t, s, strlen(s));
+}
+
+ssize_t test_tls_recv(struct test_tls *t, char *buf, size_t len)
+{
+	if (t->off < t->len) {
+		size_t n = t->len - t->off < len ? t->len - t->off : len;
+		memcpy(buf, t->buf + t->off, n);
+		t->off += n;
+		return (ssize_t)n;
+	}
+	ssize_t r;
+	do {
+		r = gnutls_record_recv(t->s, buf, len);
+	} while (r == GNUTLS_E_AGAIN || r == GNUTLS_E_INTERRUPTED);
+	return r < 0 ? -1 : r;
+}
+
+void test_tls_send_bytes(struct test_tls *t, const void *data, size_t len)
+{
+	const char *s = data;
 	while (len > 0) {
 		ssize_t r = gnutls_record_send(t->s, s, len);
 		if (r == GNUTLS_E_AGAIN || r == GNUTLS_E_INTERRUPTED)

@@ -25,6 +25,9 @@ const char *test_tls_version(struct test_tls *t);
 void test_tls_send(struct test_tls *t, const char *s);
 /* One line (LF kept); length, 0 on EOF/close_notify, -1 on timeout or error. */
 ssize_t test_tls_read_line(struct test_tls *t, char *buf, size_t len);
+/* Raw bytes: up to len; 0 on EOF/close_notify, -1 on timeout or error. */
+ssize_t test_tls_recv(struct test_tls *t, char *buf, size_t len);
+void test_tls_send_bytes(struct test_tls *t, const void *data, size_t len);
 /* Free the session (the socket stays open and owned by the caller). */
 void test_tls_free(struct test_tls *t);
 

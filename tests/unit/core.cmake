@@ -15,6 +15,6 @@ add_executable(mk-testd ${CMAKE_SOURCE_DIR}/tests/support/testd.c
 target_link_libraries(mk-testd PRIVATE mk_core)
 
 mk_unit_test(test_conn SOURCES ${CMAKE_SOURCE_DIR}/tests/unit/test_conn.c
-	LIBS mk_testsupport TIMEOUT 300)
+	LIBS mk_testsupport PkgConfig::ZLIB TIMEOUT 300)
 set_property(TEST test_conn APPEND PROPERTY ENVIRONMENT "MK_TESTD=$<TARGET_FILE:mk-testd>")
 add_dependencies(test_conn mk-testd)

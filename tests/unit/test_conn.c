@@ -16,6 +16,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <poll.h>
+#include <zlib.h>
+
 #include "testtls.h"
 #include "testutil.h"
 
@@ -496,6 +499,172 @@ static void test_tls_garbage_client_hello(void **state)
 	testd_stop(&t);
 }
 
+/* A COMPRESS=DEFLATE client over a plain socket or TLS (zlib, raw DEFLATE). */
+struct zclient {
+	int fd;
+	struct test_tls *tls;
+	z_stream def, inf;
+	char plain[1 << 16];
+	size_t len, off;
+	char raw[16384]; /* compressed bytes read and not inflated yet */
+	size_t raw_len, raw_off;
+};
+
+static void zc_init(struct zclient *z, int fd, struct test_tls *tls)
+{
+	memset(z, 0, sizeof(*z));
+	z->fd = fd;
+	z->tls = tls;
+	assert_int_equal(deflateInit2(&z->def, 6, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY), Z_OK);
+	assert_int_equal(inflateInit2(&z->inf, -15), Z_OK);
+}
+
+static void zc_send_raw(struct zclient *z, const void *data, size_t len)
+{
+	if (z->tls)
+		test_tls_send_bytes(z->tls, data, len);
+	else
+		assert_int_equal(write(z->fd, data, len), (ssize_t)len);
+}
+
+static void zc_send(struct zclient *z, const char *text)
+{
+	unsigned char out[4096];
+	z->def.next_in = (Bytef *)text;
+	z->def.avail_in = (uInt)strlen(text);
+	do {
+		z->def.next_out = out;
+		z->def.avail_out = sizeof(out);
+		deflate(&z->def, Z_SYNC_FLUSH);
+		zc_send_raw(z, out, sizeof(out) - z->def.avail_out);
+	} while (z->def.avail_out == 0);
+}
+
+/* Decompressed bytes: exactly len of them, within the bound. */
+static size_t zc_read(struct zclient *z, char *out, size_t len)
+{
+	size_t got = 0;
+	while (got < len) {
+		if (z->off < z->len) {
+			size_t n = z->len - z->off < len - got ? z->len - z->off : len - got;
+			memcpy(out + got, z->plain + z->off, n);
+			z->off += n;
+			got += n;
+			continue;
+		}
+		if (z->raw_len == z->raw_off) {
+			ssize_t n;
+			if (z->tls) {
+				n = test_tls_recv(z->tls, z->raw, sizeof(z->raw));
+			} else {
+				struct pollfd p = {.fd = z->fd, .events = POLLIN};
+				n = poll(&p, 1, T_MS) == 1 ? read(z->fd, z->raw, sizeof(z->raw))
+							   : -1;
+			}
+			if (n <= 0)
+				break;
+			z->raw_len = (size_t)n;
+			z->raw_off = 0;
+		}
+		z->inf.next_in = (Bytef *)z->raw + z->raw_off;
+		z->inf.avail_in = (uInt)(z->raw_len - z->raw_off);
+		z->inf.next_out = (Bytef *)z->plain;
+		z->inf.avail_out = sizeof(z->plain);
+		int r = inflate(&z->inf, Z_SYNC_FLUSH);
+		assert_true(r == Z_OK || r == Z_BUF_ERROR);
+		z->raw_off = z->raw_len - z->inf.avail_in;
+		z->len = sizeof(z->plain) - z->inf.avail_out;
+		z->off = 0;
+	}
+	return got;
+}
+
+static void zc_expect_line(struct zclient *z, const char *want)
+{
+	char got[256];
+	size_t n = strlen(want);
+	assert_int_equal(zc_read(z, got, n), n);
+	got[n] = '\0';
+	assert_string_equal(got, want);
+}
+
+static void zc_free(struct zclient *z)
+{
+	deflateEnd(&z->def);
+	inflateEnd(&z->inf);
+}
+
+static void compress_session(struct zclient *z)
+{
+	zc_send(z, "ECHO squeezed\r\nTLS\r\n");
+	zc_expect_line(z, "squeezed\r\n");
+	zc_expect_line(z, z->tls ? "tls=yes\r\n" : "tls=no\r\n");
+	/* a large reply through deflate, back-pressure included */
+	size_t total = 3 * 1024 * 1024;
+	char cmd[64];
+	snprintf(cmd, sizeof(cmd), "BIG %zu\r\n", total);
+	zc_send(z, cmd);
+	static const char pattern[] =
+		"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+	char *buf = malloc(1 << 16);
+	for (size_t got = 0; got < total;) {
+		size_t want = total - got < (1 << 16) ? total - got : (1 << 16);
+		assert_int_equal(zc_read(z, buf, want), want);
+		for (size_t i = 0; i < want; i++)
+			if (buf[i] != pattern[(got + i) % 62])
+				fail_msg("byte %zu differs", got + i);
+		got += want;
+	}
+	free(buf);
+	zc_expect_line(z, "\r\n.\r\n");
+	zc_send(z, "COMPRESS\r\n");
+	zc_expect_line(z, "+OK DEFLATE active\r\n");
+	zc_expect_line(z, "-ERR already compressing\r\n");
+}
+
+static void test_compress_deflate(void **state)
+{
+	struct testd t;
+	unsigned pi = test_free_port(), ps = test_free_port();
+	char fp[65];
+	start_tls(&t, pi, ps, fp);
+	struct zclient z;
+
+	/* plaintext (STARTTLS listener, before any upgrade) */
+	int fd = test_connect(ps);
+	expect_line(fd, "+HELLO\r\n");
+	test_send(fd, "COMPRESS\r\n");
+	expect_line(fd, "+OK DEFLATE active\r\n"); /* uncompressed */
+	zc_init(&z, fd, NULL);
+	compress_session(&z);
+	zc_free(&z);
+	close(fd);
+
+	/* inside TLS */
+	fd = test_connect(pi);
+	struct test_tls *tls = test_tls_start(fd, T_MS);
+	assert_non_null(tls);
+	expect_tls_line(tls, "+HELLO\r\n");
+	test_tls_send(tls, "COMPRESS\r\n");
+	expect_tls_line(tls, "+OK DEFLATE active\r\n");
+	zc_init(&z, fd, tls);
+	compress_session(&z);
+	zc_free(&z);
+	test_tls_free(tls);
+	close(fd);
+
+	/* garbage instead of DEFLATE data: that connection ends, nobody else notices */
+	fd = test_connect(ps);
+	expect_line(fd, "+HELLO\r\n");
+	test_send(fd, "COMPRESS\r\n");
+	expect_line(fd, "+OK DEFLATE active\r\n");
+	test_send(fd, "\xff\xff\xff\xff this is not deflate\r\n");
+	assert_true(test_wait_eof(fd, T_MS));
+	close(fd);
+	assert_true(testd_wait_log(&t, "reason=\"bad DEFLATE input\"", 1, T_MS));
+	testd_stop(&t);
+}
+
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
@@ -513,6 +682,7 @@ int main(void)
 		cmocka_unit_test(test_tls_implicit_and_starttls),
 		cmocka_unit_test(test_tls_reload),
 		cmocka_unit_test(test_tls_garbage_client_hello),
+		cmocka_unit_test(test_compress_deflate),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
