@@ -93,6 +93,7 @@ class Model:
         self.maybe = {}         # cid of an unanswered APPEND (kill) -> max UID then
         self.maybe_flags = {}   # uid -> the other acceptable flags (unanswered STORE)
         self.maybe_gone = set() # uids an unanswered POP3 QUIT may have expunged
+        self.ext_gone = {}      # uid -> step: its file was deleted behind the server's back
         self.gone = set()       # expunged INBOX UIDs
         self.max_uid = 0
         self.archive_max = 0
@@ -208,11 +209,12 @@ class Run:
             "uid_expunge": 4 if n and live else 0,
             "idle": 3 if len(live) > 1 else 0, "idle_done": 6 if idle else 0,
             "noop": 2 if live else 0, "reconnect": 1 if live else 0,
-            "pop_open": 5 if self.pop is None else 0,
+            "pop_open": 5 if self.pop is None and not m.ext_gone else 0,
             "pop_retr": 7 if self.pop else 0, "pop_top": 4 if self.pop else 0,
             "pop_dele": 7 if self.pop else 0, "pop_rset": 1 if self.pop else 0,
             "pop_quit": 3 if self.pop else 0, "pop_drop": 2 if self.pop else 0,
             "pop_second": 1 if self.pop else 0,
+            "mutt_delete": 2 if n > 3 and not self.pop else 0,
             "archive_clean": 6 if len(m.archive) > 25 else 0,
             "burst": 10 if len(live) >= 2 and n else 0,
             "search": 4 if live else 0,
@@ -275,6 +277,22 @@ class Run:
         self.m.inbox[uid] = frozenset((old - SYSTEM) | {INFO_FLAGS[ch] for ch in letters})
         return f"uid={uid} {sub}/{name} -> cur/:2,{new_info}"
 
+    def op_mutt_delete(self):
+        """mutt deletes a file (no POP3 session is open then). The server calls a listed
+        message gone once three more scans agree (storage/README), so the model lets it be
+        present or gone for up to 5 steps, then requires it gone (an EXPUNGE everywhere)."""
+        md = self.srv.maildir()
+        files = sorted((sub, n) for sub in ("new", "cur") for n in os.listdir(os.path.join(md, sub)))
+        sub, name = self.rng.choice(files)
+        base, _ = split_name(name)
+        cid = self.cid_of_base(os.path.join(md, sub, name), base)
+        uid = next(u for u, c in self.m.cid.items() if c == cid)
+        if uid in self.m.ext_gone:
+            return "already"
+        os.unlink(os.path.join(md, sub, name))
+        self.m.ext_gone[uid] = self.step_no
+        return f"uid={uid} {sub}/{name}"
+
     def pick(self, s, k):
         """K sequence numbers of session S's picture (which may be stale: a real client)."""
         if not s.pic:
@@ -309,17 +327,20 @@ class Run:
         line = f"{'UID ' if uid_form else ''}STORE {which} {mode}FLAGS ({' '.join(sorted(fl))})"
         st, tl, un = s.cmd(line)
         gone = [u for u in targets if u not in self.m.inbox]
-        if gone:
+        vanishing = [u for u in targets if u in self.m.ext_gone]
+        if vanishing and st == "NO" and b"[EXPUNGEISSUED]" in tl:
+            pass  # its file is gone: the server may already know
+        elif gone:
             check(st == "NO" and b"[EXPUNGEISSUED]" in tl,
                   f"{s.name}: {line} naming expunged UIDs {gone}: {tl!r}")
         else:
             check(st == "OK", f"{s.name}: {line} -> {tl!r}")
         for u in targets:
-            if u in self.m.inbox:
+            if u in self.m.inbox and u not in self.m.ext_gone:
                 self.m.inbox[u] = self.store_expect(self.m.inbox[u], mode, fl)
         # The session has been told the new flags (STORE's FETCH answers).
         for e in s.pic:
-            if e[0] in targets and e[0] in self.m.inbox:
+            if e[0] in targets and e[0] in self.m.inbox and e[0] not in self.m.ext_gone:
                 check(e[1] == self.m.inbox[e[0]],
                       f"{s.name}: after STORE UID {e[0]} shows FLAGS {sorted(e[1])}, "
                       f"expected {sorted(self.m.inbox[e[0]])}")
@@ -341,7 +362,8 @@ class Run:
 
     def op_copy(self, move=False):
         s = self.rng.choice(self.live_sessions())
-        seqs = [q for q in self.pick(s, self.rng.randint(1, 3)) if s.pic[q - 1][0] in self.m.inbox]
+        seqs = [q for q in self.pick(s, self.rng.randint(1, 3)) if s.pic[q - 1][0] in self.m.inbox
+                and s.pic[q - 1][0] not in self.m.ext_gone]
         if not seqs:
             return "nothing alive"
         verb = "MOVE" if move else "COPY"
@@ -408,7 +430,8 @@ class Run:
         s = self.rng.choice(self.live_sessions())
         known = max((e[0] for e in s.pic), default=0)
         s.ok("EXPUNGE")
-        dead = [u for u, f in self.m.inbox.items() if "\\Deleted" in f and u <= known]
+        dead = [u for u, f in self.m.inbox.items() if "\\Deleted" in f and u <= known and
+                u not in self.m.ext_gone]
         for u in dead:
             self.m.remove(u)
         check(all(e[0] not in dead for e in s.pic), f"{s.name}: EXPUNGE left {dead} in its picture")
@@ -422,7 +445,7 @@ class Run:
         known = max((e[0] for e in s.pic), default=0)
         s.ok(f"UID EXPUNGE {seqset(uids)}", "UID EXPUNGE")
         dead = [u for u in uids if u in self.m.inbox and "\\Deleted" in self.m.inbox[u] and
-                u <= known]
+                u <= known and u not in self.m.ext_gone]
         for u in dead:
             self.m.remove(u)
         return f"{s.name} {uids} removed {dead}"
@@ -439,7 +462,7 @@ class Run:
         live = self.live_sessions()
         ss = r.sample(live, r.randint(2, len(live)))
         deleted = {u for u, f in m.inbox.items() if "\\Deleted" in f}
-        reserved = set(deleted)
+        reserved = set(deleted) | set(m.ext_gone)
         floor = m.max_uid
         plan = []
         did_expunge = False
@@ -556,8 +579,8 @@ class Run:
         want, maybe = [], []
         for q, (u, _) in enumerate(s.pic, 1):
             ident = u if uid_form else q
-            if u is None:
-                maybe.append(ident)  # announced in this very reply
+            if u is None or u in self.m.ext_gone:
+                maybe.append(ident)  # announced in this very reply, or its file is gone
             elif u in self.m.inbox and ((flag in self.m.inbox[u]) != neg):
                 want.append(ident)
         got_known = [x for x in res if x not in maybe]
@@ -571,10 +594,14 @@ class Run:
         return s.name
 
     def idle_matches(self, s):
-        truth = self.m.truth()
-        if len(s.pic) != len(truth):
+        eg = self.m.ext_gone
+        truth = [e for e in self.m.truth() if e[0] not in eg]
+        pic = [e for e in s.pic if e[0] not in eg]
+        if eg and any(e[0] is None for e in pic):
+            return len(pic) >= len(truth)  # cannot tell which is which yet: let DONE settle it
+        if len(pic) != len(truth):
             return False
-        for (u, f), (tu, tf) in zip(s.pic, truth):
+        for (u, f), (tu, tf) in zip(pic, truth):
             if u is not None and u != tu:
                 return False
             if u is not None and f is not None and f != tf:
@@ -799,6 +826,17 @@ class Run:
                 m.add(u, cid, flags, floor)
         check(not m.pending, f"delivered into new/ but not seen after a command: "
               f"{sorted(m.pending)}")
+        present = dict(truth)
+        for u, since in list(m.ext_gone.items()):
+            if u not in present:
+                if u in m.inbox:
+                    m.remove(u)
+                del m.ext_gone[u]
+                self.count("external delete seen")
+            else:
+                check(self.step_no - since <= 5, f"UID {u}: its file was deleted at step {since}"
+                      f" and the server still shows it")
+                m.inbox[u] = present[u]  # (flags of a vanishing message: whatever it says)
         for u, f in truth:
             if u in m.maybe_flags:
                 check(f in m.maybe_flags[u] or f == m.inbox[u],
@@ -826,8 +864,10 @@ class Run:
                 continue
             if all_sessions or self.rng.random() < 0.4:
                 s.noop()
-                check(s.picture() == truth, f"{s.name}: picture after NOOP\n{s.picture()}\n"
-                      f"!= fresh SELECT\n{truth}")
+                eg = m.ext_gone
+                check([e for e in s.picture() if e[0] not in eg] ==
+                      [e for e in truth if e[0] not in eg],
+                      f"{s.name}: picture after NOOP\n{s.picture()}\n!= fresh SELECT\n{truth}")
 
     def check_archive(self):
         k = self.chk
@@ -851,7 +891,7 @@ class Run:
             bycid[cid] = (sub, info, base)
             check(crlf(data) == crlf(self.m.content[cid]),
                   f"{sub}/{base}: bytes differ from what was delivered/appended")
-        want = {self.m.cid[u]: u for u in self.m.inbox}
+        want = {self.m.cid[u]: u for u in self.m.inbox if u not in self.m.ext_gone}
         check(set(bycid) == set(want), f"disk has {sorted(set(bycid) - set(want))} extra, "
               f"misses {sorted(set(want) - set(bycid))}")
         for cid, (sub, info, base) in bycid.items():
@@ -975,6 +1015,11 @@ class Run:
             for s in self.sessions:
                 if s.idle_tag is not None:
                     s.done()
+            for _ in range(6):
+                if not self.m.ext_gone:
+                    break
+                self.step_no += 1
+                self.check_inbox(True)
             self.check_inbox(True)
             self.check_archive()
             self.final_pop3()
