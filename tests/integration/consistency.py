@@ -186,6 +186,13 @@ class Run:
                 lines.append(b"From the start of a line %d" % i)
             else:
                 lines.append(bytes(r.choice(b"abcdefghij klmnop") for _ in range(r.randint(0, 90))))
+        k = r.random()
+        if k < 0.02:
+            lines = lines[:5]  # a header without a body or the blank line
+        elif k < 0.04:
+            lines.append(b"L" * r.randint(3000, 70000))  # one very long line
+        elif k < 0.05:
+            lines.append(b"tab\tNUL\x00 8-bit \xc3\xa9\xff CR-in-line\rx")
         data = nl.join(lines) + (nl if r.random() < 0.9 else b"")
         self.m.content[cid] = data
         return cid, data
