@@ -123,20 +123,21 @@ int mailbox_pop3_mark_retrieved(struct mailbox *m, const uint32_t *uids, size_t 
 	size_t live = nm - m->pop3_ret_dead;
 	bool rewrite =
 		m->pop3_ret_rewrite || m->pop3_ret_lines + k > 2 * live + POP3_RET_COMPACT_SLACK;
+	if (!rewrite) {
+		r = m->ops->pop3_ret_write(m, add, k, true);
+		if (r == 0)
+			m->pop3_ret_lines += k;
+		else
+			rewrite = true; /* a partial line may end the file now: write it whole */
+	}
 	if (rewrite) {
 		nm = ret_prune(m, merged, nm);
 		r = m->ops->pop3_ret_write(m, merged, nm, false);
 		if (r == 0) {
 			m->pop3_ret_lines = nm;
 			m->pop3_ret_dead = 0;
-			m->pop3_ret_rewrite = false;
 		}
-	} else {
-		r = m->ops->pop3_ret_write(m, add, k, true);
-		if (r == 0)
-			m->pop3_ret_lines += k;
-		else
-			m->pop3_ret_rewrite = true; /* a partial line may end the file now */
+		m->pop3_ret_rewrite = r < 0;
 	}
 	free(add);
 	if (r < 0) {

@@ -162,6 +162,13 @@ static void test_mark_record(void **state)
 	assert_int_equal(rtime(fx->mbox, u3), NOW + 5);
 	assert_int_equal(rtime(fx->mbox, 999), -ENOENT);
 	assert_int_equal(mailbox_pop3_mark_retrieved(fx->mbox, NULL, 0, NOW), 0);
+	/* the file removed behind our back: the append fails, and the whole record (memory
+	 * holds it) is written again */
+	assert_int_equal(unlink(fx->record), 0);
+	uint32_t u4 = st_append(fx->mbox, "d\r\n", 0);
+	mark1(fx->mbox, u4, NOW + 9);
+	want_rec(want, sizeof(want), u4, NOW + 9);
+	assert_string_equal(read_all(fx->record), want);
 }
 
 static void test_expire_by_age(void **state)
