@@ -88,6 +88,7 @@ class Model:
         self.content = {}       # cid -> the bytes as written
         self.inbox = {}         # uid -> frozenset(flags)
         self.cid = {}           # INBOX uid -> cid
+        self.cid_ever = {}      # every INBOX uid there was -> cid
         self.archive = {}       # Archive uid -> [cid, flags]
         self.pending = {}       # cid delivered into new/, not seen yet -> max UID then
         self.maybe = {}         # cid of an unanswered APPEND (kill) -> max UID then
@@ -114,6 +115,7 @@ class Model:
               "(the highest UID seen before it was made)")
         self.inbox[uid] = frozenset(flags)
         self.cid[uid] = cid
+        self.cid_ever[uid] = cid
         self.max_uid = max(self.max_uid, uid)
 
     def remove(self, uid):
@@ -220,7 +222,7 @@ class Run:
             "pop_retr": 7 if self.pop else 0, "pop_top": 4 if self.pop else 0,
             "pop_dele": 7 if self.pop else 0, "pop_rset": 1 if self.pop else 0,
             "pop_quit": 3 if self.pop else 0, "pop_drop": 2 if self.pop else 0,
-            "pop_second": 1 if self.pop else 0,
+            "pop_second": 1 if self.pop else 0, "pop_list": 3 if self.pop else 0,
             "mutt_delete": 2 if n > 3 and not self.pop else 0,
             "archive_clean": 6 if len(m.archive) > 25 else 0,
             "burst": 10 if len(live) >= 2 and n else 0,
@@ -778,6 +780,27 @@ class Run:
         self.pop[0].close()
         self.pop = None
         return f"committed {done}"
+
+    def op_pop_list(self):
+        """STAT counts the snapshot minus DELE marks (numbers and sizes never change in a
+        session, protocols/pop3/README); LIST and UIDL leave out DELEted messages and those
+        IMAP expunged meanwhile, and keep every other number and UIDL."""
+        p, snap, marks = self.pop
+        size = {u: len(crlf(self.m.content[self.m.cid_ever[u]])) for u in snap}
+        stat = p.cmd("STAT")
+        want = b"+OK %d %d\r\n" % (len(snap) - len(marks),
+                                    sum(size[u] for n, u in enumerate(snap, 1) if n not in marks))
+        check(stat == want, f"STAT {stat!r}, expected {want!r}")
+        shown = [(n, u) for n, u in enumerate(snap, 1) if n not in marks and u in self.m.inbox]
+        check(p.cmd("LIST").startswith(b"+OK"), "LIST")
+        got = unstuff(p.multiline())
+        want = b"".join(b"%d %d\r\n" % (n, size[u]) for n, u in shown)
+        check(got == want, f"LIST {got!r}, expected {want!r}")
+        check(p.cmd("UIDL").startswith(b"+OK"), "UIDL")
+        got = unstuff(p.multiline())
+        want = b"".join(b"%d %s\r\n" % (n, self.m.uidl[u].encode()) for n, u in shown)
+        check(got == want, f"UIDL {got!r}, expected {want!r}")
+        return f"{len(shown)} listed"
 
     def op_pop_second(self):
         """One POP3 session per mailbox: a second login is refused, the first goes on."""
