@@ -241,6 +241,8 @@ void mailbox_rec_remove(struct mailbox *mbox, uint32_t uid)
 	for (struct view *v = mbox->views; v != NULL; v = view_next(v))
 		view_on_expunge(v, uid, i);
 	mailbox_pop3_on_expunge(mbox, uid);
+	/* every caller moves highest_modseq to this value once the batch is removed */
+	mailbox_expunged_note(mbox, uid, mbox->highest_modseq + 1);
 	memmove(&mbox->recs[i], &mbox->recs[i + 1], (mbox->n_recs - i - 1) * sizeof(*r));
 	mbox->n_recs--;
 	pool_compact(mbox);
@@ -331,6 +333,7 @@ static void mailbox_destroy(struct mailbox *mbox)
 		free(mbox->keywords[i]);
 	free(mbox->backend_mem);
 	free(mbox->pop3_ret);
+	free(mbox->expunged);
 	free(mbox->recs);
 	free(mbox->pool);
 	free(mbox->index);
@@ -441,6 +444,9 @@ static int open_finish(struct store *store, const char *norm, struct mailbox_loa
 	if (r < 0)
 		return r;
 	r = mbox->ops->attach(mbox, ld);
+	/* Expunges are known exactly from now on (not those before this process opened it). */
+	mbox->expunged_horizon = mbox->highest_modseq;
+	mbox->n_expunged = 0;
 	if (r < 0) {
 		log_error("storage: open failed folder=%s err=%s", log_escape_str(norm),
 			  strerror(-r));

@@ -178,6 +178,13 @@ struct mailbox {
 	uint32_t pop3_ret_uidvalidity; /* UIDVALIDITY it was read for; 0 = not read yet */
 	bool pop3_ret_rewrite;         /* the file must be rewritten before the next append */
 
+	/* QRESYNC (mailbox_expunged.c): expunged UIDs with the modseq of their expunge, in
+	 * expunge order (modseq never decreases), at most MAILBOX_EXPUNGED_MAX. Every expunge
+	 * with a modseq > expunged_horizon is in the list. */
+	struct mailbox_expunged *expunged;
+	size_t n_expunged, cap_expunged;
+	uint64_t expunged_horizon;
+
 	struct mailbox *next; /* the store's open list */
 };
 
@@ -202,6 +209,8 @@ struct mail_rec *mailbox_rec_find_base(struct mailbox *mbox, const char *base, s
 int mailbox_rec_add(struct mailbox *mbox, const struct mail_rec *rec, const char *key);
 /* Remove the record of UID from memory and owe its EXPUNGE to the views. */
 void mailbox_rec_remove(struct mailbox *mbox, uint32_t uid);
+/* mailbox_expunged.c: remember that UID was expunged with MODSEQ (VANISHED (EARLIER)). */
+void mailbox_expunged_note(struct mailbox *mbox, uint32_t uid, uint64_t modseq);
 /* mailbox_pop3.c: UID's message is gone (its retrieval record becomes garbage). */
 void mailbox_pop3_on_expunge(struct mailbox *mbox, uint32_t uid);
 /* Announce: a flag change of UID (ORIGIN not told), arrivals (UIDNEXT moved). */

@@ -181,6 +181,19 @@ unsigned mailbox_special_use(const struct mailbox *mbox);
 /* Fill STATUS counts from memory. */
 void mailbox_get_status(const struct mailbox *mbox, struct mailbox_status *status_r);
 
+/* QRESYNC (RFC 7162): the mailbox remembers the UIDs expunged since it was opened in this
+ * process, each with the modseq of its expunge, the last MAILBOX_EXPUNGED_MAX of them
+ * (16 bytes each). */
+#define MAILBOX_EXPUNGED_MAX 65536
+/* The UIDs expunged with a modseq above MODSEQ, ascending, into *uids_r (malloc'd; NULL when
+ * none). Returns 1 when that answer is exact, 0 when the mailbox does not remember back to
+ * MODSEQ (nothing returned: the caller reports every UID missing from the client's range,
+ * RFC 7162 §3.2.5.2), or -ENOMEM. */
+int mailbox_expunged_since(const struct mailbox *mbox, uint64_t modseq, uint32_t **uids_r,
+			   size_t *n_r);
+/* The lowest modseq mailbox_expunged_since answers exactly for. */
+uint64_t mailbox_expunged_horizon(const struct mailbox *mbox);
+
 /* Look for changes made behind the server's back: a cheap check of the folder's directory
  * times (two stat calls); if anything changed, the directory is re-read and the differences
  * (arrivals, external flag renames, removals) are announced to the views. Call before

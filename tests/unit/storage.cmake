@@ -6,7 +6,7 @@ add_library(mk_storage_model STATIC
 	${MK_STORAGE_DIR}/storage_util.c ${MK_STORAGE_DIR}/uidlist.c ${MK_STORAGE_DIR}/mailbox.c
 	${MK_STORAGE_DIR}/view.c ${MK_STORAGE_DIR}/maildir.c ${MK_STORAGE_DIR}/mail_stream.c
 	${MK_STORAGE_DIR}/store.c ${MK_STORAGE_DIR}/mailbox_pop3.c
-	${MK_STORAGE_DIR}/pop3_retrieved.c)
+	${MK_STORAGE_DIR}/pop3_retrieved.c ${MK_STORAGE_DIR}/mailbox_expunged.c)
 target_include_directories(mk_storage_model PUBLIC ${MK_STORAGE_DIR} ${CMAKE_SOURCE_DIR}/src)
 target_link_libraries(mk_storage_model PUBLIC mk_core)
 add_library(mk_storage_test_support STATIC ${CMAKE_SOURCE_DIR}/tests/support/storage_test.c)
@@ -20,6 +20,8 @@ mk_unit_test(test_storage_store SOURCES ${CMAKE_SOURCE_DIR}/tests/unit/test_stor
 mk_unit_test(test_storage_mailbox SOURCES ${CMAKE_SOURCE_DIR}/tests/unit/test_storage_mailbox.c
 	LIBS mk_storage_test_support)
 mk_unit_test(test_storage_views SOURCES ${CMAKE_SOURCE_DIR}/tests/unit/test_storage_views.c
+	LIBS mk_storage_test_support)
+mk_unit_test(test_storage_expunged SOURCES ${CMAKE_SOURCE_DIR}/tests/unit/test_storage_expunged.c
 	LIBS mk_storage_test_support)
 mk_unit_test(test_storage_pop3_expire
 	SOURCES ${CMAKE_SOURCE_DIR}/tests/unit/test_storage_pop3_expire.c
