@@ -19,11 +19,16 @@ foreach(case "1;expunge" "2;hide" "3;expunge")
 		"MK_CONSISTENCY_POLICY=${policy}")
 endforeach()
 
-# The same with the server SIGKILLed 50 times and restarted.
-mk_python_test(consistency_kill ${mk_cons_py} TIMEOUT 900)
-set_property(TEST consistency_kill APPEND PROPERTY ENVIRONMENT ${mk_cons_env}
-	"MK_CONSISTENCY_SEED=4" "MK_CONSISTENCY_STEPS=500" "MK_CONSISTENCY_KILLS=50"
-	"MK_CONSISTENCY_POLICY=expunge")
+# The same with the server SIGKILLed 50 times and restarted (under each delete policy).
+foreach(case "kill;4;expunge" "kill_hide;5;hide")
+	list(GET case 0 name)
+	list(GET case 1 seed)
+	list(GET case 2 policy)
+	mk_python_test(consistency_${name} ${mk_cons_py} TIMEOUT 900)
+	set_property(TEST consistency_${name} APPEND PROPERTY ENVIRONMENT ${mk_cons_env}
+		"MK_CONSISTENCY_SEED=${seed}" "MK_CONSISTENCY_STEPS=500" "MK_CONSISTENCY_KILLS=50"
+		"MK_CONSISTENCY_POLICY=${policy}")
+endforeach()
 
 # A full disk on demand: an LD_PRELOAD shim (tests/support/enospc_shim.c) fails writes and
 # fsyncs of regular files with ENOSPC while a control file exists. Built without sanitizers:
