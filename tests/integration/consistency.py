@@ -145,6 +145,7 @@ class Run:
         self.step_no = 0
         self.stats = {}
         self.restarts = 0
+        self.archive_uidvalidity = None
 
     # ------------------------------------------------------------------ set-up
     def connect(self):
@@ -904,6 +905,9 @@ class Run:
         k.pic = []
         k.ok("EXAMINE Archive")
         k.fill()
+        if self.archive_uidvalidity is None:
+            self.archive_uidvalidity = k.uidvalidity
+        check(k.uidvalidity == self.archive_uidvalidity, "Archive UIDVALIDITY changed")
         truth = k.picture()
         want = sorted((u, f[1]) for u, f in self.m.archive.items())
         check(truth == want, f"Archive: EXAMINE shows {truth}\nmodel {want}")
