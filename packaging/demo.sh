@@ -4,6 +4,7 @@
 #
 #   packaging/demo.sh                 # Ctrl-C stops it
 #   MK_DEMO_DIR=/tmp/x MK_DEMO_PORT_BASE=20000 packaging/demo.sh
+#   MK_DEMO_BINARY=build/mailkeep packaging/demo.sh    # use a binary already built
 #
 # Logins go through PAM with a demo stack of its own (pam_start_confdir + pam_pwdfile and a
 # generated password file), so no system user is made and, once packages are installed, no
@@ -30,9 +31,13 @@ if [ ${#missing[@]} -gt 0 ]; then
 	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-echo "== building"
-cmake -S "$top" -B "$top/build-demo" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$top/build-demo" -j"$(nproc)" --target mailkeep >/dev/null
+binary=${MK_DEMO_BINARY:-}
+if [ -z "$binary" ]; then
+	echo "== building"
+	cmake -S "$top" -B "$top/build-demo" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	cmake --build "$top/build-demo" -j"$(nproc)" --target mailkeep >/dev/null
+	binary="$top/build-demo/mailkeep"
+fi
 
 echo "== setting up $demo"
 rm -rf "$demo"
@@ -104,7 +109,7 @@ address = 127.0.0.1
 port = $((base + 995))
 tls = implicit
 CONF
-"$top/build-demo/mailkeep" --check-config -c "$demo/mailkeep.conf"
+"$binary" --check-config -c "$demo/mailkeep.conf"
 
 cat <<INFO
 
@@ -120,4 +125,4 @@ mailkeep demo on 127.0.0.1 — account: $user / $password ($n messages in INBOX)
 
 Config: $demo/mailkeep.conf   Mail: $demo/mail/$user   Stop: Ctrl-C
 INFO
-exec "$top/build-demo/mailkeep" -f -c "$demo/mailkeep.conf"
+exec "$binary" -f -c "$demo/mailkeep.conf"
