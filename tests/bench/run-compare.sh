@@ -16,7 +16,8 @@
 # MK_BENCH_COUNT (10000), MK_BENCH_USERS (100), MK_BENCH_SMALL (100 messages each),
 # MK_BENCH_IDLE_N (1000, both servers), MK_BENCH_IDLE_BIG (0: else a second idle run against
 # mailkeep alone with that many connections), MK_BENCH_SCENARIOS, MK_BENCH_ARGS (more
-# mailkeep-bench options), MK_BENCH_DROP_CACHES (1: drop the page cache before cold FETCH).
+# mailkeep-bench options), MK_BENCH_DROP_CACHES (1: drop the page cache before cold FETCH),
+# MK_BENCH_CMAKE_ARGS (more cmake -D options for the build).
 set -euo pipefail
 
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
@@ -62,7 +63,8 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 # 2. Build.
-cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+# shellcheck disable=SC2086
+cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo ${MK_BENCH_CMAKE_ARGS:-} >/dev/null
 cmake --build "$BUILD" -j2 --target mailkeep mailkeep-bench gen_maildir >/dev/null
 BENCH=$BUILD/tests/mailkeep-bench
 GEN=$BUILD/tests/gen_maildir
