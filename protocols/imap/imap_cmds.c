@@ -172,18 +172,27 @@ enum cmd_result imap_cmd_enable(struct imap_cmd *cmd)
 		}
 	}
 	/* RFC 5161 §3.1: ENABLED lists what this command turned on; unknown names are
-	 * ignored. IMAP4rev2 is the only extension here that needs enabling. */
+	 * ignored. QRESYNC implies CONDSTORE (RFC 7162 §3.2.3). */
 	struct imap_session *s = cmd->s;
-	bool rev2 = false;
-	for (const struct imap_arg *a = args; a->type != IMAP_ARG_EOL; a++)
+	bool rev2 = false, condstore = false, qresync = false;
+	for (const struct imap_arg *a = args; a->type != IMAP_ARG_EOL; a++) {
 		if (imap_arg_is(a, "IMAP4rev2") && !s->rev2)
 			rev2 = true;
-	if (rev2) {
-		s->rev2 = true;
-		conn_write_str(s->conn, "* ENABLED IMAP4rev2\r\n");
-	} else {
-		conn_write_str(s->conn, "* ENABLED\r\n");
+		if (imap_arg_is(a, "CONDSTORE") && !s->condstore)
+			condstore = true;
+		if (imap_arg_is(a, "QRESYNC") && !s->qresync)
+			qresync = true;
 	}
+	if (qresync && !s->condstore)
+		condstore = true;
+	if (rev2)
+		s->rev2 = true;
+	if (condstore)
+		imap_condstore_enable(s);
+	if (qresync)
+		s->qresync = true;
+	conn_printf(s->conn, "* ENABLED%s%s%s\r\n", rev2 ? " IMAP4rev2" : "",
+		    condstore ? " CONDSTORE" : "", qresync ? " QRESYNC" : "");
 	imap_cmd_reply(cmd, "OK", "ENABLE completed.");
 	return CMD_DONE;
 }

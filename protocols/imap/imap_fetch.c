@@ -38,6 +38,7 @@ enum fetch_kind {
 	FK_SECTION,
 	FK_BINARY,      /* BINARY[part]<partial>, BINARY.PEEK (RFC 3516) */
 	FK_BINARY_SIZE, /* BINARY.SIZE[part] */
+	FK_MODSEQ,      /* MODSEQ (RFC 7162 §3.1.4) */
 };
 
 struct fetch_item {
@@ -61,6 +62,9 @@ struct fetch_ctx {
 	struct fetch_item items[FETCH_MAX_ITEMS];
 	unsigned n_items;
 	bool need_parsed, need_source, sets_seen, has_flags;
+	bool has_modseq;
+	bool changedsince_set; /* FETCH modifier CHANGEDSINCE (RFC 7162 §3.1.4.1) */
+	uint64_t changedsince;
 	uint32_t *uids;
 	size_t n_uids, pos;
 	bool expunged;
@@ -119,6 +123,8 @@ static struct fetch_item *item_add(struct fetch_ctx *f, enum fetch_kind kind)
 		f->need_parsed = true;
 	if (kind == FK_FLAGS)
 		f->has_flags = true;
+	if (kind == FK_MODSEQ)
+		f->has_modseq = true;
 	return it;
 }
 
@@ -270,6 +276,7 @@ static bool parse_item(struct fetch_ctx *f, const struct imap_arg *args, unsigne
 		{"ENVELOPE", FK_ENVELOPE},
 		{"BODY", FK_BODY},
 		{"BODYSTRUCTURE", FK_BODYSTRUCTURE},
+		{"MODSEQ", FK_MODSEQ},
 	};
 	for (size_t k = 0; k < sizeof(simple) / sizeof(simple[0]); k++) {
 		if (strcasecmp(atom, simple[k].name) == 0) {
@@ -600,6 +607,8 @@ static int msg_start(struct imap_cmd *cmd, struct fetch_ctx *f)
 	}
 	if (r < 0)
 		return 0;
+	if (f->changedsince_set && f->info.modseq <= f->changedsince)
+		return 0;
 	f->add_flags = false;
 	if (f->sets_seen && !s->readonly && !(f->info.flags & MAIL_SEEN)) {
 		r = mailbox_store_flags(view_mailbox(s->view), s->view, &uid, 1, FLAG_OP_ADD,
@@ -607,6 +616,9 @@ static int msg_start(struct imap_cmd *cmd, struct fetch_ctx *f)
 		if (r == 0) {
 			f->info.flags |= MAIL_SEEN;
 			f->add_flags = !f->has_flags;
+			struct mail_info now;
+			if (view_msg_info(s->view, f->seq, &now) == 0)
+				f->info.modseq = now.modseq; /* the change has its own modseq */
 		}
 	}
 	conn_printf(s->conn, "* %u FETCH (", f->seq);
@@ -624,6 +636,9 @@ static int write_item(struct imap_cmd *cmd, struct fetch_ctx *f, struct fetch_it
 	switch (it->kind) {
 	case FK_UID:
 		conn_printf(c, "UID %u", f->info.uid);
+		return 0;
+	case FK_MODSEQ:
+		conn_printf(c, "MODSEQ (%llu)", (unsigned long long)f->info.modseq);
 		return 0;
 	case FK_FLAGS: {
 		char flags[2048];
@@ -707,6 +722,9 @@ static enum cmd_result fetch_run(struct imap_cmd *cmd, struct fetch_ctx *f)
 							  f->info.keywords, !s->rev2, flags,
 							  sizeof(flags));
 					conn_printf(s->conn, " FLAGS (%s)", flags);
+					if (s->condstore && !f->has_modseq)
+						conn_printf(s->conn, " MODSEQ (%llu)",
+							    (unsigned long long)f->info.modseq);
 				}
 				conn_write_str(s->conn, ")\r\n");
 				fetch_msg_free(f);
@@ -743,6 +761,37 @@ failed:
 	return CMD_DONE;
 }
 
+/* (CHANGEDSINCE modseq [VANISHED]): NULL, or the BAD text. */
+static const char *parse_modifiers(struct imap_session *s, struct imap_cmd *cmd,
+				   struct fetch_ctx *f, const struct imap_arg *list,
+				   bool *vanished_r)
+{
+	*vanished_r = false;
+	if (list->list_count == 0)
+		return "Invalid FETCH modifiers.";
+	for (unsigned i = 0; i < list->list_count; i++) {
+		const struct imap_arg *a = &list->list[i];
+		if (imap_arg_is(a, "CHANGEDSINCE") && !f->changedsince_set &&
+		    i + 1 < list->list_count &&
+		    imap_arg_modseq(&list->list[i + 1], true, &f->changedsince)) {
+			/* CHANGEDSINCE 0 is taken as "everything" (iOS sends it) */
+			f->changedsince_set = true;
+			i++;
+		} else if (imap_arg_is(a, "VANISHED") && !*vanished_r) {
+			*vanished_r = true;
+		} else {
+			return "Invalid FETCH modifiers.";
+		}
+	}
+	if (*vanished_r) {
+		if (!cmd->uid || !s->qresync)
+			return "VANISHED needs UID FETCH with QRESYNC enabled.";
+		if (!f->changedsince_set)
+			return "VANISHED needs CHANGEDSINCE.";
+	}
+	return NULL;
+}
+
 enum cmd_result imap_cmd_fetch(struct imap_cmd *cmd)
 {
 	struct imap_session *s = cmd->s;
@@ -763,12 +812,22 @@ enum cmd_result imap_cmd_fetch(struct imap_cmd *cmd)
 	}
 	cmd->ctx = f;
 	cmd->ctx_free = fetch_ctx_free;
-	if (cmd->uid)
-		item_add(f, FK_UID);
+	if (cmd->uid || s->qresync)
+		item_add(f, FK_UID); /* with QRESYNC every FETCH names its UID (RFC 7162 §3.2.4) */
 	/* One item without parentheses may span several args: BODY[HEADER.FIELDS (A)]. */
 	unsigned n_items = 0;
 	while (args[1 + n_items].type != IMAP_ARG_EOL)
 		n_items++;
+	/* FETCH modifiers (RFC 4466 §2.4): a list after the items. */
+	bool vanished = false;
+	if (n_items >= 2 && args[n_items].type == IMAP_ARG_LIST) {
+		const char *bad = parse_modifiers(s, cmd, f, &args[n_items], &vanished);
+		if (bad) {
+			imap_cmd_reply(cmd, "BAD", "%s", bad);
+			return CMD_DONE;
+		}
+		n_items--;
+	}
 	bool parsed;
 	if (n_items == 1) {
 		parsed = parse_items(f, &args[1]);
@@ -781,11 +840,33 @@ enum cmd_result imap_cmd_fetch(struct imap_cmd *cmd)
 		imap_cmd_reply(cmd, "BAD", "Invalid FETCH items.");
 		return CMD_DONE;
 	}
+	if (f->has_modseq || f->changedsince_set)
+		imap_condstore_enable(s); /* CONDSTORE-enabling (RFC 7162 §3.1) */
+	if (f->changedsince_set)
+		item_add(f, FK_MODSEQ);
+	else if (s->condstore && f->has_flags)
+		item_add(f, FK_MODSEQ); /* flags are reported with their modseq */
 	struct imap_seqset set;
 	imap_seqset_init(&set);
 	if (!imap_arg_seqset(cmd, &args[0], &set)) {
 		imap_seqset_free(&set);
 		return CMD_DONE;
+	}
+	if (vanished) {
+		/* RFC 7162 §3.2.6: expunged UIDs of the set first; `*` reaches UIDNEXT-1 */
+		struct imap_seqset known;
+		imap_seqset_init(&known);
+		r = imap_seqset_copy(&known, &set);
+		if (r == 0) {
+			imap_seqset_resolve(&known, mailbox_uidnext(view_mailbox(s->view)) - 1);
+			r = imap_vanished_earlier(s, f->changedsince, &known);
+		}
+		imap_seqset_free(&known);
+		if (r < 0) {
+			imap_seqset_free(&set);
+			imap_cmd_reply_error(cmd, r);
+			return CMD_DONE;
+		}
 	}
 	r = imap_seqset_to_uids(s, &set, cmd->uid, &f->uids, &f->n_uids);
 	imap_seqset_free(&set);

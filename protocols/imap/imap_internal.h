@@ -86,8 +86,10 @@ struct imap_session {
 	struct imap_parser *parser;
 	struct imap_cmd cmd;
 	bool cmd_running;
-	bool rev2;                    /* ENABLE IMAP4rev2 */
-	bool in_input;                /* on_input is on the stack (no re-entry) */
+	bool rev2;      /* ENABLE IMAP4rev2 */
+	bool condstore; /* CONDSTORE on (RFC 7162 §3.1): MODSEQ in every FETCH with FLAGS */
+	bool qresync;   /* ENABLE QRESYNC: VANISHED instead of EXPUNGE (RFC 7162 §3.2) */
+	bool in_input;  /* on_input is on the stack (no re-entry) */
 	char user[IMAP_USER_MAX + 1]; /* the canonical user once logged in */
 	unsigned auth_failures;
 	struct store *store;       /* once logged in */
@@ -141,6 +143,10 @@ void imap_login_session_free(struct imap_session *s);
 /* Send what the view owes (EXISTS, RECENT, FETCH FLAGS, and EXPUNGE when allowed). */
 void imap_session_sync(struct imap_session *s, bool allow_expunge);
 void imap_session_unselect(struct imap_session *s);
+/* "* seq FETCH (UID u FLAGS (...) MODSEQ (m))": UID when uid or QRESYNC is on, FLAGS when
+ * flags, MODSEQ when CONDSTORE is on. */
+void imap_write_flags_fetch(struct imap_session *s, uint32_t seq, const struct mail_info *info,
+			    bool uid, bool flags);
 /* Stop IDLE's keep-alive timer; with free, close and release it (session teardown). */
 void imap_idle_keepalive_stop(struct imap_session *s, bool free_it);
 /* "(\\Seen \\Deleted kw)" without the parentheses into out; returns the length needed. */
@@ -165,6 +171,31 @@ bool imap_arg_seqset(struct imap_cmd *cmd, const struct imap_arg *arg, struct im
  * number past the end; *uids_r is malloc'd. */
 int imap_seqset_to_uids(struct imap_session *s, struct imap_seqset *set, bool uid,
 			uint32_t **uids_r, size_t *n_r);
+
+/* CONDSTORE / QRESYNC (imap_condstore.c). */
+/* Turn CONDSTORE on (a CONDSTORE-enabling command, RFC 7162 §3.1); with a mailbox selected
+ * the first time, "* OK [HIGHESTMODSEQ n]" is sent. */
+void imap_condstore_enable(struct imap_session *s);
+/* A mod-sequence argument: 1..2^63-1, or 0 too when zero_ok (CHANGEDSINCE 0). */
+bool imap_arg_modseq(const struct imap_arg *arg, bool zero_ok, uint64_t *modseq_r);
+/* A VANISHED response written as ranges are found (ascending), split into ~8 KiB lines. */
+#define IMAP_VANISHED_LINE 8000
+struct imap_vanished {
+	struct imap_session *s;
+	bool earlier;
+	bool pending;
+	uint32_t lo, hi;
+	size_t len;
+	char line[IMAP_VANISHED_LINE];
+};
+void imap_vanished_init(struct imap_vanished *w, struct imap_session *s, bool earlier);
+void imap_vanished_add(struct imap_vanished *w, uint32_t lo, uint32_t hi);
+/* Write what is collected ("* VANISHED [(EARLIER) ]set"); nothing when empty. */
+void imap_vanished_flush(struct imap_vanished *w);
+/* "* VANISHED (EARLIER)" for the UIDs in KNOWN (resolved UIDs; NULL = all) expunged after
+ * MODSEQ: exact while the mailbox remembers them (mailbox_expunged_since), else every UID of
+ * KNOWN up to UIDNEXT-1 that the mailbox does not hold. 0 or -ENOMEM. */
+int imap_vanished_earlier(struct imap_session *s, uint64_t modseq, const struct imap_seqset *known);
 
 /* Handlers (imap_cmd_*.c). */
 enum cmd_result imap_cmd_select(struct imap_cmd *cmd);

@@ -106,32 +106,64 @@ int imap_parse_flag_list(struct imap_session *s, const struct imap_arg *arg, boo
 /* ---------------------------------------------------------------------------------------- */
 /* Announcements                                                                             */
 
+/* view_sync's context: with QRESYNC on, expunges are collected into one VANISHED. */
+struct sync_state {
+	struct imap_session *s;
+	struct imap_vanished *vanished; /* NULL: "* n EXPUNGE" */
+};
+
 static void sync_expunge(void *ctx, uint32_t seq, uint32_t uid)
 {
-	struct imap_session *s = ctx;
-	conn_printf(s->conn, "* %u EXPUNGE\r\n", seq);
+	struct sync_state *st = ctx;
+	if (st->vanished)
+		imap_vanished_add(st->vanished, uid, uid);
+	else
+		conn_printf(st->s->conn, "* %u EXPUNGE\r\n", seq);
 }
 
 static void sync_exists(void *ctx, uint32_t count)
 {
-	struct imap_session *s = ctx;
-	conn_printf(s->conn, "* %u EXISTS\r\n", count);
+	struct sync_state *st = ctx;
+	if (st->vanished)
+		imap_vanished_flush(st->vanished);
+	conn_printf(st->s->conn, "* %u EXISTS\r\n", count);
 }
 
 static void sync_recent(void *ctx, uint32_t count)
 {
-	struct imap_session *s = ctx;
-	if (!s->rev2)
-		conn_printf(s->conn, "* %u RECENT\r\n", count);
+	struct sync_state *st = ctx;
+	if (!st->s->rev2)
+		conn_printf(st->s->conn, "* %u RECENT\r\n", count);
+}
+
+void imap_write_flags_fetch(struct imap_session *s, uint32_t seq, const struct mail_info *info,
+			    bool uid, bool flags)
+{
+	char fl[2048];
+	conn_printf(s->conn, "* %u FETCH (", seq);
+	const char *sp = "";
+	if (uid || s->qresync) {
+		/* RFC 7162 §3.2.4: with QRESYNC every FETCH carries the UID */
+		conn_printf(s->conn, "UID %u", info->uid);
+		sp = " ";
+	}
+	if (flags) {
+		imap_format_flags(view_mailbox(s->view), info->flags, info->keywords, !s->rev2, fl,
+				  sizeof(fl));
+		conn_printf(s->conn, "%sFLAGS (%s)", sp, fl);
+		sp = " ";
+	}
+	if (s->condstore)
+		conn_printf(s->conn, "%sMODSEQ (%llu)", sp, (unsigned long long)info->modseq);
+	conn_write_str(s->conn, ")\r\n");
 }
 
 static void sync_flags(void *ctx, uint32_t seq, const struct mail_info *info)
 {
-	struct imap_session *s = ctx;
-	char flags[2048];
-	imap_format_flags(view_mailbox(s->view), info->flags, info->keywords, !s->rev2, flags,
-			  sizeof(flags));
-	conn_printf(s->conn, "* %u FETCH (UID %u FLAGS (%s))\r\n", seq, info->uid, flags);
+	struct sync_state *st = ctx;
+	if (st->vanished)
+		imap_vanished_flush(st->vanished);
+	imap_write_flags_fetch(st->s, seq, info, true, true);
 }
 
 static const struct view_sync_handler sync_handler = {
@@ -149,7 +181,16 @@ void imap_session_sync(struct imap_session *s, bool allow_expunge)
 	if (r < 0)
 		log_warn("conn=%llu event=imap_refresh_failed error=%s",
 			 (unsigned long long)conn_id(s->conn), storage_error_text(r));
-	view_sync(s->view, allow_expunge ? 0 : VIEW_SYNC_NO_EXPUNGE, &sync_handler, s);
+	struct imap_vanished *w = NULL;
+	if (s->qresync && allow_expunge && (w = malloc(sizeof(*w))) != NULL)
+		imap_vanished_init(w, s, false);
+	struct sync_state st = {s, w};
+	view_sync(s->view, allow_expunge && (w || !s->qresync) ? 0 : VIEW_SYNC_NO_EXPUNGE,
+		  &sync_handler, &st);
+	if (w) {
+		imap_vanished_flush(w);
+		free(w);
+	}
 }
 
 static void view_notify(struct view *view, void *data)
@@ -286,7 +327,16 @@ struct select_wait {
 };
 
 struct select_ctx {
-	struct select_wait *wait;
+	struct select_wait *wait; /* NULL when opened in-line */
+	/* SELECT mbox (QRESYNC (uidvalidity modseq [known-uids [seq-match]])), RFC 7162 §3.2.5 */
+	bool qresync;
+	uint32_t q_uidvalidity;
+	uint64_t q_modseq;
+	bool q_has_known;
+	struct imap_seqset q_known;
+	/* After the open: the messages changed since q_modseq go out as output drains. */
+	bool reporting;
+	uint32_t seq;
 };
 
 bool imap_async_open = true;
@@ -304,6 +354,7 @@ static void select_ctx_free(struct imap_cmd *cmd)
 			c->wait->cmd = NULL; /* the callback frees it */
 		}
 	}
+	imap_seqset_free(&c->q_known);
 	free(c);
 	cmd->ctx = NULL;
 }
@@ -322,13 +373,105 @@ static void select_opened(int err, struct mailbox *mbox, void *data)
 	imap_session_wakeup(w->cmd->s);
 }
 
+/* A UID set with no `*` and no `$` (known-uids, seq-match parts). */
+static bool parse_plain_set(const struct imap_arg *arg, struct imap_seqset *set)
+{
+	const char *str;
+	if (!imap_arg_get_atom(arg, &str) || imap_seqset_parse(set, str, arg->len) < 0 ||
+	    set->star || set->saved)
+		return false;
+	imap_seqset_normalize(set);
+	return true;
+}
+
+/* The SELECT/EXAMINE parameter list (RFC 4466 §2.1): CONDSTORE, QRESYNC (...). NULL when
+ * it is fine, else the BAD text. */
+static const char *parse_select_params(struct imap_session *s, struct select_ctx *c,
+				       const struct imap_arg *list, bool *condstore_r)
+{
+	*condstore_r = false;
+	if (list->type != IMAP_ARG_LIST || list->list_count == 0)
+		return "Invalid SELECT parameters.";
+	const struct imap_arg *a = list->list;
+	for (unsigned i = 0; i < list->list_count; i++) {
+		if (imap_arg_is(&a[i], "CONDSTORE")) {
+			*condstore_r = true;
+			continue;
+		}
+		if (!imap_arg_is(&a[i], "QRESYNC") || i + 1 >= list->list_count ||
+		    a[i + 1].type != IMAP_ARG_LIST)
+			return "Invalid SELECT parameters.";
+		if (!s->qresync)
+			return "QRESYNC is not enabled.";
+		const struct imap_arg *q = a[i + 1].list;
+		unsigned nq = a[i + 1].list_count;
+		i++;
+		const char *str;
+		uint64_t uv = 0;
+		if (nq < 2 || nq > 4 || !imap_arg_get_atom(&q[0], &str) || q[0].len > 10)
+			return "Invalid QRESYNC parameters.";
+		for (size_t k = 0; k < q[0].len; k++) {
+			if (str[k] < '0' || str[k] > '9')
+				return "Invalid QRESYNC parameters.";
+			uv = uv * 10 + (uint64_t)(str[k] - '0');
+		}
+		if (uv == 0 || uv > UINT32_MAX || !imap_arg_modseq(&q[1], false, &c->q_modseq))
+			return "Invalid QRESYNC parameters.";
+		c->q_uidvalidity = (uint32_t)uv;
+		c->qresync = true;
+		if (nq >= 3) {
+			if (!parse_plain_set(&q[2], &c->q_known))
+				return "Invalid QRESYNC known UIDs.";
+			c->q_has_known = true;
+		}
+		if (nq == 4) {
+			/* seq-match-data: checked, then not needed (the expunges are known, or
+			 * every missing UID is reported) */
+			struct imap_seqset seqs, uids;
+			imap_seqset_init(&seqs);
+			imap_seqset_init(&uids);
+			bool ok = q[3].type == IMAP_ARG_LIST && q[3].list_count == 2 &&
+				  parse_plain_set(&q[3].list[0], &seqs) &&
+				  parse_plain_set(&q[3].list[1], &uids) &&
+				  imap_seqset_count(&seqs) == imap_seqset_count(&uids);
+			imap_seqset_free(&seqs);
+			imap_seqset_free(&uids);
+			if (!ok)
+				return "Invalid QRESYNC sequence match data.";
+		}
+	}
+	return NULL;
+}
+
+/* Messages changed since the client's modseq, as FETCH (UID FLAGS MODSEQ), then the reply. */
+static enum cmd_result select_report(struct imap_cmd *cmd, struct select_ctx *c)
+{
+	struct imap_session *s = cmd->s;
+	uint32_t count = view_count(s->view);
+	while (c->seq <= count) {
+		if (conn_is_closing(s->conn))
+			return CMD_DONE;
+		if (conn_output_blocked(s->conn))
+			return CMD_MORE;
+		struct mail_info info;
+		if (view_msg_info(s->view, c->seq, &info) == 0 && info.modseq > c->q_modseq)
+			imap_write_flags_fetch(s, c->seq, &info, true, true);
+		c->seq++;
+	}
+	imap_cmd_reply(cmd, "OK", "[%s] %s completed.", s->readonly ? "READ-ONLY" : "READ-WRITE",
+		       s->readonly ? "Examine" : "Select");
+	return CMD_DONE;
+}
+
 static enum cmd_result select_common(struct imap_cmd *cmd, bool readonly)
 {
 	struct imap_session *s = cmd->s;
 	struct select_ctx *c = cmd->ctx;
 	struct mailbox *mbox = NULL;
 	int r;
-	if (c) {
+	if (c && c->reporting) {
+		return select_report(cmd, c);
+	} else if (c) {
 		/* Waiting for the open on the thread pool. */
 		if (!c->wait->done)
 			return CMD_MORE;
@@ -343,26 +486,38 @@ static enum cmd_result select_common(struct imap_cmd *cmd, bool readonly)
 		char name[STORE_NAME_MAX + 1];
 		if (!imap_arg_mailbox(cmd, &args[0], name))
 			return CMD_DONE;
-		if (args[1].type != IMAP_ARG_EOL) {
-			imap_cmd_reply(cmd, "BAD", "Unexpected arguments.");
+		c = calloc(1, sizeof(*c));
+		if (!c) {
+			imap_cmd_reply(cmd, "NO", "[SERVERBUG] Out of memory.");
 			return CMD_DONE;
+		}
+		imap_seqset_init(&c->q_known);
+		cmd->ctx = c;
+		cmd->ctx_free = select_ctx_free;
+		bool condstore = false;
+		if (args[1].type != IMAP_ARG_EOL) {
+			const char *bad = args[2].type != IMAP_ARG_EOL
+						  ? "Unexpected arguments."
+						  : parse_select_params(s, c, &args[1], &condstore);
+			if (bad) {
+				imap_cmd_reply(cmd, "BAD", "%s", bad);
+				return CMD_DONE;
+			}
 		}
 		if (s->view) {
 			imap_session_unselect(s);
 			conn_write_str(s->conn, "* OK [CLOSED] Previous mailbox closed.\r\n");
 		}
+		if (condstore)
+			imap_condstore_enable(s);
 		if (imap_async_open) {
-			c = calloc(1, sizeof(*c));
-			struct select_wait *w = c ? calloc(1, sizeof(*w)) : NULL;
+			struct select_wait *w = calloc(1, sizeof(*w));
 			if (!w) {
-				free(c);
 				imap_cmd_reply(cmd, "NO", "[SERVERBUG] Out of memory.");
 				return CMD_DONE;
 			}
 			w->cmd = cmd;
 			c->wait = w;
-			cmd->ctx = c;
-			cmd->ctx_free = select_ctx_free;
 			r = mailbox_open_async(s->store, name, select_opened, w);
 			if (r == 0)
 				return CMD_MORE;
@@ -376,6 +531,12 @@ static enum cmd_result select_common(struct imap_cmd *cmd, bool readonly)
 		imap_cmd_reply_error(cmd, r);
 		return CMD_DONE;
 	}
+	/* A folder other sessions hold open may have had deliveries behind its back: look
+	 * first, so EXISTS and a QRESYNC report already count them. */
+	int rr = mailbox_refresh(mbox);
+	if (rr < 0)
+		log_warn("conn=%llu event=imap_refresh_failed error=%s",
+			 (unsigned long long)conn_id(s->conn), storage_error_text(rr));
 	r = view_new(mbox, VIEW_IMAP, view_notify, s, &s->view);
 	mailbox_unref(&mbox);
 	if (r < 0) {
@@ -415,10 +576,24 @@ static enum cmd_result select_common(struct imap_cmd *cmd, bool readonly)
 	}
 	conn_printf(s->conn, "* OK [UIDVALIDITY %u] UIDs valid.\r\n", mailbox_uidvalidity(mbox));
 	conn_printf(s->conn, "* OK [UIDNEXT %u] Predicted next UID.\r\n", mailbox_uidnext(mbox));
+	/* Every folder keeps mod-sequences: HIGHESTMODSEQ always (RFC 7162 §3.1.2.1). */
+	conn_printf(s->conn, "* OK [HIGHESTMODSEQ %llu] Highest\r\n",
+		    (unsigned long long)mailbox_highest_modseq(mbox));
 	imap_set_state(s, IMAP_SELECTED);
-	imap_cmd_reply(cmd, "OK", "[%s] %s completed.", readonly ? "READ-ONLY" : "READ-WRITE",
-		       readonly ? "Examine" : "Select");
-	return CMD_DONE;
+	c->reporting = true;
+	c->seq = 1;
+	if (c->qresync && c->q_uidvalidity == mailbox_uidvalidity(mbox)) {
+		/* RFC 7162 §3.2.5: expunges since the client's modseq, then changed messages. */
+		r = imap_vanished_earlier(s, c->q_modseq, c->q_has_known ? &c->q_known : NULL);
+		if (r < 0) {
+			imap_session_unselect(s);
+			imap_cmd_reply_error(cmd, r);
+			return CMD_DONE;
+		}
+	} else {
+		c->seq = UINT32_MAX; /* nothing to report */
+	}
+	return select_report(cmd, c);
 }
 
 enum cmd_result imap_cmd_select(struct imap_cmd *cmd)
@@ -904,6 +1079,7 @@ enum {
 	ST_DELETED = 1 << 4,
 	ST_SIZE = 1 << 5,
 	ST_RECENT = 1 << 6,
+	ST_HIGHESTMODSEQ = 1 << 7,
 };
 
 static bool parse_status_items(const struct imap_arg *list, unsigned *mask_r)
@@ -912,9 +1088,10 @@ static bool parse_status_items(const struct imap_arg *list, unsigned *mask_r)
 		const char *name;
 		unsigned bit;
 	} items[] = {
-		{"MESSAGES", ST_MESSAGES}, {"UIDNEXT", ST_UIDNEXT}, {"UIDVALIDITY", ST_UIDVALIDITY},
-		{"UNSEEN", ST_UNSEEN},     {"DELETED", ST_DELETED}, {"SIZE", ST_SIZE},
-		{"RECENT", ST_RECENT},
+		{"MESSAGES", ST_MESSAGES},       {"UIDNEXT", ST_UIDNEXT},
+		{"UIDVALIDITY", ST_UIDVALIDITY}, {"UNSEEN", ST_UNSEEN},
+		{"DELETED", ST_DELETED},         {"SIZE", ST_SIZE},
+		{"RECENT", ST_RECENT},           {"HIGHESTMODSEQ", ST_HIGHESTMODSEQ},
 	};
 	if (list->type != IMAP_ARG_LIST || list->list_count == 0)
 		return false;
@@ -952,6 +1129,7 @@ static void write_status(struct imap_session *s, const char *name, unsigned mask
 	ITEM(ST_UNSEEN, "UNSEEN", "%u", st->unseen);
 	ITEM(ST_DELETED, "DELETED", "%u", st->deleted);
 	ITEM(ST_SIZE, "SIZE", "%llu", (unsigned long long)st->size);
+	ITEM(ST_HIGHESTMODSEQ, "HIGHESTMODSEQ", "%llu", (unsigned long long)st->highest_modseq);
 #undef ITEM
 	conn_write_str(s->conn, ")\r\n");
 }
@@ -1141,6 +1319,8 @@ enum cmd_result imap_cmd_status(struct imap_cmd *cmd)
 		imap_cmd_reply(cmd, "BAD", "Invalid STATUS items.");
 		return CMD_DONE;
 	}
+	if (mask & ST_HIGHESTMODSEQ)
+		imap_condstore_enable(cmd->s); /* a CONDSTORE-enabling command (RFC 7162 §3.1) */
 	struct mailbox_status st;
 	r = store_status(cmd->s->store, name, &st);
 	if (r < 0) {

@@ -26,6 +26,7 @@ enum skey {
 	SK_NEW,
 	SK_OLD,
 	SK_LARGER,
+	SK_MODSEQ, /* RFC 7162 §3.1.5: modseq >= num */
 	SK_SMALLER,
 	SK_BEFORE,
 	SK_ON,
@@ -78,6 +79,8 @@ struct search_ctx {
 	uint32_t next_seq, count;
 	uint64_t matches;
 	uint32_t min, max;
+	bool modseq_key;        /* a MODSEQ key was used: the answer carries the highest modseq */
+	uint64_t highest_match; /* of the matching messages */
 	struct imap_seqset result, result_uids;
 };
 
@@ -319,6 +322,31 @@ static struct snode *parse_key(struct search_ctx *c, const struct imap_arg **ap,
 		}
 		return n;
 	}
+	if (strcasecmp(name, "MODSEQ") == 0) {
+		/* MODSEQ ["/flags/\\flag" priv|shared|all] modseq: one modseq per message here, so
+		 * the entry is checked and the message's modseq compared */
+		if (!(n = node_new(c, SK_MODSEQ)))
+			return NULL;
+		if ((*ap)->type == IMAP_ARG_STRING) {
+			const char *entry, *type;
+			size_t elen;
+			if (!imap_arg_get_astring(*ap, &entry, &elen) ||
+			    strncmp(entry, "/flags/", 7) || !imap_arg_get_atom(*ap + 1, &type) ||
+			    (strcasecmp(type, "priv") && strcasecmp(type, "shared") &&
+			     strcasecmp(type, "all"))) {
+				c->error = "Invalid MODSEQ entry.";
+				return NULL;
+			}
+			*ap += 2;
+		}
+		if (!imap_arg_modseq(*ap, true, &n->num)) {
+			c->error = "Invalid MODSEQ value.";
+			return NULL;
+		}
+		(*ap)++;
+		c->modseq_key = true;
+		return n;
+	}
 	if (strcasecmp(name, "HEADER") == 0) {
 		if (!(n = node_new(c, SK_HEADER)))
 			return NULL;
@@ -508,6 +536,8 @@ static bool eval(struct search_ctx *c, const struct snode *n)
 		return !(in->flags & MAIL_RECENT);
 	case SK_LARGER:
 		return in->size > n->num;
+	case SK_MODSEQ:
+		return in->modseq >= n->num;
 	case SK_SMALLER:
 		return in->size < n->num;
 	case SK_BEFORE:
@@ -571,6 +601,9 @@ static enum cmd_result search_finish(struct imap_cmd *cmd, struct search_ctx *c)
 		for (size_t i = 0; i < c->result.n; i++)
 			for (uint64_t v = c->result.r[i].lo; v <= c->result.r[i].hi; v++)
 				conn_printf(s->conn, " %llu", (unsigned long long)v);
+		if (c->modseq_key && c->matches)
+			conn_printf(s->conn, " (MODSEQ %llu)",
+				    (unsigned long long)c->highest_match);
 		conn_write_str(s->conn, "\r\n");
 	}
 	if (ret & RET_SAVE) {
@@ -605,6 +638,8 @@ static enum cmd_result search_finish(struct imap_cmd *cmd, struct search_ctx *c)
 		}
 		if (ret & RET_COUNT)
 			conn_printf(s->conn, " COUNT %llu", (unsigned long long)c->matches);
+		if (c->modseq_key && c->matches)
+			conn_printf(s->conn, " MODSEQ %llu", (unsigned long long)c->highest_match);
 		conn_write_str(s->conn, "\r\n");
 	}
 	imap_cmd_reply(cmd, "OK", "Search completed.");
@@ -633,6 +668,8 @@ static enum cmd_result search_run(struct imap_cmd *cmd, struct search_ctx *c)
 			continue;
 		uint32_t v = cmd->uid ? c->info.uid : seq;
 		c->matches++;
+		if (c->info.modseq > c->highest_match)
+			c->highest_match = c->info.modseq;
 		if (!c->min)
 			c->min = v;
 		c->max = v;
@@ -726,6 +763,8 @@ enum cmd_result imap_cmd_search(struct imap_cmd *cmd)
 		imap_cmd_reply(cmd, "BAD", "%s", c->error ? c->error : "Invalid search.");
 		return CMD_DONE;
 	}
+	if (c->modseq_key)
+		imap_condstore_enable(s); /* CONDSTORE-enabling (RFC 7162 §3.1) */
 	c->ret = ret;
 	c->esearch = esearch;
 	c->next_seq = 1;

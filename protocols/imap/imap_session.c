@@ -90,6 +90,8 @@ void imap_capability_string(struct imap_session *s, char *out, size_t size)
 	ADD("MOVE");
 	ADD("STATUS=SIZE");
 	ADD("BINARY");
+	ADD("CONDSTORE");
+	ADD("QRESYNC");
 	if (s->state == IMAP_NOT_AUTH) {
 		if (conn_can_starttls(s->conn))
 			ADD("STARTTLS");

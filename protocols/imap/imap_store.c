@@ -15,16 +15,27 @@ struct store_ctx {
 	uint32_t *uids;
 	size_t n, pos;
 	bool expunged;
+	bool silent;
+	char *modified; /* UNCHANGEDSINCE failures as a set (RFC 7162 §3.1.3), or NULL */
 };
+
+static char *uid_list_format(const uint32_t *uids, size_t n);
 
 static void store_ctx_free(struct imap_cmd *cmd)
 {
 	struct store_ctx *st = cmd->ctx;
 	if (st) {
 		free(st->uids);
+		free(st->modified);
 		free(st);
 	}
 	cmd->ctx = NULL;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? -1 : x > y;
 }
 
 static enum cmd_result store_report(struct imap_cmd *cmd, struct store_ctx *st)
@@ -39,17 +50,12 @@ static enum cmd_result store_report(struct imap_cmd *cmd, struct store_ctx *st)
 		if (view_uid_to_seq(s->view, uid, &seq) < 0 ||
 		    view_msg_info(s->view, seq, &info) < 0)
 			continue;
-		char fl[2048];
-		imap_format_flags(view_mailbox(s->view), info.flags, info.keywords, !s->rev2, fl,
-				  sizeof(fl));
-		if (cmd->uid)
-			conn_printf(s->conn, "* %u FETCH (UID %u FLAGS (%s))\r\n", seq, info.uid,
-				    fl);
-		else
-			conn_printf(s->conn, "* %u FETCH (FLAGS (%s))\r\n", seq, fl);
+		imap_write_flags_fetch(s, seq, &info, cmd->uid, !st->silent);
 	}
 	if (st->expunged)
 		imap_cmd_reply(cmd, "NO", "[EXPUNGEISSUED] Some messages were expunged meanwhile.");
+	else if (st->modified)
+		imap_cmd_reply(cmd, "OK", "[MODIFIED %s] Conditional STORE failed.", st->modified);
 	else
 		imap_cmd_reply(cmd, "OK", "Store completed.");
 	return CMD_DONE;
@@ -64,8 +70,22 @@ enum cmd_result imap_cmd_store(struct imap_cmd *cmd)
 	int r = imap_cmd_read_args(cmd, &args);
 	if (r <= 0)
 		return r == 0 ? CMD_MORE : CMD_DONE;
+	/* (UNCHANGEDSINCE modseq) before the item (RFC 7162 §3.1.3, RFC 4466 §2.5) */
+	bool unchanged_set = false;
+	uint64_t unchangedsince = 0;
+	if (args[0].type != IMAP_ARG_EOL && args[1].type == IMAP_ARG_LIST) {
+		const struct imap_arg *m = args[1].list;
+		if (args[1].list_count != 2 || !imap_arg_is(&m[0], "UNCHANGEDSINCE") ||
+		    !imap_arg_modseq(&m[1], true, &unchangedsince)) {
+			imap_cmd_reply(cmd, "BAD", "Invalid STORE modifiers.");
+			return CMD_DONE;
+		}
+		unchanged_set = true;
+		args++; /* args[0] stays the set: shift the rest by one below */
+	}
+	const struct imap_arg *set_arg = unchanged_set ? &args[-1] : &args[0];
 	const char *item;
-	if (args[0].type == IMAP_ARG_EOL || !imap_arg_get_atom(&args[1], &item) ||
+	if (set_arg->type == IMAP_ARG_EOL || !imap_arg_get_atom(&args[1], &item) ||
 	    args[2].type == IMAP_ARG_EOL) {
 		imap_cmd_reply(cmd, "BAD", "STORE needs a sequence set, an item and flags.");
 		return CMD_DONE;
@@ -111,9 +131,11 @@ enum cmd_result imap_cmd_store(struct imap_cmd *cmd)
 		flags |= f;
 		keywords |= k;
 	}
+	if (unchanged_set)
+		imap_condstore_enable(s); /* CONDSTORE-enabling (RFC 7162 §3.1) */
 	struct imap_seqset set;
 	imap_seqset_init(&set);
-	if (!imap_arg_seqset(cmd, &args[0], &set)) {
+	if (!imap_arg_seqset(cmd, set_arg, &set)) {
 		imap_seqset_free(&set);
 		return CMD_DONE;
 	}
@@ -130,32 +152,58 @@ enum cmd_result imap_cmd_store(struct imap_cmd *cmd)
 	}
 	/* Messages expunged meanwhile are left alone (RFC 2180 §4.2). */
 	bool expunged = false;
-	size_t live = 0;
+	size_t live = 0, n_mod = 0;
+	uint32_t *mod = NULL; /* failed UNCHANGEDSINCE: sequence numbers, or UIDs for UID STORE */
+	if (unchanged_set && n > 0 && !(mod = malloc(n * sizeof(*mod)))) {
+		free(uids);
+		imap_cmd_reply(cmd, "NO", "[SERVERBUG] Out of memory.");
+		return CMD_DONE;
+	}
 	for (size_t i = 0; i < n; i++) {
 		uint32_t seq;
 		struct mail_info info;
 		if (view_uid_to_seq(s->view, uids[i], &seq) == 0 &&
-		    view_msg_info(s->view, seq, &info) == 0)
-			uids[live++] = uids[i];
-		else
+		    view_msg_info(s->view, seq, &info) == 0) {
+			if (unchanged_set && info.modseq > unchangedsince)
+				mod[n_mod++] = cmd->uid ? uids[i] : seq;
+			else
+				uids[live++] = uids[i];
+		} else {
 			expunged = true;
+		}
+	}
+	char *modified = NULL;
+	if (n_mod > 0) {
+		qsort(mod, n_mod, sizeof(*mod), cmp_u32);
+		modified = uid_list_format(mod, n_mod);
+	}
+	free(mod);
+	if (n_mod > 0 && !modified) {
+		free(uids);
+		imap_cmd_reply(cmd, "NO", "[SERVERBUG] Out of memory.");
+		return CMD_DONE;
 	}
 	r = live ? mailbox_store_flags(view_mailbox(s->view), s->view, uids, live, op, flags,
 				       keywords)
 		 : 0;
 	if (r < 0) {
 		free(uids);
+		free(modified);
 		imap_cmd_reply_error(cmd, r);
 		return CMD_DONE;
 	}
 	struct store_ctx *st = calloc(1, sizeof(*st));
 	if (!st) {
 		free(uids);
+		free(modified);
 		imap_cmd_reply(cmd, "NO", "[SERVERBUG] Out of memory.");
 		return CMD_DONE;
 	}
 	st->uids = uids;
-	st->n = silent ? 0 : live;
+	/* With CONDSTORE on, .SILENT still reports each new MODSEQ (RFC 7162 §3.1.3). */
+	st->n = silent && !s->condstore ? 0 : live;
+	st->silent = silent;
+	st->modified = modified;
 	st->expunged = expunged;
 	cmd->ctx = st;
 	cmd->ctx_free = store_ctx_free;

@@ -93,7 +93,8 @@ static struct conn *session(struct env *e, bool loopback)
 
 #define CAPS_AUTH                                                                                  \
 	"IMAP4rev1 IMAP4rev2 SASL-IR LITERAL+ ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS CHILDREN " \
-	"LIST-EXTENDED LIST-STATUS SPECIAL-USE ESEARCH SEARCHRES MOVE STATUS=SIZE BINARY"
+	"LIST-EXTENDED LIST-STATUS SPECIAL-USE ESEARCH SEARCHRES MOVE STATUS=SIZE BINARY "         \
+	"CONDSTORE QRESYNC"
 
 static struct conn *logged_in(struct env *e, const char *user)
 {
@@ -220,7 +221,8 @@ static void test_authenticate(void **state)
 	"* 0 EXISTS\r\n"                                                                           \
 	"* 0 RECENT\r\n"                                                                           \
 	"* OK [UIDVALIDITY V] UIDs valid.\r\n"                                                     \
-	"* OK [UIDNEXT 1] Predicted next UID.\r\n"
+	"* OK [UIDNEXT 1] Predicted next UID.\r\n"                                                 \
+	"* OK [HIGHESTMODSEQ 1] Highest\r\n"
 
 #define MSG1                                                                                       \
 	"From: Alice <alice@example.org>\r\n"                                                      \
@@ -644,6 +646,7 @@ static void test_async_select(void **state)
 		  "* 1 EXISTS\r\n* 0 RECENT\r\n"
 		  "* OK [UIDVALIDITY V] UIDs valid.\r\n"
 		  "* OK [UIDNEXT 2] Predicted next UID.\r\n"
+		  "* OK [HIGHESTMODSEQ 2] Highest\r\n"
 		  "s OK [READ-ONLY] Examine completed.\r\nn OK NOOP completed.\r\n");
 	fake_conn_input(c, "t SELECT Nope\r\n");
 	wait_for(e, c, "t NO");
@@ -694,6 +697,7 @@ static void test_rev2(void **state)
 		  "rfe\"\r\n"
 		  "* OK [UIDVALIDITY V] UIDs valid.\r\n"
 		  "* OK [UIDNEXT 2] Predicted next UID.\r\n"
+		  "* OK [HIGHESTMODSEQ 2] Highest\r\n"
 		  "i OK [READ-WRITE] Select completed.\r\n");
 	/* SEARCH answers with ESEARCH; FLAGS never show \Recent. */
 	fake_conn_input(c, "j SEARCH ALL\r\nk FETCH 1 FLAGS\r\nl UID SEARCH SEEN\r\n");
@@ -870,7 +874,7 @@ static void test_more_commands(void **state)
 {
 	struct env *e = *state;
 	struct conn *c = logged_in(e, "ivan");
-	fake_conn_input(c, "a ENABLE CONDSTORE X-UNKNOWN\r\nb CHECK\r\n");
+	fake_conn_input(c, "a ENABLE X-OTHER X-UNKNOWN\r\nb CHECK\r\n");
 	expect(c, "* ENABLED\r\na OK ENABLE completed.\r\nb BAD No mailbox selected.\r\n");
 	fake_conn_input(c, "c CREATE Receipts (USE (\\Archive))\r\nd CREATE X (USE (\\Bogus))\r\n"
 			   "e LIST (SPECIAL-USE) \"\" R*\r\n");
@@ -923,6 +927,150 @@ static void test_more_commands(void **state)
 	fake_conn_free(&c);
 }
 
+/* The number after "UIDVALIDITY " in the connection's pending output (the output is kept). */
+static unsigned long peek_uidvalidity(struct conn *c)
+{
+	char *out = fake_conn_take_output(c);
+	const char *p = strstr(out, "UIDVALIDITY ");
+	assert_non_null(p);
+	unsigned long uv = strtoul(p + 12, NULL, 10);
+	mask(out, "UIDVALIDITY ");
+	fake_conn_put_back(c, out);
+	free(out);
+	return uv;
+}
+
+#define SELECT_ONE_MORE(exists, uidnext, modseq)                                                   \
+	"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n"                              \
+	"* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)] Flags "         \
+	"permitted.\r\n"                                                                           \
+	"* " exists " EXISTS\r\n"                                                                  \
+	"* 0 RECENT\r\n"                                                                           \
+	"* OK [UNSEEN 1] First unseen.\r\n"                                                        \
+	"* OK [UIDVALIDITY V] UIDs valid.\r\n"                                                     \
+	"* OK [UIDNEXT " uidnext "] Predicted next UID.\r\n"                                       \
+	"* OK [HIGHESTMODSEQ " modseq "] Highest\r\n"
+
+/* CONDSTORE and QRESYNC (RFC 7162): modseqs in FETCH/STORE/SEARCH/STATUS, UNCHANGEDSINCE,
+ * then a client that leaves, another session changes and expunges, and the client comes back
+ * with SELECT (QRESYNC ...): exactly the expunged UIDs and the changed messages. */
+static void test_condstore_qresync(void **state)
+{
+	struct env *e = *state;
+	struct conn *a = logged_in(e, "quinn");
+	fake_conn_input(a, "s SELECT INBOX (QRESYNC (1 1))\r\n");
+	expect(a, "s BAD QRESYNC is not enabled.\r\n");
+	fake_conn_input(a, "e ENABLE QRESYNC\r\ne2 ENABLE CONDSTORE QRESYNC\r\n");
+	expect(a, "* ENABLED CONDSTORE QRESYNC\r\ne OK ENABLE completed.\r\n* ENABLED\r\n"
+		  "e2 OK ENABLE completed.\r\n");
+	fake_conn_input(a, "s SELECT INBOX\r\n");
+	expect(a, SELECT_EMPTY "s OK [READ-WRITE] Select completed.\r\n");
+	for (unsigned i = 1; i <= 5; i++)
+		append(a, "a", "INBOX", "", MSG1, i); /* modseqs 2..6 */
+	/* CHANGEDSINCE 0 (iOS) means everything; MODSEQ comes with FLAGS once enabled. */
+	fake_conn_input(a, "f FETCH 1:* (FLAGS) (CHANGEDSINCE 0)\r\nf2 FETCH 4:* (FLAGS) "
+			   "(CHANGEDSINCE 4)\r\nf3 FETCH 1 UID\r\nf4 FETCH 2 MODSEQ\r\n");
+	expect(a,
+	       "* 1 FETCH (UID 1 FLAGS (\\Recent) MODSEQ (2))\r\n* 2 FETCH (UID 2 FLAGS "
+	       "(\\Recent) MODSEQ (3))\r\n* 3 FETCH (UID 3 FLAGS (\\Recent) MODSEQ (4))\r\n* 4 "
+	       "FETCH (UID 4 FLAGS (\\Recent) MODSEQ (5))\r\n* 5 FETCH (UID 5 FLAGS (\\Recent) "
+	       "MODSEQ (6))\r\nf OK Fetch completed.\r\n* 4 FETCH (UID 4 FLAGS (\\Recent) MODSEQ "
+	       "(5))\r\n* 5 FETCH (UID 5 FLAGS (\\Recent) MODSEQ (6))\r\nf2 OK Fetch "
+	       "completed.\r\n* 1 FETCH (UID 1)\r\nf3 OK Fetch completed.\r\n* 2 FETCH (UID 2 "
+	       "MODSEQ (3))\r\nf4 OK Fetch completed.\r\n");
+	fake_conn_input(a, "t STORE 2 +FLAGS (\\Seen)\r\n"
+			   "u STORE 1:3 (UNCHANGEDSINCE 6) +FLAGS.SILENT (\\Flagged)\r\n"
+			   "v UID STORE 1:2 (UNCHANGEDSINCE 7) FLAGS (\\Flagged)\r\n");
+	expect(a, "* 2 FETCH (UID 2 FLAGS (\\Seen \\Recent) MODSEQ (7))\r\nt OK Store "
+		  "completed.\r\n* 1 FETCH (UID 1 MODSEQ (8))\r\n* 3 FETCH (UID 3 MODSEQ (9))\r\n"
+		  "u OK [MODIFIED 2] Conditional STORE failed.\r\n"
+		  "* 2 FETCH (UID 2 FLAGS (\\Flagged \\Recent) MODSEQ (10))\r\n"
+		  "v OK [MODIFIED 1] Conditional STORE failed.\r\n");
+	fake_conn_input(a, "w UID SEARCH MODSEQ 9\r\nx SEARCH MODSEQ \"/flags/\\\\seen\" all 11\r\n"
+			   "y SEARCH RETURN (COUNT) MODSEQ 8\r\nz SEARCH MODSEQ x\r\n"
+			   "z2 STATUS INBOX (MESSAGES HIGHESTMODSEQ)\r\n");
+	expect(a, "* SEARCH 2 3 (MODSEQ 10)\r\nw OK Search completed.\r\n* SEARCH\r\nx OK Search "
+		  "completed.\r\n* ESEARCH (TAG \"y\") COUNT 3 MODSEQ 10\r\ny OK Search "
+		  "completed.\r\nz BAD Invalid MODSEQ value.\r\n* STATUS INBOX (MESSAGES 5 "
+		  "HIGHESTMODSEQ 10)\r\nz2 OK Status completed.\r\n");
+	/* The client leaves knowing HIGHESTMODSEQ 10. */
+	unsigned long uv;
+	fake_conn_input(a, "l STATUS INBOX (UIDVALIDITY)\r\n");
+	uv = peek_uidvalidity(a);
+	expect(a, "* STATUS INBOX (UIDVALIDITY V)\r\nl OK Status completed.\r\n");
+	fake_conn_free(&a);
+
+	/* Another session (no CONDSTORE: EXPUNGE, no MODSEQ) changes 4, expunges 5 and 1. */
+	struct conn *b = logged_in(e, "quinn");
+	fake_conn_input(b, "s SELECT INBOX\r\n");
+	free(fake_conn_take_output(b));
+	fake_conn_input(b, "t STORE 4 +FLAGS (\\Answered)\r\nu STORE 5,1 +FLAGS.SILENT "
+			   "(\\Deleted)\r\nv EXPUNGE\r\n");
+	expect(b, "* 4 FETCH (FLAGS (\\Answered))\r\nt OK Store completed.\r\nu OK Store "
+		  "completed.\r\n* 1 EXPUNGE\r\n* 4 EXPUNGE\r\nv OK Expunge completed.\r\n");
+
+	/* The client comes back: VANISHED (EARLIER) 1,5 and message 4's change. */
+	a = logged_in(e, "quinn");
+	char cmd[256];
+	snprintf(cmd, sizeof(cmd), "e ENABLE QRESYNC\r\ns SELECT INBOX (QRESYNC (%lu 10 1:5))\r\n",
+		 uv);
+	fake_conn_input(a, cmd);
+	expect(a, "* ENABLED CONDSTORE QRESYNC\r\ne OK ENABLE completed.\r\n" SELECT_ONE_MORE(
+			  "3", "6", "14") "* VANISHED (EARLIER) 1,5\r\n"
+					  "* 3 FETCH (UID 4 FLAGS (\\Answered) MODSEQ (11))\r\n"
+					  "s OK [READ-WRITE] Select completed.\r\n");
+	/* Known UIDs narrow the report; a wrong UIDVALIDITY gets no report at all. */
+	snprintf(cmd, sizeof(cmd), "s EXAMINE INBOX (QRESYNC (%lu 11 2:4 (1:2 2:3)))\r\n", uv);
+	fake_conn_input(a, cmd);
+	free(fake_conn_take_output(a));
+	snprintf(cmd, sizeof(cmd), "s SELECT INBOX (QRESYNC (%lu 10 4:5))\r\n", uv + 1);
+	fake_conn_input(a, cmd);
+	expect(a, "* OK [CLOSED] Previous mailbox closed.\r\n" SELECT_ONE_MORE(
+			  "3", "6", "14") "s OK [READ-WRITE] Select completed.\r\n");
+	snprintf(cmd, sizeof(cmd), "s SELECT INBOX (QRESYNC (%lu 10 4:5))\r\n", uv);
+	fake_conn_input(a, cmd);
+	expect(a, "* OK [CLOSED] Previous mailbox closed.\r\n" SELECT_ONE_MORE(
+			  "3", "6", "14") "* VANISHED (EARLIER) 5\r\n"
+					  "* 3 FETCH (UID 4 FLAGS (\\Answered) MODSEQ (11))\r\n"
+					  "s OK [READ-WRITE] Select completed.\r\n");
+	/* While selected: VANISHED instead of EXPUNGE, and FETCH with UID and MODSEQ. */
+	fake_conn_input(b, "w STORE 3 +FLAGS (\\Flagged)\r\nx STORE 1 +FLAGS (\\Deleted)\r\n"
+			   "y EXPUNGE\r\n");
+	free(fake_conn_take_output(b));
+	fake_conn_input(a, "n NOOP\r\n");
+	expect(a, "* VANISHED 2\r\n* 2 FETCH (UID 4 FLAGS (\\Answered \\Flagged) MODSEQ "
+		  "(15))\r\nn OK NOOP completed.\r\n");
+	fake_conn_input(
+		a, "f UID FETCH 1:* (FLAGS) (CHANGEDSINCE 10 VANISHED)\r\n"
+		   "g UID FETCH 3 (FLAGS) (CHANGEDSINCE 13 VANISHED)\r\n"
+		   "g2 UID FETCH 1:* (FLAGS) (CHANGEDSINCE 16 VANISHED)\r\n"
+		   "h FETCH 1 (FLAGS) (CHANGEDSINCE 1 VANISHED)\r\n"
+		   "i UID FETCH 1 (FLAGS) (VANISHED)\r\nj UID FETCH 1 FLAGS (CHANGEDSINCE -1)\r\n"
+		   "k SELECT INBOX (QRESYNC (1))\r\n");
+	expect(a, "* VANISHED (EARLIER) 1:2,5\r\n"
+		  "* 2 FETCH (UID 4 FLAGS (\\Answered \\Flagged) MODSEQ (15))\r\nf OK Fetch "
+		  "completed.\r\ng OK Fetch completed.\r\n* VANISHED (EARLIER) 2\r\ng2 OK Fetch "
+		  "completed.\r\n"
+		  "h BAD VANISHED needs UID FETCH with QRESYNC enabled.\r\n"
+		  "i BAD VANISHED needs CHANGEDSINCE.\r\nj BAD Invalid FETCH modifiers.\r\n"
+		  "k BAD Invalid QRESYNC parameters.\r\n");
+	fake_conn_free(&a);
+	fake_conn_free(&b);
+
+	/* Reopened: the expunges before the open are not remembered, so for modseq 16 (after
+	 * which only UID 2 went) every UID missing from 1:UIDNEXT-1 is reported instead, as
+	 * RFC 7162 §3.2.5.2 allows; nothing changed after 16. */
+	for (int i = 0; i < 10; i++)
+		uv_run(&e->loop, UV_RUN_NOWAIT);
+	a = logged_in(e, "quinn");
+	snprintf(cmd, sizeof(cmd), "e ENABLE QRESYNC\r\ns SELECT INBOX (QRESYNC (%lu 16))\r\n", uv);
+	fake_conn_input(a, cmd);
+	expect(a, "* ENABLED CONDSTORE QRESYNC\r\ne OK ENABLE completed.\r\n" SELECT_ONE_MORE(
+			  "2", "6", "17") "* VANISHED (EARLIER) 1:2,5\r\n"
+					  "s OK [READ-WRITE] Select completed.\r\n");
+	fake_conn_free(&a);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -931,6 +1079,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_logindisabled, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_authenticate, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_select_append_fetch, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(test_condstore_qresync, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_store_expunge, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_search, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_folders, env_setup, env_teardown),
