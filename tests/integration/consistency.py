@@ -55,7 +55,7 @@ import time
 import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from consistency_lib import (INFO_FLAGS, Closed, Failure, Imap, Pop3, Server, check, crlf,  # noqa: E402
+from consistency_lib import (INFO_FLAGS, Failure, Imap, Pop3, Server, check, crlf,  # noqa: E402
                              message_id, pop3_form, scan_maildir, seqset, split_name, top_bytes, unstuff)
 
 SYSTEM = frozenset(INFO_FLAGS.values())
@@ -959,7 +959,7 @@ class Run:
             self.stats[what] = self.stats.get(what, 0) + n
 
     # ------------------------------------------------------------------ faults
-    def restart(self, unanswered=None):
+    def restart(self):
         self.srv.kill()
         self.disconnect()
         self.srv.start()
