@@ -249,6 +249,19 @@ void mailbox_rec_remove(struct mailbox *mbox, uint32_t uid)
 	notify_schedule(mbox);
 }
 
+void mailbox_rec_drop_from(struct mailbox *mbox, uint32_t uid)
+{
+	uint32_t i = mailbox_rec_lower_bound(mbox, uid);
+	for (uint32_t k = i; k < mbox->n_recs; k++) {
+		index_remove(mbox, &mbox->recs[k]);
+		mbox->pool_garbage += (size_t)mbox->recs[k].key_len + 1;
+	}
+	mbox->n_recs = i;
+	if (mbox->uidnext > uid)
+		mbox->uidnext = uid;
+	pool_compact(mbox);
+}
+
 uint64_t mailbox_next_modseq(struct mailbox *mbox)
 {
 	return ++mbox->highest_modseq;
@@ -447,6 +460,13 @@ static int open_finish(struct store *store, const char *norm, struct mailbox_loa
 	/* Expunges are known exactly from now on (not those before this process opened it). */
 	mbox->expunged_horizon = mbox->highest_modseq;
 	mbox->n_expunged = 0;
+	if (r == -EAGAIN) {
+		/* loaded on a worker, but the folder changed or is locked now: the caller
+		 * loads again on the loop */
+		log_debug("storage: open retried folder=%s", log_escape_str(norm));
+		mailbox_unref(&mbox);
+		return r;
+	}
 	if (r < 0) {
 		log_error("storage: open failed folder=%s err=%s", log_escape_str(norm),
 			  strerror(-r));
@@ -496,7 +516,9 @@ struct open_req {
 	mailbox_open_cb *cb;
 	void *data;
 	int err;
-	bool ready; /* found open already: no work needed */
+	bool ready;           /* found open already: no work needed */
+	struct mailbox *open; /* ... this one, referenced until the answer (it may be closed
+			       * by everyone else meanwhile) */
 	uv_timer_t defer;
 };
 
@@ -535,9 +557,11 @@ static void open_req_done(struct open_req *req)
 	} else if (r == 0) {
 		r = open_finish(req->store, req->name, &req->ld, &mbox);
 	}
-	if (r == -EAGAIN || (r == -EBUSY && open_pending(req->store, req->name))) {
-		/* the folder changed between the worker and now, or another load of ours
-		 * holds it: load on the loop (waits only for our own worker) */
+	if (r == -EAGAIN || r == -EBUSY) {
+		/* the folder changed between the worker and now, or its lock was taken
+		 * (by another load of ours, or by an object of this folder that has been
+		 * closed since): load on the loop. That waits only for our own worker; a
+		 * lock another process holds is -EBUSY at once. */
 		mbox = NULL;
 		r = mailbox_open(req->store, req->name, &mbox);
 	}
@@ -563,14 +587,15 @@ static void open_defer_close_cb(uv_handle_t *h)
 static void open_defer_cb(uv_timer_t *t)
 {
 	struct open_req *req = t->data;
-	struct mailbox *mbox = store_mailbox_find(req->store, req->name);
-	int r = mbox != NULL ? 0 : req->err;
-	if (mbox != NULL)
-		mailbox_ref(mbox);
+	struct mailbox *mbox = req->open;
+	req->open = NULL;
 	store_unref(&req->store);
-	if (r == 0 && mbox == NULL)
-		r = -ENOENT;
-	req->cb(r, mbox, req->data);
+	if (mbox->gone) {
+		mailbox_unref(&mbox); /* deleted meanwhile */
+		req->cb(-ENOENT, NULL, req->data);
+	} else {
+		req->cb(0, mbox, req->data);
+	}
 	uv_close((uv_handle_t *)t, open_defer_close_cb);
 }
 
@@ -589,8 +614,12 @@ int mailbox_open_async(struct store *store, const char *name, mailbox_open_cb *c
 	req->ops = store_backend(store);
 	req->cb = cb;
 	req->data = data;
-	if (store_mailbox_find(store, req->name) != NULL) {
-		/* already open: answer from the loop, not from inside this call */
+	struct mailbox *open = store_mailbox_find(store, req->name);
+	if (open != NULL) {
+		/* already open: answer from the loop, not from inside this call, with the
+		 * object held meanwhile: if the last other user closed it before the timer,
+		 * looking it up again would find nothing (B9: SELECT answered NONEXISTENT) */
+		req->open = mailbox_ref(open);
 		uv_timer_init(store_loop(store), &req->defer);
 		req->defer.data = req;
 		uv_timer_start(&req->defer, open_defer_cb, 0, 0);
@@ -728,6 +757,48 @@ int mailbox_keyword_index(struct mailbox *mbox, const char *name, bool create, u
 
 /* ---- changes ---------------------------------------------------------------------------- */
 
+struct flag_undo {
+	uint32_t uid;
+	uint8_t flags;
+	uint32_t keywords;
+	uint64_t modseq;
+};
+
+/* The UID-list records of a STORE could not be written: rename every changed file back and
+ * restore memory, so nothing changed (nobody was told yet). A message whose rename back
+ * fails keeps its new flags (that is what is on disk) and stays in CHANGED; returns how many
+ * did. HIGHESTMODSEQ goes back only when every change was undone (never below a modseq
+ * still in use). */
+static size_t store_flags_undo(struct mailbox *mbox, const struct flag_undo *undo,
+			       uint32_t *changed, size_t n_changed, size_t mark,
+			       uint64_t old_highest)
+{
+	size_t kept = 0;
+	mbox->ops->discard(mbox, mark);
+	for (size_t i = n_changed; i-- > 0;) {
+		struct mail_rec *rec = mailbox_rec_find(mbox, undo[i].uid);
+		if (rec == NULL)
+			continue;
+		uint64_t new_modseq = rec->modseq;
+		rec->modseq = undo[i].modseq;
+		int r = mbox->ops->set_flags(mbox, rec, undo[i].flags, undo[i].keywords);
+		if (r < 0) {
+			log_error("storage: cannot undo a flag change folder=%s uid=%u err=%s",
+				  log_escape_str(mbox->name), undo[i].uid, strerror(-r));
+			rec->modseq = new_modseq;
+			changed[kept++] = undo[i].uid;
+			continue;
+		}
+		rec->flags = undo[i].flags;
+		rec->keywords = undo[i].keywords;
+	}
+	mbox->ops->discard(mbox, mark);
+	if (kept == 0)
+		mbox->highest_modseq = old_highest;
+	(void)mbox->ops->commit(mbox); /* the directory fsyncs of the renames back */
+	return kept;
+}
+
 int mailbox_store_flags(struct mailbox *mbox, struct view *origin, const uint32_t *uids, size_t n,
 			enum flag_op op, unsigned flags, uint32_t keywords)
 {
@@ -739,9 +810,15 @@ int mailbox_store_flags(struct mailbox *mbox, struct view *origin, const uint32_
 		return -EINVAL;
 	int r = 0;
 	uint32_t *changed = malloc((n ? n : 1) * sizeof(*changed));
-	if (changed == NULL)
+	struct flag_undo *undo = malloc((n ? n : 1) * sizeof(*undo));
+	if (changed == NULL || undo == NULL) {
+		free(changed);
+		free(undo);
 		return -ENOMEM;
+	}
 	size_t n_changed = 0;
+	size_t mark = mbox->ops->pending_mark(mbox);
+	uint64_t old_highest = mbox->highest_modseq;
 	for (size_t i = 0; i < n && r == 0; i++) {
 		struct mail_rec *rec = mailbox_rec_find(mbox, uids[i]);
 		if (rec == NULL)
@@ -765,6 +842,7 @@ int mailbox_store_flags(struct mailbox *mbox, struct view *origin, const uint32_
 		if (nf == rec->flags && nk == rec->keywords)
 			continue;
 		uint64_t old_modseq = rec->modseq;
+		struct flag_undo u = {rec->uid, rec->flags, rec->keywords, old_modseq};
 		rec->modseq = mbox->highest_modseq + 1;
 		r = mbox->ops->set_flags(mbox, rec, nf, nk);
 		if (r < 0) {
@@ -774,14 +852,22 @@ int mailbox_store_flags(struct mailbox *mbox, struct view *origin, const uint32_
 		mbox->highest_modseq = rec->modseq;
 		rec->flags = (uint8_t)nf;
 		rec->keywords = nk;
+		undo[n_changed] = u;
 		changed[n_changed++] = rec->uid;
 	}
 	int cr = mbox->ops->commit(mbox);
+	if (cr < 0 && n_changed > 0) {
+		/* All or nothing: the rename alone is not the change (its modseq would not be
+		 * durable, and after a restart HIGHESTMODSEQ could go below what a client saw),
+		 * so undo it and answer the error (storage/README.md). */
+		n_changed = store_flags_undo(mbox, undo, changed, n_changed, mark, old_highest);
+	}
 	if (r == 0)
 		r = cr;
 	for (size_t i = 0; i < n_changed; i++)
 		mailbox_announce_flags(mbox, origin, changed[i]);
 	free(changed);
+	free(undo);
 	return r;
 }
 
@@ -794,25 +880,43 @@ int mailbox_expunge(struct mailbox *mbox, const uint32_t *uids, size_t n)
 	if (done == NULL)
 		return -ENOMEM;
 	size_t n_done = 0;
-	for (size_t i = 0; i < n; i++) {
+	size_t mark = mbox->ops->pending_mark(mbox);
+	/* the records first: if they cannot be written nothing has changed */
+	for (size_t i = 0; i < n && r == 0; i++) {
 		struct mail_rec *rec = mailbox_rec_find(mbox, uids[i]);
 		if (rec == NULL)
 			continue;
 		r = mbox->ops->expunge(mbox, rec);
-		if (r < 0)
-			break;
-		done[n_done++] = rec->uid;
+		if (r == 0)
+			done[n_done++] = rec->uid;
+	}
+	if (r == 0 && n_done > 0)
+		r = mbox->ops->commit(mbox);
+	if (r < 0) {
+		mbox->ops->discard(mbox, mark);
+		free(done);
+		return r;
+	}
+	/* the records are durable: the expunge is done. Remove the files (a crash before
+	 * that is completed at the next load), then memory and the views. */
+	for (size_t i = 0; i < n_done; i++) {
+		struct mail_rec *rec = mailbox_rec_find(mbox, done[i]);
+		int ur = rec != NULL ? mbox->ops->unlink(mbox, rec) : 0;
+		if (ur < 0)
+			log_error("storage: expunged message file not removed folder=%s uid=%u "
+				  "err=%s",
+				  log_escape_str(mbox->name), done[i], strerror(-ur));
 	}
 	int cr = mbox->ops->commit(mbox);
-	if (r == 0)
-		r = cr;
-	/* disk first, then memory and the views */
+	if (cr < 0)
+		log_warn("storage: directory sync after expunge failed folder=%s err=%s",
+			 log_escape_str(mbox->name), strerror(-cr));
 	for (size_t i = 0; i < n_done; i++)
 		mailbox_rec_remove(mbox, done[i]);
 	if (n_done > 0)
 		mbox->highest_modseq++;
 	free(done);
-	return r;
+	return 0;
 }
 
 static int copy_keywords(struct mailbox *src, struct mailbox *dst, uint32_t kw, uint32_t *kw_r)

@@ -56,6 +56,9 @@ struct load_ent {
 	uint32_t cache_len;
 	uint8_t flags;
 	uint8_t bflags;
+	uint8_t list_flags; /* flags and keywords the UID list has (when known) */
+	uint32_t list_keywords;
+	uint64_t list_modseq;
 	bool known;        /* found in the UID list */
 	bool flags_differ; /* the file's flags differ from the UID list's (changed outside) */
 };
@@ -98,10 +101,20 @@ struct mailbox_backend_ops {
 	 * through mailbox_rec_set_key. Made durable by commit. */
 	int (*set_flags)(struct mailbox *mbox, struct mail_rec *rec, unsigned flags,
 			 uint32_t keywords);
-	/* Remove REC's message from disk. Made durable by commit. */
+	/* Expunge REC, step 1: queue the record saying it is expunged (nothing on disk changes
+	 * yet). After a commit that wrote it, unlink removes the file; a record written whose
+	 * file is still there (a crash between the two) is completed at the next load. */
 	int (*expunge)(struct mailbox *mbox, struct mail_rec *rec);
-	/* Make the changes since the last commit durable (directory fsyncs, UID list). */
+	/* Expunge REC, step 2: remove its message from disk (0 when already gone). */
+	int (*unlink)(struct mailbox *mbox, struct mail_rec *rec);
+	/* Make the changes since the last commit durable (directory fsyncs, UID list). On a
+	 * failure the queued records stay queued: the caller undoes its change and drops them
+	 * (discard), or a later commit writes them. */
 	int (*commit)(struct mailbox *mbox);
+	/* The queued records so far, and dropping those queued after MARK (their change was
+	 * undone or never made). */
+	size_t (*pending_mark)(struct mailbox *mbox);
+	void (*discard)(struct mailbox *mbox, size_t mark);
 	/* Append: create the temporary file; write; finish (durable, adds the record). */
 	int (*append_begin)(struct mailbox *mbox, struct mail_append *a);
 	int (*append_write)(struct mail_append *a, const void *data, size_t len);
@@ -207,6 +220,9 @@ struct mail_rec *mailbox_rec_find_base(struct mailbox *mbox, const char *base, s
 /* Append a record with a UID above every other (key copied into the pool, indexed). The
  * array may move: earlier mail_rec pointers become invalid. */
 int mailbox_rec_add(struct mailbox *mbox, const struct mail_rec *rec, const char *key);
+/* Drop the records with uid >= UID from memory without telling anyone (they were added by a
+ * change that could not be made durable, and never announced); UIDNEXT becomes UID. */
+void mailbox_rec_drop_from(struct mailbox *mbox, uint32_t uid);
 /* Remove the record of UID from memory and owe its EXPUNGE to the views. */
 void mailbox_rec_remove(struct mailbox *mbox, uint32_t uid);
 /* mailbox_expunged.c: remember that UID was expunged with MODSEQ (VANISHED (EARLIER)). */

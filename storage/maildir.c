@@ -66,6 +66,10 @@ struct maildir {
 	int lock_fd;
 	int log_fd;
 	struct sbuf pending; /* UID list lines not yet written */
+	bool list_torn;   /* the list's end may hold a partial record: rewrite before appending */
+	bool append_only; /* pending holds expunge records: memory is not the state to write */
+	bool refresh_deferred; /* a re-read's changes wait for the UID list (logged once) */
+	bool append_failed;    /* the last append failed (logged once) */
 	bool fsync_cur, fsync_new;
 	size_t n_log;
 	struct timespec mtime_new, mtime_cur;
@@ -701,6 +705,8 @@ struct md_load {
 	size_t cache_garbage;
 	size_t n_log;
 	struct timespec mtime_new, mtime_cur;
+	bool list_torn; /* the list needs a rewrite that could not be made (disk full) */
+	bool deferred;  /* new or changed messages left unnumbered: refresh again soon */
 };
 
 static int dir_mtimes(const char *path, struct timespec *mnew, struct timespec *mcur)
@@ -836,6 +842,9 @@ static int load_scan(struct mailbox_load *ld, struct md_load *ml)
 			e->modseq = le->modseq;
 			e->size = le->size;
 			e->idate = le->idate;
+			e->list_flags = le->flags;
+			e->list_keywords = le->keywords;
+			e->list_modseq = le->modseq;
 			e->flags_differ = e->flags != le->flags || e->keywords != le->keywords;
 		}
 		/* readdir may miss a file renamed during it: look again, and call a message
@@ -863,6 +872,9 @@ static int load_scan(struct mailbox_load *ld, struct md_load *ml)
 					e->modseq = le->modseq;
 					e->size = le->size;
 					e->idate = le->idate;
+					e->list_flags = le->flags;
+					e->list_keywords = le->keywords;
+					e->list_modseq = le->modseq;
 					e->flags_differ = e->flags != le->flags ||
 							  e->keywords != le->keywords;
 				}
@@ -871,6 +883,41 @@ static int load_scan(struct mailbox_load *ld, struct md_load *ml)
 		}
 		if (r == 0 && missing > 0)
 			ld->list_dirty = true;
+		/* an expunge whose record was written but whose file was not removed yet (a
+		 * crash between the two): finish it, never number the message again */
+		bool finished = false;
+		for (size_t i = 0; r == 0 && have_list && i < list.n_ents; i++) {
+			const struct uidlist_ent *le = &list.ents[i];
+			if (!le->unlink_pending)
+				continue;
+			struct load_ent *e =
+				scan_find(&sc, uidlist_ent_base(&list, le), le->base_len);
+			if (e == NULL || e->known)
+				continue;
+			char f[4096];
+			bool in_new = (e->bflags & MREC_IN_NEW) != 0;
+			if (storage_path(f, sizeof(f), "%s/%s/%s", ld->path, in_new ? "new" : "cur",
+					 scan_key(&sc, e)) < 0)
+				continue;
+			if (unlink(f) == 0 || errno == ENOENT) {
+				log_info("storage: finished an interrupted expunge path=%s uid=%u",
+					 log_escape_str(ld->path), le->uid);
+				finished = true;
+			} else {
+				log_error("storage: cannot finish an expunge path=%s err=%s",
+					  log_escape_str(f), strerror(errno));
+			}
+		}
+		if (r == 0 && finished) {
+			char d[4096];
+			for (int k = 0; k < 2; k++)
+				if (storage_path(d, sizeof(d), "%s/%s", ld->path,
+						 k ? "cur" : "new") == 0)
+					(void)storage_fsync_dir(d);
+			scan_free(&sc);
+			r = -EAGAIN; /* scan again without them */
+			continue;
+		}
 		/* size the unknown ones */
 		for (size_t i = 0; r == 0 && i < sc.ld.n_ents; i++) {
 			struct load_ent *e = &sc.ld.ents[i];
@@ -1001,8 +1048,25 @@ static int list_compact(struct mailbox *mbox)
 	if (r == 0) {
 		md->n_log = 0;
 		md->pending.len = 0;
+		md->list_torn = false;
 		r = log_open(mbox);
 	}
+	return r;
+}
+
+/* Append DATA to the UID list open as FD, durably. A write or sync that fails is cut off
+ * again (ftruncate needs no space), so the list ends where it did; *TORN_R is set when that
+ * cannot be made sure of (the list must then be rewritten before anything is appended). */
+static int list_append(int fd, const char *data, size_t len, bool *torn_r)
+{
+	off_t end = lseek(fd, 0, SEEK_END);
+	if (end < 0)
+		return -errno;
+	int r = storage_write_all(fd, data, len);
+	if (r == 0 && fdatasync(fd) < 0)
+		r = -errno;
+	if (r < 0 && (ftruncate(fd, end) < 0 || fdatasync(fd) < 0))
+		*torn_r = true;
 	return r;
 }
 
@@ -1070,27 +1134,50 @@ static int md_commit(struct mailbox *mbox)
 		}
 	}
 	md->own_changed = false;
+	bool append_only = md->append_only;
+	md->append_only = false;
 	if (md->pending.len == 0)
 		return 0;
 	size_t lines = 0;
 	for (size_t i = 0; i < md->pending.len; i++)
 		lines += md->pending.data[i] == '\n';
-	if (md->n_log + lines > LOG_COMPACT_MIN && md->n_log + lines > mbox->n_recs)
-		return list_compact(mbox); /* memory already holds every change */
-	if (md->log_fd < 0)
+	/* a rewrite is made from memory, which already holds every change — except expunges,
+	 * whose records are written before memory changes: those append (the rewrite comes
+	 * with a later commit) unless the list cannot be appended to at all */
+	if (md->log_fd < 0 || md->list_torn ||
+	    (!append_only && md->n_log + lines > LOG_COMPACT_MIN &&
+	     md->n_log + lines > mbox->n_recs))
 		return list_compact(mbox);
-	r = storage_write_all(md->log_fd, md->pending.data, md->pending.len);
-	if (r == 0 && fdatasync(md->log_fd) < 0)
-		r = -errno;
+	r = list_append(md->log_fd, md->pending.data, md->pending.len, &md->list_torn);
 	if (r < 0) {
-		/* a partial line may sit at the end now: rewrite the whole list */
-		log_error("storage: UID list append failed path=%s err=%s",
-			  log_escape_str(mbox->path), strerror(-r));
-		return list_compact(mbox);
+		/* the records stay queued: the caller undoes its change and drops them, or a
+		 * later commit writes them */
+		if (!md->append_failed) /* once, not at every refresh while the disk is full */
+			log_error("storage: UID list append failed path=%s err=%s",
+				  log_escape_str(mbox->path), strerror(-r));
+		md->append_failed = true;
+		return r;
+	}
+	if (md->append_failed) {
+		log_info("storage: UID list written again path=%s", log_escape_str(mbox->path));
+		md->append_failed = false;
 	}
 	md->n_log += lines;
 	md->pending.len = 0;
 	return 0;
+}
+
+static size_t md_pending_mark(struct mailbox *mbox)
+{
+	struct maildir *md = mbox->backend;
+	return md->pending.len;
+}
+
+static void md_discard(struct mailbox *mbox, size_t mark)
+{
+	struct maildir *md = mbox->backend;
+	if (md->pending.len > mark)
+		md->pending.len = mark;
 }
 
 /* ---- watching ----------------------------------------------------------------------------- */
@@ -1261,6 +1348,8 @@ static int load_persist(struct mailbox_load *ld, struct md_load *ml)
 	size_t n_lines = 0;
 	char uidl[MAIL_UIDL_MAX + 1];
 	int r = 0;
+	uint32_t uidnext0 = ld->uidnext;
+	uint64_t highest0 = ld->highest_modseq;
 	ld->first_recent_uid = ld->uidnext;
 	for (size_t i = 0; i < ld->n_ents && r == 0; i++) {
 		struct load_ent *e = &ld->ents[i];
@@ -1296,6 +1385,7 @@ static int load_persist(struct mailbox_load *ld, struct md_load *ml)
 		r = storage_path(file, sizeof(file), "%s/%s", ld->path, UIDLIST_FILE);
 	bool compact = ld->list_dirty || ld->list_rebuilt ||
 		       (ml->n_log + n_lines > LOG_COMPACT_MIN && ml->n_log + n_lines > ld->n_ents);
+	bool writing = r == 0;
 	if (r == 0 && compact) {
 		struct sbuf b = {0};
 		r = uidlist_line_header(&b, ld->uidvalidity, ld->uidnext, ld->highest_modseq,
@@ -1316,14 +1406,38 @@ static int load_persist(struct mailbox_load *ld, struct md_load *ml)
 		if (fd < 0)
 			r = -errno;
 		if (r == 0)
-			r = storage_write_all(fd, lines.data, lines.len);
-		if (r == 0 && fdatasync(fd) < 0)
-			r = -errno;
+			r = list_append(fd, lines.data, lines.len, &ml->list_torn);
 		if (fd >= 0)
 			close(fd);
-		ml->n_log += n_lines;
+		if (r == 0)
+			ml->n_log += n_lines;
 	}
 	sbuf_free(&lines);
+	if (r < 0 && writing && !ld->list_rebuilt) {
+		/* The list could not be written (a full disk): reading needs no space, so open
+		 * with what the list has — messages it does not know stay unnumbered and
+		 * changes made outside stay unseen (nothing is shown that is not durable) —
+		 * and let the refreshes try again. */
+		log_warn("storage: UID list not written, new messages wait path=%s err=%s",
+			 log_escape_str(ld->path), strerror(-r));
+		ld->n_ents = n_known;
+		for (size_t i = 0; i < n_known; i++) {
+			struct load_ent *e = &ld->ents[i];
+			if (!e->flags_differ)
+				continue;
+			e->flags = e->list_flags;
+			e->keywords = e->list_keywords & kw_mask;
+			e->modseq = e->list_modseq;
+			e->flags_differ = false;
+		}
+		ld->uidnext = uidnext0;
+		ld->highest_modseq = highest0;
+		ld->first_recent_uid = uidnext0;
+		if (compact)
+			ml->list_torn = true; /* the wanted rewrite comes before any append */
+		ml->deferred = true;
+		r = 0;
+	}
 	if (r == 0 && stat(file, &ml->list_st) < 0)
 		r = -errno;
 	if (r == 0 && ld->n_ents > n_known)
@@ -1373,6 +1487,7 @@ static int md_attach(struct mailbox *mbox, struct mailbox_load *ld)
 	md->n_log = ml->n_log;
 	md->mtime_new = ml->mtime_new;
 	md->mtime_cur = ml->mtime_cur;
+	md->list_torn = ml->list_torn;
 	ml->cache_map = NULL;
 	mbox->uidvalidity = ld->uidvalidity;
 	mbox->uidnext = ld->uidnext;
@@ -1410,8 +1525,8 @@ static int md_attach(struct mailbox *mbox, struct mailbox_load *ld)
 	if (r < 0)
 		return r;
 	cache_compact(mbox);
-	md->dirty_new = ts_recent(&md->mtime_new);
-	md->dirty_cur = ts_recent(&md->mtime_cur);
+	md->dirty_new = ml->deferred || ts_recent(&md->mtime_new);
+	md->dirty_cur = ml->deferred || ts_recent(&md->mtime_cur);
 	watch_start(mbox);
 	return 0;
 }
@@ -1458,6 +1573,53 @@ static int rec_update_from_ent(struct mailbox *mbox, struct mail_rec *rec, const
 /* Re-read new/ (DO_NEW) and/or cur/ (DO_CUR) and diff them into the mailbox. A message whose
  * directory was not read counts as seen; one missing from what was read gets full looks
  * (both directories) before it is called gone, since it may have moved between them. */
+struct rescan_undo {
+	uint8_t flags;
+	uint32_t keywords;
+	uint64_t modseq;
+};
+
+/* Bring REC up to date with E (rec_update_from_ent); when its flags changed, note the UID in
+ * FLAGGED and the old flags in UNDO. */
+static int rescan_update(struct mailbox *mbox, struct mail_rec *rec, const struct load_ent *e,
+			 const char *key, uint32_t *flagged, struct rescan_undo *undo, size_t *n_r)
+{
+	struct rescan_undo u = {rec->flags, rec->keywords, rec->modseq};
+	int r = rec_update_from_ent(mbox, rec, e, key);
+	if (r == 1) {
+		undo[*n_r] = u;
+		flagged[(*n_r)++] = rec->uid;
+	}
+	return r;
+}
+
+/* The UID list could not take what a re-read found (a full disk): forget it — arrivals stay
+ * unnumbered, flag changes unseen, removals unapplied; nothing was announced — and re-read
+ * at the next refresh. The keys keep the files' current names. */
+static void rescan_defer(struct mailbox *mbox, size_t mark, uint32_t uidnext0, uint64_t highest0,
+			 const uint32_t *flagged, const struct rescan_undo *undo, size_t n_flagged,
+			 int err)
+{
+	struct maildir *md = mbox->backend;
+	md_discard(mbox, mark);
+	if (mbox->uidnext > uidnext0)
+		mailbox_rec_drop_from(mbox, uidnext0);
+	for (size_t i = 0; i < n_flagged; i++) {
+		struct mail_rec *rec = mailbox_rec_find(mbox, flagged[i]);
+		if (rec == NULL)
+			continue;
+		rec->flags = undo[i].flags;
+		rec->keywords = undo[i].keywords;
+		rec->modseq = undo[i].modseq;
+	}
+	mbox->highest_modseq = highest0;
+	md->dirty_new = md->dirty_cur = true;
+	if (!md->refresh_deferred)
+		log_warn("storage: UID list not written, outside changes wait folder=%s err=%s",
+			 log_escape_str(mbox->name), strerror(-err));
+	md->refresh_deferred = true;
+}
+
 static int rescan(struct mailbox *mbox, bool do_new, bool do_cur)
 {
 	struct maildir *md = mbox->backend;
@@ -1465,14 +1627,19 @@ static int rescan(struct mailbox *mbox, bool do_new, bool do_cur)
 	struct scan sc = {0}, sc2 = {0};
 	int r = scan_dirs(&sc, mbox->path, do_new, do_cur);
 	uint32_t *flagged = NULL, *gone = NULL;
+	struct rescan_undo *undo = NULL;
 	size_t n_flagged = 0, n_gone = 0, n_missing = 0;
 	size_t *fresh = NULL, n_fresh = 0;
+	size_t mark = md->pending.len;
+	uint32_t uidnext0 = mbox->uidnext;
+	uint64_t highest0 = mbox->highest_modseq;
 	if (r < 0)
 		goto out;
 	flagged = malloc(((size_t)mbox->n_recs + 1) * sizeof(*flagged));
+	undo = malloc(((size_t)mbox->n_recs + 1) * sizeof(*undo));
 	gone = malloc(((size_t)mbox->n_recs + 1) * sizeof(*gone));
 	fresh = malloc((sc.ld.n_ents + 1) * sizeof(*fresh));
-	if (flagged == NULL || gone == NULL || fresh == NULL) {
+	if (flagged == NULL || undo == NULL || gone == NULL || fresh == NULL) {
 		r = -ENOMEM;
 		goto out;
 	}
@@ -1493,9 +1660,7 @@ static int rescan(struct mailbox *mbox, bool do_new, bool do_cur)
 			continue;
 		}
 		rec->bflags |= MREC_SEEN_SCAN;
-		r = rec_update_from_ent(mbox, rec, e, key);
-		if (r == 1)
-			flagged[n_flagged++] = rec->uid;
+		r = rescan_update(mbox, rec, e, key, flagged, undo, &n_flagged);
 	}
 	if (r < 0)
 		goto out;
@@ -1520,9 +1685,8 @@ static int rescan(struct mailbox *mbox, bool do_new, bool do_cur)
 				continue;
 			}
 			rec->bflags |= MREC_SEEN_SCAN;
-			r = rec_update_from_ent(mbox, rec, e, scan_key(&sc2, e));
-			if (r == 1)
-				flagged[n_flagged++] = rec->uid;
+			r = rescan_update(mbox, rec, e, scan_key(&sc2, e), flagged, undo,
+					  &n_flagged);
 		}
 	}
 	for (uint32_t i = 0; r >= 0 && n_missing > 0 && i < mbox->n_recs; i++) {
@@ -1559,10 +1723,16 @@ static int rescan(struct mailbox *mbox, bool do_new, bool do_cur)
 	qsort_r(news, n_news, sizeof(*news), cmp_ent_base, sc.ld.pool);
 	r = add_new_ents(mbox, news, n_news, sc.ld.pool);
 	free(news);
-	if (r == 0)
-		r = md_commit(mbox);
 	if (r < 0)
 		goto out;
+	r = md_commit(mbox);
+	if (r < 0) {
+		/* reading needs no space: the refresh succeeds with nothing new */
+		rescan_defer(mbox, mark, uidnext0, highest0, flagged, undo, n_flagged, r);
+		r = 0;
+		goto out;
+	}
+	md->refresh_deferred = false;
 	for (size_t i = 0; i < n_gone; i++)
 		mailbox_rec_remove(mbox, gone[i]);
 	if (n_gone > 0)
@@ -1573,6 +1743,7 @@ static int rescan(struct mailbox *mbox, bool do_new, bool do_cur)
 		mailbox_announce_arrivals(mbox);
 out:
 	free(flagged);
+	free(undo);
 	free(gone);
 	free(fresh);
 	scan_free(&sc);
@@ -1667,6 +1838,13 @@ static int md_set_flags(struct mailbox *mbox, struct mail_rec *rec, unsigned fla
 static int md_expunge(struct mailbox *mbox, struct mail_rec *rec)
 {
 	struct maildir *md = mbox->backend;
+	md->append_only = true;
+	return uidlist_line_expunge_unlink(&md->pending, rec->uid, mbox->highest_modseq + 1);
+}
+
+static int md_unlink(struct mailbox *mbox, struct mail_rec *rec)
+{
+	struct maildir *md = mbox->backend;
 	char path[4096];
 	for (int attempt = 0; attempt < LOCATE_TRIES; attempt++) {
 		int r = rec_path(mbox, rec, path, sizeof(path));
@@ -1678,7 +1856,7 @@ static int md_expunge(struct mailbox *mbox, struct mail_rec *rec)
 		if (errno != ENOENT)
 			return -errno;
 		if (locate(mbox, rec) < 0)
-			break; /* already gone */
+			return 0; /* already gone */
 		if (attempt == LOCATE_TRIES - 1)
 			return -EAGAIN; /* another program keeps renaming it */
 	}
@@ -1686,7 +1864,7 @@ static int md_expunge(struct mailbox *mbox, struct mail_rec *rec)
 		md->fsync_new = true;
 	else
 		md->fsync_cur = true;
-	return uidlist_line_expunge(&md->pending, rec->uid, mbox->highest_modseq + 1);
+	return 0;
 }
 
 /* Add the record for a file now in cur/NAME and queue its UID-list line. */
@@ -1779,10 +1957,24 @@ static int md_append_finish(struct mail_append *a, uint32_t *uid_r)
 	if (rename(a->tmp_path, path) < 0)
 		return -errno;
 	a->tmp_path[0] = '\0';
+	struct maildir *md = mbox->backend;
+	size_t mark = md->pending.len;
+	uint32_t uidnext0 = mbox->uidnext;
+	uint64_t highest0 = mbox->highest_modseq;
 	r = add_arrival(mbox, name, (size_t)n, base_len, a->flags, a->keywords, a->crlf_size, idate,
 			0, uid_r);
-	int cr = md_commit(mbox);
-	return r < 0 ? r : cr;
+	if (r == 0)
+		r = md_commit(mbox);
+	if (r < 0) {
+		/* the UID record could not be written: the message was not appended */
+		md_discard(mbox, mark);
+		if (mbox->uidnext > uidnext0)
+			mailbox_rec_drop_from(mbox, uidnext0);
+		mbox->highest_modseq = highest0;
+		if (unlink(path) == 0)
+			md->fsync_cur = true;
+	}
+	return r;
 }
 
 static void md_append_abort(struct mail_append *a)
@@ -1948,7 +2140,10 @@ const struct mailbox_backend_ops maildir_backend_ops = {
 	.refresh = md_refresh,
 	.set_flags = md_set_flags,
 	.expunge = md_expunge,
+	.unlink = md_unlink,
 	.commit = md_commit,
+	.pending_mark = md_pending_mark,
+	.discard = md_discard,
 	.append_begin = md_append_begin,
 	.append_write = md_append_write,
 	.append_finish = md_append_finish,

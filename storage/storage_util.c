@@ -291,6 +291,8 @@ const char *storage_error_text(int err)
 		return "Operation not permitted on this mailbox";
 	case -EBUSY:
 		return "Mailbox is in use by another session";
+	case -EAGAIN:
+		return "Mailbox is busy, try again";
 	case -ENOSPC:
 		return "Too many keywords or no space left";
 	case -EDQUOT:

@@ -67,6 +67,11 @@ int uidlist_line_expunge(struct sbuf *b, uint32_t uid, uint64_t modseq)
 	return uidlist_line(b, "- %" PRIu32 " %" PRIu64, uid, modseq);
 }
 
+int uidlist_line_expunge_unlink(struct sbuf *b, uint32_t uid, uint64_t modseq)
+{
+	return uidlist_line(b, "X %" PRIu32 " %" PRIu64, uid, modseq);
+}
+
 int uidlist_write(const char *path, const struct sbuf *b)
 {
 	char tmp[4096];
@@ -266,12 +271,15 @@ static int parse_payload(struct parse_state *st, const char *p, const char *end,
 		}
 		break;
 	}
-	case '-': {
+	case '-':
+	case 'X': {
 		if (!parse_u64(&p, end, 10, &uid) || !parse_u64(&p, end, 10, &modseq) || p != end)
 			return -EBADMSG;
 		struct uidlist_ent *e = find_ent(l, (uint32_t)uid);
-		if (e != NULL)
+		if (e != NULL) {
 			e->expunged = true;
+			e->unlink_pending = op == 'X';
+		}
 		break;
 	}
 	default:

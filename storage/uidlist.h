@@ -8,6 +8,10 @@
  *                                                              flags/kw in hex)
  *   F <uid> <modseq> <flags> <kw>                            flags changed
  *   - <uid> <modseq>                                         expunged
+ *   X <uid> <modseq>                                         expunged by us, written BEFORE
+ *                                                            the file is unlinked: a file
+ *                                                            still there with that base name
+ *                                                            is unlinked at the next load
  *
  * The first nbase lines after the header are the compacted base ('+' only); after them the
  * file is an append log. Appending a record is one write() plus fsync. Compaction rewrites
@@ -34,6 +38,7 @@ struct uidlist_ent {
 	uint32_t uid;
 	uint8_t flags;
 	bool expunged;
+	bool unlink_pending; /* an 'X' record: the file may still be there, remove it */
 	uint32_t keywords;
 	uint64_t modseq;
 	uint64_t size;
@@ -74,6 +79,7 @@ int uidlist_line_add(struct sbuf *b, uint32_t uid, uint64_t modseq, uint64_t siz
 int uidlist_line_flags(struct sbuf *b, uint32_t uid, uint64_t modseq, unsigned flags,
 		       uint32_t keywords);
 int uidlist_line_expunge(struct sbuf *b, uint32_t uid, uint64_t modseq);
+int uidlist_line_expunge_unlink(struct sbuf *b, uint32_t uid, uint64_t modseq);
 
 /* Write the whole list (header + base in B, built with the functions above) atomically to
  * PATH. Test hook: uidlist_crash_hook, if set, is called with 1 after the temporary file

@@ -255,6 +255,7 @@ static const char *err_code(int err)
 	case -ENOTEMPTY:
 		return "[INUSE] ";
 	case -EBUSY:
+	case -EAGAIN: /* the folder is locked or changing right now: try again */
 		return "[INUSE] ";
 	default:
 		return "[SERVERBUG] ";

@@ -118,7 +118,7 @@ static void login_opened(int err, struct mailbox *mbox, void *data)
 			ret = view_new(mbox, VIEW_POP3, NULL, NULL, &s->view);
 		mailbox_unref(&mbox);
 	}
-	if (ret == -EBUSY) {
+	if (ret == -EBUSY || ret == -EAGAIN) {
 		log_info("pop3 conn=%llu event=login_in_use user=%s", (unsigned long long)s->id,
 			 log_escape_str(s->canonical_user));
 		conn_write_str(s->conn,

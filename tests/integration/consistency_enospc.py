@@ -4,11 +4,10 @@ which fails writes and fsyncs of regular files with ENOSPC while a control file 
 While the disk is full:
 - APPEND (small and multi-chunk) answers `NO [OVERQUOTA]`, and leaves no message behind;
 - STORE and COPY answer `NO [OVERQUOTA]` and change nothing, now or after a restart;
-- EXPUNGE answers `NO [OVERQUOTA]` and changes nothing, or OK and the message is gone for
-  everyone (the unlink is a Maildir expunge's commit point) — never NO with the message gone;
+- EXPUNGE answers `NO [OVERQUOTA]` and changes nothing (its record is written before the
+  unlink, so it cannot be written: nothing was done);
 - POP3 RETR still returns the exact bytes; DELE + QUIT answers
-  `-ERR [SYS/TEMP] Some deleted messages were not removed` and the message stays, or +OK and
-  it is gone;
+  `-ERR [SYS/TEMP] Some deleted messages were not removed` and the message stays;
 - reading needs no space: a fresh SELECT still shows the folder;
 - a message an MTA delivers meanwhile is not lost.
 When space returns, the same commands succeed, a fresh SELECT, the files on disk and a
@@ -24,19 +23,15 @@ from consistency_lib import Imap, Pop3, Server, crlf, message_id, pop3_form, sca
 
 SHIM = os.environ.get("MK_ENOSPC_SHIM", "")
 
-# Open defects this test found (issue 8 report; storage room). A test that fails only because
-# of one is an expected failure, so CI stays green — and turns red ("unexpected success") the
-# day the defect is fixed, so the mark is removed. MK_KNOWN_DEFECTS=strict runs them as
-# ordinary tests.
+# Defects this test found (issue 8 report; storage room). A test that fails only because of an
+# open one is marked @known_defect: an expected failure, so CI stays green — and turns red
+# ("unexpected success") the day the defect is fixed, so the mark is removed.
+# MK_KNOWN_DEFECTS=strict runs them as ordinary tests. D1-D3 are fixed (storage/README.md,
+# "A full disk"): no test is marked now.
 DEFECTS = {
-    "D1": "storage mailbox_store_flags/md_set_flags: STORE answers NO [OVERQUOTA] when the "
-          "UID-list record cannot be written, but the rename stays, memory has the new flags "
-          "and every session is told",
-    "D2": "storage mailbox_expunge: EXPUNGE / POP3 QUIT answer NO / -ERR when the UID-list "
-          "record cannot be written, but the message file is unlinked and every session told",
-    "D3": "storage maildir commit: a UID-list record that could not be written stays pending "
-          "and every later refresh retries and fails, so while the disk is full SELECT / NOOP "
-          "of the folder answer NO [OVERQUOTA] (reading mail needs no space)",
+    "D1": "fixed: STORE whose UID-list records cannot be written renames back, answers NO",
+    "D2": "fixed: EXPUNGE writes its records before unlinking; NO leaves the message",
+    "D3": "fixed: reads and refreshes work on a full disk; the records wait for space",
 }
 
 
@@ -174,7 +169,6 @@ class FullDisk(unittest.TestCase):
         s.close()
         self.assert_unchanged().close()
 
-    @known_defect("D1", "D3")
     def test_store(self):
         s = self.start_full()
         self.no_overquota(s, "STORE 1 +FLAGS (\\Flagged)")
@@ -194,27 +188,17 @@ class FullDisk(unittest.TestCase):
         self.assertEqual(u.pic, [], "a refused COPY left a message in Archive")
         u.close()
 
-    def assert_removed(self, cid):
-        """An expunge the server said it did: gone from a fresh session, the files and a
-        restarted server, and nothing else changed."""
-        self.before = [x for x in self.before if x[2] != cid]
-        self.assert_unchanged().close()
-
-    @known_defect("D2", "D3")
     def test_expunge(self):
-        # Either answer is consistent: NO and the message stays, or OK and it is gone (the
-        # unlink is the commit point of a Maildir expunge). NO with the message gone is not.
+        # The expunge record is written before the file is unlinked (storage/README.md), so
+        # on a full disk the answer is NO and the message stays (OK with it gone would be
+        # consistent too; NO with it gone is not).
         s = self.start_full()
         st, tl, _ = s.cmd("EXPUNGE")
         s.close()
-        if st == "NO":
-            self.assertIn(b"[OVERQUOTA]", tl)
-            self.assert_unchanged().close()
-        else:
-            self.assertEqual(st, "OK", tl)
-            self.assert_removed("e2")
+        self.assertEqual(st, "NO", tl)
+        self.assertIn(b"[OVERQUOTA]", tl)
+        self.assert_unchanged().close()
 
-    @known_defect("D2", "D3")
     def test_pop3(self):
         self.start_full().close()
         p = Pop3(self.srv.port_pop3)
@@ -225,16 +209,11 @@ class FullDisk(unittest.TestCase):
         self.assertTrue(p.cmd("DELE 5").startswith(b"+OK"))
         r = p.cmd("QUIT")
         p.close()
-        # As for EXPUNGE: -ERR and the message stays, or +OK and it is gone.
-        if r.startswith(b"-ERR"):
-            self.assertTrue(r.startswith(b"-ERR [SYS/TEMP] Some deleted messages were not "
-                                         b"removed"), r)
-            self.assert_unchanged().close()
-        else:
-            self.assertTrue(r.startswith(b"+OK"), r)
-            self.assert_removed("e5")
+        # As for EXPUNGE: -ERR and the message stays.
+        self.assertTrue(r.startswith(b"-ERR [SYS/TEMP] Some deleted messages were not "
+                                     b"removed"), r)
+        self.assert_unchanged().close()
 
-    @known_defect("D3")
     def test_delivery_while_full(self):
         s = self.start_full()
         self.deliver(60)  # the MTA is another process: its writes succeed

@@ -33,3 +33,7 @@ mk_unit_test(test_storage_kill9 SOURCES ${CMAKE_SOURCE_DIR}/tests/unit/test_stor
 # The parser through the cache needs the whole room (mk_storage, the MIME parser included).
 mk_unit_test(test_storage_parsed SOURCES ${CMAKE_SOURCE_DIR}/tests/unit/test_storage_parsed.c
 	${CMAKE_SOURCE_DIR}/tests/support/storage_test.c LIBS mk_storage mk_core)
+# A full disk (RLIMIT_FSIZE) and interrupted changes: all-or-nothing STORE/EXPUNGE, reading
+# without space, expunges finished at open; an async open racing a close (issue 8 D1-D3, B9).
+mk_unit_test(test_storage_full SOURCES ${CMAKE_SOURCE_DIR}/tests/unit/test_storage_full.c
+	LIBS mk_storage_test_support)
