@@ -15,6 +15,7 @@ static const struct imap_cmd_def imap_cmds[] = {
 	{"CAPABILITY", imap_cmd_capability, CMDF_ANY},
 	{"CHECK", imap_cmd_check, CMDF_AUTH | CMDF_SELECTED},
 	{"CLOSE", imap_cmd_close, CMDF_AUTH | CMDF_SELECTED},
+	{"COMPRESS", imap_cmd_compress, CMDF_AUTH},
 	{"COPY", imap_cmd_copy, CMDF_AUTH | CMDF_SELECTED | CMDF_UID},
 	{"CREATE", imap_cmd_create, CMDF_AUTH},
 	{"DELETE", imap_cmd_delete, CMDF_AUTH},
@@ -194,6 +195,39 @@ enum cmd_result imap_cmd_enable(struct imap_cmd *cmd)
 	conn_printf(s->conn, "* ENABLED%s%s%s\r\n", rev2 ? " IMAP4rev2" : "",
 		    condstore ? " CONDSTORE" : "", qresync ? " QRESYNC" : "");
 	imap_cmd_reply(cmd, "OK", "ENABLE completed.");
+	return CMD_DONE;
+}
+
+/* COMPRESS DEFLATE (RFC 4978): the OK goes out uncompressed, then both directions are raw
+ * DEFLATE, inside TLS when there is TLS, flushed after every response (src/conn.c). */
+enum cmd_result imap_cmd_compress(struct imap_cmd *cmd)
+{
+	const struct imap_arg *args;
+	int r = imap_cmd_read_args(cmd, &args);
+	if (r <= 0)
+		return r == 0 ? CMD_MORE : CMD_DONE;
+	struct imap_session *s = cmd->s;
+	if (args[0].type != IMAP_ARG_ATOM || args[1].type != IMAP_ARG_EOL) {
+		imap_cmd_reply(cmd, "BAD", "COMPRESS needs a mechanism.");
+		return CMD_DONE;
+	}
+	if (!imap_arg_is(&args[0], "DEFLATE")) {
+		imap_cmd_reply(cmd, "BAD", "Unknown compression mechanism.");
+		return CMD_DONE;
+	}
+	if (conn_is_compressed(s->conn)) {
+		imap_cmd_reply(cmd, "NO", "[COMPRESSIONACTIVE] DEFLATE is already active.");
+		return CMD_DONE;
+	}
+	imap_cmd_reply(cmd, "OK", "DEFLATE active.");
+	r = conn_compress_start(s->conn);
+	if (r < 0) {
+		/* The client now speaks DEFLATE and we cannot: nothing more can be understood. */
+		log_warn("conn=%llu event=imap_compress_failed error=%d",
+			 (unsigned long long)conn_id(s->conn), r);
+		imap_set_state(s, IMAP_LOGOUT);
+		conn_close(s->conn, "compress failed");
+	}
 	return CMD_DONE;
 }
 

@@ -101,6 +101,8 @@ void imap_capability_string(struct imap_session *s, char *out, size_t size)
 		} else {
 			ADD("LOGINDISABLED");
 		}
+	} else {
+		ADD("COMPRESS=DEFLATE"); /* after login only (RFC 4978 §3) */
 	}
 #undef ADD
 	if (o >= size && size > 0)

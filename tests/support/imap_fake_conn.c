@@ -32,6 +32,7 @@ struct conn {
 	uv_loop_t own_loop;
 	uv_loop_t *loop;
 	bool closing, paused, resume_pending, starttls_called, tls, was_blocked;
+	bool compressed; /* conn_compress_start was called (the bytes stay plain here) */
 	unsigned bad, idle;
 	struct fake_stream *stream;
 };
@@ -311,6 +312,21 @@ int conn_starttls(struct conn *c)
 	c->starttls_called = true;
 	buf_clear(&c->in); /* plaintext after STARTTLS is discarded */
 	return 0;
+}
+
+int conn_compress_start(struct conn *c)
+{
+	if (c->compressed)
+		return -EALREADY;
+	if (c->starttls_called && !c->tls)
+		return -EINVAL;
+	c->compressed = true;
+	return 0;
+}
+
+bool conn_is_compressed(const struct conn *c)
+{
+	return c->compressed;
 }
 
 const char *conn_tls_describe(const struct conn *c)

@@ -91,10 +91,11 @@ static struct conn *session(struct env *e, bool loopback)
 	return c;
 }
 
-#define CAPS_AUTH                                                                                  \
+#define CAPS_BASE                                                                                  \
 	"IMAP4rev1 IMAP4rev2 SASL-IR LITERAL+ ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS CHILDREN " \
 	"LIST-EXTENDED LIST-STATUS SPECIAL-USE ESEARCH SEARCHRES MOVE STATUS=SIZE BINARY "         \
 	"CONDSTORE QRESYNC"
+#define CAPS_AUTH CAPS_BASE " COMPRESS=DEFLATE"
 
 static struct conn *logged_in(struct env *e, const char *user)
 {
@@ -157,7 +158,7 @@ static void test_logindisabled(void **state)
 	struct env *e = *state;
 	struct fake_conn_opts o = {.mail_root = e->mail_root, .loop = &e->loop};
 	struct conn *c = fake_conn_new(&imap_proto_ops, &o);
-	expect(c, "* OK [CAPABILITY " CAPS_AUTH " LOGINDISABLED] mailkeep ready.\r\n");
+	expect(c, "* OK [CAPABILITY " CAPS_BASE " LOGINDISABLED] mailkeep ready.\r\n");
 	fake_conn_input(c, "a LOGIN alice x\r\nb AUTHENTICATE PLAIN\r\n");
 	expect(c, "a NO [PRIVACYREQUIRED] Plaintext authentication is disallowed on non-secure "
 		  "connections.\r\n"
@@ -924,6 +925,20 @@ static void test_more_commands(void **state)
 	fake_conn_input(c, "w IDLE\r\nDONE\r\n");
 	expect(c, "+ idling\r\nw OK Idle completed.\r\n");
 	assert_int_equal(fake_conn_idle_timeout(c), 1800);
+	/* COMPRESS DEFLATE (RFC 4978): the OK, then the connection layer compresses; twice is
+	 * NO [COMPRESSIONACTIVE]; only DEFLATE. (The bytes: imap_compress.py.) */
+	fake_conn_input(c, "x COMPRESS GZIP\r\ny COMPRESS\r\nz COMPRESS DEFLATE\r\n");
+	expect(c, "x BAD Unknown compression mechanism.\r\ny BAD COMPRESS needs a mechanism.\r\n"
+		  "z OK DEFLATE active.\r\n");
+	assert_true(conn_is_compressed(c));
+	fake_conn_input(c, "z2 COMPRESS DEFLATE\r\n");
+	expect(c, "z2 NO [COMPRESSIONACTIVE] DEFLATE is already active.\r\n");
+	fake_conn_free(&c);
+	/* Not before login. */
+	c = session(e, true);
+	fake_conn_input(c, "a COMPRESS DEFLATE\r\n");
+	expect(c, "a BAD Please log in first.\r\n");
+	assert_false(conn_is_compressed(c));
 	fake_conn_free(&c);
 }
 
