@@ -2,10 +2,11 @@
  * (RFC 4731: MIN MAX ALL COUNT) and SEARCHRES (RFC 5182: SAVE, `$`).
  *
  * Keys: ALL, ANSWERED, DELETED, DRAFT, FLAGGED, SEEN, RECENT, NEW, OLD, UN*, KEYWORD,
- * UNKEYWORD, LARGER, SMALLER, BEFORE, ON, SINCE, SENTBEFORE, SENTON, SENTSINCE, FROM, TO, CC,
- * BCC, SUBJECT, HEADER, BODY, TEXT, UID, a sequence set, NOT, OR and parenthesised lists.
- * CHARSET UTF-8 and US-ASCII. String matches are substring matches, ASCII case-insensitive,
- * on decoded UTF-8 text (RFC 2047 words and transfer encodings undone by the MIME parser).
+ * UNKEYWORD, LARGER, SMALLER, OLDER, YOUNGER (RFC 5032), MODSEQ (RFC 7162), BEFORE, ON, SINCE,
+ * SENTBEFORE, SENTON, SENTSINCE, FROM, TO, CC, BCC, SUBJECT, HEADER, BODY, TEXT, UID, a sequence
+ * set, NOT, OR and parenthesised lists. CHARSET UTF-8 and US-ASCII. String matches are substring
+ * matches, ASCII case-insensitive, on decoded UTF-8 text (RFC 2047 words and transfer encodings
+ * undone by the MIME parser).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -26,7 +27,9 @@ enum skey {
 	SK_NEW,
 	SK_OLD,
 	SK_LARGER,
-	SK_MODSEQ, /* RFC 7162 §3.1.5: modseq >= num */
+	SK_MODSEQ,  /* RFC 7162 §3.1.5: modseq >= num */
+	SK_OLDER,   /* RFC 5032 WITHIN: internal date <= day (here: a time) */
+	SK_YOUNGER, /* internal date > time */
 	SK_SMALLER,
 	SK_BEFORE,
 	SK_ON,
@@ -304,6 +307,28 @@ static struct snode *parse_key(struct search_ctx *c, const struct imap_arg **ap,
 				: -1;
 		return n;
 	}
+	if (strcasecmp(name, "OLDER") == 0 || strcasecmp(name, "YOUNGER") == 0) {
+		/* interval: seconds, nz-number; compared with the internal date against the time
+		 * the search starts */
+		const char *num;
+		bool older = strcasecmp(name, "OLDER") == 0;
+		if (!(n = node_new(c, older ? SK_OLDER : SK_YOUNGER)))
+			return NULL;
+		if (!imap_arg_get_atom(*ap, &num) || num[0] < '1' || num[0] > '9' ||
+		    (*ap)->len > 10) {
+			c->error = "Invalid interval.";
+			return NULL;
+		}
+		char *end;
+		unsigned long long secs = strtoull(num, &end, 10);
+		if (*end || secs > UINT32_MAX) {
+			c->error = "Invalid interval.";
+			return NULL;
+		}
+		(*ap)++;
+		n->day = (int64_t)time(NULL) - (int64_t)secs; /* the boundary, in seconds */
+		return n;
+	}
 	if (strcasecmp(name, "LARGER") == 0 || strcasecmp(name, "SMALLER") == 0) {
 		const char *num;
 		if (!(n = node_new(c, strcasecmp(name, "LARGER") == 0 ? SK_LARGER : SK_SMALLER)))
@@ -538,6 +563,10 @@ static bool eval(struct search_ctx *c, const struct snode *n)
 		return in->size > n->num;
 	case SK_MODSEQ:
 		return in->modseq >= n->num;
+	case SK_OLDER:
+		return in->internal_date <= n->day;
+	case SK_YOUNGER:
+		return in->internal_date > n->day;
 	case SK_SMALLER:
 		return in->size < n->num;
 	case SK_BEFORE:

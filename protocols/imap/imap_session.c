@@ -92,6 +92,7 @@ void imap_capability_string(struct imap_session *s, char *out, size_t size)
 	ADD("BINARY");
 	ADD("CONDSTORE");
 	ADD("QRESYNC");
+	ADD("WITHIN");
 	if (s->state == IMAP_NOT_AUTH) {
 		if (conn_can_starttls(s->conn))
 			ADD("STARTTLS");

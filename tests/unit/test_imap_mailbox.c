@@ -94,7 +94,7 @@ static struct conn *session(struct env *e, bool loopback)
 #define CAPS_BASE                                                                                  \
 	"IMAP4rev1 IMAP4rev2 SASL-IR LITERAL+ ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS CHILDREN " \
 	"LIST-EXTENDED LIST-STATUS SPECIAL-USE ESEARCH SEARCHRES MOVE STATUS=SIZE BINARY "         \
-	"CONDSTORE QRESYNC"
+	"CONDSTORE QRESYNC WITHIN"
 #define CAPS_AUTH CAPS_BASE " COMPRESS=DEFLATE"
 
 static struct conn *logged_in(struct env *e, const char *user)
@@ -348,6 +348,14 @@ static void test_search(void **state)
 			   "HEADER Subject THIRD\r\n");
 	expect(c, "h NO [BADCHARSET (UTF-8 US-ASCII)] Unsupported charset.\r\n"
 		  "i BAD Unknown search key.\r\n* SEARCH 3\r\nj OK Search completed.\r\n");
+	/* WITHIN (RFC 5032): internal dates against now; 1-3 were appended just now. */
+	append(c, "a4", "INBOX", "\"01-Jan-2020 00:00:00 +0000\" ", MSG1, 4);
+	fake_conn_input(c, "k SEARCH OLDER 86400\r\nl SEARCH YOUNGER 86400\r\n"
+			   "m UID SEARCH YOUNGER 4294967295 NOT OLDER 3600\r\nn SEARCH OLDER 0\r\n"
+			   "o SEARCH YOUNGER\r\np SEARCH OLDER 4294967296\r\n");
+	expect(c, "* SEARCH 4\r\nk OK Search completed.\r\n* SEARCH 1 2 3\r\nl OK Search "
+		  "completed.\r\n* SEARCH 1 2 3\r\nm OK Search completed.\r\nn BAD Invalid "
+		  "interval.\r\no BAD Invalid interval.\r\np BAD Invalid interval.\r\n");
 	fake_conn_free(&c);
 }
 
