@@ -1273,11 +1273,11 @@ static enum cmd_result list_common(struct imap_cmd *cmd, bool lsub)
 								   : "\\HasNoChildren");
 		if ((opts & LIST_RET_SUBSCRIBED) && subscribed)
 			ATTR("\\Subscribed");
-		if (!lsub) {
-			for (size_t k = 0; k < sizeof(special_uses) / sizeof(special_uses[0]); k++)
-				if (f->special_use & special_uses[k].use)
-					ATTR(special_uses[k].name);
-		}
+		/* special-use attributes in LSUB replies too: some Outlook versions look for
+		 * them there */
+		for (size_t k = 0; k < sizeof(special_uses) / sizeof(special_uses[0]); k++)
+			if (f->special_use & special_uses[k].use)
+				ATTR(special_uses[k].name);
 #undef ATTR
 		conn_printf(s->conn, "* %s (%s) \".\" ", verb, attrs);
 		imap_write_mailbox(s, f->name);

@@ -85,6 +85,7 @@ void imap_capability_string(struct imap_session *s, char *out, size_t size)
 	ADD("LIST-EXTENDED");
 	ADD("LIST-STATUS");
 	ADD("SPECIAL-USE");
+	ADD("CREATE-SPECIAL-USE");
 	ADD("ESEARCH");
 	ADD("SEARCHRES");
 	ADD("MOVE");

@@ -93,8 +93,9 @@ static struct conn *session(struct env *e, bool loopback)
 
 #define CAPS_BASE                                                                                  \
 	"IMAP4rev1 IMAP4rev2 SASL-IR LITERAL+ ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS CHILDREN " \
-	"LIST-EXTENDED LIST-STATUS SPECIAL-USE ESEARCH SEARCHRES MOVE STATUS=SIZE BINARY "         \
-	"CONDSTORE QRESYNC WITHIN"
+	"LIST-EXTENDED LIST-STATUS SPECIAL-USE CREATE-SPECIAL-USE ESEARCH SEARCHRES MOVE "         \
+	"STATUS=SIZE "                                                                             \
+	"BINARY CONDSTORE QRESYNC WITHIN"
 #define CAPS_AUTH CAPS_BASE " COMPRESS=DEFLATE"
 
 static struct conn *logged_in(struct env *e, const char *user)
@@ -378,13 +379,14 @@ static void test_folders(void **state)
 	expect(c, "* LIST (\\Noselect) \".\" \"\"\r\nd OK List completed.\r\n"
 		  "* NAMESPACE ((\"\" \".\")) NIL NIL\r\ne OK Namespace completed.\r\n");
 	fake_conn_input(c, "f SUBSCRIBE Work.Projects\r\ng LSUB \"\" *\r\n");
-	/* The special-use folders are subscribed when the store is created. */
+	/* The special-use folders are subscribed when the store is created; LSUB shows their
+	 * special-use attributes too. */
 	expect(c, "f OK Subscribe completed.\r\n"
-		  "* LSUB () \".\" Archive\r\n"
-		  "* LSUB () \".\" Drafts\r\n"
-		  "* LSUB () \".\" Junk\r\n"
-		  "* LSUB () \".\" Sent\r\n"
-		  "* LSUB () \".\" Trash\r\n"
+		  "* LSUB (\\Archive) \".\" Archive\r\n"
+		  "* LSUB (\\Drafts) \".\" Drafts\r\n"
+		  "* LSUB (\\Junk) \".\" Junk\r\n"
+		  "* LSUB (\\Sent) \".\" Sent\r\n"
+		  "* LSUB (\\Trash) \".\" Trash\r\n"
 		  "* LSUB () \".\" Work.Projects\r\n"
 		  "g OK Lsub completed.\r\n");
 	fake_conn_input(c, "h LIST (SUBSCRIBED RECURSIVEMATCH) \"\" %\r\n");
