@@ -937,6 +937,28 @@ static int copy_keywords(struct mailbox *src, struct mailbox *dst, uint32_t kw, 
 	return 0;
 }
 
+/* Take back the copies of UIDS[i] made in DST (NEW_UIDS[i], zeroed): their files go (with
+ * MOVE back to SRC), their records are dropped; DST's UIDNEXT and HIGHESTMODSEQ return to
+ * what they were. Nobody was told of them yet. */
+static void copy_undo(struct mailbox *src, const uint32_t *uids, size_t n, struct mailbox *dst,
+		      uint32_t *new_uids, bool move, uint32_t uidnext0, uint64_t highest0)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (new_uids[i] == 0)
+			continue;
+		struct mail_rec *drec = mailbox_rec_find(dst, new_uids[i]);
+		int r = drec != NULL ? dst->ops->copy_undo(src, uids[i], dst, drec, move) : 0;
+		if (r < 0)
+			log_error("storage: cannot undo a %s folder=%s uid=%u err=%s",
+				  move ? "move" : "copy", log_escape_str(dst->name), new_uids[i],
+				  strerror(-r));
+		new_uids[i] = 0;
+	}
+	if (dst->uidnext > uidnext0)
+		mailbox_rec_drop_from(dst, uidnext0);
+	dst->highest_modseq = highest0;
+}
+
 static int copy_or_move(struct mailbox *src, const uint32_t *uids, size_t n, struct mailbox *dst,
 			uint32_t *new_uids_r, bool move)
 {
@@ -954,6 +976,9 @@ static int copy_or_move(struct mailbox *src, const uint32_t *uids, size_t n, str
 	}
 	for (size_t i = 0; i < n; i++)
 		new_uids_r[i] = 0;
+	size_t dmark = dst->ops->pending_mark(dst), smark = src->ops->pending_mark(src);
+	uint32_t uidnext0 = dst->uidnext;
+	uint64_t highest0 = dst->highest_modseq;
 	for (size_t i = 0; i < n && r == 0; i++) {
 		struct mail_rec *rec = mailbox_rec_find(src, uids[i]);
 		if (rec == NULL)
@@ -968,6 +993,17 @@ static int copy_or_move(struct mailbox *src, const uint32_t *uids, size_t n, str
 			moved[n_moved++] = uids[i];
 	}
 	int cr = dst->ops->commit(dst);
+	if (cr < 0) {
+		/* the target cannot record them: no copy is made, nothing moves */
+		copy_undo(src, uids, n, dst, new_uids_r, move, uidnext0, highest0);
+		dst->ops->discard(dst, dmark);
+		if (move)
+			src->ops->discard(src, smark);
+		n_moved = 0;
+		(void)dst->ops->commit(dst); /* directory fsyncs of the undo */
+		if (src != dst)
+			(void)src->ops->commit(src);
+	}
 	if (r == 0)
 		r = cr;
 	if (move) {

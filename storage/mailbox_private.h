@@ -125,6 +125,10 @@ struct mailbox_backend_ops {
 	 * without touching disk). */
 	int (*copy)(struct mailbox *src, struct mail_rec *srec, struct mailbox *dst, unsigned flags,
 		    uint32_t keywords, bool move, uint32_t *uid_r);
+	/* Undo a copy whose record in DST could not be written: DREC's file goes (with MOVE it
+	 * is renamed back to where SRC's record SUID has it). The core drops DREC. */
+	int (*copy_undo)(struct mailbox *src, uint32_t suid, struct mailbox *dst,
+			 struct mail_rec *drec, bool move);
 	/* Open REC's bytes: fd and whether LF must become CRLF. */
 	int (*open_msg)(struct mailbox *mbox, const struct mail_rec *rec, int *fd_r,
 			bool *needs_crlf_r);

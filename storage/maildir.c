@@ -2101,6 +2101,38 @@ static int md_copy(struct mailbox *src, struct mail_rec *srec, struct mailbox *d
 			   uid_r);
 }
 
+static int md_copy_undo(struct mailbox *src, uint32_t suid, struct mailbox *dst,
+			struct mail_rec *drec, bool move)
+{
+	struct maildir *dmd = dst->backend;
+	char dpath[4096], spath[4096];
+	int r = rec_path(dst, drec, dpath, sizeof(dpath));
+	if (r < 0)
+		return r;
+	own_expect(dst, false, mailbox_rec_key(dst, drec));
+	if (move) {
+		struct mail_rec *srec = mailbox_rec_find(src, suid);
+		if (srec == NULL)
+			return -ENOENT;
+		r = rec_path(src, srec, spath, sizeof(spath));
+		if (r < 0)
+			return r;
+		bool s_in_new = (srec->bflags & MREC_IN_NEW) != 0;
+		own_expect(src, s_in_new, mailbox_rec_key(src, srec));
+		if (rename(dpath, spath) < 0)
+			return -errno; /* e.g. EXDEV: the move was a copy + unlink */
+		struct maildir *smd = src->backend;
+		if (s_in_new)
+			smd->fsync_new = true;
+		else
+			smd->fsync_cur = true;
+	} else if (unlink(dpath) < 0 && errno != ENOENT) {
+		return -errno;
+	}
+	dmd->fsync_cur = true;
+	return 0;
+}
+
 static int md_open_msg(struct mailbox *mbox, const struct mail_rec *crec, int *fd_r,
 		       bool *needs_crlf_r)
 {
@@ -2149,6 +2181,7 @@ const struct mailbox_backend_ops maildir_backend_ops = {
 	.append_finish = md_append_finish,
 	.append_abort = md_append_abort,
 	.copy = md_copy,
+	.copy_undo = md_copy_undo,
 	.open_msg = md_open_msg,
 	.save_keywords = md_save_keywords,
 	.cache_put = md_cache_put,

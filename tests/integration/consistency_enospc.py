@@ -188,6 +188,27 @@ class FullDisk(unittest.TestCase):
         self.assertEqual(u.pic, [], "a refused COPY left a message in Archive")
         u.close()
 
+    def test_copy_target_open(self):
+        # The target folder open in another session (so no open fails first): COPY and MOVE
+        # still leave nothing there and take nothing away, and that session is told nothing.
+        a = Imap(self.srv.port_imap, "a")
+        a.login()
+        a.select("Archive")
+        s = self.start_full()
+        self.no_overquota(s, "COPY 3 Archive")
+        self.no_overquota(s, "MOVE 4 Archive")
+        a.ok("NOOP")
+        self.assertEqual(a.pic, [], "a refused COPY/MOVE was announced in Archive")
+        s.close()
+        a.close()
+        self.assertEqual(scan_maildir(self.srv.maildir("Archive")), {},
+                         "a refused COPY/MOVE left a message in Archive")
+        u = self.assert_unchanged()
+        u.pic = []
+        u.ok("EXAMINE Archive")
+        self.assertEqual(u.pic, [], "a refused COPY/MOVE left a message in Archive")
+        u.close()
+
     def test_expunge(self):
         # The expunge record is written before the file is unlinked (storage/README.md), so
         # on a full disk the answer is NO and the message stays (OK with it gone would be

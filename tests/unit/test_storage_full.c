@@ -285,6 +285,60 @@ static void test_refresh_and_open_full(void **state)
 	assert_string_equal(pic2, want);
 }
 
+/* COPY and MOVE whose records cannot be written in the target leave no message there and
+ * take none from the source. */
+static void copy_or_move_full(struct fx *fx, bool move)
+{
+	char names[4096], names2[4096], pic[1024], pic2[1024], arch[4200];
+	struct mailbox *archive;
+	uint32_t new_uids[3];
+	snprintf(arch, sizeof(arch), "%s/.Archive", fx->root);
+	assert_int_equal(mailbox_open(fx->store, "Archive", &archive), 0);
+	uint32_t uidnext = mailbox_uidnext(archive);
+	uint64_t ms_arch = mailbox_highest_modseq(archive);
+	dir_names(fx, names, sizeof(names));
+	picture(fx->inbox, pic, sizeof(pic));
+	disk_full(true);
+	int r = move ? mailbox_move(fx->inbox, fx->uids, 3, archive, new_uids)
+		     : mailbox_copy(fx->inbox, fx->uids, 3, archive, new_uids);
+	assert_int_equal(r, -EFBIG);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(new_uids[i], 0);
+	assert_int_equal(mailbox_count(archive), 0);
+	assert_int_equal(mailbox_uidnext(archive), uidnext);
+	assert_int_equal(mailbox_highest_modseq(archive), ms_arch);
+	assert_int_equal(st_count_files(arch, "cur"), 0);
+	dir_names(fx, names2, sizeof(names2));
+	assert_string_equal(names2, names);
+	picture(fx->inbox, pic2, sizeof(pic2));
+	assert_string_equal(pic2, pic);
+	disk_full(false);
+	mailbox_unref(&archive);
+	reopen(fx);
+	picture(fx->inbox, pic2, sizeof(pic2));
+	assert_string_equal(pic2, pic);
+	assert_int_equal(mailbox_open(fx->store, "Archive", &archive), 0);
+	assert_int_equal(mailbox_count(archive), 0);
+	assert_int_equal(mailbox_uidnext(archive), uidnext);
+	r = move ? mailbox_move(fx->inbox, fx->uids, 3, archive, new_uids)
+		 : mailbox_copy(fx->inbox, fx->uids, 3, archive, new_uids);
+	assert_int_equal(r, 0);
+	assert_int_equal(new_uids[0], uidnext);
+	assert_int_equal(mailbox_count(archive), 3);
+	assert_int_equal(mailbox_count(fx->inbox), move ? 0 : 3);
+	mailbox_unref(&archive);
+}
+
+static void test_copy_full(void **state)
+{
+	copy_or_move_full(*state, false);
+}
+
+static void test_move_full(void **state)
+{
+	copy_or_move_full(*state, true);
+}
+
 /* B9: an async open of a folder that is open answers later with that object, even if every
  * other user closes it before the answer (it used to look the folder up again, find nothing
  * and answer -ENOENT: SELECT said NONEXISTENT). */
@@ -328,6 +382,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_expunge_full, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_expunge_finished_at_open, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_refresh_and_open_full, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_copy_full, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_move_full, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_async_open_while_closing, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
