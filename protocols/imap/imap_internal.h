@@ -26,11 +26,12 @@
 #define IMAP_PREAUTH_MAX_COMMAND (16 * 1024)
 #define IMAP_PREAUTH_MAX_LITERAL (8 * 1024)
 /* After login. */
-#define IMAP_MAX_COMMAND (1024 * 1024)
-#define IMAP_MAX_LITERAL (256 * 1024)
-#define IMAP_MAX_APPEND  (64ULL * 1024 * 1024)
-#define IMAP_MAX_DEPTH   16
-#define IMAP_MAX_ARGS    8192
+#define IMAP_MAX_COMMAND    (1024 * 1024)
+#define IMAP_MAX_LITERAL    (256 * 1024)
+#define IMAP_MAX_APPEND     (64ULL * 1024 * 1024)
+#define IMAP_MAX_APPEND_STR "67108864" /* APPENDLIMIT (RFC 7889): IMAP_MAX_APPEND */
+#define IMAP_MAX_DEPTH      16
+#define IMAP_MAX_ARGS       8192
 /* Defaults for proto_ops (listeners may override). */
 #define IMAP_DEFAULT_MAX_LINE (64 * 1024)
 #define IMAP_AUTOLOGOUT_S     (30 * 60)

@@ -1081,6 +1081,7 @@ enum {
 	ST_SIZE = 1 << 5,
 	ST_RECENT = 1 << 6,
 	ST_HIGHESTMODSEQ = 1 << 7,
+	ST_APPENDLIMIT = 1 << 8,
 };
 
 static bool parse_status_items(const struct imap_arg *list, unsigned *mask_r)
@@ -1093,6 +1094,7 @@ static bool parse_status_items(const struct imap_arg *list, unsigned *mask_r)
 		{"UIDVALIDITY", ST_UIDVALIDITY}, {"UNSEEN", ST_UNSEEN},
 		{"DELETED", ST_DELETED},         {"SIZE", ST_SIZE},
 		{"RECENT", ST_RECENT},           {"HIGHESTMODSEQ", ST_HIGHESTMODSEQ},
+		{"APPENDLIMIT", ST_APPENDLIMIT},
 	};
 	if (list->type != IMAP_ARG_LIST || list->list_count == 0)
 		return false;
@@ -1131,6 +1133,7 @@ static void write_status(struct imap_session *s, const char *name, unsigned mask
 	ITEM(ST_DELETED, "DELETED", "%u", st->deleted);
 	ITEM(ST_SIZE, "SIZE", "%llu", (unsigned long long)st->size);
 	ITEM(ST_HIGHESTMODSEQ, "HIGHESTMODSEQ", "%llu", (unsigned long long)st->highest_modseq);
+	ITEM(ST_APPENDLIMIT, "APPENDLIMIT", "%s", IMAP_MAX_APPEND_STR);
 #undef ITEM
 	conn_write_str(s->conn, ")\r\n");
 }

@@ -14,6 +14,8 @@
 #include "imap_internal.h"
 #include "log.h"
 
+_Static_assert(IMAP_MAX_APPEND == 67108864ULL, "IMAP_MAX_APPEND_STR must match");
+
 static const char *const state_names[] = {
 	[IMAP_NOT_AUTH] = "not_authenticated",
 	[IMAP_AUTH] = "authenticated",
@@ -93,6 +95,7 @@ void imap_capability_string(struct imap_session *s, char *out, size_t size)
 	ADD("BINARY");
 	ADD("CONDSTORE");
 	ADD("QRESYNC");
+	ADD("APPENDLIMIT=" IMAP_MAX_APPEND_STR);
 	ADD("WITHIN");
 	if (s->state == IMAP_NOT_AUTH) {
 		if (conn_can_starttls(s->conn))
@@ -224,7 +227,11 @@ static void parse_error(struct imap_session *s, struct imap_cmd *cmd)
 		return;
 	}
 	log_info("conn=%llu event=imap_parse_error error=%s", sid(s), log_escape_str(msg));
-	if (cmd) {
+	if (cmd && cmd->def && strcmp(cmd->def->name, "APPEND") == 0 &&
+	    strncmp(msg, "[TOOBIG]", 8) == 0) {
+		/* RFC 7889 §4: a message over APPENDLIMIT is refused with NO, not BAD */
+		imap_cmd_reply(cmd, "NO", "[TOOBIG] Message exceeds the APPENDLIMIT.");
+	} else if (cmd) {
 		imap_cmd_reply(cmd, "BAD", "Error in IMAP command: %s", msg);
 	} else {
 		conn_printf(s->conn, "* BAD Error in IMAP command: %s\r\n", msg);

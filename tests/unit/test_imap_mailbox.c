@@ -95,7 +95,7 @@ static struct conn *session(struct env *e, bool loopback)
 	"IMAP4rev1 IMAP4rev2 SASL-IR LITERAL+ ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS CHILDREN " \
 	"LIST-EXTENDED LIST-STATUS SPECIAL-USE CREATE-SPECIAL-USE ESEARCH SEARCHRES MOVE "         \
 	"STATUS=SIZE "                                                                             \
-	"BINARY CONDSTORE QRESYNC WITHIN"
+	"BINARY CONDSTORE QRESYNC APPENDLIMIT=67108864 WITHIN"
 #define CAPS_AUTH CAPS_BASE " COMPRESS=DEFLATE"
 
 static struct conn *logged_in(struct env *e, const char *user)
@@ -943,6 +943,21 @@ static void test_more_commands(void **state)
 	assert_true(conn_is_compressed(c));
 	fake_conn_input(c, "z2 COMPRESS DEFLATE\r\n");
 	expect(c, "z2 NO [COMPRESSIONACTIVE] DEFLATE is already active.\r\n");
+	fake_conn_free(&c);
+	/* APPENDLIMIT (RFC 7889): over it a synchronising literal is refused with NO before the
+	 * data; STATUS reports the limit; a non-synchronising one ends the connection. */
+	c = logged_in(e, "ivan");
+	fake_conn_input(c,
+			"ap APPEND INBOX {67108865}\r\naq STATUS INBOX (APPENDLIMIT MESSAGES)\r\n"
+			"ar APPEND INBOX {67108864}\r\n");
+	expect(c,
+	       "ap NO [TOOBIG] Message exceeds the APPENDLIMIT.\r\n* STATUS INBOX (MESSAGES 2 "
+	       "APPENDLIMIT 67108864)\r\naq OK Status completed.\r\n+ Ready for literal data\r\n");
+	fake_conn_free(&c);
+	c = logged_in(e, "ivan");
+	fake_conn_input(c, "as APPEND INBOX {67108865+}\r\nabc");
+	expect(c, "* BYE [TOOBIG] Literal too large\r\n");
+	assert_true(fake_conn_closed(c));
 	fake_conn_free(&c);
 	/* Not before login. */
 	c = session(e, true);

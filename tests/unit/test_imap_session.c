@@ -17,7 +17,7 @@
 	"IMAP4rev1 IMAP4rev2 SASL-IR LITERAL+ ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS CHILDREN " \
 	"LIST-EXTENDED LIST-STATUS SPECIAL-USE CREATE-SPECIAL-USE ESEARCH SEARCHRES MOVE "         \
 	"STATUS=SIZE "                                                                             \
-	"BINARY CONDSTORE QRESYNC WITHIN"
+	"BINARY CONDSTORE QRESYNC APPENDLIMIT=67108864 WITHIN"
 #define CAPS_PLAIN     CAPS_BASE " AUTH=PLAIN AUTH=LOGIN"
 #define GREETING_PLAIN "* OK [CAPABILITY " CAPS_PLAIN "] mailkeep ready.\r\n"
 /* A starttls listener, not loopback: no plaintext login before TLS. */
