@@ -625,3 +625,16 @@ class ClientServer:
             self.srv.stop_checked()
         finally:
             self.srv.cleanup()
+
+
+# ------------------------------------------------------------------- open defects
+
+def known_defect(reason):
+    """A test that fails only because of an open defect (issue 8 report, REASON names it and
+    its room): an expected failure, so CI stays green, and red ("unexpected success") the day
+    it is fixed, so the mark goes. MK_KNOWN_DEFECTS=strict runs it as an ordinary test."""
+    import unittest
+    assert reason
+    if os.environ.get("MK_KNOWN_DEFECTS") == "strict":
+        return lambda f: f
+    return unittest.expectedFailure

@@ -10,7 +10,8 @@ import sys
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from consistency_lib import CLIENT_MSGS, PASSWORD, USER, ClientServer, crlf, pop3_form  # noqa: E402
+from consistency_lib import (CLIENT_MSGS, PASSWORD, USER, ClientServer, crlf, known_defect,  # noqa: E402
+                             pop3_form)
 
 APPENDED = (b"From: py@example.org\r\nTo: alice@example.org\r\nSubject: imaplib\r\n"
             b"X-MK-Id: k8\r\n\r\n.leading dot\r\nno final newline")
@@ -91,6 +92,24 @@ class PyLib(unittest.TestCase):
         p.quit()
         typ, data = m.fetch("3", "(BODY.PEEK[])")
         self.assertEqual(data[0][1], crlf(CLIENT_MSGS[2]))
+
+    @known_defect("D4 (IMAP room, imap_store.c): a UID STORE naming a message that arrived "
+                  "after the session's last command answers OK, announces it in the same "
+                  "reply, and does not change it")
+    def test_uid_store_of_a_new_arrival(self):
+        # Another session APPENDs; this one learns the UID (from its other connection, as a
+        # client with two connections does) and stores a flag on it by UID.
+        m = self.start("expunge")
+        m.select("INBOX")
+        n = imaplib.IMAP4("127.0.0.1", self.cs.srv.port_imap)
+        n.login(USER, PASSWORD)
+        typ, data = n.append("INBOX", None, None, APPENDED)
+        uid = data[0].split(b"APPENDUID ")[1].split()[1].rstrip(b"]")
+        n.logout()
+        typ, data = m.uid("STORE", uid.decode(), "+FLAGS", "(\\Flagged)")
+        self.assertEqual(typ, "OK")
+        typ, data = m.uid("FETCH", uid.decode(), "(FLAGS)")
+        self.assertIn(b"\\Flagged", data[0], data)
 
 
 if __name__ == "__main__":
