@@ -301,3 +301,33 @@ void imap_login_session_free(struct imap_session *s)
 {
 	store_unref(&s->store);
 }
+
+/* UNAUTHENTICATE (RFC 8437): back to the not-authenticated state as after the greeting; the
+ * connection keeps its TLS and COMPRESS. A selected mailbox is left without expunging, the
+ * store released, ENABLEd extensions and the saved search forgotten. */
+enum cmd_result imap_cmd_unauthenticate(struct imap_cmd *cmd)
+{
+	const struct imap_arg *args;
+	int r = imap_cmd_read_args(cmd, &args);
+	if (r <= 0)
+		return r == 0 ? CMD_MORE : CMD_DONE;
+	if (args[0].type != IMAP_ARG_EOL) {
+		imap_cmd_reply(cmd, "BAD", "Unexpected arguments.");
+		return CMD_DONE;
+	}
+	struct imap_session *s = cmd->s;
+	imap_idle_keepalive_stop(s, false);
+	imap_session_unselect(s);
+	store_unref(&s->store);
+	log_info("conn=%llu event=imap_unauthenticate user=%s",
+		 (unsigned long long)conn_id(s->conn), log_escape_str(s->user));
+	explicit_bzero(s->user, sizeof(s->user));
+	s->rev2 = false;
+	s->condstore = false;
+	s->qresync = false;
+	s->readonly = false;
+	imap_seqset_clear(&s->searchres);
+	imap_set_state(s, IMAP_NOT_AUTH);
+	imap_cmd_reply(cmd, "OK", "Unauthenticate completed.");
+	return CMD_DONE;
+}

@@ -40,6 +40,7 @@ static const struct imap_cmd_def imap_cmds[] = {
 	{"STORE", imap_cmd_store, CMDF_AUTH | CMDF_SELECTED | CMDF_UID | CMDF_NO_EXPUNGE},
 	{"SUBSCRIBE", imap_cmd_subscribe, CMDF_AUTH},
 	{"UID", NULL, CMDF_AUTH | CMDF_SELECTED},
+	{"UNAUTHENTICATE", imap_cmd_unauthenticate, CMDF_AUTH},
 	{"UNSELECT", imap_cmd_unselect, CMDF_AUTH | CMDF_SELECTED},
 	{"UNSUBSCRIBE", imap_cmd_unsubscribe, CMDF_AUTH},
 };

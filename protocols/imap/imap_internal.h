@@ -230,5 +230,6 @@ enum cmd_result imap_cmd_id(struct imap_cmd *cmd);
 enum cmd_result imap_cmd_enable(struct imap_cmd *cmd);
 enum cmd_result imap_cmd_starttls(struct imap_cmd *cmd);
 enum cmd_result imap_cmd_compress(struct imap_cmd *cmd);
+enum cmd_result imap_cmd_unauthenticate(struct imap_cmd *cmd);
 
 #endif

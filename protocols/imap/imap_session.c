@@ -108,6 +108,7 @@ void imap_capability_string(struct imap_session *s, char *out, size_t size)
 		}
 	} else {
 		ADD("COMPRESS=DEFLATE"); /* after login only (RFC 4978 §3) */
+		ADD("UNAUTHENTICATE");   /* RFC 8437 */
 	}
 #undef ADD
 	if (o >= size && size > 0)

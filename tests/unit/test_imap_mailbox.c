@@ -96,7 +96,7 @@ static struct conn *session(struct env *e, bool loopback)
 	"LIST-EXTENDED LIST-STATUS SPECIAL-USE CREATE-SPECIAL-USE ESEARCH SEARCHRES MOVE "         \
 	"STATUS=SIZE "                                                                             \
 	"BINARY CONDSTORE QRESYNC APPENDLIMIT=67108864 WITHIN"
-#define CAPS_AUTH CAPS_BASE " COMPRESS=DEFLATE"
+#define CAPS_AUTH CAPS_BASE " COMPRESS=DEFLATE UNAUTHENTICATE"
 
 static struct conn *logged_in(struct env *e, const char *user)
 {
@@ -1111,6 +1111,40 @@ static void test_condstore_qresync(void **state)
 	fake_conn_free(&a);
 }
 
+/* UNAUTHENTICATE (RFC 8437): back to before login on the same connection; the mailbox is left
+ * without expunging, ENABLEd extensions are forgotten, another user may log in. */
+static void test_unauthenticate(void **state)
+{
+	struct env *e = *state;
+	struct conn *c = logged_in(e, "ulla");
+	fake_conn_input(c, "e ENABLE QRESYNC\r\ns SELECT INBOX\r\n");
+	free(fake_conn_take_output(c));
+	append(c, "a", "INBOX", "(\\Deleted) ", MSG1, 1);
+	fake_conn_input(c, "i IDLE\r\n");
+	expect(c, "+ idling\r\n");
+	fake_conn_input(c, "DONE\r\nu UNAUTHENTICATE x\r\nu UNAUTHENTICATE\r\nc CAPABILITY\r\n"
+			   "s SELECT INBOX\r\nv UNAUTHENTICATE\r\n");
+	expect(c, "i OK Idle completed.\r\nu BAD Unexpected arguments.\r\n"
+		  "u OK Unauthenticate completed.\r\n* CAPABILITY " CAPS_BASE
+		  " AUTH=PLAIN AUTH=LOGIN\r\nc OK Capability completed.\r\n"
+		  "s BAD Please log in first.\r\nv BAD Please log in first.\r\n");
+	fake_conn_input(c, "L LOGIN u p\r\n");
+	fake_auth_answer(AUTH_RESULT_OK, "vera");
+	fake_conn_pump(c);
+	expect(c, "L OK [CAPABILITY " CAPS_AUTH "] Logged in\r\n");
+	fake_conn_input(c, "e ENABLE QRESYNC\r\nt STATUS INBOX (MESSAGES)\r\nu UNAUTHENTICATE\r\n");
+	expect(c, "* ENABLED CONDSTORE QRESYNC\r\ne OK ENABLE completed.\r\n"
+		  "* STATUS INBOX (MESSAGES 0)\r\nt OK Status completed.\r\n"
+		  "u OK Unauthenticate completed.\r\n");
+	fake_conn_input(c, "L LOGIN u p\r\n");
+	fake_auth_answer(AUTH_RESULT_OK, "ulla");
+	fake_conn_pump(c);
+	expect(c, "L OK [CAPABILITY " CAPS_AUTH "] Logged in\r\n");
+	fake_conn_input(c, "t STATUS INBOX (MESSAGES DELETED)\r\n");
+	expect(c, "* STATUS INBOX (MESSAGES 1 DELETED 1)\r\nt OK Status completed.\r\n");
+	fake_conn_free(&c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1120,6 +1154,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_authenticate, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_select_append_fetch, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_condstore_qresync, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(test_unauthenticate, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_store_expunge, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_search, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_folders, env_setup, env_teardown),
