@@ -1143,7 +1143,17 @@ static int md_commit(struct mailbox *mbox)
 		lines += md->pending.data[i] == '\n';
 	/* a rewrite is made from memory, which already holds every change — except expunges,
 	 * whose records are written before memory changes: those append (the rewrite comes
-	 * with a later commit) unless the list cannot be appended to at all */
+	 * with a later commit); a list that cannot be appended to is rewritten first (memory
+	 * as before these expunges), then they are appended */
+	if (append_only && (md->log_fd < 0 || md->list_torn)) {
+		struct sbuf keep = md->pending;
+		memset(&md->pending, 0, sizeof(md->pending));
+		r = list_compact(mbox);
+		sbuf_free(&md->pending);
+		md->pending = keep;
+		if (r < 0)
+			return r;
+	}
 	if (md->log_fd < 0 || md->list_torn ||
 	    (!append_only && md->n_log + lines > LOG_COMPACT_MIN &&
 	     md->n_log + lines > mbox->n_recs))
