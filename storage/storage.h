@@ -156,14 +156,17 @@ int store_status(struct store *store, const char *name, struct mailbox_status *s
  * A warm open of 10,000 messages takes about 20 ms (see storage/README.md); for a folder
  * that may be large and cold prefer mailbox_open_async. -ENOENT if the folder does not exist;
  * -EBUSY if another process has it open (each open folder holds a lock, so two mailkeep
- * processes never number one folder). */
+ * processes never number one folder): a temporary error (IMAP NO [INUSE], POP3
+ * -ERR [IN-USE]); -EAGAIN (the same) if the folder kept changing under every scan. A folder
+ * whose new messages cannot be numbered for want of space opens without them. */
 int mailbox_open(struct store *store, const char *name, struct mailbox **mbox_r);
 
 /* Called on the loop thread with a referenced mailbox (err == 0) or an error (mbox NULL). */
 typedef void mailbox_open_cb(int err, struct mailbox *mbox, void *data);
 /* The same, with the directory scan, the numbering of new messages and the UID-list write on
  * libuv's thread pool, so the loop only builds the array. CB is always called later from the
- * loop, never from inside this call. Same errors as mailbox_open. */
+ * loop, never from inside this call (a folder open already is held until then, so it is
+ * that object even if everyone else closes it meanwhile). Same errors as mailbox_open. */
 int mailbox_open_async(struct store *store, const char *name, mailbox_open_cb *cb, void *data);
 
 struct mailbox *mailbox_ref(struct mailbox *mbox);
@@ -198,7 +201,9 @@ uint64_t mailbox_expunged_horizon(const struct mailbox *mbox);
  * times (two stat calls); if anything changed, the directory is re-read and the differences
  * (arrivals, external flag renames, removals) are announced to the views. Call before
  * answering a command (IMAP NOOP/CHECK/IDLE start, any command that reports changes).
- * File-system events trigger the same work on their own. */
+ * File-system events trigger the same work on their own. Reading needs no space: when the
+ * UID list cannot record what the re-read found (a full disk), none of it is taken in (nothing
+ * is shown that is not durable), 0 is returned, and the next refresh tries again. */
 int mailbox_refresh(struct mailbox *mbox);
 
 /* Keywords: up to MAILBOX_MAX_KEYWORDS per folder, kept in the folder's keyword table. A
@@ -243,20 +248,24 @@ enum flag_op {
 /* Change flags/keywords of the messages UIDS[0..n) (UIDs no longer present are skipped).
  * Each changed message's file is renamed (":2," info) and the change gets a new modseq.
  * ORIGIN (may be NULL) is the view that asked: it is not told about its own change (the
- * protocol answers STORE itself); every other view is. Returns 0 or -errno (a failure part
- * way leaves the messages done so far changed, and announced; -EAGAIN when another program
- * kept renaming a message's file through every retry). */
+ * protocol answers STORE itself); every other view is. Returns 0 or -errno. When the UID-list
+ * records cannot be written (-ENOSPC, -EDQUOT, -EIO...) nothing changes: the renames are
+ * undone and nobody is told. A failure of one message's rename part way leaves the messages
+ * done before it changed, and announced (-EAGAIN when another program kept renaming a
+ * message's file through every retry). */
 int mailbox_store_flags(struct mailbox *mbox, struct view *origin, const uint32_t *uids, size_t n,
 			enum flag_op op, unsigned flags, uint32_t keywords);
 
 /* Expunge the messages UIDS[0..n) (missing ones skipped). Every view is owed an EXPUNGE for
- * each message it had been told about. -EAGAIN as for mailbox_store_flags. */
+ * each message it had been told about. All or nothing: the records are written first; if
+ * they cannot be, -errno and no message is touched. */
 int mailbox_expunge(struct mailbox *mbox, const uint32_t *uids, size_t n);
 
 /* Copy UIDS[0..n) of SRC into DST (hard link when possible, else a copy), with the same
  * flags and keywords (by name; a keyword DST's full table has no room for is dropped).
  * new_uids_r[i] gets the new UID of uids[i], or 0 if uids[i] was gone (for COPYUID). SRC may
- * equal DST. A copy is a new message: new base name, new UIDL. */
+ * equal DST. A copy is a new message: new base name, new UIDL. When DST cannot record the
+ * copies, none is made (all new_uids_r are 0, nobody is told) and -errno is returned. */
 int mailbox_copy(struct mailbox *src, const uint32_t *uids, size_t n, struct mailbox *dst,
 		 uint32_t *new_uids_r);
 /* Move (RFC 6851): copy, then expunge from SRC. SRC != DST. */
