@@ -1,10 +1,18 @@
-/* imap_append — APPEND (RFC 9051 §6.3.12) with UIDPLUS APPENDUID (RFC 4315).
+/* imap_append — APPEND (RFC 9051 §6.3.12) with UIDPLUS APPENDUID (RFC 4315) and
+ * MULTIAPPEND (RFC 3502).
  *
  * The message literal is never held in memory: the parser runs in stream mode, and the bytes
  * go chunk by chunk to the store's append stream (a file in the folder's tmp/), which is
  * made durable and given its UID only when the whole literal has arrived. A failure found
  * after the client was invited to send (no such mailbox, a bad flag) still reads the literal
- * to its end, then answers NO, so the connection stays in step. */
+ * to its end, then answers NO, so the connection stays in step.
+ *
+ * MULTIAPPEND is atomic: every message is streamed to its own temporary file first; only when
+ * the whole command has arrived and every part was accepted are they finished (made durable
+ * and numbered), one after the other in the same loop turn, so no other session sees a part
+ * of them. If finishing one fails, those finished before it are expunged again and the
+ * command answers NO: the mailbox ends as it was (only UIDs are used up). At most
+ * IMAP_MULTIAPPEND_MAX messages per command (each holds an open file until the end). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,10 +29,15 @@ enum append_step {
 	AP_TAIL, /* the rest of the command after the literal */
 };
 
+#define IMAP_MULTIAPPEND_MAX 128
+
 struct append_ctx {
 	enum append_step step;
 	struct mailbox *mbox;
-	struct mail_append *app;
+	struct mail_append *app;                        /* the message being streamed */
+	struct mail_append *done[IMAP_MULTIAPPEND_MAX]; /* streamed, waiting for the end */
+	unsigned n_done;
+	unsigned argpos;         /* the first arg of the next message (after the last literal) */
 	const char *fail_status; /* non-NULL: answer this once the literal is read */
 	char fail_text[128];
 	int err;
@@ -37,6 +50,9 @@ static void append_ctx_free(struct imap_cmd *cmd)
 		return;
 	if (a->app)
 		mail_append_abort(&a->app);
+	for (unsigned i = 0; i < a->n_done; i++)
+		if (a->done[i])
+			mail_append_abort(&a->done[i]);
 	mailbox_unref(&a->mbox);
 	cmd->s->flag_mbox = NULL;
 	free(a);
@@ -51,6 +67,10 @@ static void append_fail(struct append_ctx *a, const char *status, const char *te
 	snprintf(a->fail_text, sizeof(a->fail_text), "%s", text);
 	if (a->app)
 		mail_append_abort(&a->app);
+	for (unsigned i = 0; i < a->n_done; i++)
+		if (a->done[i])
+			mail_append_abort(&a->done[i]);
+	a->n_done = 0;
 }
 
 /* "17-Jul-1996 02:44:25 -0700" (the day may be one digit or space-padded). */
@@ -87,13 +107,57 @@ static bool parse_date_time(const char *s, int64_t *t_r)
 	return true;
 }
 
-/* Check the arguments before the literal and begin the append. */
+/* One message's [flags] [date] literal, args G[0..ng) (G[ng-1] the literal): begin it. */
+static void append_group(struct imap_cmd *cmd, struct append_ctx *a, const struct imap_arg *g,
+			 unsigned ng)
+{
+	struct imap_session *s = cmd->s;
+	const struct imap_arg *flags_arg = NULL, *date_arg = NULL;
+	for (unsigned i = 0; i + 1 < ng; i++) {
+		if (g[i].type == IMAP_ARG_LIST && !flags_arg && !date_arg)
+			flags_arg = &g[i];
+		else if ((g[i].type == IMAP_ARG_STRING) && !date_arg)
+			date_arg = &g[i];
+		else {
+			append_fail(a, "BAD", "Invalid APPEND arguments.");
+			return;
+		}
+	}
+	int64_t date = 0;
+	if (date_arg && !parse_date_time(date_arg->str, &date)) {
+		append_fail(a, "BAD", "Invalid date-time.");
+		return;
+	}
+	unsigned flags = 0;
+	uint32_t keywords = 0;
+	if (flags_arg) {
+		const char *err;
+		s->flag_mbox = a->mbox;
+		int r = imap_parse_flag_list(s, flags_arg, true, &flags, &keywords, &err);
+		s->flag_mbox = NULL;
+		if (r < 0) {
+			append_fail(a, r == -EINVAL ? "BAD" : "NO", err);
+			return;
+		}
+	}
+	/* A literal8 (RFC 3516 BINARY) is stored as it comes, NUL octets included. */
+	int r = mailbox_append_begin(a->mbox, flags & MAIL_FLAGS_SETTABLE, keywords, date, &a->app);
+	if (r < 0) {
+		a->err = r;
+		append_fail(a, "NO",
+			    r == -ENOSPC || r == -EDQUOT ? "[OVERQUOTA] Out of space."
+							 : "[SERVERBUG] Append failed.");
+	}
+}
+
+/* Check the arguments before the first literal, open the mailbox and begin the append. */
 static void append_begin(struct imap_cmd *cmd, struct append_ctx *a, const struct imap_arg *args)
 {
 	struct imap_session *s = cmd->s;
 	unsigned n = 0;
 	while (args[n].type != IMAP_ARG_EOL)
 		n++;
+	a->argpos = n;
 	/* mailbox [flags] [date] literal */
 	if (n < 2 || n > 4 || args[n - 1].type != IMAP_ARG_LITERAL_SIZE) {
 		append_fail(a, "BAD", "APPEND needs a mailbox and a message literal.");
@@ -107,23 +171,6 @@ static void append_begin(struct imap_cmd *cmd, struct append_ctx *a, const struc
 		append_fail(a, "NO", "[CANNOT] Invalid mailbox name.");
 		return;
 	}
-	const struct imap_arg *flags_arg = NULL, *date_arg = NULL;
-	for (unsigned i = 1; i + 1 < n; i++) {
-		if (args[i].type == IMAP_ARG_LIST && !flags_arg && !date_arg)
-			flags_arg = &args[i];
-		else if ((args[i].type == IMAP_ARG_STRING) && !date_arg)
-			date_arg = &args[i];
-		else {
-			append_fail(a, "BAD", "Invalid APPEND arguments.");
-			return;
-		}
-	}
-	int64_t date = 0;
-	if (date_arg && !parse_date_time(date_arg->str, &date)) {
-		append_fail(a, "BAD", "Invalid date-time.");
-		return;
-	}
-	/* A literal8 (RFC 3516 BINARY) is stored as it comes, NUL octets included. */
 	int r = mailbox_open(s->store, norm, &a->mbox);
 	if (r < 0) {
 		if (r == -ENOENT)
@@ -132,25 +179,37 @@ static void append_begin(struct imap_cmd *cmd, struct append_ctx *a, const struc
 			append_fail(a, "NO", "[SERVERBUG] Mailbox cannot be opened.");
 		return;
 	}
-	unsigned flags = 0;
-	uint32_t keywords = 0;
-	if (flags_arg) {
-		const char *err;
-		s->flag_mbox = a->mbox;
-		r = imap_parse_flag_list(s, flags_arg, true, &flags, &keywords, &err);
-		s->flag_mbox = NULL;
+	append_group(cmd, a, &args[1], n - 1);
+}
+
+/* The whole command is in and every part was accepted: finish them all, or none. */
+static enum cmd_result append_finish_all(struct imap_cmd *cmd, struct append_ctx *a)
+{
+	uint32_t uids[IMAP_MULTIAPPEND_MAX];
+	unsigned n = a->n_done;
+	uint32_t validity = mailbox_uidvalidity(a->mbox);
+	for (unsigned i = 0; i < n; i++) {
+		int r = mail_append_finish(&a->done[i], &uids[i]);
 		if (r < 0) {
-			append_fail(a, r == -EINVAL ? "BAD" : "NO", err);
-			return;
+			/* undo the ones made durable before: the mailbox ends as it was */
+			int ur = i ? mailbox_expunge(a->mbox, uids, i) : 0;
+			if (ur < 0)
+				log_warn("conn=%llu event=imap_multiappend_undo_failed error=%s",
+					 (unsigned long long)conn_id(cmd->s->conn),
+					 storage_error_text(ur));
+			imap_cmd_reply_error(cmd, r);
+			return CMD_DONE;
 		}
 	}
-	r = mailbox_append_begin(a->mbox, flags & MAIL_FLAGS_SETTABLE, keywords, date, &a->app);
-	if (r < 0) {
-		a->err = r;
-		append_fail(a, "NO",
-			    r == -ENOSPC || r == -EDQUOT ? "[OVERQUOTA] Out of space."
-							 : "[SERVERBUG] Append failed.");
+	a->n_done = 0;
+	if (n == 1) {
+		imap_cmd_reply(cmd, "OK", "[APPENDUID %u %u] Append completed.", validity, uids[0]);
+		return CMD_DONE;
 	}
+	/* UIDs of one command are consecutive and ascending: "first:last" */
+	imap_cmd_reply(cmd, "OK", "[APPENDUID %u %u:%u] Append completed.", validity, uids[0],
+		       uids[n - 1]);
+	return CMD_DONE;
 }
 
 enum cmd_result imap_cmd_append(struct imap_cmd *cmd)
@@ -198,31 +257,46 @@ enum cmd_result imap_cmd_append(struct imap_cmd *cmd)
 			}
 			if (n == -2)
 				return CMD_MORE;
+			if (a->app) {
+				if (a->n_done < IMAP_MULTIAPPEND_MAX)
+					a->done[a->n_done++] = a->app;
+				else
+					mail_append_abort(&a->app);
+				a->app = NULL;
+			}
 			a->step = AP_TAIL;
 			continue;
 		}
-		case AP_TAIL:
+		case AP_TAIL: {
 			r = imap_cmd_read_args(cmd, &args);
 			if (r <= 0)
 				return r == 0 ? CMD_MORE : CMD_DONE;
 			unsigned n = 0;
 			while (args[n].type != IMAP_ARG_EOL)
 				n++;
-			if (args[n - 1].type != IMAP_ARG_LITERAL_SIZE)
-				append_fail(a, "BAD", "MULTIAPPEND is not supported.");
+			if (!imap_parser_eol(s->parser)) {
+				/* MULTIAPPEND: another [flags] [date] literal (RFC 3502) */
+				if (args[n - 1].type != IMAP_ARG_LITERAL_SIZE || n <= a->argpos ||
+				    n - a->argpos > 3) {
+					append_fail(a, "BAD", "Invalid APPEND arguments.");
+				} else if (!a->fail_status && a->n_done >= IMAP_MULTIAPPEND_MAX) {
+					append_fail(a, "NO",
+						    "[LIMIT] Too many messages in one APPEND.");
+				} else if (!a->fail_status) {
+					append_group(cmd, a, &args[a->argpos], n - a->argpos);
+				}
+				a->argpos = n;
+				a->step = AP_DATA;
+				continue;
+			}
+			if (n != a->argpos)
+				append_fail(a, "BAD", "Invalid APPEND arguments.");
 			if (a->fail_status) {
 				imap_cmd_reply(cmd, a->fail_status, "%s", a->fail_text);
 				return CMD_DONE;
 			}
-			uint32_t uid = 0, validity = mailbox_uidvalidity(a->mbox);
-			r = mail_append_finish(&a->app, &uid);
-			if (r < 0) {
-				imap_cmd_reply_error(cmd, r);
-				return CMD_DONE;
-			}
-			imap_cmd_reply(cmd, "OK", "[APPENDUID %u %u] Append completed.", validity,
-				       uid);
-			return CMD_DONE;
+			return append_finish_all(cmd, a);
+		}
 		}
 	}
 }

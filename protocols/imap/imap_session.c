@@ -96,6 +96,7 @@ void imap_capability_string(struct imap_session *s, char *out, size_t size)
 	ADD("CONDSTORE");
 	ADD("QRESYNC");
 	ADD("APPENDLIMIT=" IMAP_MAX_APPEND_STR);
+	ADD("MULTIAPPEND");
 	ADD("WITHIN");
 	if (s->state == IMAP_NOT_AUTH) {
 		if (conn_can_starttls(s->conn))

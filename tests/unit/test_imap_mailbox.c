@@ -95,7 +95,7 @@ static struct conn *session(struct env *e, bool loopback)
 	"IMAP4rev1 IMAP4rev2 SASL-IR LITERAL+ ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS CHILDREN " \
 	"LIST-EXTENDED LIST-STATUS SPECIAL-USE CREATE-SPECIAL-USE ESEARCH SEARCHRES MOVE "         \
 	"STATUS=SIZE "                                                                             \
-	"BINARY CONDSTORE QRESYNC APPENDLIMIT=67108864 WITHIN"
+	"BINARY CONDSTORE QRESYNC APPENDLIMIT=67108864 MULTIAPPEND WITHIN"
 #define CAPS_AUTH CAPS_BASE " COMPRESS=DEFLATE UNAUTHENTICATE"
 
 static struct conn *logged_in(struct env *e, const char *user)
@@ -1145,6 +1145,50 @@ static void test_unauthenticate(void **state)
 	fake_conn_free(&c);
 }
 
+/* Files in DIR (the folder's tmp/ after an APPEND: none may be left). */
+static int count_files(const char *dir)
+{
+	char cmd[600];
+	snprintf(cmd, sizeof(cmd), "test $(ls -A '%s' | wc -l) -eq 0", dir);
+	return system(cmd) == 0 ? 0 : 1;
+}
+
+/* MULTIAPPEND (RFC 3502): several messages in one APPEND, all or none. */
+static void test_multiappend(void **state)
+{
+	struct env *e = *state;
+	struct conn *c = logged_in(e, "mona");
+	fake_conn_input(c, "s SELECT INBOX\r\n");
+	free(fake_conn_take_output(c));
+	fake_conn_input(c, "m APPEND INBOX (\\Seen) {6+}\r\nmsg 1\n (\\Flagged) \" 2-Nov-2026 "
+			   "10:00:00 +0000\" {6+}\r\nmsg 2\n {6+}\r\nmsg 3\n\r\n");
+	expect(c, "* 3 EXISTS\r\n* 3 RECENT\r\nm OK [APPENDUID V 1:3] Append completed.\r\n");
+	fake_conn_input(c, "f FETCH 1:3 (FLAGS RFC822.SIZE)\r\n");
+	expect(c, "* 1 FETCH (FLAGS (\\Seen \\Recent) RFC822.SIZE 7)\r\n"
+		  "* 2 FETCH (FLAGS (\\Flagged \\Recent) RFC822.SIZE 7)\r\n"
+		  "* 3 FETCH (FLAGS (\\Recent) RFC822.SIZE 7)\r\nf OK Fetch completed.\r\n");
+	/* A bad second part: nothing is appended, nothing is left in tmp/. */
+	fake_conn_input(c, "n APPEND INBOX {6+}\r\nmsg 4\n (\\Bogus) {6+}\r\nmsg 5\n\r\n"
+			   "n2 APPEND INBOX {6+}\r\nmsg 4\n \"bad date\" {6+}\r\nmsg 5\n\r\n"
+			   "n3 APPEND INBOX {6+}\r\nmsg 4\n (\\Seen) (\\Seen) {6+}\r\nmsg 5\n\r\n"
+			   "n4 APPEND INBOX {6+}\r\nmsg 4\n x\r\nt STATUS INBOX (MESSAGES)\r\n");
+	expect(c, "n BAD Invalid system flag.\r\nn2 BAD Invalid date-time.\r\n"
+		  "n3 BAD Invalid APPEND arguments.\r\nn4 BAD Invalid APPEND arguments.\r\n"
+		  "* STATUS INBOX (MESSAGES 3)\r\nt OK Status completed.\r\n");
+	char tmp[400];
+	snprintf(tmp, sizeof(tmp), "%s/mona/tmp", e->root);
+	assert_int_equal(count_files(tmp), 0);
+	/* Synchronising literals: each is invited when its size arrives. */
+	fake_conn_input(c, "o APPEND INBOX {4}\r\n");
+	expect(c, "+ Ready for literal data\r\n");
+	fake_conn_input(c, "abcd {4}\r\n");
+	expect(c, "+ Ready for literal data\r\n");
+	fake_conn_input(c, "efgh\r\n");
+	expect(c, "* 5 EXISTS\r\n* 5 RECENT\r\no OK [APPENDUID V 4:5] Append completed.\r\n");
+	assert_int_equal(count_files(tmp), 0);
+	fake_conn_free(&c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1155,6 +1199,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_select_append_fetch, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_condstore_qresync, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_unauthenticate, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(test_multiappend, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_store_expunge, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_search, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_folders, env_setup, env_teardown),
