@@ -123,7 +123,8 @@ static const struct setting settings[] = {
 	 "Seconds of silence before the connection is closed; 0 is the protocol's default (IMAP "
 	 "1800, POP3 600)."},
 	{"listener", "max_line", T_UINT, L(max_line), "0", 0, 1048576, NULL,
-	 "Longest command line in bytes; 0 is the protocol's default (IMAP 65536; POP3 2052, of which commands may use 255 and SASL responses the rest)."},
+	 "Longest command line in bytes; 0 is the protocol's default (IMAP 65536; POP3 2052, of "
+	 "which commands may use 255 and SASL responses the rest)."},
 	{"listener", "max_bad_commands", T_UINT, L(max_bad_commands), "20", 1, 1000, NULL,
 	 "Bad commands before the connection is closed."},
 };
