@@ -57,8 +57,7 @@ const struct imap_cmd_def *imap_cmd_find(const char *name)
 		       sizeof(imap_cmds[0]), cmd_cmp);
 }
 
-/* Commands that take no argument. Returns false (and answered) when the command is done. */
-static int no_args(struct imap_cmd *cmd)
+int imap_cmd_no_args(struct imap_cmd *cmd)
 {
 	const struct imap_arg *args;
 	int r = imap_cmd_read_args(cmd, &args);
@@ -73,7 +72,7 @@ static int no_args(struct imap_cmd *cmd)
 
 enum cmd_result imap_cmd_capability(struct imap_cmd *cmd)
 {
-	int r = no_args(cmd);
+	int r = imap_cmd_no_args(cmd);
 	if (r <= 0)
 		return r == 0 ? CMD_MORE : CMD_DONE;
 	char caps[512];
@@ -85,7 +84,7 @@ enum cmd_result imap_cmd_capability(struct imap_cmd *cmd)
 
 enum cmd_result imap_cmd_noop(struct imap_cmd *cmd)
 {
-	int r = no_args(cmd);
+	int r = imap_cmd_no_args(cmd);
 	if (r <= 0)
 		return r == 0 ? CMD_MORE : CMD_DONE;
 	imap_cmd_reply(cmd, "OK", "NOOP completed.");
@@ -94,7 +93,7 @@ enum cmd_result imap_cmd_noop(struct imap_cmd *cmd)
 
 enum cmd_result imap_cmd_logout(struct imap_cmd *cmd)
 {
-	int r = no_args(cmd);
+	int r = imap_cmd_no_args(cmd);
 	if (r <= 0)
 		return r == 0 ? CMD_MORE : CMD_DONE;
 	struct imap_session *s = cmd->s;
@@ -234,7 +233,7 @@ enum cmd_result imap_cmd_compress(struct imap_cmd *cmd)
 
 enum cmd_result imap_cmd_starttls(struct imap_cmd *cmd)
 {
-	int r = no_args(cmd);
+	int r = imap_cmd_no_args(cmd);
 	if (r <= 0)
 		return r == 0 ? CMD_MORE : CMD_DONE;
 	struct imap_session *s = cmd->s;

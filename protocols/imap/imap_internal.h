@@ -115,6 +115,9 @@ void imap_capability_string(struct imap_session *s, char *out, size_t size);
  * all read (*args_r), 0 when more input is needed (return CMD_MORE), -1 when the command was
  * answered (BAD, or BYE on a fatal error: return CMD_DONE). */
 int imap_cmd_read_args(struct imap_cmd *cmd, const struct imap_arg **args_r);
+/* For commands that take no argument: 1 when the line is complete and empty, 0 when more
+ * input is needed, -1 when the command was answered (BAD, or a parse error). */
+int imap_cmd_no_args(struct imap_cmd *cmd);
 /* "TAG OK text\r\n" (status "OK", "NO" or "BAD"); BAD counts as a bad command. */
 void imap_cmd_reply(struct imap_cmd *cmd, const char *status, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));

@@ -607,22 +607,9 @@ enum cmd_result imap_cmd_examine(struct imap_cmd *cmd)
 	return select_common(cmd, true);
 }
 
-static int no_args(struct imap_cmd *cmd)
-{
-	const struct imap_arg *args;
-	int r = imap_cmd_read_args(cmd, &args);
-	if (r <= 0)
-		return r;
-	if (args[0].type != IMAP_ARG_EOL) {
-		imap_cmd_reply(cmd, "BAD", "Unexpected arguments.");
-		return -1;
-	}
-	return 1;
-}
-
 enum cmd_result imap_cmd_close(struct imap_cmd *cmd)
 {
-	int r = no_args(cmd);
+	int r = imap_cmd_no_args(cmd);
 	if (r <= 0)
 		return r == 0 ? CMD_MORE : CMD_DONE;
 	struct imap_session *s = cmd->s;
@@ -640,7 +627,7 @@ enum cmd_result imap_cmd_close(struct imap_cmd *cmd)
 
 enum cmd_result imap_cmd_unselect(struct imap_cmd *cmd)
 {
-	int r = no_args(cmd);
+	int r = imap_cmd_no_args(cmd);
 	if (r <= 0)
 		return r == 0 ? CMD_MORE : CMD_DONE;
 	imap_session_unselect(cmd->s);
@@ -775,7 +762,7 @@ enum cmd_result imap_cmd_expunge(struct imap_cmd *cmd)
 
 enum cmd_result imap_cmd_check(struct imap_cmd *cmd)
 {
-	int r = no_args(cmd);
+	int r = imap_cmd_no_args(cmd);
 	if (r <= 0)
 		return r == 0 ? CMD_MORE : CMD_DONE;
 	imap_cmd_reply(cmd, "OK", "Check completed.");
@@ -833,7 +820,7 @@ enum cmd_result imap_cmd_idle(struct imap_cmd *cmd)
 {
 	struct imap_session *s = cmd->s;
 	if (!s->idling) {
-		int r = no_args(cmd);
+		int r = imap_cmd_no_args(cmd);
 		if (r <= 0)
 			return r == 0 ? CMD_MORE : CMD_DONE;
 		conn_write_str(s->conn, "+ idling\r\n");
@@ -1015,7 +1002,7 @@ enum cmd_result imap_cmd_unsubscribe(struct imap_cmd *cmd)
 
 enum cmd_result imap_cmd_namespace(struct imap_cmd *cmd)
 {
-	int r = no_args(cmd);
+	int r = imap_cmd_no_args(cmd);
 	if (r <= 0)
 		return r == 0 ? CMD_MORE : CMD_DONE;
 	conn_write_str(cmd->s->conn, "* NAMESPACE ((\"\" \".\")) NIL NIL\r\n");
