@@ -775,6 +775,20 @@ static int md_load(struct mailbox_load *ld)
 	return r;
 }
 
+/* A scanned file the UID list knows: take its UID, modseq, size and date from the list. */
+static void load_ent_known(struct load_ent *e, const struct uidlist_ent *le)
+{
+	e->known = true;
+	e->uid = le->uid;
+	e->modseq = le->modseq;
+	e->size = le->size;
+	e->idate = le->idate;
+	e->list_flags = le->flags;
+	e->list_keywords = le->keywords;
+	e->list_modseq = le->modseq;
+	e->flags_differ = e->flags != le->flags || e->keywords != le->keywords;
+}
+
 static int load_scan(struct mailbox_load *ld, struct md_load *ml)
 {
 	char file[4096];
@@ -837,15 +851,7 @@ static int load_scan(struct mailbox_load *ld, struct md_load *ml)
 				missing++;
 				continue;
 			}
-			e->known = true;
-			e->uid = le->uid;
-			e->modseq = le->modseq;
-			e->size = le->size;
-			e->idate = le->idate;
-			e->list_flags = le->flags;
-			e->list_keywords = le->keywords;
-			e->list_modseq = le->modseq;
-			e->flags_differ = e->flags != le->flags || e->keywords != le->keywords;
+			load_ent_known(e, le);
 		}
 		/* readdir may miss a file renamed during it: look again, and call a message
 		 * gone only when MISSING_LOOKS more scans agree (as a refresh does) */
@@ -866,18 +872,8 @@ static int load_scan(struct mailbox_load *ld, struct md_load *ml)
 				r = scan_add(&sc, scan_key(&sc2, e2),
 					     (e2->bflags & MREC_IN_NEW) != 0);
 				struct load_ent *e = scan_find(&sc, b, le->base_len);
-				if (r == 0 && e != NULL) {
-					e->known = true;
-					e->uid = le->uid;
-					e->modseq = le->modseq;
-					e->size = le->size;
-					e->idate = le->idate;
-					e->list_flags = le->flags;
-					e->list_keywords = le->keywords;
-					e->list_modseq = le->modseq;
-					e->flags_differ = e->flags != le->flags ||
-							  e->keywords != le->keywords;
-				}
+				if (r == 0 && e != NULL)
+					load_ent_known(e, le);
 			}
 			scan_free(&sc2);
 		}
