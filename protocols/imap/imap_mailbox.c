@@ -640,9 +640,16 @@ enum cmd_result imap_cmd_unselect(struct imap_cmd *cmd)
 int imap_seqset_to_uids(struct imap_session *s, struct imap_seqset *set, bool uid,
 			uint32_t **uids_r, size_t *n_r)
 {
-	uint32_t count = view_count(s->view);
 	*uids_r = NULL;
 	*n_r = 0;
+	/* A UID command may name a message that arrived after this session's last command (its
+	 * UID learnt from APPENDUID on another connection): announce arrivals first, so that UID
+	 * resolves instead of being skipped. Expunges stay owed: the sequence numbers the command
+	 * reports keep their meaning, and naming an expunged message still ends in
+	 * NO [EXPUNGEISSUED] (the RFC 2180 choice in the README). */
+	if (uid && !set->saved)
+		imap_session_sync(s, false);
+	uint32_t count = view_count(s->view);
 	if (set->saved) {
 		uid = true; /* `$` holds UIDs, whichever command uses it */
 		imap_seqset_normalize(set);

@@ -93,10 +93,8 @@ class PyLib(unittest.TestCase):
         typ, data = m.fetch("3", "(BODY.PEEK[])")
         self.assertEqual(data[0][1], crlf(CLIENT_MSGS[2]))
 
-    @known_defect("D4 (IMAP room, imap_store.c): a UID STORE naming a message that arrived "
-                  "after the session's last command answers OK, announces it in the same "
-                  "reply, and does not change it")
     def test_uid_store_of_a_new_arrival(self):
+        """D4, fixed: a UID command resolves UIDs after taking in the session's new arrivals."""
         # Another session APPENDs; this one learns the UID (from its other connection, as a
         # client with two connections does) and stores a flag on it by UID.
         m = self.start("expunge")
