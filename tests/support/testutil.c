@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -200,6 +201,9 @@ static void testd_spawn(struct testd *t, const char *binary)
 	if (t->pid < 0)
 		die("fork");
 	if (t->pid == 0) {
+		/* A failing assertion leaves the test without calling testd_stop: the daemon must
+		 * not outlive the test process. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		dup2(pipefd[1], 2);
 		int null = open("/dev/null", O_RDWR);
 		dup2(null, 0);
