@@ -6,7 +6,6 @@ Standard library only. Waiting is always on an event with a deadline (a log line
 data), never a sleep. Run as root, the daemon drops to `nobody` and the store belongs to it.
 """
 import os
-import pwd
 import re
 import select
 import shutil
@@ -16,11 +15,15 @@ import subprocess
 import tempfile
 import threading
 
-BIN = os.environ.get("MK_BINARY", "")
-PAM_MATRIX = os.environ.get("MK_PAM_MATRIX",
-                            "/usr/lib/x86_64-linux-gnu/pam_wrapper/pam_matrix.so")
-PAM_WRAPPER = os.environ.get("MK_PAM_WRAPPER_LIB",
-                             "/usr/lib/x86_64-linux-gnu/libpam_wrapper.so")
+from mk_testlib import (  # noqa: F401 (re-exported to the tests)
+    BIN,
+    PAM_MATRIX,
+    PAM_WRAPPER,
+    crlf,
+    free_port,
+    prepare_for_nobody,
+    write_pam_matrix)
+
 SERVICE = "mailkeep-consistency"
 USER, PASSWORD = "alice", "secret"
 
@@ -34,19 +37,6 @@ def check(cond, what):
         raise Failure(what)
 
 
-def free_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def crlf(data):
-    """A message as the store serves it: every bare LF counts as CRLF."""
-    return re.sub(rb"(?<!\r)\n", b"\r\n", data)
-
-
 class Server:
     """One mailkeep process with a `pop3` and an `imap` listener (tls = none, loopback).
     The directory survives kill()/start(), so a restart serves the same store."""
@@ -57,22 +47,8 @@ class Server:
         self.dir = tempfile.mkdtemp(prefix="mk-consistency-")
         self.mail = os.path.join(self.dir, "mail")
         os.makedirs(self.mail)
-        self.owner = None
-        mail_user = ""
-        if os.geteuid() == 0:
-            pw = pwd.getpwnam("nobody")
-            self.owner = (pw.pw_uid, pw.pw_gid)
-            mail_user = "mail_user = nobody"
-            os.chmod(self.dir, 0o755)
-            os.chown(self.mail, *self.owner)
-        self.pamdir = os.path.join(self.dir, "pam.d")
-        os.makedirs(self.pamdir)
-        passdb = os.path.join(self.dir, "passdb")
-        with open(passdb, "w") as f:
-            f.write(f"{USER}:{PASSWORD}:{SERVICE}\n")
-        with open(os.path.join(self.pamdir, SERVICE), "w") as f:
-            f.write(f"auth required {PAM_MATRIX} passdb={passdb}\n"
-                    f"account required {PAM_MATRIX} passdb={passdb}\n")
+        self.owner, mail_user = prepare_for_nobody(self.dir, self.mail)
+        self.pamdir = write_pam_matrix(self.dir, SERVICE, {USER: PASSWORD})
         self.port_pop3 = free_port()
         self.port_imap = free_port()
         self.conf = os.path.join(self.dir, "mailkeep.conf")

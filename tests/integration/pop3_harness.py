@@ -8,8 +8,6 @@ Listeners: `pop3` (tls = starttls, STLS offered), `pop3s` (implicit TLS), `pop3p
 """
 import itertools
 import os
-import pwd
-import re
 import shutil
 import signal
 import socket
@@ -19,34 +17,19 @@ import tempfile
 import threading
 import time
 
-BIN = os.environ.get("MK_BINARY", "")
-PAM_MATRIX = os.environ.get("MK_PAM_MATRIX", "/usr/lib/x86_64-linux-gnu/pam_wrapper/pam_matrix.so")
-PAM_WRAPPER = os.environ.get("MK_PAM_WRAPPER_LIB", "/usr/lib/x86_64-linux-gnu/libpam_wrapper.so")
+from mk_testlib import (  # noqa: F401 (re-exported to the tests)
+    BIN,
+    PAM_MATRIX,
+    PAM_WRAPPER,
+    crlf,
+    free_port,
+    make_cert,
+    prepare_for_nobody,
+    write_pam_matrix)
+
 SERVICE = "mailkeep-pop3test"
 _names = itertools.count(1)
 USERS = {"alice": "secret", "bob": "hunter 2", "carol": "pw3", "dave": "pw4"}
-
-
-def free_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def make_cert(d):
-    """A self-signed ECDSA certificate for 127.0.0.1 (certtool, from gnutls-bin)."""
-    cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
-    tmpl = os.path.join(d, "cert.tmpl")
-    with open(tmpl, "w") as f:
-        f.write('cn = "127.0.0.1"\nip_address = "127.0.0.1"\nexpiration_days = 2\n'
-                'tls_www_server\nsigning_key\nencryption_key\n')
-    subprocess.run(["certtool", "--generate-privkey", "--key-type=ecdsa", "--outfile", key],
-                   check=True, capture_output=True, timeout=60)
-    subprocess.run(["certtool", "--generate-self-signed", "--load-privkey", key, "--template",
-                    tmpl, "--outfile", cert], check=True, capture_output=True, timeout=60)
-    return cert, key
 
 
 def tls_context(cafile):
@@ -64,25 +47,10 @@ class Server:
         os.makedirs(self.mail, exist_ok=True)
         # Started as root (CI), the daemon drops to mail_user: use nobody, and let it own
         # the store.
-        self.owner = None
-        mail_user = ""
-        if os.geteuid() == 0:
-            pw = pwd.getpwnam("nobody")
-            self.owner = (pw.pw_uid, pw.pw_gid)
-            mail_user = "mail_user = nobody"
-            os.chmod(self.dir, 0o755)
-            os.chown(self.mail, *self.owner)
+        self.owner, mail_user = prepare_for_nobody(self.dir, self.mail)
         self.cert, self.key = make_cert(self.dir) if not keep_dir else (
             os.path.join(self.dir, "cert.pem"), os.path.join(self.dir, "key.pem"))
-        self.pamdir = os.path.join(self.dir, "pam.d")
-        os.makedirs(self.pamdir, exist_ok=True)
-        passdb = os.path.join(self.dir, "passdb")
-        with open(passdb, "w") as f:
-            for u, p in USERS.items():
-                f.write(f"{u}:{p}:{SERVICE}\n")
-        with open(os.path.join(self.pamdir, SERVICE), "w") as f:
-            f.write(f"auth required {PAM_MATRIX} passdb={passdb}\n"
-                    f"account required {PAM_MATRIX} passdb={passdb}\n")
+        self.pamdir = write_pam_matrix(self.dir, SERVICE, USERS)
         self.port = free_port()
         self.port_tls = free_port()
         self.port_plain = free_port()
@@ -319,6 +287,3 @@ def unstuff(wire):
     return b"\r\n".join(out)
 
 
-def crlf(data):
-    """The CRLF form of a message as the store serves it (bare LF -> CRLF)."""
-    return re.sub(rb"(?<!\r)\n", b"\r\n", data)
