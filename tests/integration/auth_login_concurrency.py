@@ -14,19 +14,14 @@ import threading
 import time
 import unittest
 
+from mk_testlib import free_port
+
 BIN = os.environ["MK_BINARY"]
 PAM_MATRIX = os.environ["MK_PAM_MATRIX"]
 PAM_TEST = os.environ["MK_PAM_TEST_MODULE"]
 SERVICE = "mk-auth-it"
 SLOW_MS = 2000
 
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class Server:

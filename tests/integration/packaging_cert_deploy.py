@@ -19,18 +19,13 @@ import threading
 import time
 import unittest
 
+from mk_testlib import free_port
+
 SRC = os.environ["MK_SOURCE_DIR"]
 BIN = os.environ["MK_BINARY"]
 HOOK = os.path.join(SRC, "packaging", "cert-deploy")
 TIMEOUT = 20.0
 
-
-def free_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def make_pair(d, key=None):
