@@ -104,6 +104,9 @@ static const struct setting settings[] = {
 	{"server", "imap_idle_keepalive", T_UINT, S(imap_idle_keepalive), "0", 0, 3600, NULL,
 	 "Seconds between keep-alive lines sent to IDLE clients; 0 sends none (phones pay for "
 	 "every wake-up)."},
+	{"server", "imap_literal_plus", T_BOOL, S(imap_literal_plus), "yes", 0, 0, NULL,
+	 "IMAP non-synchronizing literals of any size (LITERAL+, RFC 7888); no advertises "
+	 "LITERAL- instead and refuses such literals over 4096 octets with BAD [TOOBIG]."},
 	{"tls", "cert", T_PATH, S(tls_cert), "", 0, 0, NULL,
 	 "PEM certificate chain; required by any listener with tls = starttls or implicit."},
 	{"tls", "key", T_PATH, S(tls_key), "", 0, 0, NULL, "PEM private key for cert."},

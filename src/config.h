@@ -74,6 +74,7 @@ struct config {
 	unsigned pop3_expire_days;    /* retention advertised as CAPA EXPIRE; 0 = never */
 	unsigned pop3_login_delay;    /* seconds advertised as CAPA LOGIN-DELAY; 0 = none */
 	unsigned imap_idle_keepalive; /* seconds between keep-alives during IDLE; 0 = none */
+	bool imap_literal_plus;       /* LITERAL+ (yes) or LITERAL- (no), RFC 7888 */
 
 	/* [tls] */
 	char *tls_cert;

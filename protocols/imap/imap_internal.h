@@ -32,6 +32,9 @@
 #define IMAP_MAX_APPEND_STR "67108864" /* APPENDLIMIT (RFC 7889): IMAP_MAX_APPEND */
 #define IMAP_MAX_DEPTH      16
 #define IMAP_MAX_ARGS       8192
+/* LITERAL- (config imap_literal_plus = no): the largest non-synchronising literal. */
+#define IMAP_LITERAL_MINUS_MAX 4096
+
 /* Defaults for proto_ops (listeners may override). */
 #define IMAP_DEFAULT_MAX_LINE (64 * 1024)
 #define IMAP_AUTOLOGOUT_S     (30 * 60)

@@ -355,6 +355,11 @@ static void parse_literal_marker(struct imap_parser *p)
 			parser_fail(p, "[TOOBIG] Literal too large", true);
 		return;
 	}
+	if (nonsync && p->lim.max_nonsync > 0 && size > p->lim.max_nonsync) {
+		/* LITERAL-: the client sends the bytes anyway; parser_fail skips them. */
+		parser_fail(p, "[TOOBIG] Non-synchronizing literal too large (LITERAL-)", true);
+		return;
+	}
 	int n = node_new(p, stream ? IMAP_ARG_LITERAL_SIZE : IMAP_ARG_LITERAL);
 	if (n < 0)
 		return;

@@ -66,11 +66,17 @@ struct imap_parser_limits {
 	size_t max_command;   /* bytes of command text plus buffered literals, per command */
 	uint64_t max_literal; /* the largest literal read into the arena */
 	uint64_t max_stream;  /* the largest literal in stream mode (APPEND) */
-	unsigned max_depth;   /* list nesting */
-	unsigned max_args;    /* arguments at every level together */
+	/* LITERAL- (RFC 7888 §4): a larger non-synchronising literal is skipped (its bytes read
+	 * and dropped) and the command fails with "[TOOBIG] …"; 0 = no such cap (LITERAL+). */
+	uint64_t max_nonsync;
+	unsigned max_depth; /* list nesting */
+	unsigned max_args;  /* arguments at every level together */
 };
 
 struct imap_parser;
+
+/* The error for a non-synchronising literal over max_nonsync (LITERAL-). */
+#define IMAP_PARSER_ERR_LITERAL_MINUS "[TOOBIG] Non-synchronizing literal too large (LITERAL-)"
 
 /* input is copied; limits too. Returns NULL on ENOMEM. */
 struct imap_parser *imap_parser_new(const struct imap_parser_input *input,

@@ -33,8 +33,11 @@ static unsigned long long sid(const struct imap_session *s)
 	return (unsigned long long)conn_id(s->conn);
 }
 
-static void parser_limits_for(enum imap_state state, struct imap_parser_limits *lim)
+static void parser_limits_for(const struct imap_session *s, enum imap_state state,
+			      struct imap_parser_limits *lim)
 {
+	const struct config *cfg = conn_config(s->conn);
+	lim->max_nonsync = cfg && !cfg->imap_literal_plus ? IMAP_LITERAL_MINUS_MAX : 0;
 	if (state == IMAP_NOT_AUTH) {
 		lim->max_command = IMAP_PREAUTH_MAX_COMMAND;
 		lim->max_literal = IMAP_PREAUTH_MAX_LITERAL;
@@ -57,7 +60,7 @@ void imap_set_state(struct imap_session *s, enum imap_state state)
 	log_debug("conn=%llu imap_state=%s->%s", sid(s), state_names[s->state], state_names[state]);
 	s->state = state;
 	struct imap_parser_limits lim;
-	parser_limits_for(state, &lim);
+	parser_limits_for(s, state, &lim);
 	imap_parser_set_limits(s->parser, &lim); /* from the next command on */
 }
 
@@ -76,7 +79,8 @@ void imap_capability_string(struct imap_session *s, char *out, size_t size)
 	ADD("IMAP4rev1");
 	ADD("IMAP4rev2");
 	ADD("SASL-IR");
-	ADD("LITERAL+");
+	const struct config *cfg = conn_config(s->conn);
+	ADD(cfg && !cfg->imap_literal_plus ? "LITERAL-" : "LITERAL+");
 	ADD("ID");
 	ADD("ENABLE");
 	ADD("IDLE");
@@ -229,8 +233,12 @@ static void parse_error(struct imap_session *s, struct imap_cmd *cmd)
 		return;
 	}
 	log_info("conn=%llu event=imap_parse_error error=%s", sid(s), log_escape_str(msg));
-	if (cmd && cmd->def && strcmp(cmd->def->name, "APPEND") == 0 &&
-	    strncmp(msg, "[TOOBIG]", 8) == 0) {
+	bool literal_minus = strcmp(msg, IMAP_PARSER_ERR_LITERAL_MINUS) == 0;
+	if (cmd && literal_minus) {
+		/* RFC 7888 §4: the response code leads the text */
+		imap_cmd_reply(cmd, "BAD", "%s", msg);
+	} else if (cmd && cmd->def && strcmp(cmd->def->name, "APPEND") == 0 &&
+		   strncmp(msg, "[TOOBIG]", 8) == 0) {
 		/* RFC 7889 §4: a message over APPENDLIMIT is refused with NO, not BAD */
 		imap_cmd_reply(cmd, "NO", "[TOOBIG] Message exceeds the APPENDLIMIT.");
 	} else if (cmd) {
@@ -474,7 +482,7 @@ static void *imap_session_new(struct conn *c)
 	imap_seqset_init(&s->searchres);
 	struct imap_parser_input in = {in_read_line, in_read_literal, in_send_continuation, s};
 	struct imap_parser_limits lim;
-	parser_limits_for(IMAP_NOT_AUTH, &lim);
+	parser_limits_for(s, IMAP_NOT_AUTH, &lim);
 	s->parser = imap_parser_new(&in, &lim);
 	if (!s->parser) {
 		free(s);

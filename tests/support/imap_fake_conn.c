@@ -58,6 +58,7 @@ struct conn *fake_conn_new(const struct proto_ops *ops, const struct fake_conn_o
 	c->cfg.mail_format = MAIL_FORMAT_MAILDIR;
 	c->cfg.auth_max_failures = c->opts.auth_max_failures;
 	c->cfg.imap_idle_keepalive = c->opts.idle_keepalive;
+	c->cfg.imap_literal_plus = !c->opts.literal_minus;
 	c->lst.protocol = (char *)ops->name;
 	c->lst.max_bad_commands = c->opts.max_bad_commands ? c->opts.max_bad_commands : 20;
 	c->tls = c->opts.tls;

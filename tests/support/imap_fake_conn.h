@@ -23,6 +23,7 @@ struct fake_conn_opts {
 	const char *mail_root;     /* config mail_root (with %u) */
 	unsigned auth_max_failures;
 	unsigned idle_keepalive; /* config imap_idle_keepalive */
+	bool literal_minus;      /* config imap_literal_plus = no */
 	uv_loop_t *loop;         /* shared loop (several sessions on one store); NULL: own */
 };
 

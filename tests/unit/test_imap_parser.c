@@ -419,6 +419,68 @@ static void test_stream_limit(void **state)
 	fixture_free(f);
 }
 
+/* LITERAL- (RFC 7888 §4): non-synchronising literals up to 4096 octets are taken, a larger
+ * one is read and dropped (the next command stays intact) and the command fails with
+ * [TOOBIG]; synchronising literals keep the ordinary limits. */
+static void test_literal_minus(void **state)
+{
+	struct imap_parser_limits lim = default_limits;
+	lim.max_nonsync = 5;
+	check_lim(&lim, "a X {5+}\r\nhello\r\n", "a X {5:hello}", 0, 0);
+	check_lim(&lim, "a X {6+}\r\nhello!\r\nb NOOP\r\n",
+		  "ERR:[TOOBIG] Non-synchronizing literal too large (LITERAL-)", 0, 8);
+	/* The rest of the broken command (another literal) is skipped too. */
+	check_lim(&lim, "a X {6+}\r\nhello! {2+}\r\nab\r\nb NOOP\r\n",
+		  "ERR:[TOOBIG] Non-synchronizing literal too large (LITERAL-)", 0, 8);
+	check_lim(&lim, "a X {6}\r\nhello!\r\n", "a X {6:hello!}", 1, 0);
+	check_lim(&lim, "a X {0+}\r\n\r\n", "a X {0:}", 0, 0);
+	/* Over the ordinary limit as well: still fatal. */
+	lim.max_literal = 5;
+	check_lim(&lim, "a X {6+}\r\nhello!\r\n", "FATAL:[TOOBIG] Literal too large", 0, 8);
+
+	/* The real cap, with a literal of 4096 and of 4097 octets. */
+	lim = default_limits;
+	lim.max_nonsync = 4096;
+	lim.max_literal = 8192;
+	lim.max_command = 16384;
+	struct fixture *f = fixture_new(&lim);
+	static char data[4097];
+	memset(data, 'x', sizeof(data));
+	const struct imap_arg *args;
+	feed(f, "a X {4096+}\r\n", 13);
+	feed(f, data, 4096);
+	feed(f, "\r\n", 2);
+	assert_int_equal(imap_parser_read_args(f->p, 0, &args), 3);
+	assert_int_equal(args[2].len, 4096);
+	imap_parser_reset(f->p);
+	feed(f, "b X {4097+}\r\n", 13);
+	feed(f, data, 4097);
+	feed(f, "\r\nc NOOP\r\n", 10);
+	assert_int_equal(imap_parser_read_args(f->p, 0, &args), -1);
+	bool fatal;
+	assert_string_equal(imap_parser_get_error(f->p, &fatal),
+			    "[TOOBIG] Non-synchronizing literal too large (LITERAL-)");
+	assert_false(fatal);
+	assert_int_equal(f->in.continuations, 0);
+	imap_parser_reset(f->p);
+	assert_int_equal(imap_parser_read_args(f->p, 0, &args), 2);
+	assert_string_equal(args[0].str, "c");
+	fixture_free(f);
+
+	/* APPEND (stream mode) is capped the same way. */
+	lim = default_limits;
+	lim.max_nonsync = 4;
+	f = fixture_new(&lim);
+	feed(f, "a APPEND INBOX {5+}\r\nhello\r\nb NOOP\r\n", 36);
+	imap_parser_set_stream_mode(f->p, true);
+	assert_int_equal(imap_parser_read_args(f->p, 0, &args), -1);
+	assert_string_equal(imap_parser_get_error(f->p, &fatal),
+			    "[TOOBIG] Non-synchronizing literal too large (LITERAL-)");
+	assert_false(fatal);
+	assert_int_equal(buf_used(&f->in.b), 8);
+	fixture_free(f);
+}
+
 static void test_arg_helpers(void **state)
 {
 	struct fixture *f = fixture_new(NULL);
@@ -452,6 +514,7 @@ int main(void)
 		cmocka_unit_test(test_count_and_resume),
 		cmocka_unit_test(test_stream_mode),
 		cmocka_unit_test(test_stream_limit),
+		cmocka_unit_test(test_literal_minus),
 		cmocka_unit_test(test_arg_helpers),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
