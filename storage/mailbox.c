@@ -262,6 +262,12 @@ void mailbox_rec_drop_from(struct mailbox *mbox, uint32_t uid)
 	pool_compact(mbox);
 }
 
+uint64_t mailbox_emailid_from_base(const char *base, size_t len)
+{
+	uint64_t h = storage_hash64(base, len, 0x656d61696c696430ull);
+	return h != 0 ? h : 1;
+}
+
 uint64_t mailbox_next_modseq(struct mailbox *mbox)
 {
 	return ++mbox->highest_modseq;

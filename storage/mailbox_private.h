@@ -26,13 +26,15 @@ enum mail_rec_bflags {
 	MREC_SEEN_SCAN = 1 << 2,
 };
 
-/* One message, 56 bytes; its key (Maildir: the current file name) lives in mbox->pool. */
+/* One message, 64 bytes; its key (Maildir: the current file name) lives in mbox->pool. */
 struct mail_rec {
 	uint32_t uid;
 	uint32_t keywords;
 	uint64_t modseq;
 	uint64_t size; /* CRLF size */
 	int64_t idate;
+	uint64_t emailid;   /* RFC 8474 EMAILID: kept by MOVE and COPY, never 0 */
+	uint32_t savedate;  /* RFC 8514: seconds since the epoch it was saved into this folder */
 	uint32_t key_off;   /* key in the pool */
 	uint16_t key_len;   /* whole key (Maildir: base name + ":2,info") */
 	uint16_t base_len;  /* stable part (Maildir base name): key[0..base_len) */
@@ -49,6 +51,8 @@ struct load_ent {
 	uint64_t modseq;
 	uint64_t size;
 	int64_t idate;
+	int64_t savedate; /* as mail_rec; set when numbered or read from the UID list */
+	uint64_t emailid;
 	uint32_t key_off; /* in load->pool */
 	uint16_t key_len;
 	uint16_t base_len;
@@ -236,6 +240,10 @@ void mailbox_pop3_on_expunge(struct mailbox *mbox, uint32_t uid);
 /* Announce: a flag change of UID (ORIGIN not told), arrivals (UIDNEXT moved). */
 void mailbox_announce_flags(struct mailbox *mbox, struct view *origin, uint32_t uid);
 void mailbox_announce_arrivals(struct mailbox *mbox);
+/* The EMAILID a message gets when nothing better is known (appended, delivered from outside,
+ * or read from a list without one): a 64-bit hash of its stable key (Maildir: the base name,
+ * unique in the store), never 0. A COPY or MOVE keeps the source's instead. */
+uint64_t mailbox_emailid_from_base(const char *base, size_t len);
 /* Next modseq (highest_modseq + 1, stored). */
 uint64_t mailbox_next_modseq(struct mailbox *mbox);
 /* Free a load result. */

@@ -775,6 +775,46 @@ static int md_load(struct mailbox_load *ld)
 	return r;
 }
 
+/* Save dates are kept as 32-bit seconds (mail_rec): 1..UINT32_MAX. */
+static int64_t savedate_clamp(int64_t t)
+{
+	if (t < 1)
+		return 1;
+	return t > (int64_t)UINT32_MAX ? (int64_t)UINT32_MAX : t;
+}
+
+/* The delivery time standard Maildir base names start with ("<seconds>."), or 0. */
+static int64_t base_time(const char *base)
+{
+	int64_t t = 0;
+	size_t i = 0;
+	for (; base[i] >= '0' && base[i] <= '9' && i < 12; i++)
+		t = t * 10 + (base[i] - '0');
+	return i > 0 && base[i] == '.' ? t : 0;
+}
+
+/* A message numbered now (found on disk): saved when its name says it was delivered, else
+ * now; EMAILID from its base name. */
+static void ent_new_ids(struct load_ent *e, const char *key, int64_t now)
+{
+	int64_t t = base_time(key);
+	e->savedate = savedate_clamp(t > 0 && t <= now ? t : now);
+	e->emailid = mailbox_emailid_from_base(key, e->base_len);
+}
+
+/* A message numbered by a version 1 list (no save date, no EMAILID): the delivery time its
+ * name gives, else its internal date (RFC 8514 wants a date, not NIL, from a folder that
+ * keeps them); EMAILID from its base name. */
+static void ent_old_ids(struct load_ent *e, const char *key)
+{
+	if (e->savedate <= 0) {
+		int64_t t = base_time(key);
+		e->savedate = savedate_clamp(t > 0 ? t : e->idate);
+	}
+	if (e->emailid == 0)
+		e->emailid = mailbox_emailid_from_base(key, e->base_len);
+}
+
 /* A scanned file the UID list knows: take its UID, modseq, size and date from the list. */
 static void load_ent_known(struct load_ent *e, const struct uidlist_ent *le)
 {
@@ -783,6 +823,8 @@ static void load_ent_known(struct load_ent *e, const struct uidlist_ent *le)
 	e->modseq = le->modseq;
 	e->size = le->size;
 	e->idate = le->idate;
+	e->savedate = le->savedate;
+	e->emailid = le->emailid;
 	e->list_flags = le->flags;
 	e->list_keywords = le->keywords;
 	e->list_modseq = le->modseq;
@@ -1033,7 +1075,8 @@ static int list_compact(struct mailbox *mbox)
 		const char *key = mailbox_rec_key(mbox, rec);
 		uidlist_uidl_from_base(key, rec->base_len, uidl);
 		r = uidlist_line_add(&b, rec->uid, rec->modseq, rec->size, rec->idate, rec->flags,
-				     rec->keywords, uidl, key, rec->base_len);
+				     rec->keywords, rec->savedate, rec->emailid, uidl, key,
+				     rec->base_len);
 	}
 	char file[4096];
 	if (r == 0)
@@ -1312,6 +1355,9 @@ static int add_new_ents(struct mailbox *mbox, struct load_ent *ents, size_t n, c
 		rec.modseq = ++mbox->highest_modseq;
 		rec.size = e->size;
 		rec.idate = e->idate;
+		ent_new_ids(e, key, time(NULL));
+		rec.savedate = (uint32_t)e->savedate;
+		rec.emailid = e->emailid;
 		rec.key_len = e->key_len;
 		rec.base_len = e->base_len;
 		rec.cache_off = e->cache_off;
@@ -1323,7 +1369,8 @@ static int add_new_ents(struct mailbox *mbox, struct load_ent *ents, size_t n, c
 			return r;
 		uidlist_uidl_from_base(key, e->base_len, uidl);
 		r = uidlist_line_add(&md->pending, rec.uid, rec.modseq, rec.size, rec.idate,
-				     rec.flags, rec.keywords, uidl, key, rec.base_len);
+				     rec.flags, rec.keywords, rec.savedate, rec.emailid, uidl, key,
+				     rec.base_len);
 		if (r < 0)
 			return r;
 	}
@@ -1357,10 +1404,13 @@ static int load_persist(struct mailbox_load *ld, struct md_load *ml)
 	uint32_t uidnext0 = ld->uidnext;
 	uint64_t highest0 = ld->highest_modseq;
 	ld->first_recent_uid = ld->uidnext;
+	int64_t now = (int64_t)time(NULL);
 	for (size_t i = 0; i < ld->n_ents && r == 0; i++) {
 		struct load_ent *e = &ld->ents[i];
 		const char *key = ld->pool + e->key_off;
 		e->keywords &= kw_mask;
+		if (i < n_known && (e->savedate <= 0 || e->emailid == 0))
+			ent_old_ids(e, key); /* a version 1 record: derived, the same every time */
 		if (i >= n_known) {
 			if (ld->uidnext == UINT32_MAX) {
 				r = -EOVERFLOW;
@@ -1369,9 +1419,11 @@ static int load_persist(struct mailbox_load *ld, struct md_load *ml)
 			e->uid = ld->uidnext++;
 			e->modseq = ++ld->highest_modseq;
 			e->known = true;
+			ent_new_ids(e, key, now);
 			uidlist_uidl_from_base(key, e->base_len, uidl);
 			r = uidlist_line_add(&lines, e->uid, e->modseq, e->size, e->idate, e->flags,
-					     e->keywords, uidl, key, e->base_len);
+					     e->keywords, e->savedate, e->emailid, uidl, key,
+					     e->base_len);
 			n_lines++;
 		} else if (e->flags_differ) {
 			e->modseq = ++ld->highest_modseq; /* changed outside while we were away */
@@ -1401,7 +1453,8 @@ static int load_persist(struct mailbox_load *ld, struct md_load *ml)
 			const char *key = ld->pool + e->key_off;
 			uidlist_uidl_from_base(key, e->base_len, uidl);
 			r = uidlist_line_add(&b, e->uid, e->modseq, e->size, e->idate, e->flags,
-					     e->keywords, uidl, key, e->base_len);
+					     e->keywords, e->savedate, e->emailid, uidl, key,
+					     e->base_len);
 		}
 		if (r == 0)
 			r = uidlist_write(file, &b);
@@ -1514,6 +1567,8 @@ static int md_attach(struct mailbox *mbox, struct mailbox_load *ld)
 		rec.modseq = e->modseq;
 		rec.size = e->size;
 		rec.idate = e->idate;
+		rec.savedate = (uint32_t)e->savedate;
+		rec.emailid = e->emailid;
 		rec.key_len = e->key_len;
 		rec.base_len = e->base_len;
 		rec.cache_off = e->cache_off;
@@ -1876,7 +1931,7 @@ static int md_unlink(struct mailbox *mbox, struct mail_rec *rec)
 /* Add the record for a file now in cur/NAME and queue its UID-list line. */
 static int add_arrival(struct mailbox *mbox, const char *name, size_t name_len, size_t base_len,
 		       unsigned flags, uint32_t keywords, uint64_t size, int64_t idate,
-		       uint8_t bflags, uint32_t *uid_r)
+		       uint8_t bflags, uint64_t emailid, uint32_t *uid_r)
 {
 	struct maildir *md = mbox->backend;
 	if (mbox->uidnext == UINT32_MAX)
@@ -1887,6 +1942,8 @@ static int add_arrival(struct mailbox *mbox, const char *name, size_t name_len, 
 	rec.modseq = mbox->highest_modseq + 1;
 	rec.size = size;
 	rec.idate = idate;
+	rec.savedate = savedate_clamp((int64_t)time(NULL)); /* saved into this folder now */
+	rec.emailid = emailid != 0 ? emailid : mailbox_emailid_from_base(name, base_len);
 	rec.key_len = (uint16_t)name_len;
 	rec.base_len = (uint16_t)base_len;
 	rec.flags = (uint8_t)flags;
@@ -1899,7 +1956,7 @@ static int add_arrival(struct mailbox *mbox, const char *name, size_t name_len, 
 	md->fsync_cur = true;
 	*uid_r = rec.uid;
 	return uidlist_line_add(&md->pending, rec.uid, rec.modseq, size, idate, flags, keywords,
-				uidl, name, base_len);
+				rec.savedate, rec.emailid, uidl, name, base_len);
 }
 
 static int md_append_begin(struct mailbox *mbox, struct mail_append *a)
@@ -1968,7 +2025,7 @@ static int md_append_finish(struct mail_append *a, uint32_t *uid_r)
 	uint32_t uidnext0 = mbox->uidnext;
 	uint64_t highest0 = mbox->highest_modseq;
 	r = add_arrival(mbox, name, (size_t)n, base_len, a->flags, a->keywords, a->crlf_size, idate,
-			0, uid_r);
+			0, 0, uid_r);
 	if (r == 0)
 		r = md_commit(mbox);
 	if (r < 0) {
@@ -2054,6 +2111,7 @@ static int md_copy(struct mailbox *src, struct mail_rec *srec, struct mailbox *d
 	uint32_t suid = srec->uid;
 	bool s_in_new = (srec->bflags & MREC_IN_NEW) != 0;
 	uint8_t bflags = srec->bflags & MREC_PASSED;
+	uint64_t emailid = srec->emailid; /* RFC 8474: the same message, the same EMAILID */
 	r = base_new(base, sizeof(base), (uint64_t)st.st_size, size);
 	if (r < 0)
 		return r;
@@ -2104,7 +2162,7 @@ static int md_copy(struct mailbox *src, struct mail_rec *srec, struct mailbox *d
 			return r;
 	}
 	return add_arrival(dst, name, (size_t)n, base_len, flags, keywords, size, idate, bflags,
-			   uid_r);
+			   emailid, uid_r);
 }
 
 static int md_copy_undo(struct mailbox *src, uint32_t suid, struct mailbox *dst,

@@ -119,6 +119,12 @@ void store_folder_list_free(struct store_folder **folders_p, size_t n);
 /* Create a folder and any missing parent levels. -EEXIST if it exists, -EINVAL bad name.
  * special_use: attributes to record (RFC 6154 CREATE USE), 0 for none. */
 int store_folder_create(struct store *store, const char *name, unsigned special_use);
+/* The folder's MAILBOXID (RFC 8474) into BUF (size >= STORE_MAILBOXID_MAX + 1): made when the
+ * folder is created (a folder without one, e.g. INBOX or one made by another program, gets
+ * one on first use), kept through RENAME, never reused (a folder deleted and created again
+ * gets a new one). -ENOENT if the folder does not exist. */
+#define STORE_MAILBOXID_MAX 64
+int store_folder_mailboxid(struct store *store, const char *name, char *buf, size_t size);
 /* Delete a folder and its messages. -EPERM for INBOX, -ENOTEMPTY if it has child folders
  * (delete them first), -ENOENT if it does not exist. Views of an open mailbox of that folder
  * are told every message is expunged, and later operations on it fail with -ENOENT. */
@@ -237,6 +243,9 @@ struct mail_info {
 	uint64_t modseq;
 	uint64_t size;         /* exact size with CRLF line ends (RFC822.SIZE, POP3 LIST) */
 	int64_t internal_date; /* seconds since the epoch */
+	int64_t save_date;     /* RFC 8514: when it was saved into this folder (APPEND, COPY,
+				* MOVE, delivery), seconds since the epoch; never 0 */
+	uint64_t email_id;     /* RFC 8474 EMAILID (the same after MOVE and COPY); never 0 */
 };
 
 enum flag_op {

@@ -4,7 +4,10 @@
  * Layout (storage/README.md): INBOX is the root (cur/ new/ tmp/); folder "a.b" is the
  * directory ".a.b" (the client's modified UTF-7 name as is); each folder directory holds
  * an empty `maildirfolder` file (Maildir++), and `mailkeep-special-use` when it has a
- * special-use attribute (so the attribute follows the folder through renames). The root holds
+ * special-use attribute (so the attribute follows the folder through renames), and
+ * `mailkeep-mailboxid` (its RFC 8474 MAILBOXID, written when it is created or first asked
+ * for, so it follows renames too and a folder made again after a DELETE gets a new one). The
+ * root holds
  * `subscriptions` (one name a line) and `mailkeep-defaults` (the default folders were made).
  */
 #include "mailbox_private.h"
@@ -20,12 +23,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #define SUBSCRIPTIONS_FILE "subscriptions"
 #define DEFAULTS_MARKER    "mailkeep-defaults"
 #define SPECIAL_USE_FILE   "mailkeep-special-use"
+#define MAILBOXID_FILE     "mailkeep-mailboxid"
 #define MAX_FOLDERS        10000
 
 struct store {
@@ -237,6 +242,92 @@ static int make_maildir(const char *dir, bool folder)
 	return r;
 }
 
+/* ---- MAILBOXID (RFC 8474) ------------------------------------------------------------------ */
+
+/* A new MAILBOXID: "F" and 32 hex digits of 128 random bits (as Dovecot's mailbox GUIDs). */
+static int mailboxid_new(char *buf, size_t size)
+{
+	uint8_t rnd[16];
+	size_t got = 0;
+	while (got < sizeof(rnd)) {
+		ssize_t n = getrandom(rnd + got, sizeof(rnd) - got, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		got += (size_t)n;
+	}
+	if (size < STORE_MAILBOXID_MAX + 1)
+		return -ENAMETOOLONG;
+	buf[0] = 'F';
+	for (size_t i = 0; i < sizeof(rnd); i++)
+		snprintf(buf + 1 + 2 * i, 3, "%02x", rnd[i]);
+	return 0;
+}
+
+static int mailboxid_write(const char *dir, const char *id)
+{
+	char file[4096], text[STORE_MAILBOXID_MAX + 2];
+	int r = storage_path(file, sizeof(file), "%s/%s", dir, MAILBOXID_FILE);
+	if (r < 0)
+		return r;
+	int n = snprintf(text, sizeof(text), "%s\n", id);
+	return storage_write_file_atomic(file, text, (size_t)n);
+}
+
+/* An objectid (RFC 8474): 1..STORE_MAILBOXID_MAX of ALPHA / DIGIT / "_" / "-". */
+static bool mailboxid_valid(const char *s, size_t len)
+{
+	if (len == 0 || len > STORE_MAILBOXID_MAX)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		char c = s[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '_' || c == '-'))
+			return false;
+	}
+	return true;
+}
+
+int store_folder_mailboxid(struct store *store, const char *name, char *buf, size_t size)
+{
+	char norm[STORE_NAME_MAX + 1], path[4096], file[4096];
+	int r = store_name_normalize(name, norm, sizeof(norm));
+	if (r == 0)
+		r = store_folder_path(store, norm, path, sizeof(path));
+	if (r == 0)
+		r = storage_path(file, sizeof(file), "%s/%s", path, MAILBOXID_FILE);
+	if (r < 0)
+		return r;
+	if (size < STORE_MAILBOXID_MAX + 1)
+		return -ENAMETOOLONG;
+	if (!dir_exists(path))
+		return -ENOENT;
+	char *data;
+	size_t len;
+	r = storage_read_file(file, 256, &data, &len);
+	if (r == 0) {
+		while (len > 0 && (data[len - 1] == '\n' || data[len - 1] == '\r'))
+			len--;
+		bool ok = mailboxid_valid(data, len);
+		if (ok) {
+			memcpy(buf, data, len);
+			buf[len] = '\0';
+		}
+		free(data);
+		if (ok)
+			return 0;
+		log_warn("storage: bad MAILBOXID file replaced path=%s", log_escape_str(file));
+	} else if (r != -ENOENT) {
+		return r;
+	}
+	/* A folder made before MAILBOXIDs (or by another program): its id starts now. */
+	r = mailboxid_new(buf, size);
+	if (r == 0)
+		r = mailboxid_write(path, buf);
+	return r;
+}
+
 /* Create one folder level atomically: build it under a temporary name, then rename. */
 static int create_one(struct store *store, const char *norm, unsigned special_use)
 {
@@ -248,6 +339,11 @@ static int create_one(struct store *store, const char *norm, unsigned special_us
 	if (r < 0)
 		return r;
 	r = make_maildir(tmp, true);
+	char id[STORE_MAILBOXID_MAX + 1];
+	if (r == 0)
+		r = mailboxid_new(id, sizeof(id));
+	if (r == 0)
+		r = mailboxid_write(tmp, id);
 	if (r == 0 && special_use != 0) {
 		char text[128], file[4096];
 		int n = special_use_text(special_use, text, sizeof(text));

@@ -42,17 +42,19 @@ int uidlist_line(struct sbuf *b, const char *fmt, ...)
 int uidlist_line_header(struct sbuf *b, uint32_t uidvalidity, uint32_t uidnext,
 			uint64_t highest_modseq, size_t nbase)
 {
-	return uidlist_line(b, "H 1 %" PRIu32 " %" PRIu32 " %" PRIu64 " %zu", uidvalidity, uidnext,
+	return uidlist_line(b, "H 2 %" PRIu32 " %" PRIu32 " %" PRIu64 " %zu", uidvalidity, uidnext,
 			    highest_modseq, nbase);
 }
 
 int uidlist_line_add(struct sbuf *b, uint32_t uid, uint64_t modseq, uint64_t size, int64_t idate,
-		     unsigned flags, uint32_t keywords, const char *uidl, const char *base,
-		     size_t base_len)
+		     unsigned flags, uint32_t keywords, int64_t savedate, uint64_t emailid,
+		     const char *uidl, const char *base, size_t base_len)
 {
-	return uidlist_line(
-		b, "+ %" PRIu32 " %" PRIu64 " %" PRIu64 " %" PRId64 " %x %" PRIx32 " %s %.*s", uid,
-		modseq, size, idate, flags, keywords, uidl, (int)base_len, base);
+	return uidlist_line(b,
+			    "A %" PRIu32 " %" PRIu64 " %" PRIu64 " %" PRId64 " %x %" PRIx32
+			    " %" PRId64 " %" PRIx64 " %s %.*s",
+			    uid, modseq, size, idate, flags, keywords, savedate, emailid, uidl,
+			    (int)base_len, base);
 }
 
 int uidlist_line_flags(struct sbuf *b, uint32_t uid, uint64_t modseq, unsigned flags,
@@ -211,17 +213,23 @@ static int parse_payload(struct parse_state *st, const char *p, const char *end,
 	if (end - p < 2 || p[1] != ' ')
 		return -EBADMSG;
 	p += 2;
-	if (base && op != '+')
+	if (base && op != '+' && op != 'A')
 		return -EBADMSG;
 	switch (op) {
-	case '+': {
-		int64_t idate;
+	case '+':
+	case 'A': {
+		int64_t idate, savedate = 0;
+		uint64_t emailid = 0;
 		const char *uidl, *b;
 		size_t uidl_len, b_len;
 		if (!parse_u64(&p, end, 10, &uid) || !parse_u64(&p, end, 10, &modseq) ||
 		    !parse_u64(&p, end, 10, &size) || !parse_i64(&p, end, &idate) ||
-		    !parse_u64(&p, end, 16, &flags) || !parse_u64(&p, end, 16, &kw) ||
-		    !parse_word(&p, end, &uidl, &uidl_len))
+		    !parse_u64(&p, end, 16, &flags) || !parse_u64(&p, end, 16, &kw))
+			return -EBADMSG;
+		if (op == 'A' &&
+		    (!parse_i64(&p, end, &savedate) || !parse_u64(&p, end, 16, &emailid)))
+			return -EBADMSG;
+		if (!parse_word(&p, end, &uidl, &uidl_len))
 			return -EBADMSG;
 		b = p;
 		b_len = (size_t)(end - p);
@@ -244,6 +252,8 @@ static int parse_payload(struct parse_state *st, const char *p, const char *end,
 		e->modseq = modseq;
 		e->size = size;
 		e->idate = idate;
+		e->savedate = savedate;
+		e->emailid = emailid;
 		e->flags = (uint8_t)flags;
 		e->keywords = (uint32_t)kw;
 		int r = pool_add(st, b, b_len, &e->base_off);
@@ -340,7 +350,7 @@ int uidlist_read(const char *path, struct uidlist *list, uint32_t *old_uidvalidi
 				ok = false;
 			} else {
 				p += 2;
-				ok = parse_u64(&p, pend, 10, &ver) && ver == 1 &&
+				ok = parse_u64(&p, pend, 10, &ver) && (ver == 1 || ver == 2) &&
 				     parse_u64(&p, pend, 10, &uv) && parse_u64(&p, pend, 10, &un) &&
 				     parse_u64(&p, pend, 10, &hm) && parse_u64(&p, pend, 10, &nb) &&
 				     p == pend && uv > 0 && uv <= UINT32_MAX && un <= UINT32_MAX;

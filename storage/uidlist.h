@@ -3,9 +3,16 @@
  * File `mailkeep-uidlist` in the folder directory, text, one record a line, every line
  * checksummed: "HHHHHHHH payload\n" where HHHHHHHH is the FNV-1a 32 hash of the payload in hex.
  *
- *   H 1 <uidvalidity> <uidnext> <highestmodseq> <nbase>     header (first line)
- *   + <uid> <modseq> <size> <idate> <flags> <kw> <uidl> <base>  a message (size = CRLF size,
- *                                                              flags/kw in hex)
+ *   H 2 <uidvalidity> <uidnext> <highestmodseq> <nbase>     header (first line; version 1
+ *                                                            is read too: same fields)
+ *   A <uid> <modseq> <size> <idate> <flags> <kw> <savedate> <emailid> <uidl> <base>
+ *                                                            a message (size = CRLF size,
+ *                                                            flags/kw/emailid in hex; savedate
+ *                                                            seconds, RFC 8514; emailid the
+ *                                                            RFC 8474 EMAILID, kept on MOVE)
+ *   + <uid> <modseq> <size> <idate> <flags> <kw> <uidl> <base>  a message as version 1 wrote
+ *                                                              it (read only: savedate and
+ *                                                              emailid unknown, 0)
  *   F <uid> <modseq> <flags> <kw>                            flags changed
  *   - <uid> <modseq>                                         expunged
  *   X <uid> <modseq>                                         expunged by us, written BEFORE
@@ -13,13 +20,18 @@
  *                                                            still there with that base name
  *                                                            is unlinked at the next load
  *
- * The first nbase lines after the header are the compacted base ('+' only); after them the
+ * The first nbase lines after the header are the compacted base ('A' or '+' only); after them the
  * file is an append log. Appending a record is one write() plus fsync. Compaction rewrites
  * the file: .tmp, fsync, rename, fsync dir, so a crash leaves either the old or the new list.
  *
  * Reading: a bad or missing line inside the base, or a bad line followed by more lines, is a
  * torn list (-EBADMSG; the caller rebuilds with a new UIDVALIDITY). A bad LAST line of the log
  * is a record whose write never completed; it was never acknowledged and is dropped.
+ *
+ * Versions: this code writes "H 2" and 'A' records (and may append 'A' records to a list whose
+ * header still says 1: a list is only ever read by code that knows both). An older mailkeep
+ * reads a version 2 list as torn and rebuilds it (new UIDVALIDITY): downgrading costs clients
+ * a resync, never a message.
  */
 #ifndef MK_UIDLIST_H
 #define MK_UIDLIST_H
@@ -43,6 +55,8 @@ struct uidlist_ent {
 	uint64_t modseq;
 	uint64_t size;
 	int64_t idate;
+	int64_t savedate;  /* 0: unknown (a version 1 '+' record) */
+	uint64_t emailid;  /* 0: unknown */
 	uint32_t base_off; /* in uidlist.pool */
 	uint32_t base_len;
 	uint32_t uidl_off;
@@ -74,8 +88,8 @@ int uidlist_line(struct sbuf *b, const char *fmt, ...) __attribute__((format(pri
 int uidlist_line_header(struct sbuf *b, uint32_t uidvalidity, uint32_t uidnext,
 			uint64_t highest_modseq, size_t nbase);
 int uidlist_line_add(struct sbuf *b, uint32_t uid, uint64_t modseq, uint64_t size, int64_t idate,
-		     unsigned flags, uint32_t keywords, const char *uidl, const char *base,
-		     size_t base_len);
+		     unsigned flags, uint32_t keywords, int64_t savedate, uint64_t emailid,
+		     const char *uidl, const char *base, size_t base_len);
 int uidlist_line_flags(struct sbuf *b, uint32_t uid, uint64_t modseq, unsigned flags,
 		       uint32_t keywords);
 int uidlist_line_expunge(struct sbuf *b, uint32_t uid, uint64_t modseq);

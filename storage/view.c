@@ -372,6 +372,8 @@ int view_msg_info(const struct view *v, uint32_t seq, struct mail_info *info)
 	info->modseq = rec->modseq;
 	info->size = rec->size;
 	info->internal_date = rec->idate;
+	info->save_date = rec->savedate;
+	info->email_id = rec->emailid;
 	return 0;
 }
 

@@ -1,6 +1,7 @@
 /* imap_fetch — FETCH and UID FETCH (RFC 9051 §6.4.5, RFC 3501 §6.4.5).
  *
- * Items: UID, FLAGS, INTERNALDATE, RFC822.SIZE, ENVELOPE, BODY, BODYSTRUCTURE,
+ * Items: UID, FLAGS, INTERNALDATE, RFC822.SIZE, ENVELOPE, BODY, BODYSTRUCTURE, MODSEQ,
+ * EMAILID and THREADID (RFC 8474), SAVEDATE (RFC 8514),
  * BODY[section]<partial>, BODY.PEEK[...], RFC822, RFC822.HEADER, RFC822.TEXT, and the macros
  * ALL, FAST, FULL. Parsed message structure comes from the folder's cache or is parsed once
  * and cached. Body sections stream from the file in bounded chunks: when the connection's
@@ -39,6 +40,9 @@ enum fetch_kind {
 	FK_BINARY,      /* BINARY[part]<partial>, BINARY.PEEK (RFC 3516) */
 	FK_BINARY_SIZE, /* BINARY.SIZE[part] */
 	FK_MODSEQ,      /* MODSEQ (RFC 7162 §3.1.4) */
+	FK_EMAILID,     /* EMAILID (RFC 8474 §5.1) */
+	FK_THREADID,    /* THREADID (RFC 8474 §5.2): NIL, threads are not kept */
+	FK_SAVEDATE,    /* SAVEDATE (RFC 8514) */
 };
 
 struct fetch_item {
@@ -277,6 +281,9 @@ static bool parse_item(struct fetch_ctx *f, const struct imap_arg *args, unsigne
 		{"BODY", FK_BODY},
 		{"BODYSTRUCTURE", FK_BODYSTRUCTURE},
 		{"MODSEQ", FK_MODSEQ},
+		{"EMAILID", FK_EMAILID},
+		{"THREADID", FK_THREADID},
+		{"SAVEDATE", FK_SAVEDATE},
 	};
 	for (size_t k = 0; k < sizeof(simple) / sizeof(simple[0]); k++) {
 		if (strcasecmp(atom, simple[k].name) == 0) {
@@ -410,15 +417,15 @@ static int load_parsed(struct imap_session *s, struct fetch_ctx *f)
 	return 0;
 }
 
-static void write_internaldate(struct conn *c, int64_t t)
+static void write_date(struct conn *c, const char *label, int64_t t)
 {
 	static const char *const mon[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
 					  "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
 	time_t tt = (time_t)t;
 	struct tm tm;
 	gmtime_r(&tt, &tm);
-	conn_printf(c, "INTERNALDATE \"%2d-%s-%04d %02d:%02d:%02d +0000\"", tm.tm_mday,
-		    mon[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+	conn_printf(c, "%s \"%2d-%s-%04d %02d:%02d:%02d +0000\"", label, tm.tm_mday, mon[tm.tm_mon],
+		    tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
 }
 
 /* Start a section item: write its label and literal header, open the reader. Returns 1 when
@@ -648,7 +655,16 @@ static int write_item(struct imap_cmd *cmd, struct fetch_ctx *f, struct fetch_it
 		return 0;
 	}
 	case FK_INTERNALDATE:
-		write_internaldate(c, f->info.internal_date);
+		write_date(c, "INTERNALDATE", f->info.internal_date);
+		return 0;
+	case FK_SAVEDATE:
+		write_date(c, "SAVEDATE", f->info.save_date);
+		return 0;
+	case FK_EMAILID:
+		conn_printf(c, "EMAILID (M%016llx)", (unsigned long long)f->info.email_id);
+		return 0;
+	case FK_THREADID:
+		conn_write_str(c, "THREADID NIL");
 		return 0;
 	case FK_SIZE:
 		conn_printf(c, "RFC822.SIZE %llu", (unsigned long long)f->info.size);

@@ -580,6 +580,9 @@ static enum cmd_result select_common(struct imap_cmd *cmd, bool readonly)
 	/* Every folder keeps mod-sequences: HIGHESTMODSEQ always (RFC 7162 §3.1.2.1). */
 	conn_printf(s->conn, "* OK [HIGHESTMODSEQ %llu] Highest\r\n",
 		    (unsigned long long)mailbox_highest_modseq(mbox));
+	char mbid[STORE_MAILBOXID_MAX + 1];
+	if (store_folder_mailboxid(s->store, mailbox_name(mbox), mbid, sizeof(mbid)) == 0)
+		conn_printf(s->conn, "* OK [MAILBOXID (%s)] Ok\r\n", mbid); /* RFC 8474 §4.2 */
 	imap_set_state(s, IMAP_SELECTED);
 	c->reporting = true;
 	c->seq = 1;
@@ -913,7 +916,12 @@ enum cmd_result imap_cmd_create(struct imap_cmd *cmd)
 		imap_cmd_reply_error(cmd, r);
 		return CMD_DONE;
 	}
-	imap_cmd_reply(cmd, "OK", "Create completed.");
+	/* RFC 8474 §4.1: the new folder's MAILBOXID in the tagged OK */
+	char id[STORE_MAILBOXID_MAX + 1];
+	if (store_folder_mailboxid(cmd->s->store, name, id, sizeof(id)) == 0)
+		imap_cmd_reply(cmd, "OK", "[MAILBOXID (%s)] Create completed.", id);
+	else
+		imap_cmd_reply(cmd, "OK", "Create completed.");
 	return CMD_DONE;
 }
 
@@ -1076,6 +1084,7 @@ enum {
 	ST_RECENT = 1 << 6,
 	ST_HIGHESTMODSEQ = 1 << 7,
 	ST_APPENDLIMIT = 1 << 8,
+	ST_MAILBOXID = 1 << 9,
 };
 
 static bool parse_status_items(const struct imap_arg *list, unsigned *mask_r)
@@ -1088,7 +1097,7 @@ static bool parse_status_items(const struct imap_arg *list, unsigned *mask_r)
 		{"UIDVALIDITY", ST_UIDVALIDITY}, {"UNSEEN", ST_UNSEEN},
 		{"DELETED", ST_DELETED},         {"SIZE", ST_SIZE},
 		{"RECENT", ST_RECENT},           {"HIGHESTMODSEQ", ST_HIGHESTMODSEQ},
-		{"APPENDLIMIT", ST_APPENDLIMIT},
+		{"APPENDLIMIT", ST_APPENDLIMIT}, {"MAILBOXID", ST_MAILBOXID},
 	};
 	if (list->type != IMAP_ARG_LIST || list->list_count == 0)
 		return false;
@@ -1128,6 +1137,9 @@ static void write_status(struct imap_session *s, const char *name, unsigned mask
 	ITEM(ST_SIZE, "SIZE", "%llu", (unsigned long long)st->size);
 	ITEM(ST_HIGHESTMODSEQ, "HIGHESTMODSEQ", "%llu", (unsigned long long)st->highest_modseq);
 	ITEM(ST_APPENDLIMIT, "APPENDLIMIT", "%s", IMAP_MAX_APPEND_STR);
+	char id[STORE_MAILBOXID_MAX + 1];
+	if ((mask & ST_MAILBOXID) && store_folder_mailboxid(s->store, name, id, sizeof(id)) == 0)
+		ITEM(ST_MAILBOXID, "MAILBOXID", "(%s)", id);
 #undef ITEM
 	conn_write_str(s->conn, ")\r\n");
 }

@@ -3,7 +3,8 @@
  *
  * Keys: ALL, ANSWERED, DELETED, DRAFT, FLAGGED, SEEN, RECENT, NEW, OLD, UN*, KEYWORD,
  * UNKEYWORD, LARGER, SMALLER, OLDER, YOUNGER (RFC 5032), MODSEQ (RFC 7162), BEFORE, ON, SINCE,
- * SENTBEFORE, SENTON, SENTSINCE, FROM, TO, CC, BCC, SUBJECT, HEADER, BODY, TEXT, UID, a sequence
+ * SENTBEFORE, SENTON, SENTSINCE, SAVEDBEFORE, SAVEDON, SAVEDSINCE, SAVEDATESUPPORTED (RFC 8514),
+ * EMAILID, THREADID (RFC 8474), FROM, TO, CC, BCC, SUBJECT, HEADER, BODY, TEXT, UID, a sequence
  * set, NOT, OR and parenthesised lists. CHARSET UTF-8 and US-ASCII. String matches are substring
  * matches, ASCII case-insensitive, on decoded UTF-8 text (RFC 2047 words and transfer encodings
  * undone by the MIME parser).
@@ -37,7 +38,12 @@ enum skey {
 	SK_SENTBEFORE,
 	SK_SENTON,
 	SK_SENTSINCE,
-	SK_HEADER, /* field, str */
+	SK_SAVEDBEFORE, /* RFC 8514: the save date */
+	SK_SAVEDON,
+	SK_SAVEDSINCE,
+	SK_EMAILID,  /* RFC 8474 §6: num = the EMAILID (0: matches nothing) */
+	SK_THREADID, /* RFC 8474 §6: no threads are kept, matches nothing */
+	SK_HEADER,   /* field, str */
 	SK_BODY,
 	SK_TEXT,
 	SK_UIDSET,
@@ -188,8 +194,9 @@ static const struct {
 	const char *name;
 	enum skey key;
 } date_keys[] = {
-	{"BEFORE", SK_BEFORE},         {"ON", SK_ON},         {"SINCE", SK_SINCE},
-	{"SENTBEFORE", SK_SENTBEFORE}, {"SENTON", SK_SENTON}, {"SENTSINCE", SK_SENTSINCE},
+	{"BEFORE", SK_BEFORE},           {"ON", SK_ON},           {"SINCE", SK_SINCE},
+	{"SENTBEFORE", SK_SENTBEFORE},   {"SENTON", SK_SENTON},   {"SENTSINCE", SK_SENTSINCE},
+	{"SAVEDBEFORE", SK_SAVEDBEFORE}, {"SAVEDON", SK_SAVEDON}, {"SAVEDSINCE", SK_SAVEDSINCE},
 };
 
 static const char *const header_keys[] = {"FROM", "TO", "CC", "BCC", "SUBJECT"};
@@ -287,6 +294,29 @@ static struct snode *parse_key(struct search_ctx *c, const struct imap_arg **ap,
 	}
 	if (strcasecmp(name, "ALL") == 0)
 		return node_new(c, SK_ALL);
+	/* RFC 8514: every folder here keeps save dates */
+	if (strcasecmp(name, "SAVEDATESUPPORTED") == 0)
+		return node_new(c, SK_ALL);
+	if (strcasecmp(name, "EMAILID") == 0 || strcasecmp(name, "THREADID") == 0) {
+		/* objectid = 1*255(ALPHA / DIGIT / "_" / "-") */
+		const char *id;
+		size_t len;
+		bool email = strcasecmp(name, "EMAILID") == 0;
+		if (!(n = node_new(c, email ? SK_EMAILID : SK_THREADID)))
+			return NULL;
+		if (!imap_arg_get_astring(*ap, &id, &len) || len == 0 || len > 255 ||
+		    strspn(id,
+			   "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") !=
+			    len) {
+			c->error = "Invalid object id.";
+			return NULL;
+		}
+		(*ap)++;
+		n->num = 0;
+		if (email && len == 17 && id[0] == 'M' && strspn(id + 1, "0123456789abcdef") == 16)
+			n->num = strtoull(id + 1, NULL, 16);
+		return n;
+	}
 	if (strcasecmp(name, "NEW") == 0)
 		return node_new(c, SK_NEW);
 	if (strcasecmp(name, "OLD") == 0)
@@ -547,6 +577,7 @@ static bool eval(struct search_ctx *c, const struct snode *n)
 	const struct mail_info *in = &c->info;
 	int64_t iday = in->internal_date >= 0 ? in->internal_date / 86400
 					      : -((-in->internal_date + 86399) / 86400);
+	int64_t save_day = in->save_date / 86400; /* never before the epoch */
 	int64_t sday;
 	switch (n->key) {
 	case SK_ALL:
@@ -581,6 +612,16 @@ static bool eval(struct search_ctx *c, const struct snode *n)
 		return sent_day(c, &sday) && sday == n->day;
 	case SK_SENTSINCE:
 		return sent_day(c, &sday) && sday >= n->day;
+	case SK_SAVEDBEFORE:
+		return save_day < n->day;
+	case SK_SAVEDON:
+		return save_day == n->day;
+	case SK_SAVEDSINCE:
+		return save_day >= n->day;
+	case SK_EMAILID:
+		return n->num != 0 && in->email_id == n->num;
+	case SK_THREADID:
+		return false;
 	case SK_HEADER:
 		return header_match(c, n->field, n->str, n->str_len);
 	case SK_BODY:

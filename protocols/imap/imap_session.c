@@ -102,6 +102,8 @@ void imap_capability_string(struct imap_session *s, char *out, size_t size)
 	ADD("APPENDLIMIT=" IMAP_MAX_APPEND_STR);
 	ADD("MULTIAPPEND");
 	ADD("WITHIN");
+	ADD("OBJECTID");
+	ADD("SAVEDATE");
 	if (s->state == IMAP_NOT_AUTH) {
 		if (conn_can_starttls(s->conn))
 			ADD("STARTTLS");

@@ -71,9 +71,24 @@ static void mask(char *s, const char *marker)
 	}
 }
 
+/* MAILBOXIDs are random: "MAILBOXID (F0123...)" becomes "MAILBOXID (V)". */
+static void mask_mailboxid(char *s)
+{
+	const char *marker = "MAILBOXID (";
+	size_t ml = strlen(marker);
+	for (char *p = strstr(s, marker); p; p = strstr(p + ml, marker)) {
+		char *d = p + ml, *e = strchr(d, ')');
+		if (e == NULL || e == d)
+			continue;
+		*d = 'V';
+		memmove(d + 1, e, strlen(e) + 1);
+	}
+}
+
 static void expect(struct conn *c, const char *want)
 {
 	char *got = fake_conn_take_output(c);
+	mask_mailboxid(got);
 	mask(got, "UIDVALIDITY ");
 	mask(got, "APPENDUID ");
 	mask(got, "COPYUID ");
@@ -95,7 +110,7 @@ static struct conn *session(struct env *e, bool loopback)
 	"IMAP4rev1 IMAP4rev2 SASL-IR LITERAL+ ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS CHILDREN " \
 	"LIST-EXTENDED LIST-STATUS SPECIAL-USE CREATE-SPECIAL-USE ESEARCH SEARCHRES MOVE "         \
 	"STATUS=SIZE "                                                                             \
-	"BINARY CONDSTORE QRESYNC APPENDLIMIT=67108864 MULTIAPPEND WITHIN"
+	"BINARY CONDSTORE QRESYNC APPENDLIMIT=67108864 MULTIAPPEND WITHIN OBJECTID SAVEDATE"
 #define CAPS_AUTH CAPS_BASE " COMPRESS=DEFLATE UNAUTHENTICATE"
 
 static struct conn *logged_in(struct env *e, const char *user)
@@ -224,7 +239,8 @@ static void test_authenticate(void **state)
 	"* 0 RECENT\r\n"                                                                           \
 	"* OK [UIDVALIDITY V] UIDs valid.\r\n"                                                     \
 	"* OK [UIDNEXT 1] Predicted next UID.\r\n"                                                 \
-	"* OK [HIGHESTMODSEQ 1] Highest\r\n"
+	"* OK [HIGHESTMODSEQ 1] Highest\r\n"                                                       \
+	"* OK [MAILBOXID (V)] Ok\r\n"
 
 #define MSG1                                                                                       \
 	"From: Alice <alice@example.org>\r\n"                                                      \
@@ -365,7 +381,8 @@ static void test_folders(void **state)
 	struct env *e = *state;
 	struct conn *c = logged_in(e, "erin");
 	fake_conn_input(c, "a CREATE Work.Projects\r\nb CREATE Work\r\n");
-	expect(c, "a OK Create completed.\r\nb NO [ALREADYEXISTS] Mailbox already exists.\r\n");
+	expect(c, "a OK [MAILBOXID (V)] Create completed.\r\nb NO [ALREADYEXISTS] Mailbox already "
+		  "exists.\r\n");
 	fake_conn_input(c, "c LIST \"\" %\r\n");
 	expect(c, "* LIST (\\HasNoChildren) \".\" INBOX\r\n"
 		  "* LIST (\\HasNoChildren \\Archive) \".\" Archive\r\n"
@@ -658,6 +675,7 @@ static void test_async_select(void **state)
 		  "* OK [UIDVALIDITY V] UIDs valid.\r\n"
 		  "* OK [UIDNEXT 2] Predicted next UID.\r\n"
 		  "* OK [HIGHESTMODSEQ 2] Highest\r\n"
+		  "* OK [MAILBOXID (V)] Ok\r\n"
 		  "s OK [READ-ONLY] Examine completed.\r\nn OK NOOP completed.\r\n");
 	fake_conn_input(c, "t SELECT Nope\r\n");
 	wait_for(e, c, "t NO");
@@ -683,7 +701,8 @@ static void test_rev2(void **state)
 	fake_conn_input(c, "c CREATE \"Entw\xc3\xbc"
 			   "rfe\"\r\nd LIST \"\" \"Entw\xc3\xbc"
 			   "*\"\r\n");
-	expect(c, "c OK Create completed.\r\n* LIST (\\HasNoChildren) \".\" \"Entw\xc3\xbc"
+	expect(c, "c OK [MAILBOXID (V)] Create completed.\r\n* LIST (\\HasNoChildren) \".\" "
+		  "\"Entw\xc3\xbc"
 		  "rfe\"\r\nd OK List completed.\r\n");
 	fake_conn_input(old, "e LIST \"\" Entw*\r\n");
 	expect(old, "* LIST (\\HasNoChildren) \".\" Entw&APw-rfe\r\ne OK List completed.\r\n");
@@ -709,6 +728,7 @@ static void test_rev2(void **state)
 		  "* OK [UIDVALIDITY V] UIDs valid.\r\n"
 		  "* OK [UIDNEXT 2] Predicted next UID.\r\n"
 		  "* OK [HIGHESTMODSEQ 2] Highest\r\n"
+		  "* OK [MAILBOXID (V)] Ok\r\n"
 		  "i OK [READ-WRITE] Select completed.\r\n");
 	/* SEARCH answers with ESEARCH; FLAGS never show \Recent. */
 	fake_conn_input(c, "j SEARCH ALL\r\nk FETCH 1 FLAGS\r\nl UID SEARCH SEEN\r\n");
@@ -798,6 +818,7 @@ static void test_bytewise(void **state)
 		outs[bytewise] = fake_conn_take_output(c);
 		mask(outs[bytewise], "UIDVALIDITY ");
 		mask(outs[bytewise], "APPENDUID ");
+		mask_mailboxid(outs[bytewise]);
 		fake_conn_free(&c);
 	}
 	assert_string_equal(outs[0], outs[1]);
@@ -889,7 +910,8 @@ static void test_more_commands(void **state)
 	expect(c, "* ENABLED\r\na OK ENABLE completed.\r\nb BAD No mailbox selected.\r\n");
 	fake_conn_input(c, "c CREATE Receipts (USE (\\Archive))\r\nd CREATE X (USE (\\Bogus))\r\n"
 			   "e LIST (SPECIAL-USE) \"\" R*\r\n");
-	expect(c, "c OK Create completed.\r\nd NO [USEATTR] Unsupported special-use attribute.\r\n"
+	expect(c, "c OK [MAILBOXID (V)] Create completed.\r\nd NO [USEATTR] Unsupported "
+		  "special-use attribute.\r\n"
 		  "* LIST (\\HasNoChildren \\Archive) \".\" Receipts\r\ne OK List completed.\r\n");
 	append(c, "f", "INBOX", "(\\Draft $Todo) \"02-Nov-2026 10:00:00 -0230\" ", MSG1, 1);
 	fake_conn_input(c, "g APPEND INBOX \"31-Foo-2026 10:00:00 +0000\" {3+}\r\nabc\r\n"
@@ -989,7 +1011,8 @@ static unsigned long peek_uidvalidity(struct conn *c)
 	"* OK [UNSEEN 1] First unseen.\r\n"                                                        \
 	"* OK [UIDVALIDITY V] UIDs valid.\r\n"                                                     \
 	"* OK [UIDNEXT " uidnext "] Predicted next UID.\r\n"                                       \
-	"* OK [HIGHESTMODSEQ " modseq "] Highest\r\n"
+	"* OK [HIGHESTMODSEQ " modseq "] Highest\r\n"                                              \
+	"* OK [MAILBOXID (V)] Ok\r\n"
 
 /* CONDSTORE and QRESYNC (RFC 7162): modseqs in FETCH/STORE/SEARCH/STATUS, UNCHANGEDSINCE,
  * then a client that leaves, another session changes and expunges, and the client comes back
@@ -1154,6 +1177,143 @@ static int count_files(const char *dir)
 }
 
 /* MULTIAPPEND (RFC 3502): several messages in one APPEND, all or none. */
+/* The text between "MARKER" and the next ')' in S, into out. */
+static void grab(const char *s, const char *marker, char *out, size_t size)
+{
+	const char *p = strstr(s, marker);
+	if (p == NULL)
+		fail_msg("no %s in:\n%s", marker, s);
+	p += strlen(marker);
+	const char *e = strchr(p, ')');
+	assert_non_null(e);
+	assert_true((size_t)(e - p) < size);
+	memcpy(out, p, (size_t)(e - p));
+	out[e - p] = '\0';
+}
+
+static char *take(struct conn *c)
+{
+	return fake_conn_take_output(c);
+}
+
+/* OBJECTID (RFC 8474) and SAVEDATE (RFC 8514): MAILBOXID made with the folder, kept by
+ * RENAME, new after DELETE + CREATE, the same in CREATE, STATUS and SELECT; EMAILID kept by
+ * MOVE and COPY and across a restart (every session gone, the store read again); THREADID NIL;
+ * SAVEDATE from the delivery time in the name of a message put into new/ from outside, and
+ * from the time of the MOVE; the SAVED* search keys. */
+static void test_objectid_savedate(void **state)
+{
+	struct env *e = *state;
+	struct conn *c = logged_in(e, "olga");
+	char id1[80], id2[80], id3[80], eid[80], eid2[80], buf[512];
+	fake_conn_input(c, "a CREATE Work\r\n");
+	char *out = take(c);
+	grab(out, "a OK [MAILBOXID (", id1, sizeof(id1));
+	assert_int_equal(strlen(id1), 33);
+	assert_int_equal(id1[0], 'F');
+	assert_int_equal(strspn(id1 + 1, "0123456789abcdef"), 32);
+	free(out);
+	fake_conn_input(c, "b STATUS Work (MESSAGES MAILBOXID)\r\n");
+	snprintf(buf, sizeof(buf),
+		 "* STATUS Work (MESSAGES 0 MAILBOXID (%s))\r\nb OK Status completed.\r\n", id1);
+	fake_conn_expect(c, buf);
+	fake_conn_input(c, "c RENAME Work Play\r\nd STATUS Play (MAILBOXID)\r\n");
+	snprintf(buf, sizeof(buf),
+		 "c OK Rename completed.\r\n* STATUS Play (MAILBOXID (%s))\r\nd OK Status "
+		 "completed.\r\n",
+		 id1);
+	fake_conn_expect(c, buf);
+	fake_conn_input(c, "e DELETE Play\r\nf CREATE Play\r\n");
+	out = take(c);
+	grab(out, "f OK [MAILBOXID (", id2, sizeof(id2));
+	assert_string_not_equal(id1, id2);
+	free(out);
+	/* INBOX (made before any MAILBOXID) gets one on first use, and keeps it. */
+	fake_conn_input(c, "g STATUS INBOX (MAILBOXID)\r\n");
+	out = take(c);
+	grab(out, "* STATUS INBOX (MAILBOXID (", id3, sizeof(id3));
+	free(out);
+
+	/* A delivery from outside with the standard name: saved at its delivery time. */
+	char path[600];
+	snprintf(path, sizeof(path), "%s/olga/new/1700000000.M1P1.test", e->root);
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fputs("Subject: hi\n\nbody\n", f);
+	fclose(f);
+	fake_conn_input(c, "h SELECT INBOX\r\n");
+	out = take(c);
+	snprintf(buf, sizeof(buf), "* OK [MAILBOXID (%s)] Ok\r\nh OK [READ-WRITE]", id3);
+	if (strstr(out, buf) == NULL)
+		fail_msg("SELECT:\n%s", out);
+	free(out);
+	fake_conn_input(c, "i FETCH 1 (EMAILID THREADID SAVEDATE)\r\n");
+	out = take(c);
+	grab(out, "* 1 FETCH (EMAILID (", eid, sizeof(eid));
+	assert_int_equal(strlen(eid), 17);
+	assert_int_equal(eid[0], 'M');
+	snprintf(buf, sizeof(buf),
+		 "* 1 FETCH (EMAILID (%s) THREADID NIL SAVEDATE \"14-Nov-2023 22:13:20 +0000\")\r\n"
+		 "i OK Fetch completed.\r\n",
+		 eid);
+	assert_string_equal(out, buf);
+	free(out);
+	fake_conn_input(c, "j SEARCH SAVEDON 14-Nov-2023\r\nk SEARCH SAVEDBEFORE 14-Nov-2023\r\n"
+			   "l SEARCH SAVEDSINCE 15-Nov-2023\r\nm SEARCH SAVEDATESUPPORTED\r\n"
+			   "n SEARCH THREADID T1\r\no SEARCH EMAILID M0000000000000001\r\n"
+			   "p SEARCH EMAILID bad!\r\n");
+	fake_conn_expect(c, "* SEARCH 1\r\nj OK Search completed.\r\n"
+			    "* SEARCH\r\nk OK Search completed.\r\n"
+			    "* SEARCH\r\nl OK Search completed.\r\n"
+			    "* SEARCH 1\r\nm OK Search completed.\r\n"
+			    "* SEARCH\r\nn OK Search completed.\r\n"
+			    "* SEARCH\r\no OK Search completed.\r\n"
+			    "p BAD Invalid object id.\r\n");
+	snprintf(buf, sizeof(buf), "q SEARCH EMAILID %s\r\n", eid);
+	fake_conn_input(c, buf);
+	fake_conn_expect(c, "* SEARCH 1\r\nq OK Search completed.\r\n");
+
+	/* COPY and MOVE keep the EMAILID; the MOVE's save date is now. */
+	fake_conn_input(c, "r COPY 1 Play\r\ns MOVE 1 Play\r\n");
+	free(take(c));
+	fake_conn_input(c, "t SELECT Play\r\n");
+	free(take(c));
+	fake_conn_input(c, "u FETCH 1:2 (EMAILID)\r\n");
+	snprintf(buf, sizeof(buf),
+		 "* 1 FETCH (EMAILID (%s))\r\n* 2 FETCH (EMAILID (%s))\r\nu OK Fetch "
+		 "completed.\r\n",
+		 eid, eid);
+	fake_conn_expect(c, buf);
+	fake_conn_input(c, "v SEARCH SAVEDSINCE 1-Jan-2024 SAVEDATESUPPORTED\r\n");
+	fake_conn_expect(c, "* SEARCH 1 2\r\nv OK Search completed.\r\n");
+	fake_conn_input(c, "w FETCH 2 (SAVEDATE)\r\n");
+	out = take(c);
+	grab(out, "* 2 FETCH (SAVEDATE \"", eid2, sizeof(eid2));
+	free(out);
+	fake_conn_free(&c);
+
+	/* A restart: every session gone, the store and folders read again from disk. */
+	for (int i = 0; i < 10; i++)
+		uv_run(&e->loop, UV_RUN_NOWAIT);
+	c = logged_in(e, "olga");
+	fake_conn_input(c, "a SELECT Play\r\n");
+	out = take(c);
+	snprintf(buf, sizeof(buf), "* OK [MAILBOXID (%s)] Ok\r\n", id2);
+	assert_non_null(strstr(out, buf));
+	free(out);
+	fake_conn_input(c, "b FETCH 1:2 (EMAILID SAVEDATE)\r\n");
+	out = take(c);
+	snprintf(buf, sizeof(buf), "* 2 FETCH (EMAILID (%s) SAVEDATE \"%s)\r\n", eid, eid2);
+	if (strstr(out, buf) == NULL)
+		fail_msg("after restart:\n%s\nwant %s", out, buf);
+	free(out);
+	fake_conn_input(c, "c STATUS INBOX (MAILBOXID MESSAGES)\r\n");
+	snprintf(buf, sizeof(buf),
+		 "* STATUS INBOX (MESSAGES 0 MAILBOXID (%s))\r\nc OK Status completed.\r\n", id3);
+	fake_conn_expect(c, buf);
+	fake_conn_free(&c);
+}
+
 static void test_multiappend(void **state)
 {
 	struct env *e = *state;
@@ -1199,6 +1359,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_select_append_fetch, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_condstore_qresync, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_unauthenticate, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(test_objectid_savedate, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_multiappend, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_store_expunge, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_search, env_setup, env_teardown),

@@ -12,10 +12,12 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "storage_test.h"
 #include "storage_util.h"
+#include "uidlist.h"
 
 struct fx {
 	uv_loop_t loop;
@@ -490,6 +492,74 @@ static void test_torn_list_rebuilt(void **state)
 	assert_true(mailbox_uidvalidity(fx->inbox) > uv);
 }
 
+/* A UID list written before save dates and EMAILIDs (version 1, '+' records) opens with the
+ * same UIDVALIDITY; its messages get the save date their standard name gives (else their
+ * internal date) and an EMAILID from their base name, the same at every open; new messages
+ * are saved now; MOVE keeps the EMAILID and COPY too, and a restart keeps both. */
+static void test_savedate_emailid(void **state)
+{
+	struct fx *fx = *state;
+	mailbox_unref(&fx->inbox);
+	st_write_file(fx->root, "cur", "1699000000.M1P1.h:2,", "hello\n");
+	st_write_file(fx->root, "cur", "oddname:2,", "odd\n");
+	struct sbuf b = {0};
+	assert_int_equal(uidlist_line(&b, "H 1 4242 3 5 2"), 0);
+	assert_int_equal(uidlist_line(&b, "+ 1 4 7 1690000000 0 0 1699000000.M1P1.h "
+					  "1699000000.M1P1.h"),
+			 0);
+	assert_int_equal(uidlist_line(&b, "+ 2 5 5 1690000001 0 0 oddname oddname"), 0);
+	char list[4200];
+	snprintf(list, sizeof(list), "%s/mailkeep-uidlist", fx->root);
+	assert_int_equal(uidlist_write(list, &b), 0);
+	sbuf_free(&b);
+	reopen(fx);
+	assert_int_equal(mailbox_uidvalidity(fx->inbox), 4242);
+	struct view *v;
+	struct mail_info a, o;
+	assert_int_equal(view_new(fx->inbox, VIEW_IMAP, NULL, NULL, &v), 0);
+	assert_int_equal(view_count(v), 2);
+	assert_int_equal(view_msg_info(v, 1, &a), 0);
+	assert_int_equal(view_msg_info(v, 2, &o), 0);
+	assert_int_equal(a.save_date, 1699000000);
+	assert_int_equal(o.save_date, 1690000001);
+	assert_true(a.email_id != 0 && o.email_id != 0 && a.email_id != o.email_id);
+	view_free(&v);
+
+	int64_t before = (int64_t)time(NULL);
+	uint32_t uid = st_append(fx->inbox, "new\r\n", 0);
+	struct mailbox *trash;
+	assert_int_equal(mailbox_open(fx->store, "Trash", &trash), 0);
+	uint32_t uids[1] = {1}, nuids[1];
+	assert_int_equal(mailbox_move(fx->inbox, uids, 1, trash, nuids), 0);
+	uids[0] = 2;
+	assert_int_equal(mailbox_copy(fx->inbox, uids, 1, trash, nuids), 0);
+	mailbox_unref(&trash);
+	reopen(fx);
+	assert_int_equal(mailbox_uidvalidity(fx->inbox), 4242);
+	assert_int_equal(view_new(fx->inbox, VIEW_IMAP, NULL, NULL, &v), 0);
+	struct mail_info o2, n;
+	assert_int_equal(view_count(v), 2);
+	assert_int_equal(view_msg_info(v, 1, &o2), 0);
+	assert_int_equal(view_msg_info(v, 2, &n), 0);
+	assert_int_equal(n.uid, uid);
+	assert_true(o2.email_id == o.email_id);
+	assert_int_equal(o2.save_date, 1690000001);
+	assert_true(n.save_date >= before && n.save_date <= (int64_t)time(NULL));
+	assert_true(n.email_id != 0 && n.email_id != o.email_id && n.email_id != a.email_id);
+	view_free(&v);
+	assert_int_equal(mailbox_open(fx->store, "Trash", &trash), 0);
+	assert_int_equal(view_new(trash, VIEW_IMAP, NULL, NULL, &v), 0);
+	assert_int_equal(view_count(v), 2);
+	struct mail_info ma, mo;
+	assert_int_equal(view_msg_info(v, 1, &ma), 0);
+	assert_int_equal(view_msg_info(v, 2, &mo), 0);
+	assert_true(ma.email_id == a.email_id); /* moved */
+	assert_true(mo.email_id == o.email_id); /* copied */
+	assert_true(ma.save_date >= before && mo.save_date >= before);
+	view_free(&v);
+	mailbox_unref(&trash);
+}
+
 static void open_cb(int err, struct mailbox *mbox, void *data)
 {
 	struct mailbox **out = data;
@@ -676,6 +746,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_append_and_read, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_savedate_emailid, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stream_edges, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_append_abort_and_date, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_mutt_names, setup, teardown),

@@ -34,7 +34,8 @@ static void build(struct sbuf *b, uint32_t uidvalidity, uint32_t n)
 		snprintf(base, sizeof(base), "1700000000.M%uP1.host,S=10,W=11", i);
 		uidlist_uidl_from_base(base, strlen(base), uidl);
 		assert_int_equal(uidlist_line_add(b, i, 10 + i, 11, 1700000000 + i, MAIL_SEEN, 0,
-						  uidl, base, strlen(base)),
+						  1700000100 + i, 0xfedcba9876543210ull + i, uidl,
+						  base, strlen(base)),
 				 0);
 	}
 }
@@ -62,8 +63,57 @@ static void test_roundtrip(void **state)
 	assert_int_equal(l.ents[1].modseq, 50);
 	assert_true(l.ents[2].expunged);
 	assert_int_equal(l.ents[0].idate, 1700000001);
+	assert_int_equal(l.ents[0].savedate, 1700000101);
+	assert_true(l.ents[2].emailid == 0xfedcba9876543213ull);
 	assert_false(l.torn_tail);
 	uidlist_free(&l);
+	sbuf_free(&b);
+	st_rmdir(&dir);
+}
+
+/* The exact lines written (version 2), and a version 1 list (as mailkeep wrote it before
+ * save dates and EMAILIDs) still read: its '+' records have both unknown (0), and 'A' records
+ * appended to it are read with them. */
+static void test_versions(void **state)
+{
+	char *dir = st_tmpdir();
+	struct sbuf b = {0};
+	assert_int_equal(uidlist_line_header(&b, 7, 3, 9, 1), 0);
+	assert_int_equal(uidlist_line_add(&b, 1, 2, 11, 1700000000, MAIL_SEEN, 0, 1700000005, 0x1f,
+					  "u", "1700000000.M1P1.h a", 19),
+			 0);
+	assert_string_equal(b.data, "86af55d1 H 2 7 3 9 1\n"
+				    "c5c5bdb7 A 1 2 11 1700000000 1 0 1700000005 1f u "
+				    "1700000000.M1P1.h a\n");
+	sbuf_free(&b);
+
+	/* Version 1: header "H 1", '+' records, then an 'A' record of this version. */
+	assert_int_equal(uidlist_line(&b, "H 1 7 4 9 2"), 0);
+	assert_int_equal(uidlist_line(&b, "+ 1 2 11 1700000000 1 0 u1 1699999999.M1P1.h"), 0);
+	assert_int_equal(uidlist_line(&b, "+ 2 3 12 1700000001 0 3 u2 odd name"), 0);
+	assert_int_equal(uidlist_line_add(&b, 3, 4, 13, 1700000002, 0, 0, 1700000009, 0x77, "u3",
+					  "1700000009.M3P1.h", 17),
+			 0);
+	char *path = write_list(dir, &b);
+	struct uidlist l;
+	uint32_t old;
+	assert_int_equal(uidlist_read(path, &l, &old), 0);
+	assert_int_equal(l.uidvalidity, 7);
+	assert_int_equal(l.n_ents, 3);
+	assert_int_equal(l.ents[0].savedate, 0);
+	assert_true(l.ents[0].emailid == 0);
+	assert_string_equal(uidlist_ent_base(&l, &l.ents[1]), "odd name");
+	assert_int_equal(l.ents[1].keywords, 3);
+	assert_int_equal(l.ents[2].savedate, 1700000009);
+	assert_true(l.ents[2].emailid == 0x77);
+	assert_string_equal(uidlist_ent_uidl(&l, &l.ents[2]), "u3");
+	uidlist_free(&l);
+	sbuf_free(&b);
+
+	/* An unknown version is a torn list. */
+	assert_int_equal(uidlist_line(&b, "H 3 7 4 9 0"), 0);
+	path = write_list(dir, &b);
+	assert_int_equal(uidlist_read(path, &l, &old), -EBADMSG);
 	sbuf_free(&b);
 	st_rmdir(&dir);
 }
@@ -74,7 +124,7 @@ static void test_torn_tail_dropped(void **state)
 	char *dir = st_tmpdir();
 	struct sbuf b = {0};
 	build(&b, 777, 2);
-	assert_int_equal(uidlist_line_add(&b, 3, 5, 1, 1, 0, 0, "x", "x", 1), 0);
+	assert_int_equal(uidlist_line_add(&b, 3, 5, 1, 1, 0, 0, 1, 1, "x", "x", 1), 0);
 	b.len -= 7; /* cut the last line mid-way */
 	char *path = write_list(dir, &b);
 	struct uidlist l;
@@ -189,7 +239,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_roundtrip),      cmocka_unit_test(test_torn_tail_dropped),
 		cmocka_unit_test(test_torn_detected),  cmocka_unit_test(test_crash_before_rename),
-		cmocka_unit_test(test_uidl_from_base),
+		cmocka_unit_test(test_uidl_from_base), cmocka_unit_test(test_versions),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
