@@ -1,9 +1,19 @@
 #include "storage_test.h"
+#include "config.h"
 #include "storage_util.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <strings.h>
+#include <sys/inotify.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -208,4 +218,450 @@ const char *st_sync(struct view *view, unsigned flags, struct st_sync_log *log)
 	log->text[0] = '\0';
 	assert_int_equal(view_sync(view, flags, &st_sync_handler, log), 0);
 	return log->text;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* The back-end under test, and the outside world of an mbox store                            */
+
+enum st_format st_format(void)
+{
+	const char *f = getenv("MK_STORE_FORMAT");
+	return f != NULL && strcmp(f, "mbox") == 0 ? ST_MBOX : ST_MAILDIR;
+}
+
+void st_only(enum st_format format)
+{
+	if (st_format() != format)
+		skip();
+}
+
+/* The store keeps the configuration it was opened with: one for the whole test program. */
+static struct config *st_mbox_config;
+
+int st_store_open(uv_loop_t *loop, const char *root, struct store **store_r)
+{
+	if (st_format() == ST_MAILDIR)
+		return store_open_path(loop, root, store_r);
+	const char *slash = strrchr(root, '/');
+	assert_non_null(slash);
+	assert_true(slash > root && slash[1] != '\0');
+	char text[8192];
+	int n = snprintf(text, sizeof(text),
+			 "[server]\nmail_root = %.*s/%%u\nmail_format = mbox\n%s\n"
+			 "[listener t]\nprotocol = imap\naddress = 127.0.0.1\nport = 1\n",
+			 (int)(slash - root), root,
+			 getenv("MK_STORE_EXTRA") ? getenv("MK_STORE_EXTRA") : "");
+	assert_true(n > 0 && (size_t)n < sizeof(text));
+	if (st_mbox_config == NULL) {
+		struct config_errors errors = {0};
+		int r = config_load_string("storage-test", text, (size_t)n, &st_mbox_config,
+					   &errors);
+		for (size_t i = 0; i < errors.n; i++)
+			print_error("config: %s\n", errors.items[i].message);
+		config_errors_free(&errors);
+		if (r < 0)
+			return r;
+	} else {
+		/* the same text every time: only mail_root may differ, and it is read at open */
+		free(st_mbox_config->mail_root);
+		st_mbox_config->mail_root = strndup(text + strlen("[server]\nmail_root = "),
+						    (size_t)(slash - root) + 3);
+		assert_non_null(st_mbox_config->mail_root);
+	}
+	return store_open(loop, st_mbox_config, slash + 1, store_r);
+}
+
+void st_mbox_path(const char *root, const char *folder, char *out, size_t size)
+{
+	if (strcasecmp(folder, "INBOX") == 0) {
+		snprintf(out, size, "%s/inbox", root);
+		return;
+	}
+	int n = snprintf(out, size, "%s/%s", root, folder);
+	assert_true(n > 0 && (size_t)n < size);
+	for (char *p = out + strlen(root) + 1; *p; p++)
+		if (*p == STORE_SEPARATOR)
+			*p = '/';
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A dotlock is stale when the PID it holds is dead on this host or when it is older than
+ * 5 minutes (liblockfile). Removes it and returns true then. */
+static bool dotlock_break_stale(const char *lock)
+{
+	char buf[32] = "";
+	struct stat st;
+	int fd = open(lock, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT; /* gone meanwhile: try again */
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	bool stale = false;
+	if (fstat(fd, &st) == 0 && st.st_mtime < time(NULL) - 300)
+		stale = true;
+	close(fd);
+	if (n > 0) {
+		buf[n] = '\0';
+		long pid = strtol(buf, NULL, 10);
+		if (pid > 0 && kill((pid_t)pid, 0) < 0 && errno == ESRCH)
+			stale = true;
+	}
+	if (stale && unlink(lock) < 0 && errno != ENOENT)
+		return false;
+	return stale;
+}
+
+static void on_alarm(int sig)
+{
+	(void)sig;
+}
+
+int st_mbox_lock(const char *path, unsigned timeout_ms)
+{
+	char lock[4200], tmp[4300], dir[4200];
+	snprintf(lock, sizeof(lock), "%s.lock", path);
+	snprintf(dir, sizeof(dir), "%s", path);
+	char *slash = strrchr(dir, '/');
+	assert_non_null(slash);
+	*slash = '\0';
+	int64_t deadline = now_ms() + timeout_ms;
+	static unsigned seq;
+	for (;;) {
+		snprintf(tmp, sizeof(tmp), "%s.%d.%u", lock, (int)getpid(), ++seq);
+		int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+		if (fd < 0)
+			return -errno;
+		char pid[32];
+		int n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+		bool ok = write(fd, pid, (size_t)n) == n;
+		close(fd);
+		int r = ok ? link(tmp, lock) : -1;
+		int err = errno;
+		struct stat st;
+		/* link(2) may succeed on NFS and say it failed: the link count tells */
+		bool got = r == 0 || (stat(tmp, &st) == 0 && st.st_nlink == 2);
+		unlink(tmp);
+		if (got)
+			break;
+		if (!ok || err != EEXIST)
+			return ok ? -err : -EIO;
+		if (dotlock_break_stale(lock))
+			continue;
+		/* wait for its removal: watch the directory, then look again (no lost wake-up) */
+		int in = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+		if (in < 0)
+			return -errno;
+		if (inotify_add_watch(in, dir, IN_DELETE | IN_MOVED_FROM) < 0) {
+			err = errno;
+			close(in);
+			return -err;
+		}
+		if (access(lock, F_OK) == 0) {
+			int64_t left = deadline - now_ms();
+			struct pollfd p = {in, POLLIN, 0};
+			if (left <= 0 || poll(&p, 1, (int)left) <= 0) {
+				close(in);
+				return -ETIMEDOUT;
+			}
+		}
+		close(in);
+	}
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		int err = errno;
+		unlink(lock);
+		return -err;
+	}
+	struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+	if (fcntl(fd, F_SETLK, &fl) < 0) {
+		/* taken: F_SETLKW, interrupted by a timer at the deadline */
+		struct sigaction sa = {.sa_handler = on_alarm}, old;
+		sigaction(SIGALRM, &sa, &old);
+		int64_t left = deadline - now_ms();
+		if (left < 1)
+			left = 1;
+		struct itimerval it = {.it_value = {left / 1000, (left % 1000) * 1000}};
+		setitimer(ITIMER_REAL, &it, NULL);
+		int r = fcntl(fd, F_SETLKW, &fl);
+		int err = errno;
+		struct itimerval off = {0};
+		setitimer(ITIMER_REAL, &off, NULL);
+		sigaction(SIGALRM, &old, NULL);
+		if (r < 0) {
+			close(fd);
+			unlink(lock);
+			return err == EINTR ? -ETIMEDOUT : -err;
+		}
+	}
+	return fd;
+}
+
+void st_mbox_unlock(const char *path, int fd)
+{
+	char lock[4200];
+	snprintf(lock, sizeof(lock), "%s.lock", path);
+	struct flock fl = {.l_type = F_UNLCK, .l_whence = SEEK_SET};
+	fcntl(fd, F_SETLK, &fl);
+	close(fd);
+	unlink(lock);
+}
+
+/* Run FN(ARG) in a child process (an MTA or mutt is another process: its fcntl locks are
+ * its own, and closing its fds never drops ours) and wait for it; asserts it succeeded. */
+static void in_child(void (*fn)(const void *arg), const void *arg)
+{
+	fflush(NULL);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		/* a test's full disk (RLIMIT_FSIZE) is not the MTA's */
+		struct rlimit rl;
+		if (getrlimit(RLIMIT_FSIZE, &rl) == 0) {
+			rl.rlim_cur = rl.rlim_max;
+			setrlimit(RLIMIT_FSIZE, &rl);
+		}
+		fn(arg);
+		_exit(0);
+	}
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		fail_msg("mbox helper child failed: status %d", status);
+}
+
+static void child_check(bool ok, const char *what)
+{
+	if (!ok) {
+		fprintf(stderr, "mbox helper: %s: %s\n", what, strerror(errno));
+		_exit(1);
+	}
+}
+
+struct deliver_arg {
+	const char *path;
+	const char *data;
+};
+
+static void deliver_child(const void *p)
+{
+	const struct deliver_arg *a = p;
+	struct sbuf b = {0};
+	time_t t = time(NULL);
+	struct tm tm;
+	char date[64];
+	gmtime_r(&t, &tm);
+	strftime(date, sizeof(date), "%a %b %e %H:%M:%S %Y", &tm);
+	int fd = st_mbox_lock(a->path, 10000);
+	child_check(fd >= 0, "lock");
+	struct stat st;
+	child_check(fstat(fd, &st) == 0, "fstat");
+	if (st.st_size > 0) {
+		/* a file that does not end in an empty line gets one before the next message */
+		char tail[2] = {0, 0};
+		off_t from = st.st_size >= 2 ? st.st_size - 2 : 0;
+		ssize_t n = pread(fd, tail, 2, from);
+		child_check(n > 0, "pread");
+		if (n == 2 && tail[1] != '\n')
+			sbuf_add(&b, "\n\n", 2);
+		else if (n == 2 && tail[0] != '\n')
+			sbuf_add(&b, "\n", 1);
+		else if (n == 1 && tail[0] != '\n')
+			sbuf_add(&b, "\n\n", 2);
+	}
+	sbuf_printf(&b, "From MAILER-DAEMON %s\n", date);
+	const char *s = a->data;
+	bool bol = true;
+	for (; *s; s++) {
+		if (bol && strncmp(s, "From ", 5) == 0)
+			sbuf_add(&b, ">", 1);
+		if (s[0] == '\r' && s[1] == '\n')
+			continue;
+		sbuf_add(&b, s, 1);
+		bol = *s == '\n';
+	}
+	if (!bol)
+		sbuf_add(&b, "\n", 1);
+	sbuf_add(&b, "\n", 1);
+	child_check(b.data != NULL, "memory");
+	child_check(pwrite(fd, b.data, b.len, st.st_size) == (ssize_t)b.len, "write");
+	child_check(fsync(fd) == 0, "fsync");
+	st_mbox_unlock(a->path, fd);
+	sbuf_free(&b);
+}
+
+void st_deliver(const char *root, const char *folder, const char *data)
+{
+	if (st_format() == ST_MAILDIR) {
+		char md[4200], name[128];
+		static unsigned n;
+		if (strcasecmp(folder, "INBOX") == 0)
+			snprintf(md, sizeof(md), "%s", root);
+		else
+			snprintf(md, sizeof(md), "%s/.%s", root, folder);
+		snprintf(name, sizeof(name), "%ld.M%uP%d.st-mta", (long)time(NULL), ++n,
+			 (int)getpid());
+		st_write_file(md, "new", name, data);
+		return;
+	}
+	char path[4200];
+	st_mbox_path(root, folder, path, sizeof(path));
+	struct deliver_arg a = {path, data};
+	in_child(deliver_child, &a);
+}
+
+/* Message starts of an mbox: offset 0 and every "From " after an empty line. */
+static size_t mbox_starts(const char *data, size_t len, size_t *starts, size_t max)
+{
+	size_t n = 0;
+	for (size_t i = 0; i + 5 <= len; i++) {
+		if (strncmp(data + i, "From ", 5) == 0 &&
+		    (i == 0 || (i >= 2 && data[i - 1] == '\n' && data[i - 2] == '\n'))) {
+			assert_true(n < max);
+			starts[n++] = i;
+		}
+	}
+	return n;
+}
+
+static char *slurp(int fd, size_t *len_r)
+{
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return NULL;
+	char *buf = malloc((size_t)st.st_size + 1);
+	if (buf == NULL)
+		return NULL;
+	ssize_t n = pread(fd, buf, (size_t)st.st_size, 0);
+	if (n != st.st_size) {
+		free(buf);
+		return NULL;
+	}
+	buf[n] = '\0';
+	*len_r = (size_t)n;
+	return buf;
+}
+
+struct edit_arg {
+	const char *path;
+	unsigned n;
+	const char *status, *xstatus; /* NULL, NULL: remove the message */
+};
+
+/* Header block of message [s, e): from after the From line to the empty line. */
+static void edit_header(struct sbuf *out, const char *s, const char *e, const struct edit_arg *a)
+{
+	const char *nl = memchr(s, '\n', (size_t)(e - s));
+	child_check(nl != NULL, "From line");
+	sbuf_add(out, s, (size_t)(nl + 1 - s));
+	const char *p = nl + 1;
+	while (p < e && *p != '\n') {
+		const char *end = memchr(p, '\n', (size_t)(e - p));
+		end = end ? end + 1 : e;
+		if (strncasecmp(p, "Status:", 7) != 0 && strncasecmp(p, "X-Status:", 9) != 0)
+			sbuf_add(out, p, (size_t)(end - p));
+		p = end;
+	}
+	if (*a->status)
+		sbuf_printf(out, "Status: %s\n", a->status);
+	if (*a->xstatus)
+		sbuf_printf(out, "X-Status: %s\n", a->xstatus);
+	sbuf_add(out, p, (size_t)(e - p));
+}
+
+static void edit_child(const void *p)
+{
+	const struct edit_arg *a = p;
+	int fd = st_mbox_lock(a->path, 10000);
+	child_check(fd >= 0, "lock");
+	size_t len;
+	char *data = slurp(fd, &len);
+	child_check(data != NULL, "read");
+	static size_t starts[65536];
+	size_t n = mbox_starts(data, len, starts, 65536);
+	child_check(a->n < n, "no such message");
+	size_t s = starts[a->n], e = a->n + 1 < n ? starts[a->n + 1] : len;
+	struct sbuf out = {0};
+	sbuf_add(&out, data, s);
+	if (a->status != NULL)
+		edit_header(&out, data + s, data + e, a);
+	sbuf_add(&out, data + e, len - e);
+	child_check(out.data != NULL || out.len == 0, "memory");
+	/* in place from the first byte that changes, as mutt writes it */
+	size_t first = 0;
+	while (first < len && first < out.len && data[first] == out.data[first])
+		first++;
+	if (first < out.len)
+		child_check(pwrite(fd, out.data + first, out.len - first, (off_t)first) ==
+				    (ssize_t)(out.len - first),
+			    "write");
+	child_check(ftruncate(fd, (off_t)out.len) == 0, "truncate");
+	child_check(fsync(fd) == 0, "fsync");
+	st_mbox_unlock(a->path, fd);
+	sbuf_free(&out);
+	free(data);
+}
+
+void st_mbox_set_status(const char *path, unsigned n, const char *status, const char *xstatus)
+{
+	struct edit_arg a = {path, n, status, xstatus};
+	in_child(edit_child, &a);
+}
+
+void st_mbox_remove(const char *path, unsigned n)
+{
+	struct edit_arg a = {path, n, NULL, NULL};
+	in_child(edit_child, &a);
+}
+
+unsigned st_mbox_count(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	size_t len;
+	char *data = slurp(fd, &len);
+	close(fd);
+	assert_non_null(data);
+	static size_t starts[65536];
+	size_t n = mbox_starts(data, len, starts, 65536);
+	free(data);
+	return (unsigned)n;
+}
+
+bool st_mbox_header(const char *path, unsigned n, const char *field, char *out, size_t size)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	size_t len;
+	char *data = slurp(fd, &len);
+	close(fd);
+	assert_non_null(data);
+	static size_t starts[65536];
+	size_t cnt = mbox_starts(data, len, starts, 65536);
+	assert_true(n < cnt);
+	size_t s = starts[n], e = n + 1 < cnt ? starts[n + 1] : len;
+	size_t flen = strlen(field);
+	bool found = false;
+	const char *p = memchr(data + s, '\n', e - s);
+	for (p = p ? p + 1 : data + e; p < data + e && *p != '\n';) {
+		const char *end = memchr(p, '\n', (size_t)(data + e - p));
+		end = end ? end : data + e;
+		if ((size_t)(end - p) > flen && strncasecmp(p, field, flen) == 0 &&
+		    p[flen] == ':') {
+			const char *v = p + flen + 1;
+			while (v < end && *v == ' ')
+				v++;
+			snprintf(out, size, "%.*s", (int)(end - v), v);
+			found = true;
+			break;
+		}
+		p = end + 1;
+	}
+	free(data);
+	return found;
 }

@@ -10,6 +10,55 @@
 
 #include "storage.h"
 
+/* The back-end under test: MK_STORE_FORMAT=mbox in the environment (ctest registers each
+ * back-end-independent storage test twice, NAME and NAME_mbox) selects mbox, anything else
+ * Maildir. */
+enum st_format {
+	ST_MAILDIR,
+	ST_MBOX,
+};
+enum st_format st_format(void);
+/* Skip the running test (cmocka SKIPPED) unless the back-end under test is FORMAT: for the
+ * assertions about one back-end's files (Maildir file names, the mbox file's headers). */
+void st_only(enum st_format format);
+/* Open the store whose user root is ROOT with the back-end under test: Maildir through
+ * store_open_path, mbox through store_open with "mail_format = mbox", mail_root = the parent
+ * of ROOT + "/%u" and the user = ROOT's last component (INBOX is then the file ROOT/inbox).
+ * Returns what the store returns. */
+int st_store_open(uv_loop_t *loop, const char *root, struct store **store_r);
+/* The mbox file of FOLDER ("INBOX" = ROOT/inbox, "a.b" = ROOT/a/b) into out. */
+void st_mbox_path(const char *root, const char *folder, char *out, size_t size);
+
+/* An MTA delivering DATA (any line ends) into FOLDER behind the store's back, the way the
+ * back-end under test expects it: Maildir = a new file in new/ (tmp/ then rename; the name
+ * is unique); mbox = appended to the folder's file under dotlock + fcntl as Debian's MTAs
+ * do (st_mbox_lock), as "From MAILER-DAEMON <date>" + the message with LF line ends and
+ * "From " lines quoted as ">From " + an empty line, then fsync. */
+void st_deliver(const char *root, const char *folder, const char *data);
+
+/* The mbox locks of PATH as Debian's MTAs, procmail and mutt take them: first the dotlock
+ * PATH.lock (made with link(2) from a unique name, holding our PID; a lock whose PID is
+ * dead on this host, or that is older than 5 minutes, is stale and removed: liblockfile's
+ * rules), waiting for its removal on inotify, then a write fcntl lock on the whole file
+ * (F_SETLKW bounded by a timer). Both waits together are bounded by TIMEOUT_MS. Returns the
+ * open fd (O_RDWR, created 0600 if missing) or -ETIMEDOUT / -errno. */
+int st_mbox_lock(const char *path, unsigned timeout_ms);
+/* Release both locks and close FD. */
+void st_mbox_unlock(const char *path, int fd);
+
+/* mutt editing an mbox file under the locks: message N (0-based, in file order) gets the
+ * header lines Status: STATUS and X-Status: XSTATUS (each replaced, or added before the
+ * header's end; an empty string removes the line), or is removed (st_mbox_remove); the file
+ * is rewritten in place from the first changed byte, truncated and fsynced, as mutt does. */
+void st_mbox_set_status(const char *path, unsigned n, const char *status, const char *xstatus);
+void st_mbox_remove(const char *path, unsigned n);
+/* Messages in an mbox file ("From " lines at the start of the file or after an empty
+ * line). */
+unsigned st_mbox_count(const char *path);
+/* The value of header FIELD of message N of an mbox file (the first occurrence, unfolded
+ * not needed: our fields are one line) into out; false if the message has none. */
+bool st_mbox_header(const char *path, unsigned n, const char *field, char *out, size_t size);
+
 /* A fresh directory under $TMPDIR (or /tmp); path is malloc'd. */
 char *st_tmpdir(void);
 /* rm -rf and free. */

@@ -30,7 +30,7 @@ static int setup(void **state)
 	uv_loop_init(&fx->loop);
 	fx->dir = st_tmpdir();
 	snprintf(fx->root, sizeof(fx->root), "%s/u", fx->dir);
-	assert_int_equal(store_open_path(&fx->loop, fx->root, &fx->store), 0);
+	assert_int_equal(st_store_open(&fx->loop, fx->root, &fx->store), 0);
 	assert_int_equal(mailbox_open(fx->store, "INBOX", &fx->mbox), 0);
 	*state = fx;
 	return 0;
@@ -103,11 +103,17 @@ static void test_expunge_move_external(void **state)
 	char name[512], path[5000];
 	struct view *v;
 	assert_int_equal(view_new(m, VIEW_IMAP, NULL, NULL, &v), 0);
-	char key[256];
-	assert_int_equal(view_msg_key(v, 2, key, sizeof(key)), 0); /* UIDs 3 5 6: seq 2 */
-	assert_true(st_find_file(fx->root, "cur", key, name, sizeof(name)));
-	snprintf(path, sizeof(path), "%s/cur/%s", fx->root, name);
-	assert_int_equal(unlink(path), 0);
+	if (st_format() == ST_MBOX) {
+		/* mutt deletes the second message of the file (UIDs 3 5 6: seq 2) */
+		st_mbox_path(fx->root, "INBOX", path, sizeof(path));
+		st_mbox_remove(path, 1);
+	} else {
+		char key[256];
+		assert_int_equal(view_msg_key(v, 2, key, sizeof(key)), 0); /* UIDs 3 5 6: seq 2 */
+		assert_true(st_find_file(fx->root, "cur", key, name, sizeof(name)));
+		snprintf(path, sizeof(path), "%s/cur/%s", fx->root, name);
+		assert_int_equal(unlink(path), 0);
+	}
 	/* the store calls a file gone only after several scans agree */
 	for (int i = 0; i < 10 && mailbox_count(m) == 3; i++)
 		assert_int_equal(m->ops->refresh(m, true), 0);

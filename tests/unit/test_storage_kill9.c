@@ -83,7 +83,7 @@ static void child_run(const char *root, int out, unsigned k_base, unsigned seed)
 	struct mailbox *mbox;
 	struct view *v;
 	uv_loop_init(&loop);
-	if (store_open_path(&loop, root, &store) < 0 || mailbox_open(store, "INBOX", &mbox) < 0 ||
+	if (st_store_open(&loop, root, &store) < 0 || mailbox_open(store, "INBOX", &mbox) < 0 ||
 	    view_new(mbox, VIEW_IMAP, NULL, NULL, &v) < 0)
 		_exit(2);
 	srand(seed);
@@ -213,7 +213,7 @@ static void verify(struct state *st, const char *root)
 	struct mailbox *mbox;
 	struct view *v;
 	uv_loop_init(&loop);
-	assert_int_equal(store_open_path(&loop, root, &store), 0);
+	assert_int_equal(st_store_open(&loop, root, &store), 0);
 	assert_int_equal(mailbox_open(store, "INBOX", &mbox), 0);
 	assert_int_equal(view_new(mbox, VIEW_IMAP, NULL, NULL, &v), 0);
 	static char want[8192];
@@ -320,7 +320,7 @@ static void test_kill9(void **state)
 		struct store *store;
 		struct mailbox *mbox;
 		uv_loop_init(&loop);
-		assert_int_equal(store_open_path(&loop, root, &store), 0);
+		assert_int_equal(st_store_open(&loop, root, &store), 0);
 		assert_int_equal(mailbox_open(store, "INBOX", &mbox), 0);
 		if (uidvalidity == 0)
 			uidvalidity = mailbox_uidvalidity(mbox);

@@ -56,7 +56,7 @@ static void test_parsed_cache(void **state)
 	struct store *store;
 	struct mailbox *m;
 	struct view *v;
-	assert_int_equal(store_open_path(&loop, root, &store), 0);
+	assert_int_equal(st_store_open(&loop, root, &store), 0);
 	assert_int_equal(mailbox_open(store, "INBOX", &m), 0);
 	uint32_t uid = st_append(m, msg_text, 0);
 	assert_int_equal(view_new(m, VIEW_IMAP, NULL, NULL, &v), 0);
@@ -77,7 +77,7 @@ static void test_parsed_cache(void **state)
 
 	/* after a restart: from the cache (same blob), same strings */
 	uv_loop_init(&loop);
-	assert_int_equal(store_open_path(&loop, root, &store), 0);
+	assert_int_equal(st_store_open(&loop, root, &store), 0);
 	assert_int_equal(mailbox_open(store, "INBOX", &m), 0);
 	assert_int_equal(view_new(m, VIEW_IMAP, NULL, NULL, &v), 0);
 	assert_int_equal(mailbox_cache_get(m, uid, &blob, &len), 0);

@@ -49,7 +49,7 @@ static int setup(void **state)
 	fx->dir = st_tmpdir();
 	char root[4200];
 	snprintf(root, sizeof(root), "%s/u", fx->dir);
-	assert_int_equal(store_open_path(&fx->loop, root, &fx->store), 0);
+	assert_int_equal(st_store_open(&fx->loop, root, &fx->store), 0);
 	assert_int_equal(mailbox_open(fx->store, "INBOX", &fx->mbox), 0);
 	assert_int_equal(view_new(fx->mbox, VIEW_IMAP, notify1, fx, &fx->v1), 0);
 	assert_int_equal(view_new(fx->mbox, VIEW_IMAP, notify2, fx, &fx->v2), 0);
