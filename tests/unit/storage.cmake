@@ -57,4 +57,6 @@ if(MK_STORAGE_MBOX_SOURCES)
 			test_storage_kill9)
 		mk_storage_test_mbox(${t})
 	endforeach()
+	mk_unit_test(test_mbox_external SOURCES ${CMAKE_SOURCE_DIR}/tests/unit/test_mbox_external.c
+		LIBS mk_storage_test_support)
 endif()
