@@ -19,6 +19,19 @@ foreach(case "1;expunge" "2;hide" "3;expunge")
 		"MK_CONSISTENCY_POLICY=${policy}")
 endforeach()
 
+# The randomized test with mail_format = mbox (issue 11): the MTA appends to the spool under
+# dotlock + fcntl, mutt rewrites Status:/X-Status: and deletes messages in the file.
+foreach(case "1;expunge" "2;hide")
+	list(GET case 0 seed)
+	list(GET case 1 policy)
+	mk_python_test_mbox(consistency_seed${seed} ${mk_cons_py} TIMEOUT 900)
+	if(TEST consistency_seed${seed}_mbox)
+		set_property(TEST consistency_seed${seed}_mbox APPEND PROPERTY ENVIRONMENT
+			${mk_cons_env} "MK_CONSISTENCY_SEED=${seed}" "MK_CONSISTENCY_STEPS=2000"
+			"MK_CONSISTENCY_POLICY=${policy}")
+	endif()
+endforeach()
+
 # The same with the server SIGKILLed 50 times and restarted (under each delete policy).
 foreach(case "kill;4;expunge" "kill_hide;5;hide")
 	list(GET case 0 name)
@@ -37,6 +50,14 @@ add_library(mk_enospc_shim MODULE ${CMAKE_SOURCE_DIR}/tests/support/enospc_shim.
 target_compile_options(mk_enospc_shim PRIVATE -fno-sanitize=all)
 target_link_options(mk_enospc_shim PRIVATE -fno-sanitize=all)
 target_link_libraries(mk_enospc_shim PRIVATE ${CMAKE_DL_LIBS})
+# ... and with mbox: a kill can land in an expunge or flag rewrite of the file.
+mk_python_test_mbox(consistency_kill ${mk_cons_py} TIMEOUT 900)
+if(TEST consistency_kill_mbox)
+	set_property(TEST consistency_kill_mbox APPEND PROPERTY ENVIRONMENT ${mk_cons_env}
+		"MK_CONSISTENCY_SEED=4" "MK_CONSISTENCY_STEPS=500" "MK_CONSISTENCY_KILLS=50"
+		"MK_CONSISTENCY_POLICY=expunge")
+endif()
+
 mk_python_test(consistency_enospc ${CMAKE_SOURCE_DIR}/tests/integration/consistency_enospc.py
 	TIMEOUT 300)
 set_property(TEST consistency_enospc APPEND PROPERTY ENVIRONMENT ${mk_cons_env}

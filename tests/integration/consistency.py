@@ -58,8 +58,10 @@ import time
 import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from consistency_lib import (INFO_FLAGS, Failure, Imap, Pop3, Server, check, crlf,  # noqa: E402
-                             message_id, pop3_form, scan_maildir, seqset, split_name, top_bytes, unstuff)
+from consistency_lib import (INFO_FLAGS, MBOX, Failure, Imap, Pop3, Server, check, crlf,  # noqa: E402
+                             mbox_served, message_id, pop3_form, scan_maildir, scan_mbox, seqset,
+                             split_name, top_bytes, unstuff)
+import mbox_tools  # noqa: E402
 
 SYSTEM = frozenset(INFO_FLAGS.values())
 LETTER = {v: k for k, v in INFO_FLAGS.items()}
@@ -200,7 +202,8 @@ class Run:
         elif k < 0.05:
             lines.append(b"tab\tNUL\x00 8-bit \xc3\xa9\xff CR-in-line\rx")
         data = nl.join(lines) + (nl if r.random() < 0.9 else b"")
-        self.m.content[cid] = data
+        # mbox (mboxo): "From " lines come back quoted, whoever wrote the message
+        self.m.content[cid] = mbox_served(data) if MBOX else data
         return cid, data
 
     # ------------------------------------------------------------------ the steps
@@ -247,6 +250,12 @@ class Run:
 
     def op_mta(self):
         cid, data = self.new_message()
+        if MBOX:
+            # appended to the spool under dotlock + fcntl, LF line ends, as exim writes
+            mbox_tools.deliver(self.srv.mbox(), data, self.srv.owner)
+            self.m.content[cid] = mbox_served(data, mta=True)
+            self.m.pending[cid] = self.m.max_uid
+            return cid
         md = self.srv.maildir()
         name = f"{1700000000 + self.nmsg}.M{self.nmsg}P{os.getpid()}R{self.seed}.mta"
         tmp = os.path.join(md, "tmp", name)
@@ -268,7 +277,25 @@ class Run:
             self.base_cid[base] = cid
         return cid
 
+    def op_mutt_mbox(self):
+        """mutt changes the flags of one message: Status:/X-Status: rewritten in the file
+        under the locks (keywords, X-UID and the rest of the message kept)."""
+        msgs = mbox_tools.messages(self.srv.mbox())
+        i = self.rng.randrange(len(msgs))
+        hdrs, _ = msgs[i]
+        cid = hdrs.get("x-mk-id")
+        uid = next(u for u, c in self.m.cid.items() if c == cid)
+        letters = {ch for ch in "DFRST" if self.rng.random() < 0.35}
+        fl = {INFO_FLAGS[ch] for ch in letters}
+        st, xs = mbox_tools.status_of(fl)
+        mbox_tools.set_status(self.srv.mbox(), i, st, xs, self.srv.owner)
+        old = self.m.inbox[uid]
+        self.m.inbox[uid] = frozenset((old - SYSTEM) | fl)
+        return f"uid={uid} #{i} Status: {st} X-Status: {xs}"
+
     def op_mutt(self):
+        if MBOX:
+            return self.op_mutt_mbox()
         md = self.srv.maildir()
         files = []
         for sub in ("new", "cur"):
@@ -294,6 +321,16 @@ class Run:
         """mutt deletes a file (no POP3 session is open then). The server calls a listed
         message gone once three more scans agree (storage/README), so the model lets it be
         present or gone for up to 5 steps, then requires it gone (an EXPUNGE everywhere)."""
+        if MBOX:
+            msgs = mbox_tools.messages(self.srv.mbox())
+            i = self.rng.randrange(len(msgs))
+            cid = msgs[i][0].get("x-mk-id")
+            uid = next(u for u, c in self.m.cid.items() if c == cid)
+            if uid in self.m.ext_gone:
+                return "already"
+            mbox_tools.remove(self.srv.mbox(), i, self.srv.owner)
+            self.m.ext_gone[uid] = self.step_no
+            return f"uid={uid} #{i}"
         md = self.srv.maildir()
         files = sorted((sub, n) for sub in ("new", "cur") for n in os.listdir(os.path.join(md, sub)))
         sub, name = self.rng.choice(files)
@@ -917,7 +954,27 @@ class Run:
         self.arch.noop()
         check(self.arch.picture() == truth, f"archive session picture {self.arch.picture()}")
 
+    def check_disk_mbox(self):
+        bycid = {}
+        for cid, fl, data in scan_mbox(self.srv.mbox()):
+            check(cid is not None, f"a message without its X-MK-Id ({len(data)} bytes): damaged")
+            check(cid not in bycid, f"{cid} twice in the mbox")
+            bycid[cid] = fl
+            check(crlf(data) == crlf(self.m.content[cid]),
+                  f"{cid}: bytes in the mbox differ from what was delivered/appended")
+        want = {self.m.cid[u]: u for u in self.m.inbox if u not in self.m.ext_gone}
+        check(set(bycid) == set(want), f"mbox has {sorted(set(bycid) - set(want))} extra, "
+              f"misses {sorted(set(want) - set(bycid))}")
+        for cid, fl in bycid.items():
+            want_fl = self.m.inbox[want[cid]] & SYSTEM
+            check(fl == want_fl, f"{cid}: Status/X-Status say {sorted(fl)}, model {sorted(want_fl)}")
+        got = sorted(c for c, _, _ in scan_mbox(self.srv.mbox("Archive")))
+        check(got == sorted(c for c, _ in self.m.archive.values()),
+              "Archive mbox differs from the model")
+
     def check_disk(self):
+        if MBOX:
+            return self.check_disk_mbox()
         files = scan_maildir(self.srv.maildir())
         bycid = {}
         for base, (sub, info, data) in files.items():
@@ -1038,6 +1095,8 @@ class Run:
         self.srv = Server(extra_server=extra)
         md = self.srv.maildir()
         for d in (md, os.path.join(md, "tmp"), os.path.join(md, "new"), os.path.join(md, "cur")):
+            if MBOX and d != md:
+                break
             os.mkdir(d, 0o700)
             self.srv.own(d)
         t0 = time.monotonic()

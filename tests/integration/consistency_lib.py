@@ -16,6 +16,10 @@ import tempfile
 import threading
 
 from mk_testlib import (  # noqa: F401 (re-exported to the tests)
+    FORMAT_CONFIG,
+    MBOX,
+    deliver_mbox,
+    mbox_state_dir,
     BIN,
     PAM_MATRIX,
     PAM_WRAPPER,
@@ -55,7 +59,7 @@ class Server:
         with open(self.conf, "w") as f:
             f.write(f"""[server]
 mail_root = {self.mail}/%u
-log_level = {log_level}
+{FORMAT_CONFIG}log_level = {log_level}
 {mail_user}
 pam_service = {SERVICE}
 auth_fail_delay_ms = 0
@@ -85,6 +89,11 @@ tls = none
     def maildir(self, folder=""):
         base = os.path.join(self.mail, USER)
         return os.path.join(base, "." + folder) if folder else base
+
+    def mbox(self, folder="INBOX"):
+        """The mbox file of FOLDER (mail_format = mbox)."""
+        import mbox_tools
+        return mbox_tools.mbox_path(os.path.join(self.mail, USER), folder)
 
     def own(self, path):
         if self.owner:
@@ -512,6 +521,59 @@ def scan_maildir(path):
                 continue
             check(base not in out, f"base name {base} twice in {path}")
             out[base] = (sub, info, data)
+    return out
+
+
+# ------------------------------------------------------------------- the mbox, from outside
+
+MBOX_HIDDEN = re.compile(rb"(?i)(status|x-status|x-keywords|x-uid|x-imapbase|x-imap|x-uidl|"
+                         rb"content-length):")
+
+
+def mbox_served(data, mta=False):
+    """What an mbox store serves for DATA (mboxo, storage/README.md "mbox"): "From " lines
+    quoted as ">From " (by the MTA, or by the store on APPEND); the MTA also stores LF line
+    ends and ends the last line. Compare with crlf()."""
+    out = re.sub(rb"(?m)^From ", b">From ", data)
+    if mta:
+        out = out.replace(b"\r\n", b"\n")
+        if not out.endswith(b"\n"):
+            out += b"\n"
+    return out
+
+
+def scan_mbox(path):
+    """[(cid, flags, served bytes)] of every message in the mbox PATH, in file order: the
+    From_ line and the state headers (hidden from clients) removed, flags from
+    Status/X-Status."""
+    import mbox_tools
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return []
+    out = []
+    for s, e in mbox_tools.split(data):
+        m = data[s:e]
+        m = m[m.index(b"\n") + 1:]
+        if re.search(rb"\n\r?\n\Z", m):
+            m = m[:-1]  # the separator line
+        mm = re.search(rb"\n(?=\r?\n)", m)
+        head, rest = (m[:mm.start()], m[mm.start():]) if mm else (m, b"")
+        keep, hdrs, skip = [], {}, False
+        for ln in head.split(b"\n"):
+            if ln[:1] in (b" ", b"\t"):
+                if not skip:
+                    keep.append(ln)
+                continue
+            skip = bool(MBOX_HIDDEN.match(ln))
+            if skip:
+                k, v = ln.split(b":", 1)
+                hdrs[k.strip().lower().decode()] = v.strip().decode("latin-1")
+            else:
+                keep.append(ln)
+        served = b"\n".join(keep) + rest
+        out.append((message_id(served), mbox_tools.flags_of(hdrs), served))
     return out
 
 

@@ -17,6 +17,10 @@ import tempfile
 import threading
 
 from mk_testlib import (  # noqa: F401 (re-exported to the tests)
+    FORMAT_CONFIG,
+    MBOX,
+    deliver_mbox,
+    mbox_state_dir,
     BIN,
     PAM_MATRIX,
     PAM_WRAPPER,
@@ -47,7 +51,7 @@ class Server:
         with open(self.conf, "w") as f:
             f.write(f"""[server]
 mail_root = {self.mail}/%u
-log_level = debug
+{FORMAT_CONFIG}log_level = debug
 {mail_user}
 pam_service = {SERVICE}
 auth_fail_delay_ms = 0
@@ -83,8 +87,16 @@ tls = none
     def maildir(self, user="alice"):
         return os.path.join(self.mail, user)
 
+    def state_dir(self, user="alice"):
+        """Where the store keeps INBOX's own files (the Maildir itself, or mbox's state)."""
+        return mbox_state_dir(self.maildir(user)) if MBOX else self.maildir(user)
+
     def deliver(self, data, user="alice"):
-        """Put a message into new/ as an MTA would (tmp, then rename)."""
+        """Put a message into new/ as an MTA would (tmp, then rename); with mbox, append it
+        to the user's inbox file under dotlock + fcntl."""
+        if MBOX:
+            deliver_mbox(self.maildir(user), data, self.owner)
+            return None
         md = self.maildir(user)
         for d in [md] + [os.path.join(md, sub) for sub in ("tmp", "new", "cur")]:
             if not os.path.isdir(d):

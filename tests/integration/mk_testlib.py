@@ -11,6 +11,12 @@ BIN = os.environ.get("MK_BINARY", "")
 PAM_MATRIX = os.environ.get("MK_PAM_MATRIX", "/usr/lib/x86_64-linux-gnu/pam_wrapper/pam_matrix.so")
 PAM_WRAPPER = os.environ.get("MK_PAM_WRAPPER_LIB",
                              "/usr/lib/x86_64-linux-gnu/libpam_wrapper.so")
+# The store format under test: ctest registers the suites that run with both as NAME and
+# NAME_mbox (MK_MAIL_FORMAT=mbox); harnesses put FORMAT_CONFIG into [server] and deliver
+# with deliver_message().
+MAIL_FORMAT = os.environ.get("MK_MAIL_FORMAT", "maildir")
+MBOX = MAIL_FORMAT == "mbox"
+FORMAT_CONFIG = "mail_format = mbox\n" if MBOX else ""
 
 
 def free_port():
@@ -65,3 +71,14 @@ def prepare_for_nobody(d, mail):
 def crlf(data):
     """A message as the store serves it: every bare LF counts as CRLF."""
     return re.sub(rb"(?<!\r)\n", b"\r\n", data)
+
+
+def mbox_state_dir(user_root, folder="INBOX"):
+    """Where an mbox store keeps FOLDER's own files (UID list, POP3 record, ...)."""
+    return os.path.join(user_root, ".mailkeep", "box", folder)
+
+
+def deliver_mbox(user_root, data, owner=None, folder="INBOX"):
+    """An MTA appending DATA to the user's mbox (tests/integration/mbox_tools.py)."""
+    import mbox_tools
+    mbox_tools.deliver(mbox_tools.mbox_path(user_root, folder), data, owner)

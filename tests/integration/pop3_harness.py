@@ -6,6 +6,7 @@ so no test needs root or a system user.
 Listeners: `pop3` (tls = starttls, STLS offered), `pop3s` (implicit TLS), `pop3plain`
 (tls = none), `pop3idle` (tls = none, idle_timeout = 1) and `imap` (tls = none) for the tests where an IMAP client shares the mailbox. Waiting is always on an event with a deadline, never a sleep.
 """
+import hashlib
 import itertools
 import os
 import shutil
@@ -18,6 +19,10 @@ import threading
 import time
 
 from mk_testlib import (  # noqa: F401 (re-exported to the tests)
+    FORMAT_CONFIG,
+    MBOX,
+    deliver_mbox,
+    mbox_state_dir,
     BIN,
     PAM_MATRIX,
     PAM_WRAPPER,
@@ -60,7 +65,7 @@ class Server:
         with open(self.conf, "w") as f:
             f.write(f"""[server]
 mail_root = {self.mail}/%u
-log_level = {log_level}
+{FORMAT_CONFIG}log_level = {log_level}
 {mail_user}
 pam_service = {SERVICE}
 auth_fail_delay_ms = 0
@@ -110,8 +115,16 @@ tls = none
     def maildir(self, user="alice"):
         return os.path.join(self.mail, user)
 
+    def state_dir(self, user="alice"):
+        """Where the store keeps INBOX's own files (the Maildir itself, or mbox's state)."""
+        return mbox_state_dir(self.maildir(user)) if MBOX else self.maildir(user)
+
     def deliver(self, data, user="alice", name=None):
-        """Put a message into new/ as an MTA would (tmp, then rename)."""
+        """Put a message into new/ as an MTA would (tmp, then rename); with mbox, append it
+        to the user's inbox file under dotlock + fcntl."""
+        if MBOX:
+            deliver_mbox(self.maildir(user), data, self.owner)
+            return None
         md = self.maildir(user)
         for d in [md] + [os.path.join(md, sub) for sub in ("tmp", "new", "cur")]:
             if not os.path.isdir(d):
@@ -133,7 +146,24 @@ tls = none
             os.chown(path, *self.owner)
 
     def message_files(self, user="alice"):
+        """The messages on disk: Maildir file paths; with mbox, one "inbox#N:2,FLAGS" a
+        message of the inbox file (FLAGS: the Maildir letters of its Status/X-Status, plus
+        "a" when it carries a keyword; N: a hash of its Subject and body, which no state
+        header changes), so tests count and compare them alike."""
         md = self.maildir(user)
+        if MBOX:
+            import mbox_tools
+            out = []
+            for hd, body in mbox_tools.messages(mbox_tools.mbox_path(md)):
+                fl = mbox_tools.flags_of(hd)
+                letters = "".join(ch for ch, f in (("D", "\\Draft"), ("F", "\\Flagged"),
+                                                   ("R", "\\Answered"), ("S", "\\Seen"),
+                                                   ("T", "\\Deleted")) if f in fl)
+                if hd.get("x-keywords", "").strip():
+                    letters += "a"
+                key = hashlib.sha1(hd.get("subject", "").encode() + body).hexdigest()[:16]
+                out.append(f"inbox#{key}:2,{letters}")
+            return out
         out = []
         for sub in ("new", "cur"):
             p = os.path.join(md, sub)
