@@ -41,45 +41,63 @@ def mbox_path(user_root, folder="INBOX"):
     return os.path.join(user_root, *folder.split("."))
 
 
+def _dead(pid):
+    """PID has exited (gone, or a zombie nobody reaped yet)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rpartition(b")")[2][:2] == b" Z"
+    except OSError:
+        return False
+
+
 def _stale(lock):
+    """(stale, holder PID or 0): liblockfile's rules."""
     try:
         with open(lock, "rb") as f:
             data = f.read(32)
             age = time.time() - os.fstat(f.fileno()).st_mtime
     except FileNotFoundError:
-        return True
+        return True, 0
     if age > STALE_SECONDS:
-        return True
+        return True, 0
     m = re.match(rb"\s*(\d+)", data)
     if m:
-        try:
-            os.kill(int(m.group(1)), 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            pass
-    return False
+        pid = int(m.group(1))
+        return _dead(pid), pid
+    return False, 0
 
 
-def _wait_removed(lock, deadline):
-    """Wait (inotify, bounded) until LOCK is gone or the deadline passes."""
+def _wait_removed(lock, holder, deadline):
+    """Wait (inotify, bounded) until LOCK is gone, its HOLDER has exited (a pidfd), or the
+    deadline passes."""
     fd = _libc.inotify_init1(IN_CLOEXEC | IN_NONBLOCK)
     if fd < 0:
         raise OSError(ctypes.get_errno(), "inotify_init1")
+    pfd = None
     try:
         if _libc.inotify_add_watch(fd, os.path.dirname(lock).encode(),
                                    IN_DELETE | IN_MOVED_FROM) < 0:
             raise OSError(ctypes.get_errno(), "inotify_add_watch")
-        while os.path.exists(lock):
+        if holder:
+            with contextlib.suppress(OSError):
+                pfd = os.pidfd_open(holder)
+        if os.path.exists(lock):
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(f"{lock} held")
-            r, _, _ = select.select([fd], [], [], left)
-            if r:
-                with contextlib.suppress(BlockingIOError):
-                    os.read(fd, 65536)
+            r, _, _ = select.select([fd] + ([pfd] if pfd is not None else []), [], [], left)
+            if not r:
+                raise TimeoutError(f"{lock} held")
     finally:
         os.close(fd)
+        if pfd is not None:
+            os.close(pfd)
 
 
 def _dotlock(path, deadline):
@@ -98,11 +116,12 @@ def _dotlock(path, deadline):
             os.unlink(tmp)
         if got:
             return lock
-        if _stale(lock):
+        stale, holder = _stale(lock)
+        if stale:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(lock)
             continue
-        _wait_removed(lock, deadline)
+        _wait_removed(lock, holder, deadline)
 
 
 def _fcntl_lock(fd, deadline):

@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <strings.h>
 #include <sys/inotify.h>
+#include <sys/pidfd.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/time.h>
@@ -291,12 +292,33 @@ static int64_t now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* PID has exited (gone, or a zombie nobody reaped yet). */
+static bool pid_dead(pid_t pid)
+{
+	if (kill(pid, 0) < 0)
+		return errno == ESRCH;
+	char path[64], buf[256];
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	buf[n] = '\0';
+	const char *paren = strrchr(buf, ')');
+	return paren != NULL && paren[1] == ' ' && paren[2] == 'Z';
+}
+
 /* A dotlock is stale when the PID it holds is dead on this host or when it is older than
- * 5 minutes (liblockfile). Removes it and returns true then. */
-static bool dotlock_break_stale(const char *lock)
+ * 5 minutes (liblockfile). Removes it and returns true then; else *pid_r is its holder (0 if
+ * unknown). */
+static bool dotlock_break_stale(const char *lock, pid_t *pid_r)
 {
 	char buf[32] = "";
 	struct stat st;
+	*pid_r = 0;
 	int fd = open(lock, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return errno == ENOENT; /* gone meanwhile: try again */
@@ -308,8 +330,10 @@ static bool dotlock_break_stale(const char *lock)
 	if (n > 0) {
 		buf[n] = '\0';
 		long pid = strtol(buf, NULL, 10);
-		if (pid > 0 && kill((pid_t)pid, 0) < 0 && errno == ESRCH)
+		if (pid > 0 && pid_dead((pid_t)pid))
 			stale = true;
+		else if (pid > 0)
+			*pid_r = (pid_t)pid;
 	}
 	if (stale && unlink(lock) < 0 && errno != ENOENT)
 		return false;
@@ -350,7 +374,8 @@ int st_mbox_lock(const char *path, unsigned timeout_ms)
 			break;
 		if (!ok || err != EEXIST)
 			return ok ? -err : -EIO;
-		if (dotlock_break_stale(lock))
+		pid_t holder;
+		if (dotlock_break_stale(lock, &holder))
 			continue;
 		/* wait for its removal: watch the directory, then look again (no lost wake-up) */
 		int in = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
@@ -361,15 +386,21 @@ int st_mbox_lock(const char *path, unsigned timeout_ms)
 			close(in);
 			return -err;
 		}
+		/* ... or for its holder's death (a pidfd is readable once it has exited) */
+		int pfd = holder > 0 ? pidfd_open(holder, 0) : -1;
 		if (access(lock, F_OK) == 0) {
 			int64_t left = deadline - now_ms();
-			struct pollfd p = {in, POLLIN, 0};
-			if (left <= 0 || poll(&p, 1, (int)left) <= 0) {
+			struct pollfd p[2] = {{in, POLLIN, 0}, {pfd, POLLIN, 0}};
+			if (left <= 0 || poll(p, pfd >= 0 ? 2 : 1, (int)left) <= 0) {
 				close(in);
+				if (pfd >= 0)
+					close(pfd);
 				return -ETIMEDOUT;
 			}
 		}
 		close(in);
+		if (pfd >= 0)
+			close(pfd);
 	}
 	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (fd < 0) {

@@ -31,7 +31,7 @@ mk_unit_test(test_storage_pop3_expire
 mk_unit_test(test_maildir_external SOURCES ${CMAKE_SOURCE_DIR}/tests/unit/test_maildir_external.c
 	LIBS mk_storage_test_support)
 mk_unit_test(test_storage_kill9 SOURCES ${CMAKE_SOURCE_DIR}/tests/unit/test_storage_kill9.c
-	LIBS mk_storage_test_support TIMEOUT 120)
+	LIBS mk_storage_test_support TIMEOUT 300)
 # The parser through the cache needs the whole room (mk_storage, the MIME parser included).
 mk_unit_test(test_storage_parsed SOURCES ${CMAKE_SOURCE_DIR}/tests/unit/test_storage_parsed.c
 	${CMAKE_SOURCE_DIR}/tests/support/storage_test.c LIBS mk_storage mk_core)

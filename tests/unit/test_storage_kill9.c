@@ -337,10 +337,271 @@ static void test_kill9(void **state)
 	st_rmdir(&dir);
 }
 
+/* ---------------------------------------------------------------------------------------- */
+/* Kill -9 in the middle of an expunge (for mbox: the rewrite of the file), 200 times, with an
+ * MTA delivering into the same mailbox. The server child expunges one of the first three
+ * messages after another (the whole rest of the file moves; the parent tops the mailbox up
+ * to 40 messages between rounds); it reports "I E k" before an expunge of content k and "K E k"
+ * once it returns. The MTA child delivers one message (st_deliver: dotlock + fcntl, fsync)
+ * each time the server starts an expunge, racing it, and reports "D k" once it is on disk.
+ * The parent kills the server right after an "I E" (plus a random amount of busy work, so
+ * the kill lands anywhere in the rewrite; never a sleep), stops the MTA, and checks through
+ * a fresh store: every acknowledged message whose expunge was not acknowledged is there
+ * exactly once, byte for byte, with the UID it had; an acknowledged expunge stays done;
+ * only the expunge in flight may have gone either way; nothing is there twice. */
+
+#define RW_MSGS    16384
+#define RW_MTA_MAX 8 /* deliveries per round at most: content ids next_k .. +RW_MTA_MAX */
+
+struct rw_state {
+	unsigned char st[RW_MSGS]; /* 0 unknown, 1 there (acked), 2 expunged (acked) */
+	uint32_t uid[RW_MSGS];     /* the UID last seen for content k */
+	unsigned inflight;         /* content k of the expunge in flight, 0 = none */
+	unsigned next_k;
+};
+
+static void rw_server(const char *root, int out, unsigned seed)
+{
+	uv_loop_t loop;
+	struct store *store;
+	struct mailbox *mbox;
+	struct view *v;
+	uv_loop_init(&loop);
+	if (st_store_open(&loop, root, &store) < 0 || mailbox_open(store, "INBOX", &mbox) < 0 ||
+	    view_new(mbox, VIEW_IMAP, NULL, NULL, &v) < 0)
+		_exit(2);
+	srand(seed);
+	for (;;) {
+		if (mailbox_refresh(mbox) < 0)
+			_exit(3);
+		view_sync(v, 0, NULL, NULL);
+		uint32_t count = view_count(v);
+		if (count < 3) {
+			_exit(4); /* the parent keeps the mailbox filled */
+		}
+		uint32_t seq = 1 + (uint32_t)rand() % 3, uid;
+		if (view_seq_to_uid(v, seq, &uid) < 0)
+			_exit(5);
+		struct mail_stream *s;
+		char head[128] = "";
+		if (view_msg_open(v, seq, &s) < 0)
+			_exit(6);
+		ssize_t n = mail_stream_read(s, head, sizeof(head) - 1);
+		mail_stream_free(&s);
+		unsigned k;
+		if (n <= 0 || sscanf(head, "Message-ID: <%u@kill9.test>", &k) != 1)
+			_exit(7);
+		child_write(out, "I E %u\n", k);
+		if (mailbox_expunge(mbox, &uid, 1) < 0)
+			_exit(8);
+		child_write(out, "K E %u\n", k);
+	}
+}
+
+static void rw_mta(const char *root, int out, int ctl, unsigned k)
+{
+	static char buf[8192];
+	for (unsigned i = 0; i < RW_MTA_MAX; i++, k++) {
+		/* one delivery per byte on CTL (sent as the server starts an expunge); EOF: stop */
+		struct pollfd p = {ctl, POLLIN, 0};
+		char c;
+		if (poll(&p, 1, 20000) != 1)
+			_exit(9);
+		if (read(ctl, &c, 1) != 1)
+			_exit(0);
+		msg_bytes(k, buf, sizeof(buf));
+		st_deliver(root, "INBOX", buf);
+		child_write(out, "D %u\n", k);
+	}
+	_exit(10);
+}
+
+static void rw_apply(struct rw_state *st, const char *line)
+{
+	char kind, op = 0;
+	unsigned k;
+	if (line[0] == 'D') {
+		assert_int_equal(sscanf(line, "D %u", &k), 1);
+		assert_true(k < RW_MSGS);
+		st->st[k] = 1;
+		return;
+	}
+	assert_int_equal(sscanf(line, "%c %c %u", &kind, &op, &k), 3);
+	assert_true(k < RW_MSGS && op == 'E');
+	if (kind == 'I') {
+		st->inflight = k;
+	} else {
+		st->st[k] = 2;
+		st->inflight = 0;
+	}
+}
+
+/* Check the mailbox against ST; returns the number of messages. */
+static uint32_t rw_verify(struct rw_state *st, const char *root, uint32_t *uidvalidity)
+{
+	uv_loop_t loop;
+	struct store *store;
+	struct mailbox *mbox;
+	struct view *v;
+	uv_loop_init(&loop);
+	assert_int_equal(st_store_open(&loop, root, &store), 0);
+	assert_int_equal(mailbox_open(store, "INBOX", &mbox), 0);
+	assert_int_equal(view_new(mbox, VIEW_IMAP, NULL, NULL, &v), 0);
+	if (*uidvalidity == 0)
+		*uidvalidity = mailbox_uidvalidity(mbox);
+	assert_int_equal(mailbox_uidvalidity(mbox), *uidvalidity);
+	static unsigned char seen[RW_MSGS];
+	memset(seen, 0, sizeof(seen));
+	static char want[8192];
+	uint32_t count = view_count(v);
+	for (uint32_t seq = 1; seq <= count; seq++) {
+		struct mail_info info;
+		assert_int_equal(view_msg_info(v, seq, &info), 0);
+		size_t len;
+		char *data = st_read_msg(v, seq, &len);
+		assert_non_null(data);
+		unsigned k = content_id(data);
+		assert_true(k < RW_MSGS);
+		size_t wlen = msg_bytes(k, want, sizeof(want));
+		if (len != wlen || memcmp(data, want, len) != 0)
+			fail_msg("message %u (uid %u) damaged: %zu bytes, want %zu", k, info.uid,
+				 len, wlen);
+		free(data);
+		if (seen[k])
+			fail_msg("message %u is there twice (uid %u)", k, info.uid);
+		seen[k] = 1;
+		if (st->st[k] == 2)
+			fail_msg("message %u came back after its acknowledged expunge", k);
+		if (st->uid[k] != 0 && st->uid[k] != info.uid)
+			fail_msg("message %u changed its UID %u -> %u", k, st->uid[k], info.uid);
+		st->uid[k] = info.uid;
+		if (st->st[k] == 0)
+			st->st[k] =
+				1; /* delivered, its report lost with the kill: known from now */
+	}
+	for (unsigned k = 1; k < RW_MSGS; k++) {
+		if (st->st[k] != 1 || seen[k])
+			continue;
+		if (k != st->inflight)
+			fail_msg("message %u (uid %u) lost", k, st->uid[k]);
+		st->st[k] = 2; /* its expunge went through before the kill */
+	}
+	st->inflight = 0;
+	view_free(&v);
+	mailbox_unref(&mbox);
+	store_unref(&store);
+	st_loop_close(&loop);
+	return count;
+}
+
+static void test_kill9_expunge_rewrite(void **state)
+{
+	char *dir = st_tmpdir();
+	char root[4200];
+	snprintf(root, sizeof(root), "%s/u", dir);
+	struct rw_state *st = calloc(1, sizeof(*st));
+	assert_non_null(st);
+	srand(4242);
+	uint32_t uidvalidity = 0;
+	static char buf[8192];
+	st->next_k = 1;
+	unsigned expunged = 0, delivered = 0;
+	for (int round = 0; round < KILLS; round++) {
+		/* keep 40..60 messages (about 60 KB) so every rewrite moves a good part of it */
+		uint32_t count = rw_verify(st, root, &uidvalidity);
+		for (; count < 40; count++) {
+			unsigned k = st->next_k++;
+			assert_true(k < RW_MSGS);
+			msg_bytes(k, buf, sizeof(buf));
+			st_deliver(root, "INBOX", buf);
+			st->st[k] = 1;
+		}
+		int sp[2], mp[2], ctl[2];
+		assert_int_equal(pipe(sp), 0);
+		assert_int_equal(pipe(mp), 0);
+		assert_int_equal(pipe(ctl), 0);
+		unsigned seed = (unsigned)rand();
+		fflush(NULL);
+		pid_t server = fork();
+		assert_true(server >= 0);
+		if (server == 0) {
+			close(sp[0]);
+			close(mp[0]);
+			close(mp[1]);
+			close(ctl[0]);
+			close(ctl[1]);
+			rw_server(root, sp[1], seed);
+			_exit(1);
+		}
+		unsigned mta_k = st->next_k;
+		st->next_k += RW_MTA_MAX; /* the MTA's numbers this round */
+		assert_true(st->next_k < RW_MSGS);
+		pid_t mta = fork();
+		assert_true(mta >= 0);
+		if (mta == 0) {
+			close(sp[0]);
+			close(sp[1]);
+			close(mp[0]);
+			close(ctl[1]);
+			rw_mta(root, mp[1], ctl[0], mta_k);
+			_exit(1);
+		}
+		close(sp[1]);
+		close(mp[1]);
+		close(ctl[0]);
+		/* let the server acknowledge 0..3 expunges, then kill it inside the next one */
+		int acks = rand() % 4, seen = 0;
+		char line[256];
+		for (;;) {
+			assert_true(read_line(sp[0], line, sizeof(line)));
+			rw_apply(st, line);
+			if (line[0] == 'K') {
+				seen++;
+				continue;
+			}
+			/* an expunge starts: the MTA delivers while it runs */
+			assert_int_equal(write(ctl[1], "d", 1), 1);
+			if (seen >= acks)
+				break;
+		}
+		for (volatile unsigned spin = (unsigned)rand() % 200000; spin > 0; spin--)
+			;
+		kill(server, SIGKILL);
+		int status;
+		assert_int_equal(waitpid(server, &status, 0), server);
+		assert_true(WIFSIGNALED(status));
+		while (read_line(sp[0], line, sizeof(line)))
+			rw_apply(st, line);
+		close(sp[0]);
+		/* stop the MTA after its current delivery, take its reports */
+		close(ctl[1]);
+		while (read_line(mp[0], line, sizeof(line))) {
+			rw_apply(st, line);
+			delivered++;
+		}
+		close(mp[0]);
+		assert_int_equal(waitpid(mta, &status, 0), mta);
+		assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+		for (unsigned k = 1; k < st->next_k; k++)
+			expunged += st->st[k] == 2;
+	}
+	rw_verify(st, root, &uidvalidity);
+	unsigned gone = 0;
+	for (unsigned k = 1; k < st->next_k; k++)
+		gone += st->st[k] == 2;
+	print_message("kill9 expunge rewrite: %d kills, %u expunged, %u delivered by the MTA "
+		      "meanwhile\n",
+		      KILLS, gone, delivered);
+	(void)expunged;
+	free(st);
+	st_rmdir(&dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_kill9),
+		cmocka_unit_test(test_kill9_expunge_rewrite),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
