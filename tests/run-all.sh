@@ -14,7 +14,7 @@ packages=(
 	build-essential cmake pkg-config clang clang-format
 	libuv1-dev libgnutls28-dev gnutls-bin libpam0g-dev libcmocka-dev zlib1g-dev
 	libpam-wrapper libpam-modules libpam-pwdfile python3 curl isync fetchmail getmail6 procps
-	lintian file systemd groff-base ssl-cert
+	lintian file systemd groff-base ssl-cert mutt
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -18,3 +18,9 @@ foreach(t imap_imaplib imap_clients imap_qresync)
 			"MK_PAM_WRAPPER_LIB=${MK_IMAP_PAM_WRAPPER_LIB}")
 	endif()
 endforeach()
+# mutt (in a pseudo-terminal) and the server on one mbox: flags seen both ways (issue 11).
+if(MK_MBOX_SOURCES)
+	mk_python_test(mbox_mutt ${CMAKE_SOURCE_DIR}/tests/integration/mbox_mutt.py TIMEOUT 300)
+	set_property(TEST mbox_mutt APPEND PROPERTY ENVIRONMENT "MK_MAIL_FORMAT=mbox"
+		"MK_PAM_MATRIX=${MK_IMAP_PAM_MATRIX}" "MK_PAM_WRAPPER_LIB=${MK_IMAP_PAM_WRAPPER_LIB}")
+endif()
