@@ -18,7 +18,7 @@ user=demo
 password=${MK_DEMO_PASSWORD:-demopass}
 
 packages=(build-essential cmake pkg-config libuv1-dev libgnutls28-dev gnutls-bin libpam0g-dev
-	libcmocka-dev zlib1g-dev libpam-pwdfile python3 curl)
+	libcmocka-dev zlib1g-dev libunistring-dev libpam-pwdfile python3 curl)
 missing=()
 for p in "${packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

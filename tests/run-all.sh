@@ -12,7 +12,7 @@ top=$(pwd)
 # Build and test dependencies, all from Debian's packages.
 packages=(
 	build-essential cmake pkg-config clang clang-format
-	libuv1-dev libgnutls28-dev gnutls-bin libpam0g-dev libcmocka-dev zlib1g-dev
+	libuv1-dev libgnutls28-dev gnutls-bin libpam0g-dev libcmocka-dev zlib1g-dev libunistring-dev
 	libpam-wrapper libpam-modules libpam-pwdfile python3 curl isync fetchmail getmail6 procps
 	lintian file systemd groff-base ssl-cert mutt
 )

@@ -204,6 +204,19 @@ void imap_vanished_flush(struct imap_vanished *w);
  * KNOWN up to UIDNEXT-1 that the mailbox does not hold. 0 or -ENOMEM. */
 int imap_vanished_earlier(struct imap_session *s, uint64_t modseq, const struct imap_seqset *known);
 
+/* A search program (imap_search.c) for SORT and THREAD: parsed from the keys in ARGS (to the
+ * end of the line) over the selected view; 0, or -errno with *error_r the text for BAD/NO. */
+struct search_ctx;
+typedef int imap_search_match_fn(void *ctx, uint32_t seq, const struct mail_info *info);
+int imap_search_parse(struct imap_session *s, const struct imap_arg *args,
+		      struct search_ctx **search_r, const char **error_r);
+/* Evaluate messages until all are done (1) or the slice is used up (0; call again on the next
+ * turn); MATCH is called for each match in sequence order (its negative result is returned). */
+int imap_search_step(struct search_ctx *search, imap_search_match_fn *match, void *ctx);
+/* Whether the program has a MODSEQ key (the answer then carries the highest modseq). */
+bool imap_search_has_modseq(const struct search_ctx *search);
+void imap_search_free(struct search_ctx **searchp);
+
 /* Handlers (imap_cmd_*.c). */
 enum cmd_result imap_cmd_select(struct imap_cmd *cmd);
 enum cmd_result imap_cmd_examine(struct imap_cmd *cmd);
@@ -226,6 +239,8 @@ enum cmd_result imap_cmd_store(struct imap_cmd *cmd);
 enum cmd_result imap_cmd_copy(struct imap_cmd *cmd);
 enum cmd_result imap_cmd_move(struct imap_cmd *cmd);
 enum cmd_result imap_cmd_search(struct imap_cmd *cmd);
+enum cmd_result imap_cmd_sort(struct imap_cmd *cmd);
+enum cmd_result imap_cmd_thread(struct imap_cmd *cmd);
 enum cmd_result imap_cmd_append(struct imap_cmd *cmd);
 enum cmd_result imap_cmd_login(struct imap_cmd *cmd);
 enum cmd_result imap_cmd_authenticate(struct imap_cmd *cmd);

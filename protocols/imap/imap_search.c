@@ -841,3 +841,67 @@ enum cmd_result imap_cmd_search(struct imap_cmd *cmd)
 	c->count = view_count(s->view);
 	return search_run(cmd, c);
 }
+
+/* ---- the search program for SORT and THREAD (imap_sort.c) ---- */
+
+int imap_search_parse(struct imap_session *s, const struct imap_arg *args,
+		      struct search_ctx **search_r, const char **error_r)
+{
+	struct search_ctx *c = calloc(1, sizeof(*c));
+	if (!c) {
+		*error_r = "[SERVERBUG] Out of memory.";
+		return -ENOMEM;
+	}
+	c->s = s;
+	imap_seqset_init(&c->result);
+	imap_seqset_init(&c->result_uids);
+	c->prog = parse_list(c, args, 0);
+	if (!c->prog) {
+		*error_r = c->error ? c->error : "Invalid search.";
+		search_ctx_free(c);
+		return -EINVAL;
+	}
+	if (c->modseq_key)
+		imap_condstore_enable(s);
+	c->next_seq = 1;
+	c->count = view_count(s->view);
+	*search_r = c;
+	return 0;
+}
+
+bool imap_search_has_modseq(const struct search_ctx *c)
+{
+	return c->modseq_key;
+}
+
+int imap_search_step(struct search_ctx *c, imap_search_match_fn *match, void *ctx)
+{
+	uint64_t start = uv_hrtime();
+	bool progress = false;
+	while (c->next_seq <= c->count) {
+		if (progress && uv_hrtime() - start >= IMAP_SLICE_NS)
+			return 0;
+		progress = true;
+		uint32_t seq = c->next_seq++;
+		c->seq = seq;
+		if (view_msg_info(c->s->view, seq, &c->info) < 0)
+			continue; /* expunged meanwhile: never matches */
+		bool m = eval(c, c->prog);
+		msg_parsed_free(&c->parsed);
+		mail_stream_free(&c->stream);
+		c->load_err = 0;
+		if (m) {
+			int r = match(ctx, seq, &c->info);
+			if (r < 0)
+				return r;
+		}
+	}
+	return 1;
+}
+
+void imap_search_free(struct search_ctx **cp)
+{
+	if (*cp)
+		search_ctx_free(*cp);
+	*cp = NULL;
+}

@@ -46,7 +46,7 @@ fi
 # 1. Packages. policy-rc.d keeps the packaged dovecot.service from starting on 143/110.
 need=()
 for p in dovecot-imapd dovecot-pop3d libpam-wrapper gnutls-bin cmake gcc libuv1-dev \
-	libgnutls28-dev libpam0g-dev libcmocka-dev pkg-config zlib1g-dev python3; do
+	libgnutls28-dev libpam0g-dev libcmocka-dev pkg-config zlib1g-dev libunistring-dev python3; do
 	dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
