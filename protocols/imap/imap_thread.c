@@ -103,6 +103,13 @@ static bool node_is_ancestor(const struct tnode *a, const struct tnode *b)
 	return false;
 }
 
+/* Would making C a child of P close a loop? Only when C is P or one of P's ancestors, which
+ * needs C to have children: the common case (a new message) costs no walk. */
+static bool node_would_loop(const struct tnode *c, const struct tnode *p)
+{
+	return c == p || (c->child && node_is_ancestor(c, p));
+}
+
 static bool node_dummy(const struct tnode *n)
 {
 	return n->msg < 0;
@@ -205,12 +212,12 @@ static void references_link(struct tctx *t)
 		struct tnode *prev = NULL;
 		for (size_t k = 0; k < m->nrefs; k++) {
 			struct tnode *r = id_node(t, m->refs[k], strlen(m->refs[k]));
-			if (prev && !r->parent && !node_is_ancestor(r, prev))
+			if (prev && !r->parent && !node_would_loop(r, prev))
 				node_link(prev, r);
 			prev = r;
 		}
 		/* 1.B: the last reference is the parent (replacing an existing link), no loops */
-		if (prev && node_is_ancestor(c, prev))
+		if (prev && node_would_loop(c, prev))
 			continue;
 		node_unlink(c);
 		if (prev)

@@ -31,3 +31,13 @@ target_include_directories(test_imap_mailbox PRIVATE ${MK_IMAP_DIR} ${CMAKE_SOUR
 mk_unit_test(test_imap_utf7 SOURCES ${CMAKE_SOURCE_DIR}/tests/unit/test_imap_utf7.c
 	${MK_IMAP_DIR}/imap_utf7.c)
 target_include_directories(test_imap_utf7 PRIVATE ${MK_IMAP_DIR})
+# SORT/THREAD building blocks (imap_sort.h): base subject, dates, ENVELOPE keys, both
+# threading algorithms; built with the room's sources like the session tests.
+mk_unit_test(test_imap_sort SOURCES ${CMAKE_SOURCE_DIR}/tests/unit/test_imap_sort.c
+	${CMAKE_SOURCE_DIR}/tests/support/imap_fake_conn.c
+	${CMAKE_SOURCE_DIR}/tests/support/imap_fake_auth.c ${mk_imap_srcs}
+	${CMAKE_SOURCE_DIR}/auth/sasl.c ${CMAKE_SOURCE_DIR}/auth/base64.c
+	${CMAKE_SOURCE_DIR}/src/buf.c ${CMAKE_SOURCE_DIR}/src/log.c
+	LIBS mk_storage PkgConfig::UV)
+target_include_directories(test_imap_sort PRIVATE ${MK_IMAP_DIR} ${CMAKE_SOURCE_DIR}/src
+	${CMAKE_SOURCE_DIR}/auth)

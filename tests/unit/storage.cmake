@@ -60,3 +60,7 @@ if(MK_STORAGE_MBOX_SOURCES)
 	mk_unit_test(test_mbox_external SOURCES ${CMAKE_SOURCE_DIR}/tests/unit/test_mbox_external.c
 		LIBS mk_storage_test_support)
 endif()
+# i;unicode-casemap (RFC 5051) for SORT/THREAD.
+mk_unit_test(test_unicode_casemap SOURCES ${CMAKE_SOURCE_DIR}/tests/unit/test_unicode_casemap.c
+	${MK_STORAGE_DIR}/unicode_casemap.c ${CMAKE_SOURCE_DIR}/src/buf.c LIBS ${MK_UNISTRING_LIB})
+target_include_directories(test_unicode_casemap PRIVATE ${MK_STORAGE_DIR} ${CMAKE_SOURCE_DIR}/src)
