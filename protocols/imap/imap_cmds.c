@@ -77,7 +77,7 @@ enum cmd_result imap_cmd_capability(struct imap_cmd *cmd)
 	int r = imap_cmd_no_args(cmd);
 	if (r <= 0)
 		return r == 0 ? CMD_MORE : CMD_DONE;
-	char caps[512];
+	char caps[1024];
 	imap_capability_string(cmd->s, caps, sizeof(caps));
 	conn_printf(cmd->s->conn, "* CAPABILITY %s\r\n", caps);
 	imap_cmd_reply(cmd, "OK", "Capability completed.");

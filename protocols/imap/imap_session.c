@@ -104,6 +104,11 @@ void imap_capability_string(struct imap_session *s, char *out, size_t size)
 	ADD("WITHIN");
 	ADD("OBJECTID");
 	ADD("SAVEDATE");
+	ADD("SORT");
+	ADD("SORT=DISPLAY");
+	ADD("ESORT");
+	ADD("THREAD=ORDEREDSUBJECT");
+	ADD("THREAD=REFERENCES");
 	if (s->state == IMAP_NOT_AUTH) {
 		if (conn_can_starttls(s->conn))
 			ADD("STARTTLS");
@@ -490,7 +495,7 @@ static void *imap_session_new(struct conn *c)
 		free(s);
 		return NULL;
 	}
-	char caps[512];
+	char caps[1024];
 	imap_capability_string(s, caps, sizeof(caps));
 	conn_printf(c, "* OK [CAPABILITY %s] mailkeep ready.\r\n", caps);
 	log_debug("conn=%llu event=imap_session_new", sid(s));

@@ -34,6 +34,14 @@
 
 /* ---- the collector ---- */
 
+void imap_sort_refuse(struct imap_cmd *cmd, const char *status, const char *text)
+{
+	log_info("conn=%llu event=imap_sort_refused cmd=%s status=%s reason=%s",
+		 (unsigned long long)conn_id(cmd->s->conn), cmd->def ? cmd->def->name : "-", status,
+		 log_escape_str(text));
+	imap_cmd_reply(cmd, status, "%s", text);
+}
+
 static void sort_msg_clear(struct imap_sort_msg *m)
 {
 	for (int i = 0; i < SORT_NSTR; i++)
@@ -84,11 +92,11 @@ int imap_sort_collect_start(struct imap_cmd *cmd, const struct imap_arg *args, u
 	const char *cs;
 	size_t len;
 	if (!imap_arg_get_astring(args, &cs, &len)) {
-		imap_cmd_reply(cmd, "BAD", "Missing charset.");
+		imap_sort_refuse(cmd, "BAD", "Missing charset.");
 		return -EINVAL;
 	}
 	if (strcasecmp(cs, "UTF-8") != 0 && strcasecmp(cs, "US-ASCII") != 0) {
-		imap_cmd_reply(cmd, "NO", "[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset.");
+		imap_sort_refuse(cmd, "NO", "[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset.");
 		return -EINVAL;
 	}
 	struct imap_sort_collect *c = calloc(1, sizeof(*c));
@@ -101,7 +109,7 @@ int imap_sort_collect_start(struct imap_cmd *cmd, const struct imap_arg *args, u
 	const char *error;
 	int r = imap_search_parse(cmd->s, args + 1, &c->search, &error);
 	if (r < 0) {
-		imap_cmd_reply(cmd, r == -ENOMEM ? "NO" : "BAD", "%s", error);
+		imap_sort_refuse(cmd, r == -ENOMEM ? "NO" : "BAD", error);
 		imap_sort_collect_free(&c);
 		return r;
 	}
@@ -470,7 +478,7 @@ enum cmd_result imap_cmd_sort(struct imap_cmd *cmd)
 	if (imap_arg_is(a, "RETURN")) {
 		/* ESORT (RFC 5267): the ESEARCH response; RETURN () means ALL */
 		if (a[1].type != IMAP_ARG_LIST) {
-			imap_cmd_reply(cmd, "BAD", "Invalid RETURN options.");
+			imap_sort_refuse(cmd, "BAD", "Invalid RETURN options.");
 			return CMD_DONE;
 		}
 		for (unsigned i = 0; i < a[1].list_count; i++) {
@@ -487,7 +495,7 @@ enum cmd_result imap_cmd_sort(struct imap_cmd *cmd)
 				if (imap_arg_is(&a[1].list[i], opts[k].name))
 					bit = opts[k].bit;
 			if (!bit) {
-				imap_cmd_reply(cmd, "BAD", "Unknown RETURN option.");
+				imap_sort_refuse(cmd, "BAD", "Unknown RETURN option.");
 				return CMD_DONE;
 			}
 			sc->ret |= bit;
@@ -498,7 +506,7 @@ enum cmd_result imap_cmd_sort(struct imap_cmd *cmd)
 		a += 2;
 	}
 	if (a->type != IMAP_ARG_LIST || a->list_count == 0) {
-		imap_cmd_reply(cmd, "BAD", "SORT needs a list of sort criteria.");
+		imap_sort_refuse(cmd, "BAD", "SORT needs a list of sort criteria.");
 		return CMD_DONE;
 	}
 	unsigned need = 0;
@@ -514,7 +522,7 @@ enum cmd_result imap_cmd_sort(struct imap_cmd *cmd)
 			if (imap_arg_is(k, sort_keys[j].name))
 				key = sort_keys[j].key;
 		if (key < 0 || sc->ncrit == SORT_MAX_CRITERIA) {
-			imap_cmd_reply(cmd, "BAD", "Invalid sort criterion.");
+			imap_sort_refuse(cmd, "BAD", "Invalid sort criterion.");
 			return CMD_DONE;
 		}
 		sc->crit[sc->ncrit++] = (struct sort_crit){key, reverse};
@@ -525,7 +533,7 @@ enum cmd_result imap_cmd_sort(struct imap_cmd *cmd)
 			need |= SORT_NEED_DATE;
 	}
 	if (reverse) {
-		imap_cmd_reply(cmd, "BAD", "REVERSE needs a sort key after it.");
+		imap_sort_refuse(cmd, "BAD", "REVERSE needs a sort key after it.");
 		return CMD_DONE;
 	}
 	if (imap_sort_collect_start(cmd, a + 1, need, &sc->collect) < 0)

@@ -41,8 +41,9 @@ struct imap_env_keys {
 	struct buf subject;     /* the Subject value as written */
 	struct buf in_reply_to; /* as written */
 	struct buf message_id;  /* as written */
-	/* Of the first address of From, To, Cc (group syntax skipped): the addr-mailbox, and
-	 * the display name (RFC 2047 decoded) or, when it has none, mailbox@host (RFC 5957). */
+	/* Of the first address of From, To, Cc (a group's start counts, its mailbox being the
+	 * group name, as in Dovecot): the addr-mailbox, and the display name (RFC 2047 decoded)
+	 * or, when it has none, mailbox@host (RFC 5957; just the mailbox for a group). */
 	struct buf mailbox[IMAP_ENV_NADDR];
 	struct buf display[IMAP_ENV_NADDR];
 };
@@ -129,5 +130,7 @@ int imap_sort_collect_start(struct imap_cmd *cmd, const struct imap_arg *args, u
  * <0 when the command was answered (NO). */
 int imap_sort_collect_run(struct imap_cmd *cmd, struct imap_sort_collect *c);
 void imap_sort_collect_free(struct imap_sort_collect **cp);
+/* Answer a refused SORT/THREAD (BAD, or NO with a code) and log why. */
+void imap_sort_refuse(struct imap_cmd *cmd, const char *status, const char *text);
 
 #endif

@@ -370,7 +370,8 @@ static int elex_nstring(struct elex *x, struct buf *out)
 	return -EINVAL;
 }
 
-/* An address list; the first address with a host (groups skipped) goes to MAILBOX/DISPLAY. */
+/* An address list; its first address goes to MAILBOX/DISPLAY. A group's start counts as an
+ * address (its mailbox is the group name, it has no host), as Dovecot does. */
 static int elex_addresses(struct elex *x, struct buf *mailbox, struct buf *display)
 {
 	if (elex_nil(x))
@@ -392,15 +393,15 @@ static int elex_addresses(struct elex *x, struct buf *mailbox, struct buf *displ
 			r = has[i] = elex_nstring(x, done ? NULL : &f[i]);
 		if (r >= 0 && !elex_char(x, ')'))
 			r = -EINVAL;
-		if (r < 0 || done || !has[3])
-			continue; /* group start or end (no host) */
+		if (r < 0 || done || !has[2])
+			continue; /* a group's end (no mailbox) */
 		done = true;
 		r = buf_append(mailbox, bp(&f[2]), buf_used(&f[2]));
 		if (r == 0 && buf_used(&f[0]))
 			r = msg_decode_words(bp(&f[0]), buf_used(&f[0]), display);
 		if (r == 0 && buf_used(display) == 0) {
 			r = buf_append(display, bp(&f[2]), buf_used(&f[2]));
-			if (r == 0)
+			if (r == 0 && has[3])
 				r = buf_append(display, "@", 1);
 			if (r == 0)
 				r = buf_append(display, bp(&f[3]), buf_used(&f[3]));

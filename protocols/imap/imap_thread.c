@@ -529,7 +529,7 @@ enum cmd_result imap_cmd_thread(struct imap_cmd *cmd)
 		alg = IMAP_THREAD_REFERENCES;
 		need |= SORT_NEED_REFS;
 	} else {
-		imap_cmd_reply(cmd, "BAD", "Unknown threading algorithm.");
+		imap_sort_refuse(cmd, "BAD", "Unknown threading algorithm.");
 		return CMD_DONE;
 	}
 	struct thread_cmd *tc = calloc(1, sizeof(*tc));

@@ -4,7 +4,8 @@ find_file(MK_IMAP_PAM_MATRIX pam_matrix.so
 	PATHS /usr/lib/x86_64-linux-gnu/pam_wrapper /usr/lib/pam_wrapper /usr/lib64/pam_wrapper
 	NO_DEFAULT_PATH)
 find_library(MK_IMAP_PAM_WRAPPER_LIB pam_wrapper)
-foreach(t imap_imaplib imap_clients imap_qresync imap_compress imap_literal_minus imap_objectid)
+foreach(t imap_imaplib imap_clients imap_qresync imap_compress imap_literal_minus imap_objectid
+		imap_sort)
 	mk_python_test(${t} ${CMAKE_SOURCE_DIR}/tests/integration/${t}.py TIMEOUT 300)
 	set_property(TEST ${t} APPEND PROPERTY ENVIRONMENT
 		"MK_PAM_MATRIX=${MK_IMAP_PAM_MATRIX}" "MK_PAM_WRAPPER_LIB=${MK_IMAP_PAM_WRAPPER_LIB}")

@@ -156,9 +156,9 @@ static void test_envelope_keys(void **state)
 	assert_string_equal(str_of(&k.mailbox[IMAP_ENV_FROM]), "zed");
 	assert_string_equal(str_of(&k.display[IMAP_ENV_FROM]), "Z\xc3\xa9"
 							       "d");
-	/* a group's start is skipped: the first real address */
-	assert_string_equal(str_of(&k.mailbox[IMAP_ENV_TO]), "t");
-	assert_string_equal(str_of(&k.display[IMAP_ENV_TO]), "t@y.org");
+	/* a group's start is the first address: its name is the mailbox */
+	assert_string_equal(str_of(&k.mailbox[IMAP_ENV_TO]), "team");
+	assert_string_equal(str_of(&k.display[IMAP_ENV_TO]), "team");
 	/* an empty display name falls back to the address */
 	assert_string_equal(str_of(&k.display[IMAP_ENV_CC]), "cc@z.org");
 	assert_string_equal(str_of(&k.in_reply_to), "<p@x>");
