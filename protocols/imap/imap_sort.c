@@ -372,7 +372,8 @@ static enum cmd_result sort_finish(struct imap_cmd *cmd, struct sort_cmd *sc)
 	struct imap_session *s = cmd->s;
 	struct imap_sort_collect *c = sc->collect;
 	cmp_cmd = sc;
-	qsort(c->msgs, c->n, sizeof(*c->msgs), sort_cmp);
+	if (c->n > 1)
+		qsort(c->msgs, c->n, sizeof(*c->msgs), sort_cmp);
 	struct buf out;
 	buf_init(&out, c->n * 24 + 256);
 	int r = 0;

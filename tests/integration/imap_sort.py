@@ -210,6 +210,9 @@ def main():
               "refusals are logged")
         for bad in ("level=error", "runtime error", "AddressSanitizer"):
             check(bad not in log, log[-2000:])
+    except Exception:
+        print("".join(line for line in srv.log if "level=debug" not in line)[-6000:])
+        raise
     finally:
         code = srv.stop()
         srv.cleanup()
