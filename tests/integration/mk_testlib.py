@@ -82,3 +82,13 @@ def deliver_mbox(user_root, data, owner=None, folder="INBOX"):
     """An MTA appending DATA to the user's mbox (tests/integration/mbox_tools.py)."""
     import mbox_tools
     mbox_tools.deliver(mbox_tools.mbox_path(user_root, folder), data, owner)
+
+
+def as_delivered(data):
+    """DATA as the store holds it after an MTA delivered it: unchanged in a Maildir; in an
+    mbox (mboxo) with LF line ends, "From " lines quoted and the last line ended, as exim and
+    postfix write it (mbox_tools.mta_bytes)."""
+    if not MBOX:
+        return data
+    out = re.sub(rb"(?m)^From ", b">From ", data.replace(b"\r\n", b"\n"))
+    return out if out.endswith(b"\n") else out + b"\n"

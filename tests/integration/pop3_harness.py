@@ -26,11 +26,19 @@ from mk_testlib import (  # noqa: F401 (re-exported to the tests)
     BIN,
     PAM_MATRIX,
     PAM_WRAPPER,
-    crlf,
+    as_delivered,
+    crlf as _crlf,
     free_port,
     make_cert,
     prepare_for_nobody,
     write_pam_matrix)
+
+
+def crlf(data):
+    """The bytes the store serves for DATA delivered by the harness's MTA (Server.deliver):
+    every bare LF counted as CRLF, after what an mbox MTA changes (mk_testlib.as_delivered)."""
+    return _crlf(as_delivered(data))
+
 
 SERVICE = "mailkeep-pop3test"
 _names = itertools.count(1)

@@ -396,7 +396,7 @@ class Pop3Expire(Base):
     flags = Pop3AndImap.flags
 
     def record_path(self):
-        return os.path.join(self.srv.maildir(), "mailkeep-pop3-retrieved")
+        return os.path.join(self.srv.state_dir(), "mailkeep-pop3-retrieved")
 
     def read_record(self):
         """(uidvalidity, {uid: time}); every line's checksum is checked."""
@@ -427,7 +427,7 @@ class Pop3Expire(Base):
         os.rename(path + ".test", path)
 
     def list_uidvalidity(self):
-        with open(os.path.join(self.srv.maildir(), "mailkeep-uidlist"), "rb") as f:
+        with open(os.path.join(self.srv.state_dir(), "mailkeep-uidlist"), "rb") as f:
             return int(f.readline().split()[3])
 
     def test_retention(self):
