@@ -29,6 +29,10 @@ foreach(case "1;expunge" "2;hide")
 		set_property(TEST consistency_seed${seed}_mbox APPEND PROPERTY ENVIRONMENT
 			${mk_cons_env} "MK_CONSISTENCY_SEED=${seed}" "MK_CONSISTENCY_STEPS=2000"
 			"MK_CONSISTENCY_POLICY=${policy}")
+		if(seed EQUAL 2) # INBOX as a spool file outside the mail directory (mbox_inbox)
+			set_property(TEST consistency_seed${seed}_mbox APPEND PROPERTY ENVIRONMENT
+				"MK_MBOX_SPOOL=1")
+		endif()
 	endif()
 endforeach()
 

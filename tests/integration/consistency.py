@@ -280,11 +280,9 @@ class Run:
     def op_mutt_mbox(self):
         """mutt changes the flags of one message: Status:/X-Status: rewritten in the file
         under the locks (keywords, X-UID and the rest of the message kept)."""
-        msgs = mbox_tools.messages(self.srv.mbox())
-        i = self.rng.randrange(len(msgs))
-        hdrs, _ = msgs[i]
-        cid = hdrs.get("x-mk-id")
-        uid = next(u for u, c in self.m.cid.items() if c == cid)
+        i, uid = self.pick_mbox()
+        if i is None:
+            return "no message of the model in the file"
         letters = {ch for ch in "DFRST" if self.rng.random() < 0.35}
         fl = {INFO_FLAGS[ch] for ch in letters}
         st, xs = mbox_tools.status_of(fl)
@@ -292,6 +290,17 @@ class Run:
         old = self.m.inbox[uid]
         self.m.inbox[uid] = frozenset((old - SYSTEM) | fl)
         return f"uid={uid} #{i} Status: {st} X-Status: {xs}"
+
+    def pick_mbox(self):
+        """(index in the file, UID) of a random message that the model has in INBOX; an
+        expunge the server answered may still be on its way into the file (it is checked
+        at the end, check_disk)."""
+        by_cid = {c: u for u, c in self.m.cid.items()
+                  if u in self.m.inbox and u not in self.m.ext_gone}
+        cands = [(i, by_cid[h.get("x-mk-id")])
+                 for i, (h, _) in enumerate(mbox_tools.messages(self.srv.mbox()))
+                 if h.get("x-mk-id") in by_cid]
+        return self.rng.choice(cands) if cands else (None, None)
 
     def op_mutt(self):
         if MBOX:
@@ -322,12 +331,9 @@ class Run:
         message gone once three more scans agree (storage/README), so the model lets it be
         present or gone for up to 5 steps, then requires it gone (an EXPUNGE everywhere)."""
         if MBOX:
-            msgs = mbox_tools.messages(self.srv.mbox())
-            i = self.rng.randrange(len(msgs))
-            cid = msgs[i][0].get("x-mk-id")
-            uid = next(u for u, c in self.m.cid.items() if c == cid)
-            if uid in self.m.ext_gone:
-                return "already"
+            i, uid = self.pick_mbox()
+            if i is None:
+                return "no message of the model in the file"
             mbox_tools.remove(self.srv.mbox(), i, self.srv.owner)
             self.m.ext_gone[uid] = self.step_no
             return f"uid={uid} #{i}"

@@ -53,13 +53,22 @@ class Server:
         os.makedirs(self.mail)
         self.owner, mail_user = prepare_for_nobody(self.dir, self.mail)
         self.pamdir = write_pam_matrix(self.dir, SERVICE, {USER: PASSWORD})
+        # MK_MBOX_SPOOL=1: INBOX is a spool file outside the mail directory, as
+        # /var/mail/USER on Debian (mbox_inbox = .../spool/%u)
+        self.spool = None
+        fmt = FORMAT_CONFIG
+        if MBOX and os.environ.get("MK_MBOX_SPOOL") == "1":
+            self.spool = os.path.join(self.dir, "spool")
+            os.mkdir(self.spool, 0o1777)
+            os.chmod(self.spool, 0o1777)
+            fmt += f"mbox_inbox = {self.spool}/%u\n"
         self.port_pop3 = free_port()
         self.port_imap = free_port()
         self.conf = os.path.join(self.dir, "mailkeep.conf")
         with open(self.conf, "w") as f:
             f.write(f"""[server]
 mail_root = {self.mail}/%u
-{FORMAT_CONFIG}log_level = {log_level}
+{fmt}log_level = {log_level}
 {mail_user}
 pam_service = {SERVICE}
 auth_fail_delay_ms = 0
@@ -93,6 +102,8 @@ tls = none
     def mbox(self, folder="INBOX"):
         """The mbox file of FOLDER (mail_format = mbox)."""
         import mbox_tools
+        if self.spool and folder.upper() == "INBOX":
+            return os.path.join(self.spool, USER)
         return mbox_tools.mbox_path(os.path.join(self.mail, USER), folder)
 
     def own(self, path):
