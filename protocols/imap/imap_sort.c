@@ -332,15 +332,14 @@ static void sort_cmd_free(struct imap_cmd *cmd)
 	cmd->ctx = NULL;
 }
 
-static const struct sort_cmd *cmp_cmd; /* qsort has no context argument */
-
 static int cmp_i64(int64_t a, int64_t b)
 {
 	return a < b ? -1 : a > b;
 }
 
-static int sort_cmp(const void *x, const void *y)
+static int sort_cmp(const void *x, const void *y, void *arg)
 {
+	const struct sort_cmd *cmp_cmd = arg;
 	const struct imap_sort_msg *a = x, *b = y;
 	for (unsigned i = 0; i < cmp_cmd->ncrit; i++) {
 		const struct sort_crit *k = &cmp_cmd->crit[i];
@@ -371,9 +370,8 @@ static enum cmd_result sort_finish(struct imap_cmd *cmd, struct sort_cmd *sc)
 {
 	struct imap_session *s = cmd->s;
 	struct imap_sort_collect *c = sc->collect;
-	cmp_cmd = sc;
 	if (c->n > 1)
-		qsort(c->msgs, c->n, sizeof(*c->msgs), sort_cmp);
+		qsort_r(c->msgs, c->n, sizeof(*c->msgs), sort_cmp, sc);
 	struct buf out;
 	buf_init(&out, c->n * 24 + 256);
 	int r = 0;

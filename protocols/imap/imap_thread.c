@@ -130,10 +130,9 @@ static long node_index(const struct tnode *n)
 	return n ? n->msg : -1;
 }
 
-static const struct tctx *sort_tctx; /* qsort has no context argument */
-
-static int node_cmp(const void *x, const void *y)
+static int node_cmp(const void *x, const void *y, void *arg)
 {
+	const struct tctx *sort_tctx = arg;
 	const struct tnode *a = *(struct tnode *const *)x, *b = *(struct tnode *const *)y;
 	const struct imap_thread_msg *ma = node_msg(sort_tctx, a), *mb = node_msg(sort_tctx, b);
 	if (ma->date != mb->date)
@@ -150,8 +149,7 @@ static void sort_children(struct tctx *t, struct tnode *p, struct tnode **tmp)
 		tmp[k++] = c;
 	if (k < 2)
 		return;
-	sort_tctx = t;
-	qsort(tmp, k, sizeof(*tmp), node_cmp);
+	qsort_r(tmp, k, sizeof(*tmp), node_cmp, t);
 	p->child = tmp[0];
 	for (size_t i = 0; i + 1 < k; i++)
 		tmp[i]->next = tmp[i + 1];
