@@ -448,7 +448,7 @@ static uint32_t part_new(struct mime_parser *ps, uint32_t parent)
 	p->first_child = p->next = MIME_NONE;
 	struct mime_str nil = {MIME_NONE, 0};
 	p->type = p->subtype = p->params = p->id = p->desc = p->enc = nil;
-	p->md5 = p->loc = p->disp = p->disp_params = p->lang = p->envelope = nil;
+	p->md5 = p->loc = p->disp = p->disp_params = p->lang = p->envelope = p->preview = nil;
 	p->hdr_poff = p->body_poff = p->body_pend = ps->ppos;
 	p->hdr_voff = p->body_voff = p->body_vend = ps->vpos;
 	return idx;
@@ -765,6 +765,32 @@ static void parser_free(struct mime_parser *ps)
 		buf_clear(&ps->hdr.cf[i]);
 }
 
+/* Make the PREVIEW text (msg_preview.c) and keep it at the end of the arena, as the top
+ * part's preview string. */
+static int preview_attach(struct msg_parsed *m, const struct msg_source *src)
+{
+	struct buf pv;
+	buf_init(&pv, MSG_PREVIEW_MAX_CHARS * 4);
+	int r = msg_preview_build(src, m, &pv);
+	size_t len = buf_used(&pv);
+	if (r == 0 && (uint64_t)m->arena_len + len + 1 > UINT32_MAX)
+		r = -ENOMEM;
+	char *a = r == 0 ? realloc(m->arena, (size_t)m->arena_len + len + 1) : NULL;
+	if (r == 0 && a == NULL)
+		r = -ENOMEM;
+	if (r == 0) {
+		if (len > 0)
+			memcpy(a + m->arena_len, mime_bp(&pv), len);
+		a[m->arena_len + len] = '\0';
+		m->arena = a;
+		m->parts[0].preview.off = m->arena_len;
+		m->parts[0].preview.len = (uint32_t)len;
+		m->arena_len += (uint32_t)len + 1;
+	}
+	buf_clear(&pv);
+	return r;
+}
+
 int msg_parse(const struct msg_source *src, const struct msg_parse_limits *limits,
 	      struct msg_parsed **msg_r)
 {
@@ -852,6 +878,8 @@ int msg_parse(const struct msg_source *src, const struct msg_parse_limits *limit
 		}
 	}
 	ps.arena.b.data = NULL;
+	if ((ret = preview_attach(ps.m, src)) < 0)
+		goto out;
 	if ((ret = mime_bodystructure_render(ps.m, 0, false, &ps.m->body)) < 0 ||
 	    (ret = mime_bodystructure_render(ps.m, 0, true, &ps.m->bodystructure)) < 0)
 		goto out;

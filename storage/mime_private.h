@@ -50,6 +50,7 @@ struct mime_part {
 	struct mime_str lang; /* "tag\0tag\0..." */
 	uint32_t nlang;
 	struct mime_str envelope; /* rendered ENVELOPE list (MIME_F_MESSAGE parts) */
+	struct mime_str preview;  /* the top part only: its PREVIEW text (msg_preview.c) */
 };
 
 struct msg_parsed {
@@ -156,6 +157,13 @@ int mime_decoder_new(enum mime_cte cte, bool strict, struct mime_decoder **dec_r
 int mime_decoder_feed(struct mime_decoder *dec, const char *in, size_t n, bool final, char *out,
 		      size_t *outlen_r);
 void mime_decoder_free(struct mime_decoder **decp);
+/* Stream part P's body as UTF-8 text (transfer decoded, charset converted) to CB, as
+ * msg_text_foreach does for each text part. */
+int mime_text_body(const struct msg_source *src, const struct msg_parsed *m,
+		   const struct mime_part *p, msg_text_cb *cb, void *ctx);
+/* msg_preview.c: append the PREVIEW text of M to OUT (room for MSG_PREVIEW_MAX_CHARS * 4
+ * octets). Returns 0 or -errno. */
+int msg_preview_build(const struct msg_source *src, const struct msg_parsed *m, struct buf *out);
 /* msg_section.c: open a CRLF reader that decodes with CTE (identity: plain); STRICT as for
  * mime_decoder_new. */
 int mime_reader_open_decoded(const struct msg_source *src, const struct msg_range *range,

@@ -3,7 +3,8 @@
  * Layout, all integers little-endian:
  *   "MKMP" u16 version u16 0 u32 total_len u64 psize u64 vsize u32 nparts u32 arena_len
  *   u32 body_len u32 bodystructure_len
- *   nparts part records (CACHE_PART_SIZE octets each, fields in struct mime_part order)
+ *   nparts part records (CACHE_PART_SIZE octets each, fields in struct mime_part order; the
+ *   13th string is the PREVIEW text, the top part's only: version 2)
  *   arena, BODY string, BODYSTRUCTURE string
  *   u32 CRC-32 (IEEE) of everything before it
  * Loading checks every field against the blob and the tree's invariants (preorder indices,
@@ -85,8 +86,8 @@ static uint64_t get64(const unsigned char *p)
 static struct mime_str *part_strs(struct mime_part *p, unsigned i)
 {
 	struct mime_str *s[CACHE_NSTR] = {
-		&p->type, &p->subtype, &p->params,      &p->id,   &p->desc,     &p->enc, &p->md5,
-		&p->loc,  &p->disp,    &p->disp_params, &p->lang, &p->envelope, NULL};
+		&p->type, &p->subtype, &p->params,      &p->id,   &p->desc,     &p->enc,    &p->md5,
+		&p->loc,  &p->disp,    &p->disp_params, &p->lang, &p->envelope, &p->preview};
 	return s[i];
 }
 
@@ -213,9 +214,12 @@ static bool part_ok(const struct msg_parsed *m, uint32_t i, uint32_t *depth)
 	if ((p->flags & MIME_F_RFC822) && p->first_child != MIME_NONE &&
 	    !(m->parts[p->first_child].flags & MIME_F_MESSAGE))
 		return false;
-	for (unsigned k = 0; k < CACHE_NSTR - 1; k++)
+	for (unsigned k = 0; k < CACHE_NSTR; k++)
 		if (!str_ok(m, *part_strs((struct mime_part *)p, k)))
 			return false;
+	/* version 2: the top part always has its preview, no other part one */
+	if ((i == 0) != (p->preview.off != MIME_NONE))
+		return false;
 	return list_ok(m, p->params, 2 * p->nparams) &&
 	       list_ok(m, p->disp_params, 2 * p->ndisp_params) && list_ok(m, p->lang, p->nlang) &&
 	       (!(p->flags & MIME_F_MESSAGE) || p->envelope.off != MIME_NONE);

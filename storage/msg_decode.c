@@ -460,8 +460,8 @@ static int text_headers(const struct msg_source *src, const struct msg_parsed *m
 	return ret;
 }
 
-static int text_body(const struct msg_source *src, const struct msg_parsed *m,
-		     const struct mime_part *p, msg_text_cb *cb, void *ctx)
+int mime_text_body(const struct msg_source *src, const struct msg_parsed *m,
+		   const struct mime_part *p, msg_text_cb *cb, void *ctx)
 {
 	enum mime_cte cte = mime_part_cte(m, p);
 	if (cte == MIME_CTE_UNKNOWN)
@@ -519,7 +519,7 @@ int msg_text_foreach(const struct msg_source *src, const struct msg_parsed *m, u
 			ret = text_headers(src, m, p, cb, ctx);
 		bool leaf = p->first_child == MIME_NONE;
 		if (ret == 0 && (what & MSG_TEXT_BODIES) && leaf && (p->flags & MIME_F_TEXT))
-			ret = text_body(src, m, p, cb, ctx);
+			ret = mime_text_body(src, m, p, cb, ctx);
 	}
 	return ret;
 }

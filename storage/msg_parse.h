@@ -95,6 +95,14 @@ const char *msg_parsed_envelope(const struct msg_parsed *msg, size_t *len_r);
 const char *msg_parsed_body(const struct msg_parsed *msg, size_t *len_r);
 const char *msg_parsed_bodystructure(const struct msg_parsed *msg, size_t *len_r);
 
+/* RFC 8970 PREVIEW: at most this many characters (not octets) of the message's text. */
+#define MSG_PREVIEW_MAX_CHARS 256
+/* The PREVIEW text, made while parsing (and kept in the cache blob): normalized UTF-8 from
+ * the first text/plain part of the message, else its first text/html part without the markup
+ * (storage/msg_preview.c says exactly how); "" when it has no such text. Not NUL-terminated
+ * for the caller's purposes: use *len_r. Valid as long as MSG. */
+const char *msg_parsed_preview(const struct msg_parsed *msg, size_t *len_r);
+
 /* ---------------------------------------------------------------------------------------- */
 /* Sections: BODY[section] / BINARY[section]                                                 */
 
@@ -203,7 +211,7 @@ int msg_decode_words(const char *s, size_t len, struct buf *out);
 /* ---------------------------------------------------------------------------------------- */
 /* Cache                                                                                     */
 
-#define MSG_PARSE_CACHE_VERSION 1
+#define MSG_PARSE_CACHE_VERSION 2
 /* Append a self-contained blob of MSG (part tree, strings, ENVELOPE/BODY/BODYSTRUCTURE) to OUT.
  * Little-endian, versioned, checksummed. Returns 0, -ENOBUFS, -ENOMEM. */
 int msg_parse_serialize(const struct msg_parsed *msg, struct buf *out);

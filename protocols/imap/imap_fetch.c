@@ -1,7 +1,7 @@
 /* imap_fetch — FETCH and UID FETCH (RFC 9051 §6.4.5, RFC 3501 §6.4.5).
  *
  * Items: UID, FLAGS, INTERNALDATE, RFC822.SIZE, ENVELOPE, BODY, BODYSTRUCTURE, MODSEQ,
- * EMAILID and THREADID (RFC 8474), SAVEDATE (RFC 8514),
+ * EMAILID and THREADID (RFC 8474), SAVEDATE (RFC 8514), PREVIEW [(LAZY)] (RFC 8970),
  * BODY[section]<partial>, BODY.PEEK[...], RFC822, RFC822.HEADER, RFC822.TEXT, and the macros
  * ALL, FAST, FULL. Parsed message structure comes from the folder's cache or is parsed once
  * and cached. Body sections stream from the file in bounded chunks: when the connection's
@@ -22,6 +22,7 @@
 
 #include "imap_internal.h"
 #include "log.h"
+#include "msg_imapstr.h"
 #include "msg_parse.h"
 
 #define FETCH_MAX_ITEMS  64
@@ -43,11 +44,12 @@ enum fetch_kind {
 	FK_EMAILID,     /* EMAILID (RFC 8474 §5.1) */
 	FK_THREADID,    /* THREADID (RFC 8474 §5.2): NIL, threads are not kept */
 	FK_SAVEDATE,    /* SAVEDATE (RFC 8514) */
+	FK_PREVIEW,     /* PREVIEW [(LAZY)] (RFC 8970) */
 };
 
 struct fetch_item {
 	enum fetch_kind kind;
-	bool peek;
+	bool peek;   /* BODY.PEEK / BINARY.PEEK; PREVIEW: LAZY */
 	char *label; /* what the response names it ("BODY[1.MIME]", "RFC822.HEADER") */
 	struct msg_section sec;
 	bool partial;
@@ -66,6 +68,7 @@ struct fetch_ctx {
 	struct fetch_item items[FETCH_MAX_ITEMS];
 	unsigned n_items;
 	bool need_parsed, need_source, sets_seen, has_flags;
+	unsigned preview_asked; /* PREVIEW items parsed so far */
 	bool has_modseq;
 	bool changedsince_set; /* FETCH modifier CHANGEDSINCE (RFC 7162 §3.1.4.1) */
 	uint64_t changedsince;
@@ -291,6 +294,27 @@ static bool parse_item(struct fetch_ctx *f, const struct imap_arg *args, unsigne
 			return item_add(f, simple[k].kind) != NULL;
 		}
 	}
+	if (strcasecmp(atom, "PREVIEW") == 0) {
+		/* RFC 8970: PREVIEW [(LAZY ...)] */
+		(*i)++;
+		bool lazy = false;
+		if (*i < n && args[*i].type == IMAP_ARG_LIST) {
+			const struct imap_arg *mods = &args[*i];
+			if (mods->list_count == 0)
+				return false;
+			for (unsigned k = 0; k < mods->list_count; k++)
+				if (!imap_arg_is(&mods->list[k], "LAZY"))
+					return false;
+			lazy = true;
+			(*i)++;
+		}
+		struct fetch_item *it = item_add(f, FK_PREVIEW);
+		if (it == NULL)
+			return false;
+		/* asked both ways: the non-lazy one wins */
+		it->peek = f->preview_asked++ == 0 ? lazy : it->peek && lazy;
+		return true;
+	}
 	if (strcasecmp(atom, "RFC822") == 0) {
 		(*i)++;
 		return section_add(f, "BODY", false, "", "", "RFC822");
@@ -415,6 +439,37 @@ static int load_parsed(struct imap_session *s, struct fetch_ctx *f)
 		(void)mailbox_cache_put(mbox, f->info.uid, buf_peek(&b), buf_used(&b));
 	buf_clear(&b);
 	return 0;
+}
+
+/* PREVIEW (RFC 8970): the text kept with the parsed message (msg_parsed_preview). LAZY: only
+ * when that is at hand without parsing (this FETCH parsed it already, or the folder's cache
+ * has it), else NIL; the client asks again without LAZY when it wants it. */
+static int write_preview(struct imap_session *s, struct fetch_ctx *f, bool lazy)
+{
+	if (lazy && !f->parsed) {
+		const void *blob;
+		size_t len;
+		struct mailbox *mbox = view_mailbox(s->view);
+		if (mailbox_cache_get(mbox, f->info.uid, &blob, &len) != 0 ||
+		    msg_parse_deserialize(blob, len, f->info.size, &f->parsed) != 0) {
+			conn_write_str(s->conn, "PREVIEW NIL");
+			return 0;
+		}
+	}
+	int r = load_parsed(s, f);
+	if (r < 0)
+		return r;
+	size_t len;
+	const char *text = msg_parsed_preview(f->parsed, &len);
+	struct buf b;
+	buf_init(&b, MSG_PREVIEW_MAX_CHARS * 4 + 64);
+	r = msg_imapstr_string(&b, text, len);
+	if (r == 0) {
+		conn_write_str(s->conn, "PREVIEW ");
+		conn_write(s->conn, buf_peek(&b), buf_used(&b));
+	}
+	buf_clear(&b);
+	return r;
 }
 
 static void write_date(struct conn *c, const char *label, int64_t t)
@@ -666,6 +721,8 @@ static int write_item(struct imap_cmd *cmd, struct fetch_ctx *f, struct fetch_it
 	case FK_THREADID:
 		conn_write_str(c, "THREADID NIL");
 		return 0;
+	case FK_PREVIEW:
+		return write_preview(s, f, it->peek);
 	case FK_SIZE:
 		conn_printf(c, "RFC822.SIZE %llu", (unsigned long long)f->info.size);
 		return 0;

@@ -109,6 +109,7 @@ void imap_capability_string(struct imap_session *s, char *out, size_t size)
 	ADD("ESORT");
 	ADD("THREAD=ORDEREDSUBJECT");
 	ADD("THREAD=REFERENCES");
+	ADD("PREVIEW");
 	if (s->state == IMAP_NOT_AUTH) {
 		if (conn_can_starttls(s->conn))
 			ADD("STARTTLS");

@@ -4,7 +4,7 @@
 if(NOT TARGET mk_mime_standalone)
 	set(mk_mime_srcs)
 	foreach(f mime_parse mime_fields envelope bodystruct msg_section msg_decode charset
-			msg_cache msg_imapstr)
+			msg_cache msg_imapstr msg_preview)
 		list(APPEND mk_mime_srcs ${CMAKE_SOURCE_DIR}/storage/${f}.c)
 	endforeach()
 	add_library(mk_mime_standalone STATIC ${mk_mime_srcs})

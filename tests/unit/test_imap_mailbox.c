@@ -111,7 +111,7 @@ static struct conn *session(struct env *e, bool loopback)
 	"LIST-EXTENDED LIST-STATUS SPECIAL-USE CREATE-SPECIAL-USE ESEARCH SEARCHRES MOVE "         \
 	"STATUS=SIZE "                                                                             \
 	"BINARY CONDSTORE QRESYNC APPENDLIMIT=67108864 MULTIAPPEND WITHIN OBJECTID SAVEDATE "      \
-	"SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES"
+	"SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES PREVIEW"
 #define CAPS_AUTH CAPS_BASE " COMPRESS=DEFLATE UNAUTHENTICATE"
 
 static struct conn *logged_in(struct env *e, const char *user)
@@ -1315,6 +1315,46 @@ static void test_objectid_savedate(void **state)
 	fake_conn_free(&c);
 }
 
+/* PREVIEW (RFC 8970): LAZY is NIL until the message was parsed (then from the cache), the
+ * plain text is preferred, 8-bit text goes as a literal, a message without text has "". */
+static void test_preview(void **state)
+{
+	struct env *e = *state;
+	struct conn *c = logged_in(e, "pia");
+	static const char m1[] = "Subject: p\r\nContent-Type: multipart/alternative; boundary=x\r\n"
+				 "\r\n--x\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+				 "Gr\xc3\xbc\xc3\x9f"
+				 "e  aus\r\n\r\n  Berlin\r\n--x\r\nContent-Type: text/html\r\n\r\n"
+				 "<p>html</p>\r\n--x--\r\n";
+	static const char m2[] =
+		"Subject: q\r\nContent-Type: text/html\r\n\r\n<b>Hi</b> &amp; bye\r\n";
+	static const char m3[] = "Subject: r\r\nContent-Type: image/gif\r\n\r\nGIF\r\n";
+	char buf[1024];
+	snprintf(buf, sizeof(buf), "a APPEND INBOX {%zu+}\r\n%s\r\n", sizeof(m1) - 1, m1);
+	fake_conn_input(c, buf);
+	snprintf(buf, sizeof(buf), "b APPEND INBOX {%zu+}\r\n%s\r\n", sizeof(m2) - 1, m2);
+	fake_conn_input(c, buf);
+	snprintf(buf, sizeof(buf), "c APPEND INBOX {%zu+}\r\n%s\r\n", sizeof(m3) - 1, m3);
+	fake_conn_input(c, buf);
+	fake_conn_input(c, "d SELECT INBOX\r\n");
+	free(take(c));
+	fake_conn_input(c, "e FETCH 1:3 (PREVIEW (LAZY))\r\n");
+	fake_conn_expect(c, "* 1 FETCH (PREVIEW NIL)\r\n* 2 FETCH (PREVIEW NIL)\r\n"
+			    "* 3 FETCH (PREVIEW NIL)\r\ne OK Fetch completed.\r\n");
+	fake_conn_input(c, "f FETCH 1:2 (PREVIEW)\r\n");
+	fake_conn_expect(c, "* 1 FETCH (PREVIEW {18}\r\nGr\xc3\xbc\xc3\x9f"
+			    "e aus Berlin)\r\n* 2 FETCH (PREVIEW \"Hi & bye\")\r\n"
+			    "f OK Fetch completed.\r\n");
+	/* now cached: LAZY has it; asked lazily and not, it is computed */
+	fake_conn_input(c, "g UID FETCH 2:3 (PREVIEW (LAZY) UID)\r\n"
+			   "h FETCH 3 (PREVIEW (LAZY) PREVIEW)\r\ni FETCH 1 (PREVIEW (FAST))\r\n");
+	fake_conn_expect(c,
+			 "* 2 FETCH (UID 2 PREVIEW \"Hi & bye\")\r\n* 3 FETCH (UID 3 PREVIEW NIL)"
+			 "\r\ng OK Fetch completed.\r\n* 3 FETCH (PREVIEW \"\")\r\n"
+			 "h OK Fetch completed.\r\ni BAD Invalid FETCH items.\r\n");
+	fake_conn_free(&c);
+}
+
 static void test_multiappend(void **state)
 {
 	struct env *e = *state;
@@ -1361,6 +1401,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_condstore_qresync, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_unauthenticate, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_objectid_savedate, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(test_preview, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_multiappend, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_store_expunge, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_search, env_setup, env_teardown),

@@ -634,20 +634,22 @@ static void test_cache_validation(void **state)
 		size_t off;
 		uint32_t v;
 	} bad[] = {
-		{4, 2},                        /* version */
-		{28, 0},                       /* no parts */
-		{28, 100},                     /* more parts than the blob holds */
-		{32, 1u << 30},                /* arena length */
-		{hdr + 0, 0},                  /* root with a parent */
-		{hdr + rec + 0, 5},            /* parent after the child */
-		{hdr + rec + 0, 1},            /* own parent */
-		{hdr + 4, 0},                  /* root is its own child */
-		{hdr + rec + 8, 1},            /* sibling loop */
-		{hdr + 12, 0xff},              /* unknown flags */
-		{hdr + rec + 16, 1u << 30},    /* more lines than octets */
-		{hdr + 20 + 48, 1u << 30},     /* root's type string out of the arena */
-		{hdr + 20 + 48 + 4, 1u << 20}, /* root's type string too long */
-		{hdr + 20 + 48 + 13 * 8, 7},   /* parameter count */
+		{4, 1},                            /* version 1: no PREVIEW (parsed again) */
+		{4, 3},                            /* a later version */
+		{hdr + rec + 20 + 48 + 12 * 8, 0}, /* a preview on a part that is not the top */
+		{28, 0},                           /* no parts */
+		{28, 100},                         /* more parts than the blob holds */
+		{32, 1u << 30},                    /* arena length */
+		{hdr + 0, 0},                      /* root with a parent */
+		{hdr + rec + 0, 5},                /* parent after the child */
+		{hdr + rec + 0, 1},                /* own parent */
+		{hdr + 4, 0},                      /* root is its own child */
+		{hdr + rec + 8, 1},                /* sibling loop */
+		{hdr + 12, 0xff},                  /* unknown flags */
+		{hdr + rec + 16, 1u << 30},        /* more lines than octets */
+		{hdr + 20 + 48, 1u << 30},         /* root's type string out of the arena */
+		{hdr + 20 + 48 + 4, 1u << 20},     /* root's type string too long */
+		{hdr + 20 + 48 + 13 * 8, 7},       /* parameter count */
 	};
 	unsigned char *p = malloc(len);
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -672,6 +674,109 @@ static void test_cache_validation(void **state)
 	msg_parsed_free(&m);
 }
 
+/* PREVIEW (RFC 8970) of fixture F: parsed from memory, from the cache blob, and exact. */
+static void check_preview_fixture(const char *name, const char *want)
+{
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/%s.eml", mime_test_fixture_dir(), name);
+	char *data;
+	size_t len;
+	assert_int_equal(mime_test_read_file(path, &data, &len), 0);
+	struct msg_source src = msg_source_mem(data, len);
+	struct msg_parsed *m, *c;
+	assert_int_equal(msg_parse(&src, NULL, &m), 0);
+	size_t plen;
+	const char *pv = msg_parsed_preview(m, &plen);
+	if (plen != strlen(want) || memcmp(pv, want, plen) != 0)
+		fail_msg("%s: preview [%.*s], want [%s]", name, (int)plen, pv, want);
+	struct buf blob;
+	buf_init(&blob, 1 << 20);
+	assert_int_equal(msg_parse_serialize(m, &blob), 0);
+	assert_int_equal(msg_parse_deserialize(buf_peek(&blob), buf_used(&blob), 0, &c), 0);
+	pv = msg_parsed_preview(c, &plen);
+	assert_int_equal(plen, strlen(want));
+	assert_memory_equal(pv, want, plen);
+	msg_parsed_free(&c);
+	/* a version 1 blob (before PREVIEW) is refused, so it is parsed again */
+	((unsigned char *)blob.data + blob.off)[4] = 1;
+	assert_int_equal(msg_parse_deserialize(buf_peek(&blob), buf_used(&blob), 0, &c), -EBADMSG);
+	buf_clear(&blob);
+	msg_parsed_free(&c);
+	msg_parsed_free(&m);
+	free(data);
+}
+
+static void check_preview_mem(const char *msg, const char *want)
+{
+	struct msg_source src = msg_source_mem(msg, strlen(msg));
+	struct msg_parsed *m;
+	assert_int_equal(msg_parse(&src, NULL, &m), 0);
+	size_t plen;
+	const char *pv = msg_parsed_preview(m, &plen);
+	if (plen != strlen(want) || memcmp(pv, want, plen) != 0)
+		fail_msg("preview [%.*s], want [%s]", (int)plen, pv, want);
+	msg_parsed_free(&m);
+}
+
+static void test_preview(void **state)
+{
+	(void)state;
+	/* transfer decoding (quoted-printable soft breaks), white space collapsed */
+	check_preview_fixture(
+		"plain-qp-soft-breaks",
+		"This line is long enough that the encoder had to break it with a soft line break "
+		"right here, and then continue. Equals sign: a=b. Caf\xc3\xa9 cr\xc3\xa8me. "
+		"Trailing space kept Tab at end Last line ends with a soft break");
+	/* quoted lines left out */
+	check_preview_fixture("plain-utf8-flowed",
+			      "T\xc3\xa4m\xc3\xa4 on pitk\xc3\xa4 rivi, joka on jaettu kahteen "
+			      "osaan flowed-muodon avulla. \xc3\x84\xc3\xa4kk\xc3\xb6set: "
+			      "\xc3\xa5\xc3\xa4\xc3\xb6 \xc3\x85\xc3\x84\xc3\x96. -- Eeva");
+	/* ISO-8859-1 converted to UTF-8 */
+	check_preview_fixture("ew-latin1-q-mixed", "\xc3\x80 ce soir.");
+	/* text/plain chosen over text/html in an alternative; the CSV attachment ignored */
+	check_preview_fixture("mixed-with-alternative", "Numbers are in the CSV.");
+	check_preview_fixture("mixed-attachment-pdf", "Hello Lee, the report is attached.");
+	/* only text/html: markup gone */
+	check_preview_fixture("related-inline-image", "A dot:");
+	/* the forwarded message's text is not this message's own */
+	check_preview_fixture("rfc822-attachment-multipart", "See the forwarded message below.");
+	check_preview_fixture("rfc822-toplevel", "");
+	check_preview_fixture("empty-body", "");
+	check_preview_fixture("plain-no-content-type",
+			      "An RFC 822 style message: no MIME headers. Defaults must come from "
+			      "RFC 2045 section 5.2.");
+
+	/* HTML: hidden elements, comments, entities, block tags as spaces */
+	check_preview_mem("Content-Type: text/html\r\n\r\n<html><head><title>T</title><style>p "
+			  "{x}</style></head><body><!-- c --><p>a&amp;b &lt;i&gt;&nbsp;&#233;"
+			  "&#x20AC;&unknown;</p><p>next<br>line</p><script>x()</script></body>"
+			  "</html>\r\n",
+			  "a&b <i> \xc3\xa9\xe2\x82\xac&unknown; next line");
+	/* base64, a charset iconv knows, an attachment-only text part skipped */
+	check_preview_mem("Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+			  "Content-Type: text/plain\r\nContent-Disposition: attachment\r\n\r\n"
+			  "not this\r\n--b\r\nContent-Type: text/plain; charset=koi8-r\r\n"
+			  "Content-Transfer-Encoding: base64\r\n\r\n8NLJ18XU\r\n--b--\r\n",
+			  "\xd0\x9f\xd1\x80\xd0\xb8\xd0\xb2\xd0\xb5\xd1\x82");
+	/* 256 characters at most, cut on a character boundary (2-octet characters) */
+	char big[2048], want[1024];
+	size_t o = (size_t)snprintf(big, sizeof(big),
+				    "Content-Type: text/plain; charset=utf-8\r\n\r\n");
+	for (int i = 0; i < 300; i++) {
+		memcpy(big + o, "\xc3\xa9", 2);
+		o += 2;
+	}
+	big[o] = '\0';
+	for (int i = 0; i < 256; i++)
+		memcpy(want + 2 * i, "\xc3\xa9", 2);
+	want[512] = '\0';
+	check_preview_mem(big, want);
+	/* no text part at all */
+	check_preview_mem("Content-Type: image/png\r\n\r\nxxxx\r\n", "");
+	check_preview_mem("Subject: x\r\n\r\n \t\r\n  \r\n", "");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -679,6 +784,7 @@ int main(void)
 		cmocka_unit_test(test_sections_nested),  cmocka_unit_test(test_search_text),
 		cmocka_unit_test(test_cache_validation), cmocka_unit_test(test_dovecot_edges),
 		cmocka_unit_test(test_addresses),        cmocka_unit_test(test_qp),
+		cmocka_unit_test(test_preview),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
