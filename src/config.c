@@ -26,16 +26,18 @@ enum setting_type {
 	T_BOOL,    /* yes|no|true|false|on|off|1|0 */
 	T_UINT,    /* decimal, within [min, max] */
 	T_SIZE,    /* decimal with optional K, M or G suffix (powers of 1024), within [min, max] */
+	T_SIZE64,  /* the same, stored as uint64_t */
 	T_ENUM,    /* one of the names in values, stored as its index */
 	T_ADDRESS, /* list of IPv4/IPv6 addresses or "*", comma or space separated */
 	T_NAME,    /* a lower-case word (checked against the protocols built in: daemon.c) */
 };
 
 struct setting {
-	const char *section; /* "server", "tls", "listener" */
+	const char *section; /* "server", "tls", "listener", "user" */
 	const char *key;
 	enum setting_type type;
-	size_t offset; /* in struct config, or struct config_listener for "listener" */
+	size_t offset; /* in struct config, struct config_listener for "listener", struct
+			* config_user for "user" */
 	const char *default_text;
 	unsigned long long min, max;
 	const char *const *values; /* T_ENUM, NULL-terminated */
@@ -48,6 +50,7 @@ static const char *const tls_values[] = {"none", "starttls", "implicit", NULL};
 
 #define S(field) offsetof(struct config, field)
 #define L(field) offsetof(struct config_listener, field)
+#define U(field) offsetof(struct config_user, field)
 
 /* The table is the single source of truth for settings: parser, defaults, documentation. */
 static const struct setting settings[] = {
@@ -107,6 +110,13 @@ static const struct setting settings[] = {
 	{"server", "imap_literal_plus", T_BOOL, S(imap_literal_plus), "yes", 0, 0, NULL,
 	 "IMAP non-synchronizing literals of any size (LITERAL+, RFC 7888); no advertises "
 	 "LITERAL- instead and refuses such literals over 4096 octets with BAD [TOOBIG]."},
+	{"server", "quota_storage", T_SIZE64, S(quota_storage), "0", 0, CONFIG_MAX_QUOTA_STORAGE,
+	 NULL,
+	 "Every user's quota: the sum of message sizes (RFC822.SIZE) over all their folders, "
+	 "with K, M or G; 0 is no limit. [user NAME] sections override it."},
+	{"server", "quota_messages", T_UINT, S(quota_messages), "0", 0, 4000000000U, NULL,
+	 "Every user's quota: messages over all their folders; 0 is no limit. [user NAME] "
+	 "sections override it."},
 	{"tls", "cert", T_PATH, S(tls_cert), "", 0, 0, NULL,
 	 "PEM certificate chain; required by any listener with tls = starttls or implicit."},
 	{"tls", "key", T_PATH, S(tls_key), "", 0, 0, NULL, "PEM private key for cert."},
@@ -130,9 +140,14 @@ static const struct setting settings[] = {
 	 "which commands may use 255 and SASL responses the rest)."},
 	{"listener", "max_bad_commands", T_UINT, L(max_bad_commands), "20", 1, 1000, NULL,
 	 "Bad commands before the connection is closed."},
+	{"user", "quota_storage", T_SIZE64, U(quota_storage), NULL, 0, CONFIG_MAX_QUOTA_STORAGE,
+	 NULL, "This user's storage quota (as in [server]); unset: the [server] value."},
+	{"user", "quota_messages", T_UINT, U(quota_messages), NULL, 0, 4000000000U, NULL,
+	 "This user's message quota (as in [server]); unset: the [server] value."},
 };
 #undef S
 #undef L
+#undef U
 
 #define N_SETTINGS (sizeof(settings) / sizeof(settings[0]))
 
@@ -158,11 +173,14 @@ struct parser {
 	const char *file;
 	struct config *cfg;
 	struct config_errors *errors;
-	int section; /* 0 none, 1 server, 2 tls, 3 listener */
+	int section; /* 0 none, 1 server, 2 tls, 3 listener, 4 user */
 	struct config_listener *listener;
+	struct config_user *user;
 	/* line where each setting was set, per section instance, for duplicate and later checks */
 	unsigned set_line[N_SETTINGS];
 	unsigned listener_lines[CONFIG_MAX_LISTENERS][N_SETTINGS];
+	unsigned (*user_lines)[N_SETTINGS]; /* one row per [user NAME], as cfg->users */
+	size_t cap_users;
 	bool seen_server, seen_tls;
 };
 
@@ -289,11 +307,13 @@ static const char *setting_apply(const struct setting *st, void *base, const cha
 		}
 		return NULL;
 	case T_UINT:
-	case T_SIZE: {
+	case T_SIZE:
+	case T_SIZE64: {
 		unsigned long long n;
-		if (!parse_number(v, st->type == T_SIZE, &n)) {
+		bool size = st->type == T_SIZE || st->type == T_SIZE64;
+		if (!parse_number(v, size, &n)) {
 			snprintf(msg, msglen, "%s must be a %s, not '%s'", st->key,
-				 st->type == T_SIZE ? "size (like 64K or 1M)" : "whole number",
+				 size ? "size (like 64K or 1M)" : "whole number",
 				 log_escape_str(v));
 			return msg;
 		}
@@ -302,7 +322,9 @@ static const char *setting_apply(const struct setting *st, void *base, const cha
 				 st->min, st->max, n);
 			return msg;
 		}
-		if (st->type == T_SIZE)
+		if (st->type == T_SIZE64)
+			*(uint64_t *)field = (uint64_t)n;
+		else if (st->type == T_SIZE)
 			*(size_t *)field = (size_t)n;
 		else
 			*(unsigned *)field = (unsigned)n;
@@ -392,10 +414,69 @@ static char *trim(char *s)
 	return s;
 }
 
+/* [user NAME]: NAME as the store accepts a user (1..255 bytes, no '/', no control
+ * character, not starting with '.'). */
+static void parse_user_section(struct parser *p, unsigned lineno, const char *arg)
+{
+	if (!arg || !*arg) {
+		add_error(p->errors, p->file, lineno, "[user] needs a name, as in [user alice]");
+		return;
+	}
+	size_t len = strlen(arg);
+	bool ok = len <= 255 && arg[0] != '.';
+	for (size_t i = 0; ok && i < len; i++)
+		ok = arg[i] != '/' && (unsigned char)arg[i] >= 0x20 && arg[i] != 0x7f;
+	if (!ok) {
+		add_error(
+			p->errors, p->file, lineno,
+			"user name '%s' must be 1 to 255 bytes without '/' or control characters, "
+			"not starting with '.'",
+			log_escape_str(arg));
+		return;
+	}
+	const struct config_user *dup = config_user_find(p->cfg, arg);
+	if (dup) {
+		add_error(p->errors, p->file, lineno, "user '%s' is defined twice (line %u)",
+			  log_escape_str(arg), dup->line);
+		return;
+	}
+	if (p->cfg->n_users == CONFIG_MAX_USERS) {
+		add_error(p->errors, p->file, lineno, "more than %d [user NAME] sections",
+			  CONFIG_MAX_USERS);
+		return;
+	}
+	if (p->cfg->n_users == p->cap_users) {
+		size_t cap = p->cap_users ? p->cap_users * 2 : 16;
+		struct config_user *u = realloc(p->cfg->users, cap * sizeof(*u));
+		if (u)
+			p->cfg->users = u;
+		unsigned(*l)[N_SETTINGS] = u ? realloc(p->user_lines, cap * sizeof(*l)) : NULL;
+		if (!l) {
+			add_error(p->errors, p->file, lineno, "out of memory");
+			return;
+		}
+		p->user_lines = l;
+		p->cap_users = cap;
+	}
+	struct config_user *u = &p->cfg->users[p->cfg->n_users];
+	memset(u, 0, sizeof(*u));
+	memset(p->user_lines[p->cfg->n_users], 0, sizeof(p->user_lines[0]));
+	u->name = strdup(arg);
+	if (!u->name) {
+		add_error(p->errors, p->file, lineno, "out of memory");
+		return;
+	}
+	u->line = lineno;
+	p->cfg->n_users++;
+	p->user = u;
+	p->section = 4;
+}
+
 static void parse_section(struct parser *p, unsigned lineno, char *name)
 {
 	p->section = 0;
 	p->listener = NULL;
+	p->user = NULL;
 	char *sp = strpbrk(name, " \t");
 	char *arg = NULL;
 	if (sp) {
@@ -449,14 +530,18 @@ static void parse_section(struct parser *p, unsigned lineno, char *name)
 		p->section = 3;
 		return;
 	}
+	if (strcasecmp(name, "user") == 0) {
+		parse_user_section(p, lineno, arg);
+		return;
+	}
 	add_error(p->errors, p->file, lineno,
-		  "unknown section [%s] (expected [server], [tls] or [listener NAME])",
+		  "unknown section [%s] (expected [server], [tls], [listener NAME] or [user NAME])",
 		  log_escape_str(name));
 }
 
 static void parse_setting(struct parser *p, unsigned lineno, char *key, char *value)
 {
-	static const char *const names[] = {NULL, "server", "tls", "listener"};
+	static const char *const names[] = {NULL, "server", "tls", "listener", "user"};
 	if (p->section == 0) {
 		/* Either outside any section or inside a broken one (already reported). */
 		if (p->errors->n == 0 || p->errors->items[p->errors->n - 1].line == 0)
@@ -470,8 +555,9 @@ static void parse_setting(struct parser *p, unsigned lineno, char *key, char *va
 		if (strcmp(st->section, section) != 0 || strcasecmp(st->key, key) != 0)
 			continue;
 		unsigned *set_line =
-			p->section == 3 ? &p->listener_lines[p->listener - p->cfg->listeners][i]
-					: &p->set_line[i];
+			p->section == 3   ? &p->listener_lines[p->listener - p->cfg->listeners][i]
+			: p->section == 4 ? &p->user_lines[p->user - p->cfg->users][i]
+					  : &p->set_line[i];
 		if (*set_line) {
 			add_error(p->errors, p->file, lineno, "%s is already set on line %u",
 				  st->key, *set_line);
@@ -479,7 +565,9 @@ static void parse_setting(struct parser *p, unsigned lineno, char *key, char *va
 		}
 		*set_line = lineno;
 		char msg[512];
-		void *base = p->section == 3 ? (void *)p->listener : (void *)p->cfg;
+		void *base = p->section == 3   ? (void *)p->listener
+			     : p->section == 4 ? (void *)p->user
+					       : (void *)p->cfg;
 		const char *err = setting_apply(st, base, value, msg, sizeof(msg));
 		if (err)
 			add_error(p->errors, p->file, lineno, "%s", err);
@@ -594,6 +682,15 @@ static void validate(struct parser *p)
 	if (cfg->output_low_watermark >= cfg->output_high_watermark)
 		add_error(p->errors, p->file, p->set_line[i_low],
 			  "output_low_watermark must be below output_high_watermark");
+	/* a [user NAME] key left unset takes the [server] value, wherever [server] is */
+	size_t i_ustorage = setting_index("user", "quota_storage");
+	size_t i_umessages = setting_index("user", "quota_messages");
+	for (size_t n = 0; n < cfg->n_users; n++) {
+		if (!p->user_lines[n][i_ustorage])
+			cfg->users[n].quota_storage = cfg->quota_storage;
+		if (!p->user_lines[n][i_umessages])
+			cfg->users[n].quota_messages = cfg->quota_messages;
+	}
 	if (cfg->n_listeners == 0 && p->errors->n == 0) /* else a broken section said why */
 		add_error(p->errors, p->file, 0, "no [listener NAME] section: nothing to serve");
 
@@ -650,6 +747,9 @@ static void config_free(struct config *cfg)
 		for (size_t a = 0; a < cfg->listeners[n].n_addresses; a++)
 			free(cfg->listeners[n].addresses[a]);
 	}
+	for (size_t n = 0; n < cfg->n_users; n++)
+		free(cfg->users[n].name);
+	free(cfg->users);
 	free(cfg->path);
 	free(cfg);
 }
@@ -665,7 +765,9 @@ int config_load_string(const char *name, const char *text, size_t len, struct co
 		free(cfg);
 		return -ENOMEM;
 	}
+	static unsigned long generations;
 	cfg->refs = 1;
+	cfg->generation = ++generations;
 	cfg->path = strdup(name);
 	apply_defaults("server", cfg);
 	apply_defaults("tls", cfg);
@@ -696,6 +798,7 @@ int config_load_string(const char *name, const char *text, size_t len, struct co
 		pos += n + (nl ? 1 : 0);
 	}
 	validate(p);
+	free(p->user_lines);
 	free(p);
 	if (errors->n) {
 		config_free(cfg);
@@ -763,6 +866,22 @@ const struct config_listener *config_listener_find(const struct config *config, 
 		if (strcmp(config->listeners[i].name, name) == 0)
 			return &config->listeners[i];
 	return NULL;
+}
+
+const struct config_user *config_user_find(const struct config *config, const char *user)
+{
+	for (size_t i = 0; i < config->n_users; i++)
+		if (strcmp(config->users[i].name, user) == 0)
+			return &config->users[i];
+	return NULL;
+}
+
+void config_user_quota(const struct config *config, const char *user, uint64_t *storage_r,
+		       unsigned *messages_r)
+{
+	const struct config_user *u = user ? config_user_find(config, user) : NULL;
+	*storage_r = u ? u->quota_storage : config->quota_storage;
+	*messages_r = u ? u->quota_messages : config->quota_messages;
 }
 
 int config_check_protocols(const struct config *config, const char *const *names, size_t n,

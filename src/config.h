@@ -1,4 +1,5 @@
-/* config — the one configuration file: [server], [tls] and any number of [listener NAME].
+/* config — the one configuration file: [server], [tls], any number of [listener NAME] and
+ * any number of [user NAME] (per-user overrides of the quota limits).
  *
  * The file is INI-like: `key = value`, `;` or `#` starts a comment (at the start of a line, or
  * after white space), section names in brackets. Every setting is a row of the table in
@@ -17,6 +18,9 @@
 
 #define CONFIG_MAX_ADDRESSES 8
 #define CONFIG_MAX_LISTENERS 64
+#define CONFIG_MAX_USERS     65536
+/* Largest quota_storage accepted (16 TiB). */
+#define CONFIG_MAX_QUOTA_STORAGE (1ULL << 44)
 
 enum listener_tls {
 	LISTENER_TLS_NONE,
@@ -48,9 +52,21 @@ struct config_listener {
 	unsigned line;             /* line of the section header, for messages */
 };
 
+/* A [user NAME] section: the quota limits of one user. A key the section does not set has the
+ * [server] value. */
+struct config_user {
+	char *name;              /* the canonical user name (what PAM answers), exact match */
+	uint64_t quota_storage;  /* bytes of RFC822.SIZE over all folders; 0 = unlimited */
+	unsigned quota_messages; /* messages over all folders; 0 = unlimited */
+	unsigned line;           /* line of the section header, for messages */
+};
+
 struct config {
 	unsigned refs;
 	char *path;
+	/* Increases with every config loaded in this process: the newer of two configs has the
+	 * higher generation (the store keeps the limits of the newest one it was given). */
+	unsigned long generation;
 
 	/* [server] */
 	char *mail_root; /* %u expands to the user */
@@ -75,6 +91,8 @@ struct config {
 	unsigned pop3_login_delay;    /* seconds advertised as CAPA LOGIN-DELAY; 0 = none */
 	unsigned imap_idle_keepalive; /* seconds between keep-alives during IDLE; 0 = none */
 	bool imap_literal_plus;       /* LITERAL+ (yes) or LITERAL- (no), RFC 7888 */
+	uint64_t quota_storage;       /* every user's default limit in bytes; 0 = unlimited */
+	unsigned quota_messages;      /* every user's default message limit; 0 = unlimited */
 
 	/* [tls] */
 	char *tls_cert;
@@ -84,6 +102,10 @@ struct config {
 
 	struct config_listener listeners[CONFIG_MAX_LISTENERS];
 	size_t n_listeners;
+
+	/* [user NAME] sections, in file order (names unique) */
+	struct config_user *users;
+	size_t n_users;
 };
 
 /* One error: the file, line (0 for the file as a whole) and what is wrong. */
@@ -112,6 +134,11 @@ struct config *config_ref(struct config *config);
 void config_unref(struct config **config_p);
 
 const struct config_listener *config_listener_find(const struct config *config, const char *name);
+/* The [user NAME] section of USER, or NULL. */
+const struct config_user *config_user_find(const struct config *config, const char *user);
+/* USER's quota limits: their [user NAME] section's, else the [server] defaults (0 = none). */
+void config_user_quota(const struct config *config, const char *user, uint64_t *storage_r,
+		       unsigned *messages_r);
 
 /* Check every listener's protocol against the names this build serves; adds one error per
  * listener whose protocol is not among them. Returns 0 or -EINVAL. */
@@ -120,7 +147,7 @@ int config_check_protocols(const struct config *config, const char *const *names
 
 /* The settings table, for documentation and man-page checks. */
 struct config_setting_doc {
-	const char *section; /* "server", "tls" or "listener" */
+	const char *section; /* "server", "tls", "listener" or "user" */
 	const char *key;
 	const char *default_text;
 	const char *doc;

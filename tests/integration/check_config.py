@@ -48,7 +48,7 @@ class CheckConfig(unittest.TestCase):
             readme = f.read()
         for line in r.stdout.splitlines():
             section, key, default, doc = line.split("\t")
-            name = "[listener NAME]" if section == "listener" else "[%s]" % section
+            name = "[%s NAME]" % section if section in ("listener", "user") else "[%s]" % section
             shown = "`%s`" % default if default else "\u2014"
             row = "| %s | `%s` | %s | %s |" % (name, key, shown, doc)
             self.assertIn(row, readme, "run tests/support/update-readme-settings.py")

@@ -12,7 +12,8 @@ import unittest
 
 SRC = os.environ["MK_SOURCE_DIR"]
 MAN = os.path.join(SRC, "packaging", "man")
-SECTIONS = {"[server]": "server", "[tls]": "tls", "[listener NAME]": "listener"}
+SECTIONS = {"[server]": "server", "[tls]": "tls", "[listener NAME]": "listener",
+            "[user NAME]": "user"}
 
 
 def daemon_binary():

@@ -14,7 +14,7 @@ rows = subprocess.run([binary, "--settings"], capture_output=True, text=True,
 table = ["| section | setting | default | meaning |", "| --- | --- | --- | --- |"]
 for row in rows:
     section, key, default, doc = row.split("\t")
-    name = "[listener NAME]" if section == "listener" else "[%s]" % section
+    name = "[%s NAME]" % section if section in ("listener", "user") else "[%s]" % section
     table.append("| %s | `%s` | %s | %s |" % (name, key, "`%s`" % default if default else "\u2014",
                                               doc))
 readme = Path(__file__).resolve().parents[2] / "README.md"

@@ -228,6 +228,85 @@ static void test_missing_file(void **state)
 	config_errors_free(&errs);
 }
 
+/* Quota: [server] defaults, [user NAME] overrides (a key left unset takes [server]'s, wherever
+ * [server] is in the file), sizes with suffixes, and every bad value with its line. */
+static void test_quota(void **state)
+{
+	(void)state;
+	struct config *cfg = load_ok("[listener imap]\nprotocol = imap\n");
+	assert_int_equal(cfg->quota_storage, 0);
+	assert_int_equal(cfg->quota_messages, 0);
+	assert_int_equal(cfg->n_users, 0);
+	uint64_t st;
+	unsigned msgs;
+	config_user_quota(cfg, "alice", &st, &msgs);
+	assert_int_equal(st, 0);
+	assert_int_equal(msgs, 0);
+	unsigned long gen1 = cfg->generation;
+	config_unref(&cfg);
+
+	cfg = load_ok("[user alice]\nquota_storage = 2G\n\n"
+		      "[user bob@example.org]\nquota_messages = 7\n\n"
+		      "[user carol]\nquota_storage = 0\nquota_messages = 0\n\n"
+		      "[server]\nquota_storage = 10M\nquota_messages = 1000\n\n"
+		      "[listener imap]\nprotocol = imap\n");
+	assert_true(cfg->generation > gen1);
+	assert_int_equal(cfg->quota_storage, 10 * 1024 * 1024);
+	assert_int_equal(cfg->quota_messages, 1000);
+	assert_int_equal(cfg->n_users, 3);
+	config_user_quota(cfg, "alice", &st, &msgs);
+	assert_int_equal(st, 2ULL * 1024 * 1024 * 1024);
+	assert_int_equal(msgs, 1000);
+	config_user_quota(cfg, "bob@example.org", &st, &msgs);
+	assert_int_equal(st, 10 * 1024 * 1024);
+	assert_int_equal(msgs, 7);
+	config_user_quota(cfg, "carol", &st, &msgs);
+	assert_int_equal(st, 0);
+	assert_int_equal(msgs, 0);
+	config_user_quota(cfg, "Alice", &st, &msgs); /* exact names */
+	assert_int_equal(st, 10 * 1024 * 1024);
+	assert_int_equal(msgs, 1000);
+	assert_non_null(config_user_find(cfg, "carol"));
+	assert_int_equal(config_user_find(cfg, "carol")->line, 7);
+	assert_null(config_user_find(cfg, "dave"));
+	config_unref(&cfg);
+
+	cfg = load_ok("[server]\nquota_storage = 16384G\n[listener imap]\nprotocol = imap\n");
+	assert_int_equal(cfg->quota_storage, 1ULL << 44);
+	config_unref(&cfg);
+
+	const char *L = "[listener imap]\nprotocol = imap\n";
+	char text[512];
+	snprintf(text, sizeof(text), "%s[server]\nquota_storage = lots\n", L);
+	expect_error(text, 4, "quota_storage must be a size (like 64K or 1M), not 'lots'");
+	snprintf(text, sizeof(text), "%s[server]\nquota_storage = 16385G\n", L);
+	expect_error(text, 4, "quota_storage must be between 0 and 17592186044416");
+	snprintf(text, sizeof(text), "%s[server]\nquota_messages = 10K\n", L);
+	expect_error(text, 4, "quota_messages must be a whole number, not '10K'");
+	snprintf(text, sizeof(text), "%s[server]\nquota_messages = -1\n", L);
+	expect_error(text, 4, "quota_messages must be a whole number, not '-1'");
+	snprintf(text, sizeof(text), "%s[user alice]\nquota_messages = 4000000001\n", L);
+	expect_error(text, 4, "quota_messages must be between 0 and 4000000000");
+	snprintf(text, sizeof(text), "%s[user alice]\nquota_storage = 1X\n", L);
+	expect_error(text, 4, "quota_storage must be a size");
+	snprintf(text, sizeof(text), "%s[user alice]\nquota_storage = 1M\nquota_storage = 2M\n", L);
+	expect_error(text, 5, "quota_storage is already set on line 4");
+	snprintf(text, sizeof(text), "%s[user alice]\n[user bob]\n[user alice]\n", L);
+	expect_error(text, 5, "user 'alice' is defined twice (line 3)");
+	snprintf(text, sizeof(text), "%s[user]\nquota_storage = 1M\n", L);
+	expect_error(text, 3, "[user] needs a name");
+	snprintf(text, sizeof(text), "%s[user a/b]\n", L);
+	expect_error(text, 3, "user name 'a/b' must be 1 to 255 bytes");
+	snprintf(text, sizeof(text), "%s[user .x]\n", L);
+	expect_error(text, 3, "not starting with '.'");
+	snprintf(text, sizeof(text), "%s[user alice]\nport = 143\n", L);
+	expect_error(text, 4, "unknown setting 'port' in [user]");
+	snprintf(text, sizeof(text), "%s[users alice]\n", L);
+	expect_error(text, 3,
+		     "unknown section [users] (expected [server], [tls], [listener NAME] "
+		     "or [user NAME])");
+}
+
 static void test_settings_table(void **state)
 {
 	size_t n = config_setting_count();
@@ -251,6 +330,7 @@ int main(void)
 		cmocka_unit_test(test_all_errors_reported),
 		cmocka_unit_test(test_check_protocols),
 		cmocka_unit_test(test_missing_file),
+		cmocka_unit_test(test_quota),
 		cmocka_unit_test(test_settings_table),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
