@@ -214,6 +214,8 @@ int daemon_run(int argc, char **argv, const struct proto_ops *const *protos, siz
 	}
 	if (hooks && hooks->stop)
 		server_on_stop(server, hooks->stop);
+	if (hooks && hooks->reload)
+		server_on_reload(server, hooks->reload);
 	if (server_listen(server) < 0)
 		return 1;
 	log_info("event=started version=%s config=%s", MAILKEEP_VERSION, path);

@@ -21,6 +21,8 @@ struct daemon_hooks {
 	int (*attach)(uv_loop_t *loop);
 	/* The server is stopping (SIGTERM): release what attach set up. */
 	void (*stop)(void);
+	/* A reload (SIGHUP) took effect with CFG: settings that apply to running sessions. */
+	void (*reload)(const struct config *cfg);
 };
 
 /* Returns the process exit status. hooks may be NULL. */

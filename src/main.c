@@ -2,6 +2,7 @@
 #include "auth.h"
 #include "daemon.h"
 #include "protocols.h"
+#include "storage.h"
 
 static struct auth_service *auth_service;
 
@@ -25,12 +26,19 @@ static void main_stop(void)
 	auth_service_free(&auth_service);
 }
 
+/* New quota limits reach users already logged in (their stores are open). */
+static void main_reload(const struct config *cfg)
+{
+	store_config_apply(cfg);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct daemon_hooks hooks = {
 		.before_drop = main_before_drop,
 		.attach = main_attach,
 		.stop = main_stop,
+		.reload = main_reload,
 	};
 	return daemon_run(argc, argv, protocols_table, protocols_count, &hooks);
 }

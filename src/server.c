@@ -52,6 +52,7 @@ struct server {
 	bool stopping;
 	bool listening;
 	void (*on_stop)(void);
+	void (*on_reload)(const struct config *cfg);
 	struct addr_count *addrs[ADDR_BUCKETS];
 	char read_buffer[SERVER_READ_BUFFER];
 };
@@ -456,6 +457,11 @@ void server_on_stop(struct server *s, void (*fn)(void))
 	s->on_stop = fn;
 }
 
+void server_on_reload(struct server *s, void (*fn)(const struct config *cfg))
+{
+	s->on_reload = fn;
+}
+
 /* Settings that need a restart: the listener set and where they listen. */
 static bool server_listeners_equal(const struct config *a, const struct config *b)
 {
@@ -512,6 +518,8 @@ int server_reload(struct server *s)
 	if (cfg->log_level && log_level_parse(cfg->log_level, &lvl))
 		log_set_level(lvl);
 	log_info("event=reloaded");
+	if (s->on_reload)
+		s->on_reload(cfg);
 	return 0;
 }
 

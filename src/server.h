@@ -26,6 +26,8 @@ int server_listen(struct server *s);
 void server_stop(struct server *s);
 /* Call fn once when the server starts stopping (after the sessions were told goodbye). */
 void server_on_stop(struct server *s, void (*fn)(void));
+/* Call fn with the new config after every reload that took effect (SIGHUP). */
+void server_on_reload(struct server *s, void (*fn)(const struct config *cfg));
 /* Re-read the config file: new certificates and live settings for new connections. A bad
  * file or certificate is logged and the old one stays. Returns 0 or -errno. */
 int server_reload(struct server *s);

@@ -225,6 +225,7 @@ int mailbox_rec_add(struct mailbox *mbox, const struct mail_rec *rec, const char
 		mbox->uidnext = rec->uid + 1;
 	if (rec->modseq > mbox->highest_modseq)
 		mbox->highest_modseq = rec->modseq;
+	quota_note(mbox, 1, (int64_t)rec->size);
 	return 0;
 }
 
@@ -236,6 +237,7 @@ void mailbox_rec_remove(struct mailbox *mbox, uint32_t uid)
 	if (i >= mbox->n_recs || mbox->recs[i].uid != uid)
 		return;
 	struct mail_rec *r = &mbox->recs[i];
+	quota_note(mbox, -1, -(int64_t)r->size);
 	index_remove(mbox, r);
 	mbox->pool_garbage += (size_t)r->key_len + 1;
 	for (struct view *v = mbox->views; v != NULL; v = view_next(v))
@@ -253,6 +255,7 @@ void mailbox_rec_drop_from(struct mailbox *mbox, uint32_t uid)
 {
 	uint32_t i = mailbox_rec_lower_bound(mbox, uid);
 	for (uint32_t k = i; k < mbox->n_recs; k++) {
+		quota_note(mbox, -1, -(int64_t)mbox->recs[k].size);
 		index_remove(mbox, &mbox->recs[k]);
 		mbox->pool_garbage += (size_t)mbox->recs[k].key_len + 1;
 	}
@@ -690,8 +693,10 @@ void mailbox_get_status(const struct mailbox *mbox, struct mailbox_status *st)
 		const struct mail_rec *r = &mbox->recs[i];
 		if (!(r->flags & MAIL_SEEN))
 			st->unseen++;
-		if (r->flags & MAIL_DELETED)
+		if (r->flags & MAIL_DELETED) {
 			st->deleted++;
+			st->deleted_size += r->size;
+		}
 		if (r->uid >= mbox->first_recent_uid)
 			st->recent++;
 		st->size += r->size;
@@ -982,6 +987,22 @@ static int copy_or_move(struct mailbox *src, const uint32_t *uids, size_t n, str
 	}
 	for (size_t i = 0; i < n; i++)
 		new_uids_r[i] = 0;
+	if (!move || src->store != dst->store) {
+		/* every copy is new mail for DST's user (a move within one user is not) */
+		uint64_t msgs = 0, bytes = 0;
+		for (size_t i = 0; i < n; i++) {
+			const struct mail_rec *rec = mailbox_rec_find(src, uids[i]);
+			if (rec != NULL) {
+				msgs++;
+				bytes += rec->size;
+			}
+		}
+		r = msgs > 0 ? store_quota_check(dst->store, msgs, bytes) : 0;
+		if (r < 0) {
+			free(moved);
+			return r;
+		}
+	}
 	size_t dmark = dst->ops->pending_mark(dst), smark = src->ops->pending_mark(src);
 	uint32_t uidnext0 = dst->uidnext;
 	uint64_t highest0 = dst->highest_modseq;
@@ -1076,7 +1097,9 @@ int mail_append_finish(struct mail_append **append_p, uint32_t *uid_r)
 	struct mail_append *a = *append_p;
 	*append_p = NULL;
 	struct mailbox *mbox = a->mbox;
-	int r = mbox->gone ? -ENOENT : mbox->ops->append_finish(a, uid_r);
+	int r = mbox->gone ? -ENOENT : store_quota_check(mbox->store, 1, a->crlf_size);
+	if (r == 0)
+		r = mbox->ops->append_finish(a, uid_r);
 	if (r < 0)
 		mbox->ops->append_abort(a);
 	else

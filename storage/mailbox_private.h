@@ -206,6 +206,11 @@ struct mailbox {
 	size_t n_expunged, cap_expunged;
 	uint64_t expunged_horizon;
 
+	/* Quota (quota.c): the sum of the records' sizes, kept by mailbox_rec_*; while
+	 * quota_counted (from register to unregister) the records are in the store's usage. */
+	uint64_t quota_bytes;
+	bool quota_counted;
+
 	struct mailbox *next; /* the store's open list */
 };
 
@@ -218,6 +223,34 @@ uv_loop_t *store_loop(const struct store *store);
 const struct mailbox_backend_ops *store_backend(const struct store *store);
 /* Directory of folder NAME (normalized). */
 int store_folder_path(const struct store *store, const char *name, char *buf, size_t size);
+
+/* Quota accounting (quota.c, storage/README.md "Quota"): one user's usage over every folder
+ * = the registered mailboxes' records + the last counts of the folders not open. */
+struct quota_folder;
+struct store_quota {
+	char *user; /* for the [user NAME] lookup; NULL: store_open_path (the [server] limits) */
+	unsigned long generation;     /* of the config the limits came from; 0 = none yet */
+	uint64_t limit_bytes;         /* 0 = unlimited */
+	uint64_t limit_messages;      /* 0 = unlimited */
+	bool known;                   /* every folder has been counted */
+	uint64_t bytes, messages;     /* the usage */
+	struct quota_folder *folders; /* folders not open: their last counts */
+	size_t n_folders, cap_folders;
+};
+struct store_quota *store_get_quota(struct store *store);
+/* A mailbox was registered (its records join the usage, replacing the folder's last counts)
+ * or unregistered (its counts are remembered for the folder). */
+void quota_mailbox_attach(struct mailbox *mbox);
+void quota_mailbox_detach(struct mailbox *mbox);
+/* Records were added (> 0) or removed (< 0): MESSAGES and BYTES (CRLF sizes). */
+void quota_note(struct mailbox *mbox, int64_t messages, int64_t bytes);
+/* Folder NAME is gone (deleted), renamed, or every folder must be counted again. */
+void quota_folder_forget(struct store *store, const char *name);
+void quota_folder_rename(struct store *store, const char *from, const char *to);
+void quota_forget_all(struct store *store);
+/* USER for the [user NAME] lookup (set once), and the store's quota freed. */
+int store_quota_set_user(struct store *store, const char *user);
+void quota_free(struct store_quota *q);
 
 /* Core helpers for back-ends (mailbox.c). */
 const char *mailbox_rec_key(const struct mailbox *mbox, const struct mail_rec *rec);
@@ -268,6 +301,8 @@ uint32_t mailbox_rec_lower_bound(const struct mailbox *mbox, uint32_t uid);
 /* The Maildir back-end. */
 extern const struct mailbox_backend_ops maildir_backend_ops;
 
+/* The back-end keeps crlf_size (the RFC822.SIZE the message will have) up to date in
+ * append_write: the core checks the quota with it before append_finish. */
 struct mail_append {
 	struct mailbox *mbox;
 	unsigned flags;

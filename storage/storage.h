@@ -63,12 +63,12 @@ const char *storage_error_text(int err);
 /* The user store                                                                            */
 
 /* Open the store of USER under cfg->mail_root ("%u" replaced by USER; a root without %u gets
- * "/%u" appended). The tree is created on first use: INBOX, and Sent, Drafts, Trash, Junk,
- * Archive with their special-use attributes. If the user's store is already open in this
- * process the same object is returned with one more reference. USER must be a plain name
- * (no '/', not starting with '.', 1..255 bytes): -EINVAL otherwise. -EPROTONOSUPPORT when
- * cfg->mail_format names a back-end that is not built (mbox). The store keeps LOOP for file
- * watching; it must outlive the store. */
+ * "/%u" appended), with USER's quota limits from CFG (store_quota_configure). The tree is created
+ * on first use: INBOX, and Sent, Drafts, Trash, Junk, Archive with their special-use attributes. If
+ * the user's store is already open in this process the same object is returned with one more
+ * reference. USER must be a plain name (no '/', not starting with '.', 1..255 bytes): -EINVAL
+ * otherwise. -EPROTONOSUPPORT when cfg->mail_format names a back-end that is not built (mbox). The
+ * store keeps LOOP for file watching; it must outlive the store. */
 int store_open(uv_loop_t *loop, const struct config *cfg, const char *user, struct store **store_r);
 /* The same with an explicit user root directory (tests, tools). */
 int store_open_path(uv_loop_t *loop, const char *root, struct store **store_r);
@@ -146,12 +146,35 @@ struct mailbox_status {
 	uint32_t uidnext;
 	uint32_t uidvalidity;
 	uint64_t highest_modseq;
-	uint64_t size; /* sum of CRLF sizes */
+	uint64_t size;         /* sum of CRLF sizes */
+	uint64_t deleted_size; /* sum of CRLF sizes of the \\Deleted messages (RFC 9208) */
 };
 /* Counts for a folder. Uses the open mailbox when there is one; otherwise opens it (reading
  * the UID list and the directory names, never the message files unless a message delivered
  * from outside has no size in its name yet) and closes it again. Errors as mailbox_open. */
 int store_status(struct store *store, const char *name, struct mailbox_status *status_r);
+
+/* Quota (RFC 9208; storage/README.md "Quota"): one quota per user over all their folders, in
+ * messages and in the sum of their RFC822.SIZEs; limits from the configuration (quota_storage,
+ * quota_messages, [user NAME]). Usage is counted once per store the first time it is needed
+ * (every folder's STATUS counts, no message file opened), then kept by every change; mail that
+ * arrives behind the server's back is counted when a mailbox sees it. */
+struct store_quota_usage {
+	uint64_t bytes, bytes_limit;       /* limit 0 = unlimited */
+	uint64_t messages, messages_limit; /* limit 0 = unlimited */
+};
+/* The limits and, when there is one, the usage (counted first if need be; 0 when both
+ * limits are 0: nothing is counted then). */
+int store_quota_get(struct store *store, struct store_quota_usage *usage_r);
+/* Would MESSAGES more messages of BYTES in all stay within the limits? 0 if so, -EDQUOT (and
+ * a log line) if not. Every arrival through the store is checked with it (append, copy, and
+ * a move into another user's store); protocols may call it earlier to refuse before reading
+ * a message. */
+int store_quota_check(struct store *store, uint64_t messages, uint64_t bytes);
+/* Take the limits of STORE's user from CFG, unless the store has them from a newer config. */
+void store_quota_configure(struct store *store, const struct config *cfg);
+/* The same for every open store of the process (SIGHUP reload). */
+void store_config_apply(const struct config *cfg);
 
 /* ---------------------------------------------------------------------------------------- */
 /* Mailboxes                                                                                 */

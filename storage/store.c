@@ -39,6 +39,7 @@ struct store {
 	const struct mailbox_backend_ops *ops;
 	char *root;
 	struct mailbox *open; /* open mailboxes */
+	struct store_quota quota;
 	struct store *next;
 };
 
@@ -162,6 +163,7 @@ void store_mailbox_register(struct store *store, struct mailbox *mbox)
 				mbox->special_use |= defaults[i].use;
 		free(data);
 	}
+	quota_mailbox_attach(mbox);
 }
 
 void store_mailbox_unregister(struct store *store, struct mailbox *mbox)
@@ -170,9 +172,21 @@ void store_mailbox_unregister(struct store *store, struct mailbox *mbox)
 		if (*p == mbox) {
 			*p = mbox->next;
 			mbox->next = NULL;
+			quota_mailbox_detach(mbox);
 			return;
 		}
 	}
+}
+
+struct store_quota *store_get_quota(struct store *store)
+{
+	return &store->quota;
+}
+
+void store_config_apply(const struct config *cfg)
+{
+	for (struct store *s = open_stores; s != NULL; s = s->next)
+		store_quota_configure(s, cfg);
 }
 
 struct mailbox *store_mailbox_find(struct store *store, const char *name)
@@ -502,6 +516,12 @@ int store_open(uv_loop_t *loop, const struct config *cfg, const char *user, stru
 	if (r == 0)
 		r = store_open_path(loop, b.data, store_r);
 	sbuf_free(&b);
+	if (r == 0 && store_quota_set_user(*store_r, user) < 0) {
+		store_unref(store_r);
+		r = -ENOMEM;
+	}
+	if (r == 0)
+		store_quota_configure(*store_r, cfg);
 	return r;
 }
 
@@ -525,6 +545,7 @@ void store_unref(struct store **store_p)
 			break;
 		}
 	}
+	quota_free(&s->quota);
 	free(s->root);
 	free(s);
 }
@@ -809,6 +830,7 @@ int store_folder_delete(struct store *store, const char *name)
 		mbox->gone = true;
 		store_mailbox_unregister(store, mbox);
 	}
+	quota_folder_forget(store, norm);
 	int rr = storage_remove_tree(trash);
 	if (rr < 0)
 		log_warn("storage: deleted folder not fully removed path=%s err=%s",
@@ -859,6 +881,8 @@ static int rename_inbox(struct store *store, const char *new_norm)
 	struct mailbox *inbox = store_mailbox_find(store, "INBOX");
 	if (inbox != NULL && inbox->ops->refresh != NULL)
 		inbox->ops->refresh(inbox, true);
+	/* INBOX's messages moved into a folder that is not open: count every folder again */
+	quota_forget_all(store);
 	return r;
 }
 
@@ -930,6 +954,7 @@ int store_folder_rename(struct store *store, const char *old_name, const char *n
 			r = -errno;
 		if (r < 0)
 			break;
+		quota_folder_rename(store, moves.names[i], target);
 		struct mailbox *mbox = store_mailbox_find(store, moves.names[i]);
 		if (mbox != NULL) {
 			char *nn = strdup(target), *np = strdup(tpath);

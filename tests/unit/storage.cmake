@@ -8,7 +8,8 @@ add_library(mk_storage_model STATIC ${MK_STORAGE_MBOX_SOURCES}
 	${MK_STORAGE_DIR}/storage_util.c ${MK_STORAGE_DIR}/uidlist.c ${MK_STORAGE_DIR}/mailbox.c
 	${MK_STORAGE_DIR}/view.c ${MK_STORAGE_DIR}/maildir.c ${MK_STORAGE_DIR}/mail_stream.c
 	${MK_STORAGE_DIR}/store.c ${MK_STORAGE_DIR}/mailbox_pop3.c
-	${MK_STORAGE_DIR}/pop3_retrieved.c ${MK_STORAGE_DIR}/mailbox_expunged.c)
+	${MK_STORAGE_DIR}/pop3_retrieved.c ${MK_STORAGE_DIR}/mailbox_expunged.c
+	${MK_STORAGE_DIR}/quota.c)
 target_include_directories(mk_storage_model PUBLIC ${MK_STORAGE_DIR} ${CMAKE_SOURCE_DIR}/src)
 target_link_libraries(mk_storage_model PUBLIC mk_core)
 add_library(mk_storage_test_support STATIC ${CMAKE_SOURCE_DIR}/tests/support/storage_test.c)
@@ -27,6 +28,9 @@ mk_unit_test(test_storage_expunged SOURCES ${CMAKE_SOURCE_DIR}/tests/unit/test_s
 	LIBS mk_storage_test_support)
 mk_unit_test(test_storage_pop3_expire
 	SOURCES ${CMAKE_SOURCE_DIR}/tests/unit/test_storage_pop3_expire.c
+	LIBS mk_storage_test_support)
+# Quota accounting (issue 7): append, copy, move, expunge, outside delivery, reopen, limits.
+mk_unit_test(test_storage_quota SOURCES ${CMAKE_SOURCE_DIR}/tests/unit/test_storage_quota.c
 	LIBS mk_storage_test_support)
 mk_unit_test(test_maildir_external SOURCES ${CMAKE_SOURCE_DIR}/tests/unit/test_maildir_external.c
 	LIBS mk_storage_test_support)
