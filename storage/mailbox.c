@@ -1109,6 +1109,11 @@ int mail_append_finish(struct mail_append **append_p, uint32_t *uid_r)
 	return r;
 }
 
+uint64_t mail_append_size(const struct mail_append *a)
+{
+	return a->crlf_size;
+}
+
 void mail_append_abort(struct mail_append **append_p)
 {
 	struct mail_append *a = *append_p;

@@ -317,6 +317,9 @@ int mail_append_write(struct mail_append *append, const void *data, size_t len);
 int mail_append_finish(struct mail_append **append_p, uint32_t *uid_r);
 /* Drop the message; removes the temporary file. */
 void mail_append_abort(struct mail_append **append_p);
+/* The size the message will have as RFC822.SIZE (its CRLF size), from the bytes written so
+ * far: what finish checks against the quota. */
+uint64_t mail_append_size(const struct mail_append *append);
 
 /* ---------------------------------------------------------------------------------------- */
 /* Views                                                                                     */

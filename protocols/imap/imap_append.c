@@ -12,7 +12,12 @@
  * and numbered), one after the other in the same loop turn, so no other session sees a part
  * of them. If finishing one fails, those finished before it are expunged again and the
  * command answers NO: the mailbox ends as it was (only UIDs are used up). At most
- * IMAP_MULTIAPPEND_MAX messages per command (each holds an open file until the end). */
+ * IMAP_MULTIAPPEND_MAX messages per command (each holds an open file until the end).
+ *
+ * Quota (RFC 9208): a message whose literal alone would pass the user's limit is refused
+ * before anything is written (its bytes are read and dropped); MULTIAPPEND checks all its
+ * messages together before finishing the first, so an over-quota MULTIAPPEND leaves nothing
+ * (no file, no UID); the store checks each finish again (storage/README.md "Quota"). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -140,6 +145,15 @@ static void append_group(struct imap_cmd *cmd, struct append_ctx *a, const struc
 			return;
 		}
 	}
+	/* The message's CRLF size is at least its literal's: refuse what cannot fit at once. */
+	uint64_t bytes = g[ng - 1].literal_size;
+	for (unsigned i = 0; i < a->n_done; i++)
+		bytes += mail_append_size(a->done[i]);
+	if (store_quota_check(s->store, a->n_done + 1, bytes) < 0) {
+		a->err = -EDQUOT;
+		append_fail(a, "NO", "[OVERQUOTA] Quota exceeded");
+		return;
+	}
 	/* A literal8 (RFC 3516 BINARY) is stored as it comes, NUL octets included. */
 	int r = mailbox_append_begin(a->mbox, flags & MAIL_FLAGS_SETTABLE, keywords, date, &a->app);
 	if (r < 0) {
@@ -188,6 +202,15 @@ static enum cmd_result append_finish_all(struct imap_cmd *cmd, struct append_ctx
 	uint32_t uids[IMAP_MULTIAPPEND_MAX];
 	unsigned n = a->n_done;
 	uint32_t validity = mailbox_uidvalidity(a->mbox);
+	/* all of them or none: the quota is checked for the whole command first */
+	uint64_t bytes = 0;
+	for (unsigned i = 0; i < n; i++)
+		bytes += mail_append_size(a->done[i]);
+	int qr = store_quota_check(cmd->s->store, n, bytes);
+	if (qr < 0) {
+		imap_cmd_reply_error(cmd, qr);
+		return CMD_DONE;
+	}
 	for (unsigned i = 0; i < n; i++) {
 		int r = mail_append_finish(&a->done[i], &uids[i]);
 		if (r < 0) {

@@ -252,5 +252,9 @@ enum cmd_result imap_cmd_enable(struct imap_cmd *cmd);
 enum cmd_result imap_cmd_starttls(struct imap_cmd *cmd);
 enum cmd_result imap_cmd_compress(struct imap_cmd *cmd);
 enum cmd_result imap_cmd_unauthenticate(struct imap_cmd *cmd);
+/* QUOTA (imap_quota.c, RFC 9208). */
+enum cmd_result imap_cmd_getquota(struct imap_cmd *cmd);
+enum cmd_result imap_cmd_getquotaroot(struct imap_cmd *cmd);
+enum cmd_result imap_cmd_setquota(struct imap_cmd *cmd);
 
 #endif

@@ -1085,6 +1085,7 @@ enum {
 	ST_HIGHESTMODSEQ = 1 << 7,
 	ST_APPENDLIMIT = 1 << 8,
 	ST_MAILBOXID = 1 << 9,
+	ST_DELETED_STORAGE = 1 << 10, /* RFC 9208 §4.3.2 (QUOTA=RES-STORAGE) */
 };
 
 static bool parse_status_items(const struct imap_arg *list, unsigned *mask_r)
@@ -1093,11 +1094,17 @@ static bool parse_status_items(const struct imap_arg *list, unsigned *mask_r)
 		const char *name;
 		unsigned bit;
 	} items[] = {
-		{"MESSAGES", ST_MESSAGES},       {"UIDNEXT", ST_UIDNEXT},
-		{"UIDVALIDITY", ST_UIDVALIDITY}, {"UNSEEN", ST_UNSEEN},
-		{"DELETED", ST_DELETED},         {"SIZE", ST_SIZE},
-		{"RECENT", ST_RECENT},           {"HIGHESTMODSEQ", ST_HIGHESTMODSEQ},
-		{"APPENDLIMIT", ST_APPENDLIMIT}, {"MAILBOXID", ST_MAILBOXID},
+		{"MESSAGES", ST_MESSAGES},
+		{"UIDNEXT", ST_UIDNEXT},
+		{"UIDVALIDITY", ST_UIDVALIDITY},
+		{"UNSEEN", ST_UNSEEN},
+		{"DELETED", ST_DELETED},
+		{"SIZE", ST_SIZE},
+		{"RECENT", ST_RECENT},
+		{"HIGHESTMODSEQ", ST_HIGHESTMODSEQ},
+		{"APPENDLIMIT", ST_APPENDLIMIT},
+		{"MAILBOXID", ST_MAILBOXID},
+		{"DELETED-STORAGE", ST_DELETED_STORAGE},
 	};
 	if (list->type != IMAP_ARG_LIST || list->list_count == 0)
 		return false;
@@ -1134,6 +1141,7 @@ static void write_status(struct imap_session *s, const char *name, unsigned mask
 	ITEM(ST_UIDVALIDITY, "UIDVALIDITY", "%u", st->uidvalidity);
 	ITEM(ST_UNSEEN, "UNSEEN", "%u", st->unseen);
 	ITEM(ST_DELETED, "DELETED", "%u", st->deleted);
+	ITEM(ST_DELETED_STORAGE, "DELETED-STORAGE", "%llu", (unsigned long long)st->deleted_size);
 	ITEM(ST_SIZE, "SIZE", "%llu", (unsigned long long)st->size);
 	ITEM(ST_HIGHESTMODSEQ, "HIGHESTMODSEQ", "%llu", (unsigned long long)st->highest_modseq);
 	ITEM(ST_APPENDLIMIT, "APPENDLIMIT", "%s", IMAP_MAX_APPEND_STR);

@@ -110,6 +110,9 @@ void imap_capability_string(struct imap_session *s, char *out, size_t size)
 	ADD("THREAD=ORDEREDSUBJECT");
 	ADD("THREAD=REFERENCES");
 	ADD("PREVIEW");
+	ADD("QUOTA");
+	ADD("QUOTA=RES-STORAGE");
+	ADD("QUOTA=RES-MESSAGE");
 	if (s->state == IMAP_NOT_AUTH) {
 		if (conn_can_starttls(s->conn))
 			ADD("STARTTLS");
