@@ -233,6 +233,7 @@ struct store_quota {
 	uint64_t limit_bytes;         /* 0 = unlimited */
 	uint64_t limit_messages;      /* 0 = unlimited */
 	bool known;                   /* every folder has been counted */
+	bool counting;                /* a background count runs (quota.c) */
 	uint64_t bytes, messages;     /* the usage */
 	struct quota_folder *folders; /* folders not open: their last counts */
 	size_t n_folders, cap_folders;

@@ -8,10 +8,13 @@
  * reads a message file or knows the back-end: the numbers are the record sizes the core
  * reports as RFC822.SIZE, so Maildir and mbox count alike.
  *
- * The first time a limit must be checked or the usage is asked for, every folder that is
- * neither open nor in the table is counted once through store_status (the UID list and the
- * directory names, as STATUS does); from then on the counter only moves with changes. Mail
- * that arrives behind the server's back is counted when a mailbox sees it (open, refresh).
+ * Counting: when a store gets a limit (login), every folder that is neither open nor in the
+ * table is opened in the background, one after the other, with mailbox_open_async (the scan
+ * runs on libuv's thread pool, the loop only builds the array), and closed again: that fills
+ * the table. A check or a GETQUOTA that comes before it has finished counts the folders left
+ * at once through store_status (the UID list and the directory names, as STATUS does). From
+ * then on the counter only moves with changes. Mail that arrives behind the server's back is
+ * counted when a mailbox sees it (open, refresh).
  */
 #include "mailbox_private.h"
 
@@ -191,6 +194,70 @@ static bool quota_limited(const struct store_quota *q)
 	return q->limit_bytes != 0 || q->limit_messages != 0;
 }
 
+/* The background count: the folders listed at its start, opened one at a time. */
+struct quota_count {
+	struct store *store; /* referenced until the count ends */
+	struct store_folder *folders;
+	size_t n, next;
+	bool failed;
+};
+
+static void count_next(struct quota_count *c);
+
+static void count_open_cb(int err, struct mailbox *mbox, void *data)
+{
+	struct quota_count *c = data;
+	if (err < 0) {
+		c->failed = true; /* the next check counts it on the loop */
+		log_debug("storage: quota: background count skipped a folder err=%s",
+			  strerror(-err));
+	}
+	mailbox_unref(&mbox); /* closing remembers its counts */
+	count_next(c);
+}
+
+static void count_next(struct quota_count *c)
+{
+	struct store_quota *q = store_get_quota(c->store);
+	while (c->next < c->n) {
+		const struct store_folder *f = &c->folders[c->next++];
+		if ((f->attrs & (STORE_FOLDER_NOSELECT | STORE_FOLDER_NONEXISTENT)) ||
+		    store_mailbox_find(c->store, f->name) != NULL ||
+		    folder_find(q, f->name) != NULL)
+			continue;
+		int r = mailbox_open_async(c->store, f->name, count_open_cb, c);
+		if (r == 0)
+			return; /* count_open_cb goes on */
+		c->failed = true;
+	}
+	if (!c->failed && !q->known) {
+		q->known = true;
+		log_debug("storage: quota counted root=%s messages=%llu bytes=%llu",
+			  log_escape_str(store_root(c->store)), (unsigned long long)q->messages,
+			  (unsigned long long)q->bytes);
+	}
+	q->counting = false;
+	store_folder_list_free(&c->folders, c->n);
+	store_unref(&c->store);
+	free(c);
+}
+
+/* Start counting in the background (store_quota_configure, when a limit appears). */
+static void quota_count_start(struct store *store)
+{
+	struct store_quota *q = store_get_quota(store);
+	struct quota_count *c = calloc(1, sizeof(*c));
+	if (c == NULL)
+		return; /* counted at the first check instead */
+	if (store_folder_list(store, &c->folders, &c->n) < 0) {
+		free(c);
+		return;
+	}
+	c->store = store_ref(store);
+	q->counting = true;
+	count_next(c);
+}
+
 int store_quota_get(struct store *store, struct store_quota_usage *usage_r)
 {
 	struct store_quota *q = store_get_quota(store);
@@ -253,4 +320,11 @@ void store_quota_configure(struct store *store, const struct config *cfg)
 	q->generation = cfg->generation;
 	q->limit_bytes = bytes;
 	q->limit_messages = messages;
+	if (quota_limited(q) && !q->known && !q->counting)
+		quota_count_start(store);
+}
+
+bool store_quota_counted(const struct store *store)
+{
+	return store_get_quota((struct store *)store)->known;
 }

@@ -171,8 +171,13 @@ int store_quota_get(struct store *store, struct store_quota_usage *usage_r);
  * a move into another user's store); protocols may call it earlier to refuse before reading
  * a message. */
 int store_quota_check(struct store *store, uint64_t messages, uint64_t bytes);
-/* Take the limits of STORE's user from CFG, unless the store has them from a newer config. */
+/* Take the limits of STORE's user from CFG, unless the store has them from a newer config.
+ * When there is a limit and the usage is not counted yet, counting starts in the background
+ * (each folder opened with mailbox_open_async and closed again; a check before it ends
+ * counts what is left at once). */
 void store_quota_configure(struct store *store, const struct config *cfg);
+/* Whether the usage has been counted over every folder (tests, logs). */
+bool store_quota_counted(const struct store *store);
 /* The same for every open store of the process (SIGHUP reload). */
 void store_config_apply(const struct config *cfg);
 

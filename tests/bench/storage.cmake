@@ -6,3 +6,7 @@ add_executable(bench_maildir_gen ${CMAKE_SOURCE_DIR}/tests/bench/bench_maildir_g
 add_executable(bench_storage ${CMAKE_SOURCE_DIR}/tests/bench/bench_storage.c
 	${CMAKE_SOURCE_DIR}/tests/bench/storage_bench_gen.c)
 target_link_libraries(bench_storage PRIVATE mk_storage mk_core)
+#   build/tests/bench_quota [FOLDERS] [PER_FOLDER] [TMPDIR] [background]  quota count, check, append
+add_executable(bench_quota ${CMAKE_SOURCE_DIR}/tests/bench/bench_quota.c
+	${CMAKE_SOURCE_DIR}/tests/bench/storage_bench_gen.c)
+target_link_libraries(bench_quota PRIVATE mk_storage mk_core)

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "mailbox_private.h"
 #include "storage_test.h"
 
 #define MSG_A  "Subject: a\r\n\r\nfirst body.\r\n"          /* 27 bytes */
@@ -317,6 +318,65 @@ static void test_newest_config_wins(void **state)
 	assert_int_equal(u.messages_limit, 0);
 }
 
+static void deadline_cb(uv_timer_t *t)
+{
+	*(bool *)t->data = true;
+}
+
+/* Run the loop until the background count has ended, with a 10 s deadline. */
+static bool run_until_counted(uv_loop_t *loop, const struct store_quota *q)
+{
+	uv_timer_t t;
+	bool expired = false;
+	uv_timer_init(loop, &t);
+	t.data = &expired;
+	uv_timer_start(&t, deadline_cb, 10000, 0);
+	while (q->counting && !expired)
+		uv_run(loop, UV_RUN_ONCE);
+	uv_close((uv_handle_t *)&t, NULL);
+	uv_run(loop, UV_RUN_NOWAIT);
+	return !q->counting;
+}
+
+/* With a limit, the usage is counted in the background (folders opened on the thread pool one
+ * after the other): counted without any check, to the same numbers; a check while it runs
+ * counts the rest at once, and the background count then adds nothing twice. */
+static void test_background_count(void **state)
+{
+	struct fx *fx = *state;
+	char dir[4200];
+	for (int f = 0; f < 3; f++) {
+		char name[16];
+		snprintf(name, sizeof(name), "Box%d", f);
+		assert_int_equal(store_folder_create(fx->store, name, 0), 0);
+		snprintf(dir, sizeof(dir), "%s/.%s", fx->root, name);
+		st_write_file(dir, "cur", "1700000000.a.host:2,S", MSG_A);
+		st_write_file(dir, "new", "1700000001.b.host", MSG_B);
+	}
+	st_write_file(fx->root, "new", "1700000002.c.host", MSG_LF);
+	restart(fx, "0", "0");
+	struct store_quota *q = store_get_quota(fx->store);
+	assert_false(q->counting);
+	set_limits(fx->store, "1M", "0"); /* starts the count */
+	assert_true(q->counting);
+	assert_false(store_quota_counted(fx->store));
+	assert_true(st_run_until(&fx->loop, &q->known, 10000));
+	assert_false(q->counting);
+	assert_int_equal(q->messages, 7);
+	assert_int_equal(q->bytes, 3 * (27 + 36) + 34);
+	expect_usage(fx->store, 7, 3 * (27 + 36) + 34);
+
+	/* a check before the background count has finished */
+	restart(fx, "0", "0");
+	q = store_get_quota(fx->store);
+	set_limits(fx->store, "1M", "0");
+	assert_true(q->counting);
+	expect_usage(fx->store, 7, 3 * (27 + 36) + 34);
+	assert_true(store_quota_counted(fx->store));
+	assert_true(run_until_counted(&fx->loop, q));
+	expect_usage(fx->store, 7, 3 * (27 + 36) + 34);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -326,6 +386,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_limits_leave_nothing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_delete_and_rename, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_newest_config_wins, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_background_count, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
