@@ -63,6 +63,7 @@ void quota_folder_forget(struct store *store, const char *name)
 void quota_folder_rename(struct store *store, const char *from, const char *to)
 {
 	struct store_quota *q = store_get_quota(store);
+	quota_folder_forget(store, to); /* a folder removed behind our back had that name */
 	struct quota_folder *f = folder_find(q, from);
 	if (f == NULL)
 		return;

@@ -371,6 +371,7 @@ static int create_one(struct store *store, const char *norm, unsigned special_us
 		storage_remove_tree(tmp);
 		return r;
 	}
+	quota_folder_forget(store, norm); /* new and empty (an old entry: removed behind us) */
 	return storage_fsync_dir(store->root);
 }
 
