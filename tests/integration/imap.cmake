@@ -11,7 +11,7 @@ foreach(t imap_imaplib imap_clients imap_qresync imap_compress imap_literal_minu
 		"MK_PAM_MATRIX=${MK_IMAP_PAM_MATRIX}" "MK_PAM_WRAPPER_LIB=${MK_IMAP_PAM_WRAPPER_LIB}")
 endforeach()
 # The same suites with mail_format = mbox (issue 11), once the back-end is in the tree.
-foreach(t imap_imaplib imap_clients imap_qresync)
+foreach(t imap_imaplib imap_clients imap_qresync imap_quota)
 	mk_python_test_mbox(${t} ${CMAKE_SOURCE_DIR}/tests/integration/${t}.py TIMEOUT 300)
 	if(TEST ${t}_mbox)
 		set_property(TEST ${t}_mbox APPEND PROPERTY ENVIRONMENT

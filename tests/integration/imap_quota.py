@@ -1,4 +1,5 @@
-"""QUOTA (RFC 9208, QUOTA=RES-STORAGE, QUOTA=RES-MESSAGE) against the real binary.
+"""QUOTA (RFC 9208, QUOTA=RES-STORAGE, QUOTA=RES-MESSAGE) against the real binary (also as
+imap_quota_mbox with mail_format = mbox).
 
 alice has quota_storage = 4K from [server]; bob has a [user bob] section (3 messages, no size
 limit); carol's section turns every limit off. The test asserts the exact bytes of
@@ -16,6 +17,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from imap_harness import Raw, Server, USERS  # noqa: E402
+from mk_testlib import MBOX, mbox_state_dir  # noqa: E402
 
 QUOTA_CONF = """quota_storage = 4K
 
@@ -55,9 +57,16 @@ def crlf_size(data):
     return len(re.sub(rb"(?<!\r)\n", b"\r\n", data))
 
 
-def listing(srv, folder=""):
-    """Every file of a folder (tmp/, new/, cur/), as a set of 'sub/name'."""
-    base = os.path.join(srv.maildir(), folder)
+def listing(srv, folder="INBOX"):
+    """What a folder holds on disk: Maildir, every file of tmp/, new/, cur/ ('sub/name');
+    mbox, the size of the folder's file and the names in its state directory."""
+    if MBOX:
+        import mbox_tools
+        path = mbox_tools.mbox_path(srv.maildir(), folder)
+        state = mbox_state_dir(srv.maildir(), folder)
+        return (os.path.getsize(path) if os.path.exists(path) else None,
+                sorted(os.listdir(state)) if os.path.isdir(state) else [])
+    base = srv.maildir() if folder == "INBOX" else os.path.join(srv.maildir(), "." + folder)
     return {f"{sub}/{n}" for sub in ("tmp", "new", "cur")
             for n in os.listdir(os.path.join(base, sub))}
 
@@ -176,13 +185,13 @@ def run(srv):
     eq(c.cmd("C6", 'GETQUOTA ""'), b'* QUOTA "" (STORAGE 4 4)\r\nC6 OK Getquota completed.\r\n')
 
     # COPY and UID COPY over the limit: refused, nothing in Trash; MOVE is free
-    trash_before, trash_st = listing(srv, ".Trash"), status(c, "D1", "Trash")
+    trash_before, trash_st = listing(srv, "Trash"), status(c, "D1", "Trash")
     eq(trash_st, b"* STATUS Trash (MESSAGES 0 UIDNEXT 1 DELETED 0 DELETED-STORAGE 0 SIZE 0)")
     r = c.cmd("D2", "COPY 1 Trash")
     check(r.endswith(b"D2 NO [OVERQUOTA] Quota exceeded\r\n"), r)
     r = c.cmd("D3", "UID COPY 1:* Trash")
     check(r.endswith(b"D3 NO [OVERQUOTA] Quota exceeded\r\n"), r)
-    eq(listing(srv, ".Trash"), trash_before)
+    eq(listing(srv, "Trash"), trash_before)
     eq(status(c, "D4", "Trash"), trash_st)
     r = c.cmd("D5", "MOVE 1 Trash")
     check(re.fullmatch(rb"\* OK \[COPYUID \d+ 1 1\] Moved UIDs.\r\n\* 1 EXPUNGE\r\n"

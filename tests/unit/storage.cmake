@@ -58,7 +58,7 @@ endfunction()
 if(MK_STORAGE_MBOX_SOURCES)
 	foreach(t test_storage_store test_storage_mailbox test_storage_views test_storage_expunged
 			test_storage_pop3_expire test_storage_parsed test_storage_full
-			test_storage_kill9)
+			test_storage_kill9 test_storage_quota)
 		mk_storage_test_mbox(${t})
 	endforeach()
 	mk_unit_test(test_mbox_external SOURCES ${CMAKE_SOURCE_DIR}/tests/unit/test_mbox_external.c

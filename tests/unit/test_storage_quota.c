@@ -1,7 +1,8 @@
 /* Quota accounting (issue 7, RFC 9208): the user's usage over every folder follows append,
  * copy, move, expunge, folder delete and rename, mail delivered behind the store's back, and
  * is counted again to the same numbers after a restart; limits refuse an append or a copy
- * that would pass them and leave nothing behind; a move within the user is always allowed. */
+ * that would pass them and leave nothing behind; a move within the user is always allowed.
+ * Back-end independent: also run as test_storage_quota_mbox (MK_STORE_FORMAT=mbox). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -11,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "config.h"
 #include "mailbox_private.h"
@@ -34,7 +36,7 @@ static int setup(void **state)
 	uv_loop_init(&fx->loop);
 	fx->dir = st_tmpdir();
 	snprintf(fx->root, sizeof(fx->root), "%s/u", fx->dir);
-	assert_int_equal(store_open_path(&fx->loop, fx->root, &fx->store), 0);
+	assert_int_equal(st_store_open(&fx->loop, fx->root, &fx->store), 0);
 	assert_int_equal(mailbox_open(fx->store, "INBOX", &fx->inbox), 0);
 	*state = fx;
 	return 0;
@@ -51,7 +53,7 @@ static int teardown(void **state)
 	return 0;
 }
 
-/* Limits from a config text's [server] section (store_open_path stores have no user). */
+/* Limits from a config text's [server] section (no [user NAME] section applies). */
 static void set_limits(struct store *store, const char *storage, const char *messages)
 {
 	char text[512];
@@ -81,9 +83,41 @@ static void restart(struct fx *fx, const char *storage, const char *messages)
 	store_unref(&fx->store);
 	st_loop_close(&fx->loop);
 	uv_loop_init(&fx->loop);
-	assert_int_equal(store_open_path(&fx->loop, fx->root, &fx->store), 0);
+	assert_int_equal(st_store_open(&fx->loop, fx->root, &fx->store), 0);
 	set_limits(fx->store, storage, messages);
 	assert_int_equal(mailbox_open(fx->store, "INBOX", &fx->inbox), 0);
+}
+
+/* What a folder holds on disk, as a short text: Maildir "files TMP NEW CUR", mbox "mbox SIZE"
+ * (the folder's file). A refused append or copy must leave it as it was. */
+static void folder_state(const char *root, const char *folder, char *out, size_t size)
+{
+	if (st_format() == ST_MBOX) {
+		char path[4200];
+		struct stat st;
+		st_mbox_path(root, folder, path, sizeof(path));
+		snprintf(out, size, "mbox %lld",
+			 stat(path, &st) == 0 ? (long long)st.st_size : -1LL);
+		return;
+	}
+	char dir[4200];
+	if (strcmp(folder, "INBOX") == 0)
+		snprintf(dir, sizeof(dir), "%s", root);
+	else
+		snprintf(dir, sizeof(dir), "%s/.%s", root, folder);
+	snprintf(out, size, "files %zu %zu %zu", st_count_files(dir, "tmp"),
+		 st_count_files(dir, "new"), st_count_files(dir, "cur"));
+}
+
+/* FOLDER's state is WANT (Maildir: "files ..."); under mbox, a Maildir WANT means "as empty
+ * as a new folder" (compared with the empty folder's state, taken before). */
+static void assert_folder_state(const char *root, const char *folder, const char *want)
+{
+	char got[64];
+	folder_state(root, folder, got, sizeof(got));
+	if (st_format() == ST_MBOX && strncmp(want, "files", 5) == 0)
+		want = "mbox 0";
+	assert_string_equal(got, want);
 }
 
 /* An append through the streaming API; returns its result (the UID in *uid_r). */
@@ -164,8 +198,8 @@ static void test_outside_delivery(void **state)
 	st_append(fx->inbox, MSG_A, 0);
 	expect_usage(fx->store, 1, 27);
 	/* an MTA delivers into the open INBOX: counted when seen, even past the limit */
-	st_write_file(fx->root, "new", "1700000000.mta1.host", MSG_B);
-	st_write_file(fx->root, "new", "1700000001.mta2.host", MSG_LF);
+	st_deliver(fx->root, "INBOX", MSG_B);
+	st_deliver(fx->root, "INBOX", MSG_LF);
 	assert_int_equal(mailbox_refresh(fx->inbox), 0);
 	assert_int_equal(mailbox_count(fx->inbox), 3);
 	expect_usage(fx->store, 3, 27 + 36 + 34);
@@ -183,9 +217,7 @@ static void test_outside_delivery(void **state)
 	expect_usage(fx->store, 2, 36 + 34);
 
 	/* delivery into a folder that is not open: counted when the folder is opened */
-	char trash[4200];
-	snprintf(trash, sizeof(trash), "%s/.Trash", fx->root);
-	st_write_file(trash, "new", "1700000002.mta3.host", MSG_A);
+	st_deliver(fx->root, "Trash", MSG_A);
 	expect_usage(fx->store, 2, 36 + 34);
 	assert_int_equal(store_quota_check(fx->store, 0, 0), 0);
 	struct mailbox *t;
@@ -206,15 +238,14 @@ static void test_limits_leave_nothing(void **state)
 	uint32_t b = st_append(fx->inbox, MSG_B, 0);
 	expect_usage(fx->store, 2, 63);
 	uint32_t next = mailbox_uidnext(fx->inbox);
-	size_t cur = st_count_files(fx->root, "cur"), new_ = st_count_files(fx->root, "new");
+	char before[64];
+	folder_state(fx->root, "INBOX", before, sizeof(before));
 	uint32_t uid = 0;
 	assert_int_equal(try_append(fx->inbox, "x", &uid), -EDQUOT);
 	assert_int_equal(uid, 0);
 	assert_int_equal(mailbox_uidnext(fx->inbox), next);
 	assert_int_equal(mailbox_count(fx->inbox), 2);
-	assert_int_equal(st_count_files(fx->root, "tmp"), 0);
-	assert_int_equal(st_count_files(fx->root, "cur"), cur);
-	assert_int_equal(st_count_files(fx->root, "new"), new_);
+	assert_folder_state(fx->root, "INBOX", before);
 	expect_usage(fx->store, 2, 63);
 
 	/* copy into another folder: all refused, nothing made */
@@ -227,11 +258,7 @@ static void test_limits_leave_nothing(void **state)
 	assert_int_equal(out[1], 0);
 	assert_int_equal(mailbox_count(work), 0);
 	assert_int_equal(mailbox_uidnext(work), 1);
-	char wdir[4200];
-	snprintf(wdir, sizeof(wdir), "%s/.Work", fx->root);
-	assert_int_equal(st_count_files(wdir, "cur") + st_count_files(wdir, "new") +
-				 st_count_files(wdir, "tmp"),
-			 0);
+	assert_folder_state(fx->root, "Work", "files 0 0 0");
 	/* a copy within one folder is new mail too */
 	assert_int_equal(mailbox_copy(fx->inbox, &a, 1, fx->inbox, out), -EDQUOT);
 	assert_int_equal(mailbox_count(fx->inbox), 2);
@@ -344,16 +371,14 @@ static bool run_until_counted(uv_loop_t *loop, const struct store_quota *q)
 static void test_background_count(void **state)
 {
 	struct fx *fx = *state;
-	char dir[4200];
 	for (int f = 0; f < 3; f++) {
 		char name[16];
 		snprintf(name, sizeof(name), "Box%d", f);
 		assert_int_equal(store_folder_create(fx->store, name, 0), 0);
-		snprintf(dir, sizeof(dir), "%s/.%s", fx->root, name);
-		st_write_file(dir, "cur", "1700000000.a.host:2,S", MSG_A);
-		st_write_file(dir, "new", "1700000001.b.host", MSG_B);
+		st_deliver(fx->root, name, MSG_A);
+		st_deliver(fx->root, name, MSG_B);
 	}
-	st_write_file(fx->root, "new", "1700000002.c.host", MSG_LF);
+	st_deliver(fx->root, "INBOX", MSG_LF);
 	restart(fx, "0", "0");
 	struct store_quota *q = store_get_quota(fx->store);
 	assert_false(q->counting);
