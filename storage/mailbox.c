@@ -1089,7 +1089,18 @@ int mailbox_append_begin(struct mailbox *mbox, unsigned flags, uint32_t keywords
 
 int mail_append_write(struct mail_append *a, const void *data, size_t len)
 {
-	return a->mbox->ops->append_write(a, data, len);
+	int r = a->mbox->ops->append_write(a, data, len);
+	if (r < 0)
+		return r;
+	/* the size RFC822.SIZE will have, for the quota (back-end independent) */
+	const char *p = data;
+	for (size_t i = 0; i < len; i++)
+		if (p[i] == '\n' && !(i > 0 ? p[i - 1] == '\r' : a->given_last_cr))
+			a->given_crlf_size++;
+	a->given_crlf_size += len;
+	if (len > 0)
+		a->given_last_cr = p[len - 1] == '\r';
+	return 0;
 }
 
 int mail_append_finish(struct mail_append **append_p, uint32_t *uid_r)
@@ -1097,7 +1108,7 @@ int mail_append_finish(struct mail_append **append_p, uint32_t *uid_r)
 	struct mail_append *a = *append_p;
 	*append_p = NULL;
 	struct mailbox *mbox = a->mbox;
-	int r = mbox->gone ? -ENOENT : store_quota_check(mbox->store, 1, a->crlf_size);
+	int r = mbox->gone ? -ENOENT : store_quota_check(mbox->store, 1, a->given_crlf_size);
 	if (r == 0)
 		r = mbox->ops->append_finish(a, uid_r);
 	if (r < 0)
@@ -1111,7 +1122,7 @@ int mail_append_finish(struct mail_append **append_p, uint32_t *uid_r)
 
 uint64_t mail_append_size(const struct mail_append *a)
 {
-	return a->crlf_size;
+	return a->given_crlf_size;
 }
 
 void mail_append_abort(struct mail_append **append_p)

@@ -302,8 +302,6 @@ uint32_t mailbox_rec_lower_bound(const struct mailbox *mbox, uint32_t uid);
 /* The Maildir back-end. */
 extern const struct mailbox_backend_ops maildir_backend_ops;
 
-/* The back-end keeps crlf_size (the RFC822.SIZE the message will have) up to date in
- * append_write: the core checks the quota with it before append_finish. */
 struct mail_append {
 	struct mailbox *mbox;
 	unsigned flags;
@@ -314,6 +312,11 @@ struct mail_append {
 	uint64_t crlf_size;
 	bool last_cr;
 	char tmp_path[4096];
+	/* Kept by the core (mail_append_write), whatever the back-end does: the CRLF size of
+	 * the bytes given so far (every bare LF counted as CRLF), which the quota is checked
+	 * with before append_finish. */
+	uint64_t given_crlf_size;
+	bool given_last_cr;
 };
 
 /* A mail_stream over an open fd. */
