@@ -15,9 +15,47 @@ static const char replacement[] = "\xef\xbf\xbd";
 
 struct charset_conv {
 	iconv_t cd; /* (iconv_t)-1: input taken as UTF-8 and validated */
+	char name[CHARSET_NAME_MAX + 1];
 	char carry[CHARSET_CARRY];
 	size_t clen;
 };
+
+/* Converters kept open per thread, by charset name: iconv_open loads (dlopen) the gconv
+ * module and iconv_close unloads it when it was the last user, which cost SEARCH TEXT a
+ * dlopen/dlclose per text part. A few names per thread (the loop and the pool's threads);
+ * a converter is reset before it is kept. */
+#define CONV_CACHE 8
+struct conv_cached {
+	char name[CHARSET_NAME_MAX + 1];
+	iconv_t cd;
+};
+static _Thread_local struct conv_cached conv_cache[CONV_CACHE];
+static _Thread_local unsigned conv_cache_n;
+
+static iconv_t conv_cache_take(const char *name)
+{
+	for (unsigned i = 0; i < conv_cache_n; i++) {
+		if (strcasecmp(conv_cache[i].name, name) == 0) {
+			iconv_t cd = conv_cache[i].cd;
+			conv_cache[i] = conv_cache[--conv_cache_n];
+			return cd;
+		}
+	}
+	return (iconv_t)-1;
+}
+
+static void conv_cache_put(const char *name, iconv_t cd)
+{
+	iconv(cd, NULL, NULL, NULL, NULL); /* back to the initial shift state */
+	if (conv_cache_n == CONV_CACHE) {
+		/* full: close the oldest */
+		iconv_close(conv_cache[0].cd);
+		memmove(&conv_cache[0], &conv_cache[1], (CONV_CACHE - 1) * sizeof(conv_cache[0]));
+		conv_cache_n--;
+	}
+	memcpy(conv_cache[conv_cache_n].name, name, sizeof(conv_cache[0].name));
+	conv_cache[conv_cache_n++].cd = cd;
+}
 
 /* Length of the valid UTF-8 sequence at s (1..4), 0 when invalid, -1 when cut short. */
 static int utf8_seq(const unsigned char *s, size_t n)
@@ -98,7 +136,10 @@ int charset_conv_open(const char *charset, size_t charset_len, struct charset_co
 		return -ENOMEM;
 	c->cd = (iconv_t)-1;
 	if (!charset_is_utf8(cs)) {
-		c->cd = iconv_open("UTF-8", cs);
+		memcpy(c->name, cs, sizeof(c->name));
+		c->cd = conv_cache_take(cs);
+		if (c->cd == (iconv_t)-1)
+			c->cd = iconv_open("UTF-8", cs);
 		if (c->cd == (iconv_t)-1) {
 			free(c);
 			return -EINVAL;
@@ -114,7 +155,7 @@ void charset_conv_free(struct charset_conv **convp)
 	if (!c)
 		return;
 	if (c->cd != (iconv_t)-1)
-		iconv_close(c->cd);
+		conv_cache_put(c->name, c->cd);
 	free(c);
 	*convp = NULL;
 }

@@ -285,14 +285,19 @@ static void notify_timer_cb(uv_timer_t *t)
 	struct mailbox *mbox = t->data;
 	mbox->notify_armed = false;
 	mailbox_ref(mbox);
-	/* A callback may free any view (even another one): restart from the head after each. */
+	/* A callback may free any view (even another one): when the list changed meanwhile,
+	 * restart from the head (the views told already are marked notified). Otherwise go on
+	 * from the next view, so that a delivery to a folder with V idlers costs O(V), not
+	 * O(V^2). */
+	struct view *v = mbox->views;
 	for (;;) {
-		struct view *v = mbox->views;
 		while (v != NULL && !view_wants_notify(v))
 			v = view_next(v);
 		if (v == NULL)
 			break;
+		unsigned long gen = mbox->views_gen;
 		view_call_notify(v);
+		v = mbox->views_gen == gen ? view_next(v) : mbox->views;
 	}
 	mailbox_unref(&mbox);
 }

@@ -182,7 +182,8 @@ struct mailbox {
 	char *keywords[MAILBOX_MAX_KEYWORDS];
 	unsigned n_keywords;
 
-	struct view *views; /* linked list */
+	struct view *views;      /* linked list */
+	unsigned long views_gen; /* bumped whenever a view joins or leaves the list */
 	struct view *pop3_view;
 	uv_timer_t notify_timer;
 	bool notify_armed;

@@ -54,6 +54,8 @@
  * most every 10 ms, so 100 ms is safe there. */
 #define DIR_DIRTY_NS      2000000000LL
 #define DIR_DIRTY_NS_FINE 100000000LL
+/* at most one fs-event re-read per folder this often (ms) */
+#define DEBOUNCE_MS 10
 #define SCAN_RETRIES      5
 #define MISSING_LOOKS     3
 /* Tries to reach a file that another program keeps renaming (each after a fresh look). */
@@ -76,6 +78,7 @@ struct maildir {
 	bool dirty_new, dirty_cur; /* re-read that directory at the next refresh */
 	uv_fs_event_t ev_new, ev_cur;
 	uv_timer_t debounce;
+	uint64_t event_refresh_at; /* uv_now() of the last re-read an fs event caused */
 	bool watching;
 	bool watch_ok;     /* both directories watched: our own changes need no re-read */
 	bool own_changed;  /* we renamed/linked/unlinked since the last commit */
@@ -1234,6 +1237,9 @@ static void md_discard(struct mailbox *mbox, size_t mark)
 static void debounce_cb(uv_timer_t *t)
 {
 	struct mailbox *mbox = t->data;
+	struct maildir *md = mbox->backend;
+	if (md != NULL)
+		md->event_refresh_at = uv_now(mbox->loop);
 	mailbox_ref(mbox);
 	mbox->ops->refresh(mbox, false);
 	mailbox_unref(&mbox);
@@ -1251,9 +1257,13 @@ static void fs_event_cb(uv_fs_event_t *h, const char *filename, int events, int 
 		md->dirty_new = true;
 	else
 		md->dirty_cur = true;
-	/* coalesce bursts (an MTA delivering many, our own renames) into one re-read */
-	if (!uv_is_active((uv_handle_t *)&md->debounce))
-		uv_timer_start(&md->debounce, debounce_cb, 10, 0);
+	/* Coalesce bursts (an MTA delivering many, our own renames) into at most one re-read
+	 * every DEBOUNCE_MS; a delivery after a quiet spell is re-read at the next loop turn
+	 * (the events of one poll coalesced), so an idling client hears of it at once. */
+	if (!uv_is_active((uv_handle_t *)&md->debounce)) {
+		uint64_t now = uv_now(mbox->loop), next = md->event_refresh_at + DEBOUNCE_MS;
+		uv_timer_start(&md->debounce, debounce_cb, next > now ? next - now : 0, 0);
+	}
 }
 
 static void md_handle_close_cb(uv_handle_t *h)

@@ -148,6 +148,7 @@ int view_new(struct mailbox *mbox, enum view_kind kind, view_notify_cb *notify, 
 	if (mbox->views != NULL)
 		mbox->views->prev = v;
 	mbox->views = v;
+	mbox->views_gen++;
 	*view_r = v;
 	return 0;
 }
@@ -165,6 +166,7 @@ void view_free(struct view **view_p)
 		m->views = v->next;
 	if (v->next != NULL)
 		v->next->prev = v->prev;
+	m->views_gen++;
 	if (m->pop3_view == v)
 		m->pop3_view = NULL;
 	free(v->exp);

@@ -134,6 +134,9 @@ void imap_session_wakeup(struct imap_session *s);
 enum cmd_result imap_cmd_yield(struct imap_cmd *cmd);
 /* SELECT/EXAMINE open the folder on libuv's thread pool (default); tests may set false. */
 extern bool imap_async_open;
+/* SEARCH evaluates message content (BODY, TEXT, HEADER, FROM ...) in batches on libuv's
+ * thread pool (default); tests may set false (then on the loop, in slices). */
+extern bool imap_async_search;
 /* Work budget of one loop turn before a long command yields (ns); 2 ms by default. Tests set
  * 0 (yield after every message) or UINT64_MAX (never). */
 extern uint64_t imap_slice_ns;

@@ -53,6 +53,13 @@ enum skey {
 	SK_AND,
 };
 
+/* What a program needs of a message beyond the store's record (flags, size, dates, UID). */
+enum need {
+	NEED_META = 0,   /* nothing */
+	NEED_PARSED = 1, /* the parsed structure (ENVELOPE: FROM TO CC BCC SUBJECT SENT*) */
+	NEED_FILE = 2,   /* the message's bytes (BODY, TEXT, HEADER) */
+};
+
 struct snode {
 	enum skey key;
 	bool want;
@@ -65,32 +72,58 @@ struct snode {
 	struct imap_seqset set;
 	struct snode *a, *b; /* NOT: a; OR: a b; AND: a list via next */
 	struct snode *next;
+	enum need need; /* of this key and its sub-keys (node_need_set) */
 };
 
 #define SEARCH_MAX_NODES 1024
 
+/* Tri-state result of evaluating a key without the message's content. */
+enum tri {
+	T_NO = 0,
+	T_YES = 1,
+	T_MAYBE = 2,
+};
+
+/* One message being evaluated (on the loop, or on the thread pool in a batch). */
+struct smsg {
+	uint32_t seq;
+	struct mail_info info;
+	struct imap_session *s;     /* on the loop: content is opened on demand through the view */
+	struct mail_stream *stream; /* the open file (opened on the loop) */
+	void *blob;                 /* a copy of the cached parsed blob (batches), or NULL */
+	size_t blob_len;
+	struct msg_source src;
+	bool have_src;
+	struct msg_parsed *parsed;
+	bool parsed_fresh; /* parsed from the file here, not from the cache */
+	struct buf fresh;  /* a batch's freshly parsed blob, for the cache (loop) */
+	int load_err;
+	bool match; /* a batch's answer */
+};
+
+struct search_batch;
+
 struct search_ctx {
-	struct imap_session *s;
+	struct imap_session *s; /* NULL once the command is gone (batches still running) */
 	struct snode nodes[SEARCH_MAX_NODES];
 	unsigned n_nodes;
 	const char *error;
-	/* The current message. */
-	uint32_t seq;
-	struct mail_info info;
-	struct mail_stream *stream;
-	struct msg_source src;
-	struct msg_parsed *parsed;
-	int load_err;
 	/* The command's progress (it yields the loop every IMAP_SLICE_NS). */
 	struct snode *prog;
+	enum need need;
 	unsigned ret;
 	bool esearch;
 	uint32_t next_seq, count;
-	uint64_t matches;
-	uint32_t min, max;
-	bool modseq_key;        /* a MODSEQ key was used: the answer carries the highest modseq */
-	uint64_t highest_match; /* of the matching messages */
-	struct imap_seqset result, result_uids;
+	uint8_t *hits;   /* bit seq-1: matched (checked against its UID when the answer is built) */
+	bool modseq_key; /* a MODSEQ key was used: the answer carries the highest modseq */
+	/* Batches on the thread pool: the one being filled, how many run, the wait list. */
+	struct search_batch *fill;
+	unsigned inflight;
+	bool waiting; /* on the wait list for a pool slot */
+	struct search_ctx *wait_next;
+	int batch_err;
+	/* imap_search_step (SORT, THREAD): the message being evaluated on the loop */
+	struct smsg cur;
 };
 
 static struct snode *node_new(struct search_ctx *c, enum skey key)
@@ -107,14 +140,24 @@ static struct snode *node_new(struct search_ctx *c, enum skey key)
 	return n;
 }
 
+static void smsg_clear(struct smsg *m);
+static void batch_free(struct search_batch *b);
+static void wait_list_remove(struct search_ctx *c);
+
 static void search_ctx_free(struct search_ctx *c)
 {
+	wait_list_remove(c);
+	batch_free(c->fill);
+	c->fill = NULL;
+	smsg_clear(&c->cur);
+	if (c->inflight > 0) {
+		/* batches still run on the pool and read the program: the last one frees it */
+		c->s = NULL;
+		return;
+	}
 	for (unsigned i = 0; i < c->n_nodes; i++)
 		imap_seqset_free(&c->nodes[i].set);
-	imap_seqset_free(&c->result);
-	imap_seqset_free(&c->result_uids);
-	msg_parsed_free(&c->parsed);
-	mail_stream_free(&c->stream);
+	free(c->hits);
 	free(c);
 }
 
@@ -465,65 +508,384 @@ static struct snode *parse_key(struct search_ctx *c, const struct imap_arg **ap,
 
 /* ---- evaluation ---- */
 
-static int load(struct search_ctx *c)
+/* What evaluating N needs of a message; stored in every node of the program. */
+static enum need node_need_set(struct snode *n)
 {
-	if (c->parsed || c->load_err)
-		return c->load_err;
-	struct imap_session *s = c->s;
-	int r = view_msg_open(s->view, c->seq, &c->stream);
-	if (r == 0) {
+	enum need need = NEED_META, k;
+	switch (n->key) {
+	case SK_SENTBEFORE:
+	case SK_SENTON:
+	case SK_SENTSINCE:
+		need = NEED_PARSED;
+		break;
+	case SK_HEADER:
+		/* the address and subject keys are answered from the ENVELOPE (the parsed cache);
+		 * any other field, and the empty string (does the field exist?), read the header */
+		need = NEED_FILE;
+		for (size_t i = 0; i < sizeof(header_keys) / sizeof(header_keys[0]); i++)
+			if (n->field == header_keys[i] && n->str_len > 0)
+				need = NEED_PARSED;
+		break;
+	case SK_BODY:
+	case SK_TEXT:
+		need = n->str_len > 0 ? NEED_FILE : NEED_META;
+		break;
+	case SK_NOT:
+		need = node_need_set(n->a);
+		break;
+	case SK_OR:
+		need = node_need_set(n->a);
+		if ((k = node_need_set(n->b)) > need)
+			need = k;
+		break;
+	case SK_AND:
+		for (struct snode *x = n->a; x; x = x->next)
+			if ((k = node_need_set(x)) > need)
+				need = k;
+		break;
+	default:
+		break;
+	}
+	n->need = need;
+	return need;
+}
+
+static void smsg_clear(struct smsg *m)
+{
+	msg_parsed_free(&m->parsed);
+	mail_stream_free(&m->stream);
+	free(m->blob);
+	m->blob = NULL;
+	m->blob_len = 0;
+	buf_clear(&m->fresh);
+	m->have_src = false;
+	m->parsed_fresh = false;
+	m->load_err = 0;
+}
+
+/* The message's content: its file (when opened, or openable on the loop) and its parsed
+ * structure (from the cache blob, else parsed from the file). Safe on the thread pool when
+ * m->s is NULL: then only what the loop prepared is used. */
+static int smsg_load(struct smsg *m, bool want_file)
+{
+	if (m->load_err)
+		return m->load_err;
+	int r = 0;
+	if (!m->have_src && m->stream == NULL && m->s != NULL && (want_file || m->parsed == NULL)) {
+		r = view_msg_open(m->s->view, m->seq, &m->stream);
+		if (r < 0)
+			m->stream = NULL;
+	}
+	if (r == 0 && !m->have_src && m->stream != NULL) {
 		bool crlf;
-		int fd = mail_stream_fd(c->stream, &crlf);
+		int fd = mail_stream_fd(m->stream, &crlf);
 		struct stat st;
-		if (fd < 0 || fstat(fd, &st) < 0)
+		if (fd < 0 || fstat(fd, &st) < 0) {
 			r = -EIO;
-		else
-			c->src = msg_source_fd(fd, (uint64_t)st.st_size);
+		} else {
+			m->src = msg_source_fd(fd, (uint64_t)st.st_size);
+			m->have_src = true;
+		}
 	}
-	if (r == 0) {
-		const void *blob;
-		size_t len;
-		struct mailbox *mbox = view_mailbox(s->view);
-		if (mailbox_cache_get(mbox, c->info.uid, &blob, &len) != 0 ||
-		    msg_parse_deserialize(blob, len, c->info.size, &c->parsed) != 0)
-			r = msg_parse(&c->src, NULL, &c->parsed);
+	if (r == 0 && m->parsed == NULL) {
+		const void *blob = m->blob;
+		size_t len = m->blob_len;
+		if (blob == NULL && m->s != NULL &&
+		    mailbox_cache_get(view_mailbox(m->s->view), m->info.uid, &blob, &len) != 0)
+			blob = NULL;
+		if (blob == NULL ||
+		    msg_parse_deserialize(blob, len, m->info.size, &m->parsed) != 0) {
+			if (!m->have_src)
+				r = -ENOENT;
+			else if ((r = msg_parse(&m->src, NULL, &m->parsed)) == 0)
+				m->parsed_fresh = true;
+		}
 	}
-	c->load_err = r ? r : 0;
+	if (r == 0 && want_file && !m->have_src)
+		r = -ENOENT;
+	if (r < 0)
+		m->load_err = r;
 	return r;
 }
 
-/* ASCII case-insensitive substring search. */
-static bool contains(const char *hay, size_t hlen, const char *needle, size_t nlen)
+/* An ASCII lower-case copy of a needle, for ci_contains. */
+struct needle {
+	char low[1001];
+	size_t len;
+};
+
+static void needle_init(struct needle *nd, const char *s, size_t len)
 {
-	if (nlen == 0)
+	nd->len = len < sizeof(nd->low) - 1 ? len : sizeof(nd->low) - 1;
+	for (size_t i = 0; i < nd->len; i++) {
+		unsigned char ch = (unsigned char)s[i];
+		nd->low[i] = (char)(ch >= 'A' && ch <= 'Z' ? ch + 32 : ch);
+	}
+	nd->low[nd->len] = '\0';
+}
+
+static inline unsigned char ascii_lower(unsigned char ch)
+{
+	return ch >= 'A' && ch <= 'Z' ? (unsigned char)(ch + 32) : ch;
+}
+
+/* ASCII case-insensitive substring search: memchr for the needle's first octet in either
+ * case, then a compare (strncasecmp at every position cost a third of SEARCH TEXT). */
+static bool ci_contains(const char *hay, size_t hlen, const struct needle *nd)
+{
+	size_t n = nd->len;
+	if (n == 0)
 		return true;
-	for (size_t i = 0; i + nlen <= hlen; i++)
-		if (strncasecmp(hay + i, needle, nlen) == 0)
+	if (hlen < n)
+		return false;
+	unsigned char lo = (unsigned char)nd->low[0];
+	unsigned char up = lo >= 'a' && lo <= 'z' ? (unsigned char)(lo - 32) : lo;
+	const char *p = hay, *last = hay + (hlen - n); /* last possible start */
+	while (p <= last) {
+		size_t span = (size_t)(last - p) + 1;
+		const char *a = memchr(p, lo, span);
+		const char *b = up != lo ? memchr(p, up, a ? (size_t)(a - p) : span) : NULL;
+		const char *q = b ? b : a;
+		if (q == NULL)
+			return false;
+		size_t i = 1;
+		while (i < n && ascii_lower((unsigned char)q[i]) == (unsigned char)nd->low[i])
+			i++;
+		if (i == n)
 			return true;
+		p = q + 1;
+	}
 	return false;
 }
 
-static bool header_match(struct search_ctx *c, const char *field, const char *str, size_t len)
+/* SEARCH HEADER field (any field): the decoded values of every such field of the header. */
+static bool header_match(struct smsg *m, const char *field, const struct needle *nd)
 {
-	if (load(c) < 0)
+	if (smsg_load(m, true) < 0)
 		return false;
 	struct buf b;
 	buf_init(&b, 256 * 1024);
 	bool found = false, any = false;
 	for (unsigned i = 0; !found; i++) {
 		buf_clear(&b);
-		if (msg_header_get(&c->src, c->parsed, field, i, true, &b) < 0)
+		if (msg_header_get(&m->src, m->parsed, field, i, true, &b) < 0)
 			break;
 		any = true;
-		found = contains(buf_peek(&b), buf_used(&b), str, len);
+		found = ci_contains(buf_peek(&b), buf_used(&b), nd);
 	}
 	buf_clear(&b);
-	return found || (any && len == 0);
+	return found || (any && nd->len == 0);
+}
+
+/* ---- the ENVELOPE as the source of FROM, TO, CC, BCC, SUBJECT and the Date ---- */
+
+struct env_reader {
+	const char *p, *end;
+};
+
+static void env_skip_sp(struct env_reader *r)
+{
+	while (r->p < r->end && *r->p == ' ')
+		r->p++;
+}
+
+/* One nstring of the ENVELOPE: NIL (returns 0), a quoted string or a literal (returns 1 with
+ * the unescaped bytes appended to OUT when OUT is not NULL); -1 on anything else. */
+static int env_nstring(struct env_reader *r, struct buf *out)
+{
+	env_skip_sp(r);
+	if (r->end - r->p >= 3 && memcmp(r->p, "NIL", 3) == 0) {
+		r->p += 3;
+		return 0;
+	}
+	if (r->p < r->end && *r->p == '"') {
+		r->p++;
+		while (r->p < r->end && *r->p != '"') {
+			if (*r->p == '\\' && r->p + 1 < r->end)
+				r->p++;
+			if (out && buf_append(out, r->p, 1) < 0)
+				return -1;
+			r->p++;
+		}
+		if (r->p >= r->end)
+			return -1;
+		r->p++;
+		return 1;
+	}
+	if (r->p < r->end && *r->p == '{') {
+		char *e;
+		unsigned long long n = strtoull(r->p + 1, &e, 10);
+		if (e >= r->end || *e != '}' || r->end - e < 3 || e[1] != '\r' || e[2] != '\n' ||
+		    n > (unsigned long long)(r->end - (e + 3)))
+			return -1;
+		if (out && buf_append(out, e + 3, (size_t)n) < 0)
+			return -1;
+		r->p = e + 3 + n;
+		return 1;
+	}
+	return -1;
+}
+
+/* Skip a parenthesised list (or NIL). */
+static int env_skip_list(struct env_reader *r)
+{
+	env_skip_sp(r);
+	if (r->end - r->p >= 3 && memcmp(r->p, "NIL", 3) == 0) {
+		r->p += 3;
+		return 0;
+	}
+	if (r->p >= r->end || *r->p != '(')
+		return -1;
+	r->p++;
+	for (;;) {
+		env_skip_sp(r);
+		if (r->p >= r->end)
+			return -1;
+		if (*r->p == ')') {
+			r->p++;
+			return 1;
+		}
+		if (*r->p == '(') {
+			if (env_skip_list(r) < 0)
+				return -1;
+		} else if (env_nstring(r, NULL) < 0) {
+			return -1;
+		}
+	}
+}
+
+/* An address list of the ENVELOPE written the way Dovecot matches SEARCH FROM/TO/CC/BCC:
+ * `name <mailbox@host>` (the name's encoded words decoded), `mailbox@host` without a name,
+ * `group: ...;` for groups, ", " between addresses. Returns 1, 0 for NIL, -1. */
+static int env_addresses(struct env_reader *r, struct buf *out)
+{
+	env_skip_sp(r);
+	if (r->end - r->p >= 3 && memcmp(r->p, "NIL", 3) == 0) {
+		r->p += 3;
+		return 0;
+	}
+	if (r->p >= r->end || *r->p != '(')
+		return -1;
+	r->p++;
+	bool first = true;
+	struct buf name, mbox, host;
+	buf_init(&name, 64 * 1024);
+	buf_init(&mbox, 64 * 1024);
+	buf_init(&host, 64 * 1024);
+	int ret = -1;
+	for (;;) {
+		env_skip_sp(r);
+		if (r->p >= r->end)
+			break;
+		if (*r->p == ')') {
+			r->p++;
+			ret = 1;
+			break;
+		}
+		if (*r->p != '(')
+			break;
+		r->p++;
+		buf_clear(&name);
+		buf_clear(&mbox);
+		buf_clear(&host);
+		int hn = env_nstring(r, &name);
+		int ha = env_nstring(r, NULL);
+		int hm = env_nstring(r, &mbox);
+		int hh = env_nstring(r, &host);
+		env_skip_sp(r);
+		if (hn < 0 || ha < 0 || hm < 0 || hh < 0 || r->p >= r->end || *r->p != ')')
+			break;
+		r->p++;
+		int e = 0;
+		if (hh == 0 && hm == 0) { /* end of a group */
+			e = buf_append(out, ";", 1);
+			continue;
+		}
+		if (!first)
+			e = buf_append(out, ", ", 2);
+		first = false;
+		if (hh == 0) { /* start of a group: its name */
+			if (e == 0)
+				e = buf_append(out, buf_peek(&mbox), buf_used(&mbox));
+			if (e == 0)
+				e = buf_append(out, ": ", 2);
+			first = true;
+		} else {
+			if (hn == 1 && buf_used(&name) > 0) {
+				e = msg_decode_words(buf_peek(&name), buf_used(&name), out);
+				if (e == 0)
+					e = buf_append(out, " <", 2);
+			}
+			if (e == 0)
+				e = buf_append(out, buf_peek(&mbox), buf_used(&mbox));
+			if (e == 0 && buf_used(&host) > 0) {
+				e = buf_append(out, "@", 1);
+				if (e == 0)
+					e = buf_append(out, buf_peek(&host), buf_used(&host));
+			}
+			if (e == 0 && hn == 1 && buf_used(&name) > 0)
+				e = buf_append(out, ">", 1);
+		}
+		if (e < 0)
+			break;
+	}
+	buf_clear(&name);
+	buf_clear(&mbox);
+	buf_clear(&host);
+	return ret;
+}
+
+/* ENVELOPE item IDX (0 date, 1 subject, 2 from, 3 sender, 4 reply-to, 5 to, 6 cc, 7 bcc) of
+ * the top message, as text into OUT (the subject decoded, addresses as env_addresses).
+ * Returns 1, 0 when NIL, -1 when the envelope cannot be read. */
+static int env_item(const struct msg_parsed *parsed, unsigned idx, struct buf *out)
+{
+	size_t len;
+	const char *env = msg_parsed_envelope(parsed, &len);
+	struct env_reader r = {env, env + len};
+	if (len == 0 || *r.p != '(')
+		return -1;
+	r.p++;
+	for (unsigned i = 0; i < idx; i++)
+		if ((i < 2 ? env_nstring(&r, NULL) : env_skip_list(&r)) < 0)
+			return -1;
+	if (idx >= 2)
+		return env_addresses(&r, out);
+	if (idx == 0)
+		return env_nstring(&r, out);
+	struct buf raw;
+	buf_init(&raw, 256 * 1024);
+	int ret = env_nstring(&r, &raw);
+	if (ret == 1 &&
+	    msg_decode_words(buf_used(&raw) ? buf_peek(&raw) : "", buf_used(&raw), out) < 0)
+		ret = -1;
+	buf_clear(&raw);
+	return ret;
+}
+
+/* FROM, TO, CC, BCC, SUBJECT with a non-empty string: from the ENVELOPE. */
+static bool envelope_match(struct smsg *m, const char *field, const struct needle *nd)
+{
+	static const struct {
+		const char *name;
+		unsigned idx;
+	} items[] = {{"FROM", 2}, {"TO", 5}, {"CC", 6}, {"BCC", 7}, {"SUBJECT", 1}};
+	unsigned idx = 0;
+	for (size_t i = 0; i < sizeof(items) / sizeof(items[0]); i++)
+		if (field == header_keys[i])
+			idx = items[i].idx;
+	if (idx == 0 || smsg_load(m, false) < 0)
+		return false;
+	struct buf b;
+	buf_init(&b, 256 * 1024);
+	bool found = env_item(m->parsed, idx, &b) == 1 &&
+		     ci_contains(buf_used(&b) ? buf_peek(&b) : "", buf_used(&b), nd);
+	buf_clear(&b);
+	return found;
 }
 
 struct text_match {
-	const char *needle;
-	size_t nlen;
+	const struct needle *nd;
 	char tail[1024];
 	size_t tail_len;
 };
@@ -531,18 +893,19 @@ struct text_match {
 static int text_cb(void *ctx, const char *utf8, size_t len)
 {
 	struct text_match *t = ctx;
+	size_t nlen = t->nd->len;
 	/* Look across the chunk boundary: the last nlen-1 bytes of the previous chunk. */
 	char joined[2048];
-	size_t head = len < t->nlen ? len : t->nlen;
-	if (t->tail_len + head <= sizeof(joined)) {
+	size_t head = len < nlen ? len : nlen;
+	if (t->tail_len > 0 && t->tail_len + head <= sizeof(joined)) {
 		memcpy(joined, t->tail, t->tail_len);
 		memcpy(joined + t->tail_len, utf8, head);
-		if (contains(joined, t->tail_len + head, t->needle, t->nlen))
+		if (ci_contains(joined, t->tail_len + head, t->nd))
 			return 1;
 	}
-	if (contains(utf8, len, t->needle, t->nlen))
+	if (ci_contains(utf8, len, t->nd))
 		return 1;
-	size_t keep = t->nlen > 1 ? t->nlen - 1 : 0;
+	size_t keep = nlen > 1 ? nlen - 1 : 0;
 	if (keep > len)
 		keep = len;
 	memcpy(t->tail, utf8 + len - keep, keep);
@@ -550,38 +913,47 @@ static int text_cb(void *ctx, const char *utf8, size_t len)
 	return 0;
 }
 
-static bool text_match(struct search_ctx *c, unsigned what, const char *str, size_t len)
+static bool text_match(struct smsg *m, unsigned what, const char *str, size_t len)
 {
 	if (len == 0)
 		return true;
-	if (len > 1000 || load(c) < 0)
+	if (len > 1000 || smsg_load(m, true) < 0)
 		return false;
-	struct text_match t = {str, len, "", 0};
-	return msg_text_foreach(&c->src, c->parsed, what, text_cb, &t) == 1;
+	struct needle nd;
+	needle_init(&nd, str, len);
+	struct text_match t = {&nd, "", 0};
+	return msg_text_foreach(&m->src, m->parsed, what, text_cb, &t) == 1;
 }
 
-static bool sent_day(struct search_ctx *c, int64_t *day_r)
+static bool sent_day(struct smsg *m, int64_t *day_r)
 {
-	if (load(c) < 0)
+	if (smsg_load(m, false) < 0)
 		return false;
 	struct buf b;
 	buf_init(&b, 4096);
-	bool ok = msg_header_get(&c->src, c->parsed, "Date", 0, false, &b) == 0 &&
-		  buf_append(&b, "", 1) == 0 && parse_header_date(buf_peek(&b), day_r);
+	bool ok = env_item(m->parsed, 0, &b) == 1 && buf_append(&b, "", 1) == 0 &&
+		  parse_header_date(buf_peek(&b), day_r);
 	buf_clear(&b);
 	return ok;
 }
 
-static bool eval(struct search_ctx *c, const struct snode *n)
+/* Evaluate N for M. CONTENT false: keys that need the message's content answer T_MAYBE
+ * (the loop's first pass); true: they are evaluated (loading the content as needed). */
+static enum tri eval(const struct snode *n, struct smsg *m, bool content)
 {
-	const struct mail_info *in = &c->info;
+	const struct mail_info *in = &m->info;
 	int64_t iday = in->internal_date >= 0 ? in->internal_date / 86400
 					      : -((-in->internal_date + 86399) / 86400);
 	int64_t save_day = in->save_date / 86400; /* never before the epoch */
 	int64_t sday;
+	enum tri a, b;
+	struct needle nd;
+	if (!content && n->need != NEED_META && n->key != SK_NOT && n->key != SK_OR &&
+	    n->key != SK_AND)
+		return T_MAYBE;
 	switch (n->key) {
 	case SK_ALL:
-		return true;
+		return T_YES;
 	case SK_FLAG:
 		return ((in->flags & n->flag) != 0) == n->want;
 	case SK_KEYWORD:
@@ -607,11 +979,11 @@ static bool eval(struct search_ctx *c, const struct snode *n)
 	case SK_SINCE:
 		return iday >= n->day;
 	case SK_SENTBEFORE:
-		return sent_day(c, &sday) && sday < n->day;
+		return sent_day(m, &sday) && sday < n->day;
 	case SK_SENTON:
-		return sent_day(c, &sday) && sday == n->day;
+		return sent_day(m, &sday) && sday == n->day;
 	case SK_SENTSINCE:
-		return sent_day(c, &sday) && sday >= n->day;
+		return sent_day(m, &sday) && sday >= n->day;
 	case SK_SAVEDBEFORE:
 		return save_day < n->day;
 	case SK_SAVEDON:
@@ -621,28 +993,223 @@ static bool eval(struct search_ctx *c, const struct snode *n)
 	case SK_EMAILID:
 		return n->num != 0 && in->email_id == n->num;
 	case SK_THREADID:
-		return false;
+		return T_NO;
 	case SK_HEADER:
-		return header_match(c, n->field, n->str, n->str_len);
+		needle_init(&nd, n->str, n->str_len);
+		if (n->need == NEED_PARSED)
+			return envelope_match(m, n->field, &nd);
+		return n->str_len <= 1000 && header_match(m, n->field, &nd);
 	case SK_BODY:
-		return text_match(c, MSG_TEXT_BODIES, n->str, n->str_len);
+		return text_match(m, MSG_TEXT_BODIES, n->str, n->str_len);
 	case SK_TEXT:
-		return text_match(c, MSG_TEXT_HEADERS | MSG_TEXT_BODIES, n->str, n->str_len);
+		return text_match(m, MSG_TEXT_HEADERS | MSG_TEXT_BODIES, n->str, n->str_len);
 	case SK_UIDSET:
 		return imap_seqset_contains(&n->set, in->uid);
 	case SK_SEQSET:
-		return imap_seqset_contains(&n->set, c->seq);
+		return imap_seqset_contains(&n->set, m->seq);
 	case SK_NOT:
-		return !eval(c, n->a);
+		a = eval(n->a, m, content);
+		return a == T_MAYBE ? T_MAYBE : (a == T_YES ? T_NO : T_YES);
 	case SK_OR:
-		return eval(c, n->a) || eval(c, n->b);
+		if ((a = eval(n->a, m, content)) == T_YES)
+			return T_YES;
+		if ((b = eval(n->b, m, content)) == T_YES)
+			return T_YES;
+		return a == T_MAYBE || b == T_MAYBE ? T_MAYBE : T_NO;
 	case SK_AND:
-		for (const struct snode *k = n->a; k; k = k->next)
-			if (!eval(c, k))
-				return false;
+		a = T_YES;
+		for (const struct snode *k = n->a; k; k = k->next) {
+			if ((b = eval(k, m, content)) == T_NO)
+				return T_NO;
+			if (b == T_MAYBE)
+				a = T_MAYBE;
+		}
+		return a;
+	}
+	return T_NO;
+}
+
+/* ---- batches on the thread pool ---- */
+
+/* DESIGN.md: SEARCH over bodies runs on libuv's thread pool and its result is applied on the
+ * loop thread. The loop evaluates what the store's records answer (flags, sizes, dates, UIDs,
+ * sequence numbers); a message the program still needs content for goes into a batch with
+ * its file opened (on the loop, where the store lives) and a copy of its cached parsed blob.
+ * A pool thread evaluates the batch; the loop applies its matches by UID: a message expunged
+ * meanwhile (the view still shows its number until it may announce the EXPUNGE) never
+ * matches. At most SEARCH_POOL_SLOTS batches of all searches run at once (one per core: the
+ * pool's other threads stay free for SELECT's opens and the store's fsyncs), at most
+ * SEARCH_PER_CMD of one search; a search finding the slots taken waits in a FIFO. */
+#define SEARCH_BATCH      64
+#define SEARCH_POOL_SLOTS 2
+#define SEARCH_PER_CMD    2
+
+bool imap_async_search = true;
+
+struct search_batch {
+	uv_work_t work;
+	struct search_ctx *c;
+	uint32_t n;
+	struct smsg m[SEARCH_BATCH];
+};
+
+static unsigned pool_busy;
+static struct search_ctx *wait_head, *wait_tail;
+
+static void batch_free(struct search_batch *b)
+{
+	if (b == NULL)
+		return;
+	for (uint32_t i = 0; i < b->n; i++)
+		smsg_clear(&b->m[i]);
+	free(b);
+}
+
+static void wait_list_add(struct search_ctx *c)
+{
+	if (c->waiting)
+		return;
+	c->waiting = true;
+	c->wait_next = NULL;
+	if (wait_tail)
+		wait_tail->wait_next = c;
+	else
+		wait_head = c;
+	wait_tail = c;
+}
+
+static void wait_list_remove(struct search_ctx *c)
+{
+	if (!c->waiting)
+		return;
+	struct search_ctx **pp = &wait_head, *prev = NULL;
+	while (*pp && *pp != c) {
+		prev = *pp;
+		pp = &(*pp)->wait_next;
+	}
+	if (*pp == c) {
+		*pp = c->wait_next;
+		if (wait_tail == c)
+			wait_tail = prev;
+	}
+	c->waiting = false;
+	c->wait_next = NULL;
+}
+
+/* Pool slots freed: the searches waiting for one go on, oldest first. */
+static void wake_waiters(void)
+{
+	while (pool_busy < SEARCH_POOL_SLOTS && wait_head) {
+		struct search_ctx *w = wait_head;
+		wait_list_remove(w);
+		if (w->s)
+			imap_session_wakeup(w->s);
+	}
+}
+
+static void batch_work(uv_work_t *w)
+{
+	struct search_batch *b = w->data;
+	for (uint32_t i = 0; i < b->n; i++) {
+		struct smsg *m = &b->m[i];
+		m->match = eval(b->c->prog, m, true) == T_YES;
+		if (m->parsed_fresh) {
+			/* parsed here for the first time: the loop puts it into the cache */
+			buf_init(&m->fresh, 1u << 20);
+			if (msg_parse_serialize(m->parsed, &m->fresh) < 0)
+				buf_clear(&m->fresh);
+		}
+		msg_parsed_free(&m->parsed);
+	}
+}
+
+static void batch_done(uv_work_t *w, int status)
+{
+	struct search_batch *b = w->data;
+	struct search_ctx *c = b->c;
+	pool_busy--;
+	c->inflight--;
+	struct imap_session *s = c->s;
+	if (s == NULL || s->view == NULL) {
+		batch_free(b);
+		if (s == NULL && c->inflight == 0)
+			search_ctx_free(c);
+		wake_waiters();
+		return;
+	}
+	for (uint32_t i = 0; i < b->n; i++) {
+		struct smsg *m = &b->m[i];
+		if (buf_used(&m->fresh) > 0)
+			mailbox_cache_put(view_mailbox(s->view), m->info.uid, buf_peek(&m->fresh),
+					  buf_used(&m->fresh));
+		struct mail_info now;
+		if (status == 0 && m->match && view_msg_info(s->view, m->seq, &now) == 0 &&
+		    now.uid == m->info.uid)
+			c->hits[(m->seq - 1) / 8] |= (uint8_t)(1u << ((m->seq - 1) % 8));
+	}
+	if (status < 0)
+		c->batch_err = status;
+	batch_free(b);
+	wake_waiters();
+	imap_session_wakeup(s); /* may finish the command and free c */
+}
+
+/* Put message M (the loop could not decide it) into the batch being filled. */
+static int batch_add(struct search_ctx *c, const struct smsg *m)
+{
+	if (c->fill == NULL) {
+		c->fill = calloc(1, sizeof(*c->fill));
+		if (c->fill == NULL)
+			return -ENOMEM;
+		c->fill->c = c;
+		c->fill->work.data = c->fill;
+	}
+	struct smsg *bm = &c->fill->m[c->fill->n++];
+	bm->seq = m->seq;
+	bm->info = m->info;
+	struct view *v = c->s->view;
+	const void *blob;
+	size_t len;
+	if (mailbox_cache_get(view_mailbox(v), m->info.uid, &blob, &len) == 0 &&
+	    (bm->blob = malloc(len)) != NULL) {
+		memcpy(bm->blob, blob, len);
+		bm->blob_len = len;
+	}
+	if (c->need == NEED_FILE || bm->blob == NULL) {
+		/* the file, opened here; its size is taken on the pool */
+		if (view_msg_open(v, m->seq, &bm->stream) < 0) {
+			bm->stream = NULL;
+			bm->load_err = -ENOENT;
+		}
+	}
+	return 0;
+}
+
+/* Hand the filled batch to the pool. False when no slot is free (the search waits). */
+static bool batch_queue(struct search_ctx *c)
+{
+	if (c->inflight >= SEARCH_PER_CMD)
+		return false; /* its own batch_done wakes it */
+	if (pool_busy >= SEARCH_POOL_SLOTS) {
+		wait_list_add(c);
+		return false;
+	}
+	struct search_batch *b = c->fill;
+	if (uv_queue_work(conn_loop(c->s->conn), &b->work, batch_work, batch_done) < 0) {
+		/* cannot happen with a valid loop; evaluate here rather than lose the messages */
+		for (uint32_t i = 0; i < b->n; i++) {
+			struct smsg *m = &b->m[i];
+			if (eval(c->prog, m, true) == T_YES)
+				c->hits[(m->seq - 1) / 8] |= (uint8_t)(1u << ((m->seq - 1) % 8));
+		}
+		batch_free(b);
+		c->fill = NULL;
 		return true;
 	}
-	return false;
+	c->fill = NULL;
+	pool_busy++;
+	c->inflight++;
+	return true;
 }
 
 enum ret_opts {
@@ -664,96 +1231,127 @@ static enum cmd_result search_finish(struct imap_cmd *cmd, struct search_ctx *c)
 {
 	struct imap_session *s = cmd->s;
 	unsigned ret = c->ret;
-	imap_seqset_normalize(&c->result);
-	imap_seqset_normalize(&c->result_uids);
+	if (c->batch_err < 0) {
+		imap_cmd_reply(cmd, "NO", "[SERVERBUG] Search failed.");
+		return CMD_DONE;
+	}
+	/* The matches in sequence order; one expunged since it was evaluated never matches. */
+	uint64_t matches = 0, highest_match = 0;
+	uint32_t min = 0, max = 0;
+	struct imap_seqset result, result_uids;
+	imap_seqset_init(&result);
+	imap_seqset_init(&result_uids);
+	for (uint32_t seq = 1; seq <= c->count; seq++) {
+		if (!(c->hits[(seq - 1) / 8] & (1u << ((seq - 1) % 8))))
+			continue;
+		struct mail_info info;
+		if (view_msg_info(s->view, seq, &info) < 0)
+			continue;
+		uint32_t v = cmd->uid ? info.uid : seq;
+		matches++;
+		if (info.modseq > highest_match)
+			highest_match = info.modseq;
+		if (!min)
+			min = v;
+		max = v;
+		if (imap_seqset_add(&result, v, v) < 0 ||
+		    imap_seqset_add(&result_uids, info.uid, info.uid) < 0) {
+			imap_seqset_free(&result);
+			imap_seqset_free(&result_uids);
+			imap_cmd_reply(cmd, "NO", "[LIMIT] Too many results.");
+			return CMD_DONE;
+		}
+		/* Keep the sets small: merge adjacent numbers as they come. */
+		if (result.n >= 1024) {
+			imap_seqset_normalize(&result);
+			imap_seqset_normalize(&result_uids);
+		}
+	}
+	imap_seqset_normalize(&result);
+	imap_seqset_normalize(&result_uids);
 	if (!c->esearch && !(ret & RET_SAVE)) {
 		conn_write_str(s->conn, "* SEARCH");
-		for (size_t i = 0; i < c->result.n; i++)
-			for (uint64_t v = c->result.r[i].lo; v <= c->result.r[i].hi; v++)
+		for (size_t i = 0; i < result.n; i++)
+			for (uint64_t v = result.r[i].lo; v <= result.r[i].hi; v++)
 				conn_printf(s->conn, " %llu", (unsigned long long)v);
-		if (c->modseq_key && c->matches)
-			conn_printf(s->conn, " (MODSEQ %llu)",
-				    (unsigned long long)c->highest_match);
+		if (c->modseq_key && matches)
+			conn_printf(s->conn, " (MODSEQ %llu)", (unsigned long long)highest_match);
 		conn_write_str(s->conn, "\r\n");
 	}
 	if (ret & RET_SAVE) {
 		/* SAVE with MIN or MAX alone saves just those (RFC 5182 §2.4). */
 		imap_seqset_clear(&s->searchres);
 		if ((ret & (RET_MIN | RET_MAX)) && !(ret & (RET_ALL | RET_COUNT))) {
-			uint32_t lo_uid = c->result_uids.n ? c->result_uids.r[0].lo : 0;
-			uint32_t hi_uid = imap_seqset_max(&c->result_uids);
+			uint32_t lo_uid = result_uids.n ? result_uids.r[0].lo : 0;
+			uint32_t hi_uid = imap_seqset_max(&result_uids);
 			if (ret & RET_MIN && lo_uid)
 				imap_seqset_add(&s->searchres, lo_uid, lo_uid);
 			if (ret & RET_MAX && hi_uid)
 				imap_seqset_add(&s->searchres, hi_uid, hi_uid);
 			imap_seqset_normalize(&s->searchres);
 		} else {
-			imap_seqset_copy(&s->searchres, &c->result_uids);
+			imap_seqset_copy(&s->searchres, &result_uids);
 		}
 	}
 	if (c->esearch) {
 		conn_printf(s->conn, "* ESEARCH (TAG \"%s\")%s", cmd->tag, cmd->uid ? " UID" : "");
-		if ((ret & RET_MIN) && c->matches)
-			conn_printf(s->conn, " MIN %u", c->min);
-		if ((ret & RET_MAX) && c->matches)
-			conn_printf(s->conn, " MAX %u", c->max);
-		if ((ret & RET_ALL) && c->matches) {
-			size_t need = imap_seqset_format(&c->result, NULL, 0);
+		if ((ret & RET_MIN) && matches)
+			conn_printf(s->conn, " MIN %u", min);
+		if ((ret & RET_MAX) && matches)
+			conn_printf(s->conn, " MAX %u", max);
+		if ((ret & RET_ALL) && matches) {
+			size_t need = imap_seqset_format(&result, NULL, 0);
 			char *out = malloc(need + 1);
 			if (out) {
-				imap_seqset_format(&c->result, out, need + 1);
+				imap_seqset_format(&result, out, need + 1);
 				conn_printf(s->conn, " ALL %s", out);
 				free(out);
 			}
 		}
 		if (ret & RET_COUNT)
-			conn_printf(s->conn, " COUNT %llu", (unsigned long long)c->matches);
-		if (c->modseq_key && c->matches)
-			conn_printf(s->conn, " MODSEQ %llu", (unsigned long long)c->highest_match);
+			conn_printf(s->conn, " COUNT %llu", (unsigned long long)matches);
+		if (c->modseq_key && matches)
+			conn_printf(s->conn, " MODSEQ %llu", (unsigned long long)highest_match);
 		conn_write_str(s->conn, "\r\n");
 	}
+	imap_seqset_free(&result);
+	imap_seqset_free(&result_uids);
 	imap_cmd_reply(cmd, "OK", "Search completed.");
 	return CMD_DONE;
 }
 
-/* Evaluate messages until done or the slice is used up. */
+/* Evaluate messages until done or the slice is used up: on the loop what the records
+ * answer, the rest in batches on the pool (imap_async_search), or here, content and all. */
 static enum cmd_result search_run(struct imap_cmd *cmd, struct search_ctx *c)
 {
 	struct imap_session *s = cmd->s;
+	bool async = imap_async_search && c->need != NEED_META;
 	uint64_t start = uv_hrtime();
 	bool progress = false;
-	while (c->next_seq <= c->count) {
+	for (;;) {
+		if (c->fill && (c->fill->n == SEARCH_BATCH || c->next_seq > c->count) &&
+		    !batch_queue(c))
+			return CMD_MORE; /* a finished batch or a freed slot wakes it */
+		if (c->next_seq > c->count)
+			break;
 		if (progress && uv_hrtime() - start >= IMAP_SLICE_NS)
 			return imap_cmd_yield(cmd);
 		progress = true;
-		uint32_t seq = c->next_seq++;
-		c->seq = seq;
-		if (view_msg_info(s->view, seq, &c->info) < 0)
+		struct smsg m;
+		memset(&m, 0, sizeof(m));
+		m.seq = c->next_seq++;
+		m.s = s;
+		if (view_msg_info(s->view, m.seq, &m.info) < 0)
 			continue; /* expunged meanwhile: never matches */
-		bool m = eval(c, c->prog);
-		msg_parsed_free(&c->parsed);
-		mail_stream_free(&c->stream);
-		c->load_err = 0;
-		if (!m)
-			continue;
-		uint32_t v = cmd->uid ? c->info.uid : seq;
-		c->matches++;
-		if (c->info.modseq > c->highest_match)
-			c->highest_match = c->info.modseq;
-		if (!c->min)
-			c->min = v;
-		c->max = v;
-		if (imap_seqset_add(&c->result, v, v) < 0 ||
-		    imap_seqset_add(&c->result_uids, c->info.uid, c->info.uid) < 0) {
-			imap_cmd_reply(cmd, "NO", "[LIMIT] Too many results.");
-			return CMD_DONE;
-		}
-		/* Keep the sets small: merge adjacent numbers as they come. */
-		if (c->result.n >= 1024) {
-			imap_seqset_normalize(&c->result);
-			imap_seqset_normalize(&c->result_uids);
-		}
+		enum tri t = eval(c->prog, &m, !async);
+		smsg_clear(&m);
+		if (t == T_YES)
+			c->hits[(m.seq - 1) / 8] |= (uint8_t)(1u << ((m.seq - 1) % 8));
+		else if (t == T_MAYBE && batch_add(c, &m) < 0)
+			c->batch_err = -ENOMEM;
 	}
+	if (c->inflight > 0)
+		return CMD_MORE;
 	return search_finish(cmd, c);
 }
 
@@ -824,8 +1422,6 @@ enum cmd_result imap_cmd_search(struct imap_cmd *cmd)
 		return CMD_DONE;
 	}
 	c->s = s;
-	imap_seqset_init(&c->result);
-	imap_seqset_init(&c->result_uids);
 	cmd->ctx = c;
 	cmd->ctx_free = search_cmd_free;
 	c->prog = parse_list(c, a, 0);
@@ -835,14 +1431,20 @@ enum cmd_result imap_cmd_search(struct imap_cmd *cmd)
 	}
 	if (c->modseq_key)
 		imap_condstore_enable(s); /* CONDSTORE-enabling (RFC 7162 §3.1) */
+	c->need = node_need_set(c->prog);
 	c->ret = ret;
 	c->esearch = esearch;
 	c->next_seq = 1;
 	c->count = view_count(s->view);
+	c->hits = calloc((size_t)c->count / 8 + 1, 1);
+	if (!c->hits) {
+		imap_cmd_reply(cmd, "NO", "[SERVERBUG] Out of memory.");
+		return CMD_DONE;
+	}
 	return search_run(cmd, c);
 }
 
-/* ---- the search program for SORT and THREAD (imap_sort.c) ---- */
+/* ---- the search program for SORT and THREAD ---- */
 
 int imap_search_parse(struct imap_session *s, const struct imap_arg *args,
 		      struct search_ctx **search_r, const char **error_r)
@@ -853,8 +1455,6 @@ int imap_search_parse(struct imap_session *s, const struct imap_arg *args,
 		return -ENOMEM;
 	}
 	c->s = s;
-	imap_seqset_init(&c->result);
-	imap_seqset_init(&c->result_uids);
 	c->prog = parse_list(c, args, 0);
 	if (!c->prog) {
 		*error_r = c->error ? c->error : "Invalid search.";
@@ -863,6 +1463,7 @@ int imap_search_parse(struct imap_session *s, const struct imap_arg *args,
 	}
 	if (c->modseq_key)
 		imap_condstore_enable(s);
+	c->need = node_need_set(c->prog);
 	c->next_seq = 1;
 	c->count = view_count(s->view);
 	*search_r = c;
@@ -882,16 +1483,16 @@ int imap_search_step(struct search_ctx *c, imap_search_match_fn *match, void *ct
 		if (progress && uv_hrtime() - start >= IMAP_SLICE_NS)
 			return 0;
 		progress = true;
-		uint32_t seq = c->next_seq++;
-		c->seq = seq;
-		if (view_msg_info(c->s->view, seq, &c->info) < 0)
+		struct smsg *m = &c->cur;
+		smsg_clear(m);
+		m->seq = c->next_seq++;
+		m->s = c->s;
+		if (view_msg_info(c->s->view, m->seq, &m->info) < 0)
 			continue; /* expunged meanwhile: never matches */
-		bool m = eval(c, c->prog);
-		msg_parsed_free(&c->parsed);
-		mail_stream_free(&c->stream);
-		c->load_err = 0;
-		if (m) {
-			int r = match(ctx, seq, &c->info);
+		bool hit = eval(c->prog, m, true) == T_YES;
+		smsg_clear(m);
+		if (hit) {
+			int r = match(ctx, m->seq, &m->info);
 			if (r < 0)
 				return r;
 		}

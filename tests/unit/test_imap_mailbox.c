@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +39,8 @@ static int env_setup(void **state)
 	imap_slice_ns = UINT64_MAX;
 	/* SELECT opens in-line here; test_async_select covers the thread-pool path. */
 	imap_async_open = false;
+	/* SEARCH reads content on the loop here; test_async_search covers the pool path. */
+	imap_async_search = false;
 	*state = e;
 	return 0;
 }
@@ -659,6 +662,122 @@ static void test_yield(void **state)
 	imap_slice_ns = UINT64_MAX;
 	fake_conn_free(&a);
 	fake_conn_free(&b);
+}
+
+/* Run the loop until everything (pool work, handles being closed) is finished. */
+static void drain_loop(struct env *e)
+{
+	while (uv_loop_alive(&e->loop))
+		uv_run(&e->loop, UV_RUN_ONCE);
+}
+
+#define MSG_ANDRE                                                                                  \
+	"From: =?ISO-8859-1?Q?Andr=E9?= <andre@example.org>\r\n"                                   \
+	"To: Team: carol@example.org, dan@example.org;\r\n"                                        \
+	"Subject: =?UTF-8?Q?caf=C3=A9_menu?=\r\n"                                                  \
+	"Date: Tue, 3 Nov 2026 09:00:00 +0000\r\n"                                                 \
+	"\r\n"                                                                                     \
+	"lunch at noon\r\n"
+
+/* Delete the message file holding NEEDLE behind the server's back (an outside expunge). */
+static void unlink_file_with(struct env *e, const char *user, const char *needle)
+{
+	char dir[600], path[900], buf[4096];
+	int found = 0;
+	for (int d = 0; d < 2; d++) {
+		snprintf(dir, sizeof(dir), "%s/%s/%s", e->root, user, d ? "new" : "cur");
+		DIR *dh = opendir(dir);
+		assert_non_null(dh);
+		struct dirent *de;
+		while ((de = readdir(dh)) != NULL) {
+			if (de->d_name[0] == '.')
+				continue;
+			snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+			int fd = open(path, O_RDONLY);
+			assert_true(fd >= 0);
+			ssize_t n = read(fd, buf, sizeof(buf) - 1);
+			close(fd);
+			buf[n > 0 ? n : 0] = '\0';
+			if (strstr(buf, needle)) {
+				assert_int_equal(unlink(path), 0);
+				found++;
+			}
+		}
+		closedir(dh);
+	}
+	assert_int_equal(found, 1);
+}
+
+/* SEARCH with content keys in batches on the thread pool: the same answers as on the loop
+ * (FROM/TO/SUBJECT/SENT* from the ENVELOPE, encoded words and groups), a message expunged
+ * while its batch is on the pool never matches, and a session that goes away meanwhile
+ * leaves nothing behind. */
+static void test_async_search(void **state)
+{
+	struct env *e = *state;
+	struct conn *a = logged_in(e, "nora");
+	struct conn *b = logged_in(e, "nora");
+	fake_conn_input(a, "s SELECT INBOX\r\n");
+	append(a, "a1", "INBOX", "", MSG1, 1);
+	append(a, "a2", "INBOX", "", "Subject: x\r\n\r\ny\r\n", 2);
+	append(a, "a3", "INBOX", "(\\Flagged) ",
+	       "Subject: third\r\nFrom: zed@x\r\n\r\nthe FOX again\r\n", 3);
+	append(a, "a4", "INBOX", "", MSG_ANDRE, 4);
+	append(a, "a5", "INBOX", "", "Subject: x\r\n\r\ny\r\n", 5);
+	free(fake_conn_take_output(a));
+	fake_conn_input(b, "s SELECT INBOX\r\n");
+	free(fake_conn_take_output(b));
+	static const char *const searches[][2] = {
+		{"SEARCH TEXT fox", "* SEARCH 1 3"},
+		{"SEARCH CHARSET UTF-8 FROM \"andr\xc3\xa9 <andre@\"", "* SEARCH 4"},
+		{"SEARCH FROM \"Alice <alice@example.org>\"", "* SEARCH 1"},
+		{"SEARCH TO team", "* SEARCH 4"},
+		{"SEARCH TO dan@example", "* SEARCH 4"},
+		{"SEARCH CHARSET UTF-8 SUBJECT \"CAF\xc3\xa9 m\"", "* SEARCH 4"},
+		{"SEARCH SENTON 3-Nov-2026", "* SEARCH 4"},
+		{"SEARCH SENTBEFORE 3-Nov-2026", "* SEARCH 1"},
+		{"SEARCH NOT FROM alice", "* SEARCH 2 3 4 5"},
+		{"UID SEARCH OR FROM zed BODY lunch", "* SEARCH 3 4"},
+		{"SEARCH FLAGGED TEXT fox", "* SEARCH 3"},
+		{"SEARCH UNFLAGGED NOT TEXT fox", "* SEARCH 2 4 5"},
+		{"SEARCH HEADER Subject X", "* SEARCH 2 5"},
+		{"SEARCH RETURN (MIN MAX COUNT) BODY y",
+		 "* ESEARCH (TAG \"q\") MIN 2 MAX 5 COUNT 2"},
+	};
+	/* Both paths, yielding after every message and never: the same bytes. */
+	for (int mode = 0; mode < 4; mode++) {
+		imap_async_search = mode & 1;
+		imap_slice_ns = mode & 2 ? 0 : UINT64_MAX;
+		for (size_t i = 0; i < sizeof(searches) / sizeof(searches[0]); i++) {
+			char line[256], want[256];
+			snprintf(line, sizeof(line), "q %s\r\n", searches[i][0]);
+			snprintf(want, sizeof(want), "%s\r\nq OK Search completed.\r\n",
+				 searches[i][1]);
+			fake_conn_input(a, line);
+			wait_for(e, a, "q OK");
+			expect(a, want);
+		}
+	}
+	/* An outside expunge of message 3 after its batch went to the pool, before the result
+	 * is applied: no match, and its EXPUNGE waits for a command that may carry it. */
+	imap_async_search = true;
+	imap_slice_ns = UINT64_MAX;
+	fake_conn_input(a, "t SEARCH TEXT fox\r\n");
+	assert_int_equal(fake_conn_output_len(a), 0);
+	unlink_file_with(e, "nora", "FOX again");
+	fake_conn_input(b, "n NOOP\r\n");
+	expect(b, "* 3 EXPUNGE\r\nn OK NOOP completed.\r\n");
+	wait_for(e, a, "t OK");
+	expect(a, "* SEARCH 1\r\nt OK Search completed.\r\n");
+	fake_conn_input(a, "u NOOP\r\n");
+	expect(a, "* 3 EXPUNGE\r\nu OK NOOP completed.\r\n");
+	/* The session goes away while its batch is on the pool. */
+	fake_conn_input(a, "v SEARCH BODY lunch\r\n");
+	assert_int_equal(fake_conn_output_len(a), 0);
+	fake_conn_free(&a);
+	fake_conn_free(&b);
+	drain_loop(e);
+	imap_async_search = false;
 }
 
 static void test_async_select(void **state)
@@ -1416,6 +1535,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_binary, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_yield, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_async_select, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(test_async_search, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_rev2, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_pop3_and_failures, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_bytewise, env_setup, env_teardown),
