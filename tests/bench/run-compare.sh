@@ -35,6 +35,11 @@ PAM_LIB=/usr/lib/x86_64-linux-gnu/libpam_wrapper.so
 PAM_MATRIX=/usr/lib/x86_64-linux-gnu/pam_wrapper/pam_matrix.so
 MAIL_USER=nobody
 MAIL_GROUP=$(id -gn nobody)
+# Dovecot's mail processes run as another user: each of its IDLE processes holds an inotify
+# instance, counted per user (fs.inotify.max_user_instances), and the machine's other
+# nobody-owned daemons (test runs) must not run out of theirs.
+DC_USER=${MK_BENCH_DC_USER:-mail}
+DC_GROUP=$(id -gn "$DC_USER")
 
 say() { printf 'run-compare: %s\n' "$*" >&2; }
 
@@ -114,8 +119,9 @@ rm -rf "$WORK/src/u-template"
 for s in mk dc; do
 	mkdir -p "$WORK/$s"
 	cp -a "$WORK/src" "$WORK/$s/mail"
-	chown -R "$MAIL_USER:$MAIL_GROUP" "$WORK/$s/mail"
 done
+chown -R "$MAIL_USER:$MAIL_GROUP" "$WORK/mk/mail"
+chown -R "$DC_USER:$DC_GROUP" "$WORK/dc/mail"
 rm -rf "$WORK/src"
 mkdir -p "$WORK/dc/run" "$WORK/dc/state"
 
@@ -191,8 +197,8 @@ export PAM_WRAPPER=1 PAM_WRAPPER_SERVICE_DIR="$WORK/pam.d" PAM_WRAPPER_DISABLE_D
 LD_PRELOAD=$PAM_LIB "$MK" -f -c "$WORK/mk/mailkeep.conf" 2>"$WORK/mk/mailkeep.log" &
 MK_PID=$!
 
-# 6. Dovecot. Each IDLE connection is an imap process holding an inotify instance, all as the
-# mail user: Debian's default fs.inotify.max_user_instances (128) would make all but 128 of
+# 6. Dovecot. Each IDLE connection is an imap process holding an inotify instance, all as
+# $DC_USER: Debian's default fs.inotify.max_user_instances (128) would make all but 128 of
 # them fall back to polling every 30 s. Raised for the run, as a Dovecot administrator would
 # (Dovecot logs that advice), and put back on exit.
 inotify=$(cat /proc/sys/fs/inotify/max_user_instances)
@@ -201,7 +207,7 @@ if [ "$inotify" -lt $((IDLE_N + 1000)) ]; then
 	echo $((IDLE_N + 1000)) >/proc/sys/fs/inotify/max_user_instances
 fi
 sed -e "s|@WORK@|$WORK|g" -e "s|@CERT@|$WORK/cert.pem|g" -e "s|@KEY@|$WORK/key.pem|g" \
-	-e "s|@UID@|$MAIL_USER|g" -e "s|@GID@|$MAIL_GROUP|g" -e "s|@PAMDIR@|$WORK/pam.d|g" \
+	-e "s|@UID@|$DC_USER|g" -e "s|@GID@|$DC_GROUP|g" -e "s|@PAMDIR@|$WORK/pam.d|g" \
 	-e "s|@IMAP@|$P5|g" -e "s|@IMAPS@|$P6|g" -e "s|@POP3@|$P7|g" -e "s|@POP3S@|$P8|g" \
 	"$SRC/tests/bench/bench_dovecot.conf.in" >"$WORK/dc/dovecot.conf"
 dovecot -F -c "$WORK/dc/dovecot.conf" 2>"$WORK/dc/dovecot.stderr" &
