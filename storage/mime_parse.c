@@ -158,6 +158,7 @@ enum hdr_field {
 	HF_SUBJECT,
 	HF_MSGID,
 	HF_INREPLYTO,
+	HF_REFERENCES,
 	HF_ADDR0,                       /* + MIME_ENV_FROM .. MIME_ENV_BCC */
 	HF_MIME_VERSION = HF_ADDR0 + 6, /* only noted */
 };
@@ -178,6 +179,7 @@ static const struct {
 	{"Subject", HF_SUBJECT},
 	{"Message-ID", HF_MSGID},
 	{"In-Reply-To", HF_INREPLYTO},
+	{"References", HF_REFERENCES},
 	{"From", HF_ADDR0 + MIME_ENV_FROM},
 	{"Sender", HF_ADDR0 + MIME_ENV_SENDER},
 	{"Reply-To", HF_ADDR0 + MIME_ENV_REPLY_TO},
@@ -249,6 +251,8 @@ static void hdr_reset(struct hdr_ctx *h, bool message, size_t max_value)
 	buf_clear(&h->env.in_reply_to);
 	h->env.has_date = h->env.has_subject = h->env.has_message_id = false;
 	h->env.has_in_reply_to = false;
+	buf_clear(&h->env.references);
+	h->env.has_references = false;
 	for (int i = 0; i < 6; i++) {
 		buf_clear(&h->env.addr[i]);
 		h->env.has_addr[i] = false;
@@ -267,6 +271,7 @@ static void hdr_init(struct hdr_ctx *h, const struct msg_parse_limits *lim)
 	buf_init(&h->env.subject, kept_max);
 	buf_init(&h->env.message_id, kept_max);
 	buf_init(&h->env.in_reply_to, kept_max);
+	buf_init(&h->env.references, kept_max);
 	for (int i = 0; i < 6; i++)
 		buf_init(&h->env.addr[i], 3 * lim->max_header_keep + 6);
 }
@@ -379,6 +384,11 @@ static void hdr_finish_field(struct mime_parser *ps)
 	} else if (f == HF_INREPLYTO) {
 		buf_set(&h->env.in_reply_to, v, len);
 		h->env.has_in_reply_to = true;
+	} else if (f == HF_REFERENCES) {
+		/* the first one counts (RFC 5322 allows one; Dovecot's THREAD reads the first) */
+		if (!h->env.has_references)
+			buf_set(&h->env.references, v, len);
+		h->env.has_references = true;
 	} else {
 		int a = f - HF_ADDR0;
 		if (h->env.has_addr[a])
@@ -449,6 +459,7 @@ static uint32_t part_new(struct mime_parser *ps, uint32_t parent)
 	struct mime_str nil = {MIME_NONE, 0};
 	p->type = p->subtype = p->params = p->id = p->desc = p->enc = nil;
 	p->md5 = p->loc = p->disp = p->disp_params = p->lang = p->envelope = p->preview = nil;
+	p->references = nil;
 	p->hdr_poff = p->body_poff = p->body_pend = ps->ppos;
 	p->hdr_voff = p->body_voff = p->body_vend = ps->vpos;
 	return idx;
@@ -596,6 +607,8 @@ static void header_end(struct mime_parser *ps)
 			p->envelope = arena_buf(ps, &tmp1);
 		else
 			p->envelope = mime_arena_add(&ps->arena, "", 0);
+		if (pi == 0 && h->env.has_references)
+			p->references = arena_buf(ps, &h->env.references);
 	}
 
 	/* What the body holds. */
@@ -914,6 +927,13 @@ uint64_t msg_parsed_size(const struct msg_parsed *msg)
 unsigned msg_parsed_part_count(const struct msg_parsed *msg)
 {
 	return msg->nparts;
+}
+
+const char *msg_parsed_references(const struct msg_parsed *msg, size_t *len_r)
+{
+	struct mime_str s = msg->parts[0].references;
+	*len_r = s.off == MIME_NONE ? 0 : s.len;
+	return mime_str_ptr(msg, s);
 }
 
 const char *msg_parsed_envelope(const struct msg_parsed *msg, size_t *len_r)

@@ -51,6 +51,9 @@ struct mime_part {
 	uint32_t nlang;
 	struct mime_str envelope; /* rendered ENVELOPE list (MIME_F_MESSAGE parts) */
 	struct mime_str preview;  /* the top part only: its PREVIEW text (msg_preview.c) */
+	/* the top part only: its References field as written, NIL when it has none (IMAP
+	 * THREAD=REFERENCES; cache version 3) */
+	struct mime_str references;
 };
 
 struct msg_parsed {
@@ -102,6 +105,8 @@ void mime_param_list_free(struct mime_param_list *l);
 struct mime_env_fields {
 	struct buf date, subject, message_id, in_reply_to; /* last field wins */
 	bool has_date, has_subject, has_message_id, has_in_reply_to;
+	struct buf references; /* not in ENVELOPE: kept for the top part (first field wins) */
+	bool has_references;
 	struct buf addr[6]; /* from sender reply-to to cc bcc: values joined with '\0' */
 	bool has_addr[6];
 };

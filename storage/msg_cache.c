@@ -4,7 +4,8 @@
  *   "MKMP" u16 version u16 0 u32 total_len u64 psize u64 vsize u32 nparts u32 arena_len
  *   u32 body_len u32 bodystructure_len
  *   nparts part records (CACHE_PART_SIZE octets each, fields in struct mime_part order; the
- *   13th string is the PREVIEW text, the top part's only: version 2)
+ *   13th string is the PREVIEW text, the top part's only: version 2; the 14th the References
+ *   field, the top part's only, NIL when it has none: version 3)
  *   arena, BODY string, BODYSTRUCTURE string
  *   u32 CRC-32 (IEEE) of everything before it
  * Loading checks every field against the blob and the tree's invariants (preorder indices,
@@ -19,7 +20,7 @@
 
 #define CACHE_MAGIC     "MKMP"
 #define CACHE_HDR_SIZE  44
-#define CACHE_NSTR      13
+#define CACHE_NSTR      14
 #define CACHE_PART_SIZE (5 * 4 + 6 * 8 + CACHE_NSTR * 8 + 3 * 4)
 #define CACHE_MAX_PARTS 1000000u
 #define CACHE_MAX_DEPTH 4096u
@@ -85,9 +86,10 @@ static uint64_t get64(const unsigned char *p)
 
 static struct mime_str *part_strs(struct mime_part *p, unsigned i)
 {
-	struct mime_str *s[CACHE_NSTR] = {
-		&p->type, &p->subtype, &p->params,      &p->id,   &p->desc,     &p->enc,    &p->md5,
-		&p->loc,  &p->disp,    &p->disp_params, &p->lang, &p->envelope, &p->preview};
+	struct mime_str *s[CACHE_NSTR] = {&p->type,    &p->subtype,     &p->params, &p->id,
+					  &p->desc,    &p->enc,         &p->md5,    &p->loc,
+					  &p->disp,    &p->disp_params, &p->lang,   &p->envelope,
+					  &p->preview, &p->references};
 	return s[i];
 }
 
@@ -219,6 +221,9 @@ static bool part_ok(const struct msg_parsed *m, uint32_t i, uint32_t *depth)
 			return false;
 	/* version 2: the top part always has its preview, no other part one */
 	if ((i == 0) != (p->preview.off != MIME_NONE))
+		return false;
+	/* version 3: only the top part may have References */
+	if (i != 0 && p->references.off != MIME_NONE)
 		return false;
 	return list_ok(m, p->params, 2 * p->nparams) &&
 	       list_ok(m, p->disp_params, 2 * p->ndisp_params) && list_ok(m, p->lang, p->nlang) &&

@@ -103,6 +103,11 @@ const char *msg_parsed_bodystructure(const struct msg_parsed *msg, size_t *len_r
  * for the caller's purposes: use *len_r. Valid as long as MSG. */
 const char *msg_parsed_preview(const struct msg_parsed *msg, size_t *len_r);
 
+/* The top message's References field as written (the first one; folding kept, cut at
+ * limits.max_header_value octets), kept in the cache blob so THREAD=REFERENCES need not open
+ * the message. NULL when it has none. Not NUL-terminated: use *len_r. Valid as long as MSG. */
+const char *msg_parsed_references(const struct msg_parsed *msg, size_t *len_r);
+
 /* ---------------------------------------------------------------------------------------- */
 /* Sections: BODY[section] / BINARY[section]                                                 */
 
@@ -211,7 +216,7 @@ int msg_decode_words(const char *s, size_t len, struct buf *out);
 /* ---------------------------------------------------------------------------------------- */
 /* Cache                                                                                     */
 
-#define MSG_PARSE_CACHE_VERSION 2
+#define MSG_PARSE_CACHE_VERSION 3
 /* Append a self-contained blob of MSG (part tree, strings, ENVELOPE/BODY/BODYSTRUCTURE) to OUT.
  * Little-endian, versioned, checksummed. Returns 0, -ENOBUFS, -ENOMEM. */
 int msg_parse_serialize(const struct msg_parsed *msg, struct buf *out);

@@ -5,8 +5,9 @@
  * IMAP_SLICE_NS: the search (imap_search.c's program, the same keys and charsets as SEARCH),
  * then each matching message's keys from its parsed structure (view_msg_parsed: the folder's
  * cache, parsed once otherwise): the ENVELOPE for Date, Subject, From, To, Cc, Message-ID,
- * In-Reply-To; THREAD=REFERENCES also reads the References field from the header block. The
- * ordering itself (qsort, or the thread algorithm) then runs in one go.
+ * In-Reply-To, and the References field the parser keeps next to it; no message file is
+ * opened once the folder's cache has it. The ordering itself (qsort, or the thread algorithm) then
+ * runs in one go.
  *
  * Keys (RFC 5256 §3, RFC 5957): ARRIVAL the internal date; DATE the sent date (the internal
  * date when Date is missing or unparsable), compared in UTC; SIZE RFC822.SIZE; SUBJECT the
@@ -19,7 +20,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/stat.h>
 
 #include "imap_internal.h"
 #include "imap_sort.h"
@@ -139,8 +139,8 @@ static const char *bp(const struct buf *b)
 }
 
 /* Message-ID (first id) and the parent chain: References' ids (the last SORT_MAX_REFS), or
- * the first id of In-Reply-To when References has none. */
-static int load_refs(struct imap_session *s, struct imap_sort_msg *m, const struct msg_parsed *p,
+ * the first id of In-Reply-To when References has none. All from the parsed (cached) data. */
+static int load_refs(struct imap_sort_msg *m, const struct msg_parsed *p,
 		     const struct imap_env_keys *k)
 {
 	const char *id;
@@ -148,22 +148,11 @@ static int load_refs(struct imap_session *s, struct imap_sort_msg *m, const stru
 	if (imap_msgid_next(bp(&k->message_id), buf_used(&k->message_id), &pos, &id, &idlen) &&
 	    !(m->message_id = strndup(id, idlen)))
 		return -ENOMEM;
-	struct buf refs;
-	buf_init(&refs, 256 * 1024);
-	struct mail_stream *stream = NULL;
-	if (view_msg_open(s->view, m->seq, &stream) == 0) {
-		bool crlf;
-		int fd = mail_stream_fd(stream, &crlf);
-		struct stat st;
-		if (fd >= 0 && fstat(fd, &st) == 0) {
-			struct msg_source src = msg_source_fd(fd, (uint64_t)st.st_size);
-			if (msg_header_get(&src, p, "References", 0, false, &refs) < 0)
-				buf_clear(&refs);
-		}
-		mail_stream_free(&stream);
-	}
-	const char *text = bp(&refs);
-	size_t tlen = buf_used(&refs), n = 0, bytes = 0;
+	size_t tlen;
+	const char *text = msg_parsed_references(p, &tlen);
+	if (!text)
+		tlen = 0;
+	size_t n = 0, bytes = 0;
 	pos = 0;
 	while (imap_msgid_next(text, tlen, &pos, &id, &idlen)) {
 		n++;
@@ -199,7 +188,6 @@ static int load_refs(struct imap_session *s, struct imap_sort_msg *m, const stru
 			dst += idlen + 1;
 		}
 	}
-	buf_clear(&refs);
 	return r;
 }
 
@@ -247,7 +235,7 @@ static int load_keys(struct imap_session *s, struct imap_sort_collect *c, struct
 		r = casemap_dup(bp(v), buf_used(v), &m->str[addr_keys[i].str]);
 	}
 	if (r == 0 && (c->need & SORT_NEED_REFS))
-		r = load_refs(s, m, p, k);
+		r = load_refs(m, p, k);
 	msg_parsed_free(&p);
 	return r == -ENOBUFS ? 0 : r;
 }

@@ -629,14 +629,16 @@ static void test_cache_validation(void **state)
 	}
 	/* structural damage with a valid checksum: header fields, then each part record's
 	 * parent/first_child/next/flags/lines and its first string's offset */
-	const size_t hdr = 44, rec = 5 * 4 + 6 * 8 + 13 * 8 + 3 * 4;
+	const size_t hdr = 44, rec = 5 * 4 + 6 * 8 + 14 * 8 + 3 * 4;
 	const struct {
 		size_t off;
 		uint32_t v;
 	} bad[] = {
 		{4, 1},                            /* version 1: no PREVIEW (parsed again) */
-		{4, 3},                            /* a later version */
+		{4, 2},                            /* version 2: no References (parsed again) */
+		{4, 4},                            /* a later version */
 		{hdr + rec + 20 + 48 + 12 * 8, 0}, /* a preview on a part that is not the top */
+		{hdr + rec + 20 + 48 + 13 * 8, 0}, /* References on a part that is not the top */
 		{28, 0},                           /* no parts */
 		{28, 100},                         /* more parts than the blob holds */
 		{32, 1u << 30},                    /* arena length */
@@ -649,7 +651,7 @@ static void test_cache_validation(void **state)
 		{hdr + rec + 16, 1u << 30},        /* more lines than octets */
 		{hdr + 20 + 48, 1u << 30},         /* root's type string out of the arena */
 		{hdr + 20 + 48 + 4, 1u << 20},     /* root's type string too long */
-		{hdr + 20 + 48 + 13 * 8, 7},       /* parameter count */
+		{hdr + 20 + 48 + 14 * 8, 7},       /* parameter count */
 	};
 	unsigned char *p = malloc(len);
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -672,6 +674,61 @@ static void test_cache_validation(void **state)
 	assert_int_equal(buf_used(&blob), 0);
 	buf_clear(&blob);
 	msg_parsed_free(&m);
+}
+
+/* The top message's References field (THREAD=REFERENCES): as written, the first field, kept
+ * through the cache blob; none for a message without one, whatever its parts have. */
+static void test_references(void **state)
+{
+	(void)state;
+	static const char msg[] = "Subject: x\r\n"
+				  "References: <a@x>\r\n"
+				  " <b@x> (c)\r\n"
+				  "References: <ignored@x>\r\n"
+				  "Content-Type: message/rfc822\r\n"
+				  "\r\n"
+				  "References: <inner@x>\r\n"
+				  "\r\n"
+				  "body\r\n";
+	static const char want[] = "<a@x>\r\n <b@x> (c)";
+	struct msg_source src = msg_source_mem(msg, sizeof(msg) - 1);
+	struct msg_parsed *m, *c;
+	assert_int_equal(msg_parse(&src, NULL, &m), 0);
+	size_t len;
+	const char *r = msg_parsed_references(m, &len);
+	assert_non_null(r);
+	assert_int_equal(len, sizeof(want) - 1);
+	assert_memory_equal(r, want, len);
+	struct buf blob;
+	buf_init(&blob, 1 << 20);
+	assert_int_equal(msg_parse_serialize(m, &blob), 0);
+	assert_int_equal(msg_parse_deserialize(buf_peek(&blob), buf_used(&blob), 0, &c), 0);
+	r = msg_parsed_references(c, &len);
+	assert_non_null(r);
+	assert_int_equal(len, sizeof(want) - 1);
+	assert_memory_equal(r, want, len);
+	msg_parsed_free(&c);
+	msg_parsed_free(&m);
+	buf_clear(&blob);
+
+	/* none at the top (the embedded message's does not count) */
+	src = msg_source_mem(nested, sizeof(nested) - 1);
+	assert_int_equal(msg_parse(&src, NULL, &m), 0);
+	assert_null(msg_parsed_references(m, &len));
+	assert_int_equal(len, 0);
+	msg_parsed_free(&m);
+	static const char inner[] = "Content-Type: message/rfc822\r\n\r\n"
+				    "References: <inner@x>\r\n\r\nbody\r\n";
+	src = msg_source_mem(inner, sizeof(inner) - 1);
+	assert_int_equal(msg_parse(&src, NULL, &m), 0);
+	assert_null(msg_parsed_references(m, &len));
+	buf_init(&blob, 1 << 20);
+	assert_int_equal(msg_parse_serialize(m, &blob), 0);
+	assert_int_equal(msg_parse_deserialize(buf_peek(&blob), buf_used(&blob), 0, &c), 0);
+	assert_null(msg_parsed_references(c, &len));
+	msg_parsed_free(&c);
+	msg_parsed_free(&m);
+	buf_clear(&blob);
 }
 
 /* PREVIEW (RFC 8970) of fixture F: parsed from memory, from the cache blob, and exact. */
@@ -784,7 +841,7 @@ int main(void)
 		cmocka_unit_test(test_sections_nested),  cmocka_unit_test(test_search_text),
 		cmocka_unit_test(test_cache_validation), cmocka_unit_test(test_dovecot_edges),
 		cmocka_unit_test(test_addresses),        cmocka_unit_test(test_qp),
-		cmocka_unit_test(test_preview),
+		cmocka_unit_test(test_preview),          cmocka_unit_test(test_references),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
