@@ -96,8 +96,9 @@ static void folder_state(const char *root, const char *folder, char *out, size_t
 		char path[4200];
 		struct stat st;
 		st_mbox_path(root, folder, path, sizeof(path));
+		/* a folder's file may not exist before its first message: size 0 */
 		snprintf(out, size, "mbox %lld",
-			 stat(path, &st) == 0 ? (long long)st.st_size : -1LL);
+			 stat(path, &st) == 0 ? (long long)st.st_size : 0LL);
 		return;
 	}
 	char dir[4200];
