@@ -59,6 +59,8 @@ struct conn *fake_conn_new(const struct proto_ops *ops, const struct fake_conn_o
 	c->cfg.auth_max_failures = c->opts.auth_max_failures;
 	c->cfg.imap_idle_keepalive = c->opts.idle_keepalive;
 	c->cfg.imap_literal_plus = !c->opts.literal_minus;
+	c->cfg.quota_storage = c->opts.quota_storage;
+	c->cfg.quota_messages = c->opts.quota_messages;
 	c->lst.protocol = (char *)ops->name;
 	c->lst.max_bad_commands = c->opts.max_bad_commands ? c->opts.max_bad_commands : 20;
 	c->tls = c->opts.tls;

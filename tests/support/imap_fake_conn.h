@@ -24,6 +24,8 @@ struct fake_conn_opts {
 	unsigned auth_max_failures;
 	unsigned idle_keepalive; /* config imap_idle_keepalive */
 	bool literal_minus;      /* config imap_literal_plus = no */
+	uint64_t quota_storage;  /* config quota_storage (bytes; 0: none) */
+	unsigned quota_messages; /* config quota_messages (0: none) */
 	uv_loop_t *loop;         /* shared loop (several sessions on one store); NULL: own */
 };
 

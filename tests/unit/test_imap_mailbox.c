@@ -1510,6 +1510,65 @@ static void test_multiappend(void **state)
 	fake_conn_free(&c);
 }
 
+/* QUOTA (RFC 9208) through the session: GETQUOTAROOT / GETQUOTA with both resources, APPEND
+ * refused on the message limit and on a literal that cannot fit (nothing made), UID COPY
+ * refused, STATUS DELETED-STORAGE, SETQUOTA refused, EXPUNGE over quota frees room. */
+static void test_quota(void **state)
+{
+	struct env *e = *state;
+	struct fake_conn_opts o = {.loopback = true,
+				   .mail_root = e->mail_root,
+				   .loop = &e->loop,
+				   .quota_storage = 2048,
+				   .quota_messages = 3};
+	struct conn *c = fake_conn_new(&imap_proto_ops, &o);
+	free(fake_conn_take_output(c));
+	fake_conn_input(c, "L LOGIN u p\r\n");
+	fake_auth_answer(AUTH_RESULT_OK, "quentin");
+	fake_conn_pump(c);
+	expect(c, "L OK [CAPABILITY " CAPS_AUTH "] Logged in\r\n");
+	fake_conn_input(c, "g GETQUOTAROOT inbox\r\n");
+	expect(c, "* QUOTAROOT INBOX \"\"\r\n* QUOTA \"\" (STORAGE 0 2 MESSAGE 0 3)\r\n"
+		  "g OK Getquotaroot completed.\r\n");
+	for (unsigned i = 1; i <= 3; i++)
+		append(c, "a", "INBOX", "", MSG1, i);
+	fake_conn_input(c, "g GETQUOTA \"\"\r\n");
+	expect(c, "* QUOTA \"\" (STORAGE 1 2 MESSAGE 3 3)\r\ng OK Getquota completed.\r\n");
+	char cmd[4096];
+	snprintf(cmd, sizeof(cmd), "a APPEND INBOX {%zu+}\r\n%s\r\n", strlen(MSG1), MSG1);
+	fake_conn_input(c, cmd);
+	expect(c, "a NO [OVERQUOTA] Quota exceeded\r\n");
+	fake_conn_input(c, "s SELECT INBOX\r\n");
+	free(take(c));
+	fake_conn_input(c, "t UID STORE 1 +FLAGS.SILENT (\\Deleted)\r\n");
+	expect(c, "t OK Store completed.\r\n");
+	snprintf(cmd, sizeof(cmd),
+		 "* STATUS INBOX (MESSAGES 3 DELETED 1 DELETED-STORAGE %zu)\r\n"
+		 "st OK Status completed.\r\n",
+		 strlen(MSG1));
+	fake_conn_input(c, "st STATUS INBOX (MESSAGES DELETED DELETED-STORAGE)\r\n");
+	expect(c, cmd);
+	fake_conn_input(c, "c UID COPY 1 Trash\r\n");
+	expect(c, "c NO [OVERQUOTA] Quota exceeded\r\n");
+	fake_conn_input(c, "q SETQUOTA \"\" (STORAGE 1)\r\n");
+	expect(c, "q NO [NOPERM] Quota limits are set in the server configuration.\r\n");
+	fake_conn_input(c, "x EXPUNGE\r\n");
+	expect(c, "* 1 EXPUNGE\r\nx OK Expunge completed.\r\n");
+	/* room for one message, not for a literal of 2000 octets */
+	snprintf(cmd, sizeof(cmd), "b APPEND INBOX {2000+}\r\n%2000s\r\n", "x");
+	fake_conn_input(c, cmd);
+	expect(c, "b NO [OVERQUOTA] Quota exceeded\r\n");
+	fake_conn_input(c, "g GETQUOTA \"\"\r\n");
+	expect(c, "* QUOTA \"\" (STORAGE 1 2 MESSAGE 2 3)\r\ng OK Getquota completed.\r\n");
+	fake_conn_input(c, "c UID COPY 2 Trash\r\n");
+	char *out = take(c);
+	assert_non_null(strstr(out, "c OK [COPYUID "));
+	free(out);
+	fake_conn_input(c, "z LOGOUT\r\n");
+	free(take(c));
+	fake_conn_free(&c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1539,6 +1598,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_rev2, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_pop3_and_failures, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_bytewise, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(test_quota, env_setup, env_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
