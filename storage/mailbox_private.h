@@ -33,8 +33,9 @@ struct mail_rec {
 	uint64_t modseq;
 	uint64_t size; /* CRLF size */
 	int64_t idate;
-	uint64_t emailid;   /* RFC 8474 EMAILID: kept by MOVE and COPY, never 0 */
-	uint32_t savedate;  /* RFC 8514: seconds since the epoch it was saved into this folder */
+	uint64_t emailid;   /* RFC 8474 EMAILID: kept by MOVE and COPY; 0: derived from the key */
+	uint32_t savedate;  /* RFC 8514: seconds since the epoch it was saved into this folder;
+			     * 0: unknown, the internal date is used */
 	uint32_t key_off;   /* key in the pool */
 	uint16_t key_len;   /* whole key (Maildir: base name + ":2,info") */
 	uint16_t base_len;  /* stable part (Maildir base name): key[0..base_len) */
@@ -124,7 +125,8 @@ struct mailbox_backend_ops {
 	int (*append_write)(struct mail_append *a, const void *data, size_t len);
 	int (*append_finish)(struct mail_append *a, uint32_t *uid_r);
 	void (*append_abort)(struct mail_append *a);
-	/* Copy SREC of SRC into DST as a new message (durable after DST's commit). With
+	/* Copy SREC of SRC into DST as a new message (durable after DST's commit), saved now
+	 * (savedate) and with SREC's emailid (RFC 8474: kept by COPY and MOVE). With
 	 * MOVE the source file may be moved instead (then SRC's record is expunged by the core
 	 * without touching disk). */
 	int (*copy)(struct mailbox *src, struct mail_rec *srec, struct mailbox *dst, unsigned flags,

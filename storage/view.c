@@ -374,8 +374,12 @@ int view_msg_info(const struct view *v, uint32_t seq, struct mail_info *info)
 	info->modseq = rec->modseq;
 	info->size = rec->size;
 	info->internal_date = rec->idate;
-	info->save_date = rec->savedate;
-	info->email_id = rec->emailid;
+	/* a back-end that keeps neither: the internal date, a hash of the stable key */
+	info->save_date = rec->savedate != 0 ? rec->savedate : rec->idate;
+	info->email_id =
+		rec->emailid != 0
+			? rec->emailid
+			: mailbox_emailid_from_base(mailbox_rec_key(v->mbox, rec), rec->base_len);
 	return 0;
 }
 
