@@ -118,6 +118,14 @@ static void append_group(struct imap_cmd *cmd, struct append_ctx *a, const struc
 {
 	struct imap_session *s = cmd->s;
 	const struct imap_arg *flags_arg = NULL, *date_arg = NULL;
+	if (g[ng - 1].utf8_wrapped) {
+		/* RFC 6855 §4: UTF8 (~{n}...) — the atom UTF8 is not a flag or date */
+		if (ng < 2 || !g[ng - 1].literal8 || !imap_arg_is(&g[ng - 2], "UTF8")) {
+			append_fail(a, "BAD", "Invalid APPEND arguments.");
+			return;
+		}
+		ng--;
+	}
 	for (unsigned i = 0; i + 1 < ng; i++) {
 		if (g[i].type == IMAP_ARG_LIST && !flags_arg && !date_arg)
 			flags_arg = &g[i];
@@ -154,7 +162,8 @@ static void append_group(struct imap_cmd *cmd, struct append_ctx *a, const struc
 		append_fail(a, "NO", "[OVERQUOTA] Quota exceeded");
 		return;
 	}
-	/* A literal8 (RFC 3516 BINARY) is stored as it comes, NUL octets included. */
+	/* A literal8 (RFC 3516 BINARY, or RFC 6855's UTF8 data: a message with UTF-8 headers)
+	 * is stored as it comes, NUL octets included. */
 	int r = mailbox_append_begin(a->mbox, flags & MAIL_FLAGS_SETTABLE, keywords, date, &a->app);
 	if (r < 0) {
 		a->err = r;
@@ -172,8 +181,9 @@ static void append_begin(struct imap_cmd *cmd, struct append_ctx *a, const struc
 	while (args[n].type != IMAP_ARG_EOL)
 		n++;
 	a->argpos = n;
-	/* mailbox [flags] [date] literal */
-	if (n < 2 || n > 4 || args[n - 1].type != IMAP_ARG_LITERAL_SIZE) {
+	/* mailbox [flags] [date] [UTF8 (] literal [)] */
+	unsigned most = n > 0 && args[n - 1].utf8_wrapped ? 5 : 4;
+	if (n < 2 || n > most || args[n - 1].type != IMAP_ARG_LITERAL_SIZE) {
 		append_fail(a, "BAD", "APPEND needs a mailbox and a message literal.");
 		return;
 	}
@@ -300,7 +310,7 @@ enum cmd_result imap_cmd_append(struct imap_cmd *cmd)
 			if (!imap_parser_eol(s->parser)) {
 				/* MULTIAPPEND: another [flags] [date] literal (RFC 3502) */
 				if (args[n - 1].type != IMAP_ARG_LITERAL_SIZE || n <= a->argpos ||
-				    n - a->argpos > 3) {
+				    n - a->argpos > (args[n - 1].utf8_wrapped ? 4u : 3u)) {
 					append_fail(a, "BAD", "Invalid APPEND arguments.");
 				} else if (!a->fail_status && a->n_done >= IMAP_MULTIAPPEND_MAX) {
 					append_fail(a, "NO",

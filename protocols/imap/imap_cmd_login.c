@@ -323,6 +323,7 @@ enum cmd_result imap_cmd_unauthenticate(struct imap_cmd *cmd)
 		 (unsigned long long)conn_id(s->conn), log_escape_str(s->user));
 	explicit_bzero(s->user, sizeof(s->user));
 	s->rev2 = false;
+	s->utf8 = false;
 	s->condstore = false;
 	s->qresync = false;
 	s->readonly = false;

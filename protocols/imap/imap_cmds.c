@@ -180,10 +180,12 @@ enum cmd_result imap_cmd_enable(struct imap_cmd *cmd)
 	/* RFC 5161 §3.1: ENABLED lists what this command turned on; unknown names are
 	 * ignored. QRESYNC implies CONDSTORE (RFC 7162 §3.2.3). */
 	struct imap_session *s = cmd->s;
-	bool rev2 = false, condstore = false, qresync = false;
+	bool rev2 = false, condstore = false, qresync = false, utf8 = false;
 	for (const struct imap_arg *a = args; a->type != IMAP_ARG_EOL; a++) {
 		if (imap_arg_is(a, "IMAP4rev2") && !s->rev2)
 			rev2 = true;
+		if (imap_arg_is(a, "UTF8=ACCEPT") && !s->utf8)
+			utf8 = true;
 		if (imap_arg_is(a, "CONDSTORE") && !s->condstore)
 			condstore = true;
 		if (imap_arg_is(a, "QRESYNC") && !s->qresync)
@@ -193,12 +195,15 @@ enum cmd_result imap_cmd_enable(struct imap_cmd *cmd)
 		condstore = true;
 	if (rev2)
 		s->rev2 = true;
+	if (utf8)
+		s->utf8 = true; /* RFC 6855 §3: only before SELECT (refused above when selected) */
 	if (condstore)
 		imap_condstore_enable(s);
 	if (qresync)
 		s->qresync = true;
-	conn_printf(s->conn, "* ENABLED%s%s%s\r\n", rev2 ? " IMAP4rev2" : "",
-		    condstore ? " CONDSTORE" : "", qresync ? " QRESYNC" : "");
+	conn_printf(s->conn, "* ENABLED%s%s%s%s\r\n", rev2 ? " IMAP4rev2" : "",
+		    condstore ? " CONDSTORE" : "", qresync ? " QRESYNC" : "",
+		    utf8 ? " UTF8=ACCEPT" : "");
 	imap_cmd_reply(cmd, "OK", "ENABLE completed.");
 	return CMD_DONE;
 }

@@ -91,6 +91,7 @@ struct imap_session {
 	struct imap_cmd cmd;
 	bool cmd_running;
 	bool rev2;      /* ENABLE IMAP4rev2 */
+	bool utf8;      /* ENABLE UTF8=ACCEPT (RFC 6855): UTF-8 names, no SEARCH CHARSET */
 	bool condstore; /* CONDSTORE on (RFC 7162 §3.1): MODSEQ in every FETCH with FLAGS */
 	bool qresync;   /* ENABLE QRESYNC: VANISHED instead of EXPUNGE (RFC 7162 §3.2) */
 	bool in_input;  /* on_input is on the stack (no re-entry) */
@@ -168,10 +169,15 @@ int imap_parse_flag_list(struct imap_session *s, const struct imap_arg *arg, boo
 			 unsigned *flags_r, uint32_t *keywords_r, const char **error_r);
 /* NO with the RFC 5530 code that fits err, and storage's client-safe text. */
 void imap_cmd_reply_error(struct imap_cmd *cmd, int err);
-/* A client's mailbox name (UTF-8 after ENABLE IMAP4rev2) into the store's normalised form in
+/* Mailbox names are UTF-8 on the wire (ENABLE IMAP4rev2 or UTF8=ACCEPT), else modified UTF-7. */
+static inline bool imap_utf8_names(const struct imap_session *s)
+{
+	return s->rev2 || s->utf8;
+}
+/* A client's mailbox name (UTF-8 when imap_utf8_names) into the store's normalised form in
  * out (STORE_NAME_MAX + 1). 0 or -EINVAL. */
 int imap_mailbox_name_in(struct imap_session *s, const char *name, char *out);
-/* Write a store name for the client (UTF-8 after ENABLE IMAP4rev2). */
+/* Write a store name for the client (UTF-8 when imap_utf8_names). */
 void imap_write_mailbox(struct imap_session *s, const char *name);
 /* Mailbox name argument normalised into out (STORE_NAME_MAX + 1); false when answered. */
 bool imap_arg_mailbox(struct imap_cmd *cmd, const struct imap_arg *arg, char *out);

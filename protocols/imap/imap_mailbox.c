@@ -219,16 +219,17 @@ static void view_notify(struct view *view, void *data)
 /* Helpers                                                                                   */
 
 /* A mailbox name as the client wants it: modified UTF-7 for IMAP4rev1, UTF-8 (a quoted
- * string) after ENABLE IMAP4rev2. */
+ * string) after ENABLE IMAP4rev2 or UTF8=ACCEPT. */
 void imap_write_mailbox(struct imap_session *s, const char *name)
 {
 	char utf8[STORE_NAME_MAX * 4 + 1];
-	if (!s->rev2 || imap_utf7_to_utf8(name, utf8, sizeof(utf8)) < 0 ||
+	if (!imap_utf8_names(s) || imap_utf7_to_utf8(name, utf8, sizeof(utf8)) < 0 ||
 	    strcmp(utf8, name) == 0) {
 		write_astring(s, name);
 		return;
 	}
-	/* UTF-8 may go in a quoted string in IMAP4rev2 (RFC 9051 §4.3); names never hold
+	/* UTF-8 may go in a quoted string in IMAP4rev2 (RFC 9051 §4.3) and after UTF8=ACCEPT
+	 * (RFC 6855 §3); names never hold
 	 * CR, LF or NUL. */
 	conn_write_str(s->conn, "\"");
 	for (const char *p = utf8; *p; p++) {
@@ -295,7 +296,7 @@ void imap_cmd_reply_error(struct imap_cmd *cmd, int err)
 int imap_mailbox_name_in(struct imap_session *s, const char *name, char *out)
 {
 	char utf7[STORE_NAME_MAX * 4 + 1];
-	if (s->rev2) {
+	if (imap_utf8_names(s)) {
 		if (imap_utf8_to_utf7(name, utf7, sizeof(utf7)) < 0)
 			return -EINVAL;
 		name = utf7;
@@ -1265,8 +1266,8 @@ static enum cmd_result list_common(struct imap_cmd *cmd, bool lsub)
 		bool match = false;
 		char utf8[STORE_NAME_MAX * 4 + 1];
 		const char *mname = f->name;
-		if (s->rev2 && imap_utf7_to_utf8(f->name, utf8, sizeof(utf8)) == 0)
-			mname = utf8; /* IMAP4rev2 patterns are UTF-8 */
+		if (imap_utf8_names(s) && imap_utf7_to_utf8(f->name, utf8, sizeof(utf8)) == 0)
+			mname = utf8; /* IMAP4rev2 / UTF8=ACCEPT patterns are UTF-8 */
 		for (unsigned k = 0; k < npats && !match; k++)
 			match = list_match(ref, pats[k].str, mname);
 		if (!match)

@@ -57,6 +57,7 @@ struct imap_parser {
 
 	bool stream_mode;
 	bool skip_nonsync_ok;
+	bool utf8_wrap; /* stream mode: inside "UTF8 (", its ')' still to come */
 
 	/* Output arrays, rebuilt on each successful read_args. */
 	struct imap_arg *out;
@@ -126,6 +127,7 @@ void imap_parser_reset(struct imap_parser *p)
 	p->lit_off = 0;
 	p->lit_node = -1;
 	p->stream_mode = false;
+	p->utf8_wrap = false;
 	p->error = NULL;
 	p->fatal = false;
 	/* Give the memory back between commands: an idle session holds none of it
@@ -364,6 +366,7 @@ static void parse_literal_marker(struct imap_parser *p)
 	if (n < 0)
 		return;
 	p->nodes[n].arg.literal8 = binary;
+	p->nodes[n].arg.utf8_wrapped = stream && p->utf8_wrap;
 	p->nodes[n].arg.literal_size = size;
 	p->pos = p->line_len;
 	p->lit_remaining = size;
@@ -461,6 +464,16 @@ static void parse_atom(struct imap_parser *p)
 	token_done(p);
 }
 
+/* Stream mode, top level, "(~{" right after the atom UTF8: RFC 6855's APPEND data. */
+static bool utf8_wrap_starts(const struct imap_parser *p)
+{
+	if (!p->stream_mode || p->depth != 0 || p->utf8_wrap || p->top_last < 0 ||
+	    p->pos + 2 >= p->line_len || p->line[p->pos + 1] != '~' || p->line[p->pos + 2] != '{')
+		return false;
+	const struct imap_arg *a = &p->nodes[p->top_last].arg;
+	return a->type == IMAP_ARG_ATOM && a->len == 4 && strncasecmp(a->str, "UTF8", 4) == 0;
+}
+
 /* Parse tokens of the current line until it ends, a literal starts, an error, or count
  * top-level args are complete. */
 static void parse_line(struct imap_parser *p, unsigned count)
@@ -469,7 +482,7 @@ static void parse_line(struct imap_parser *p, unsigned count)
 		if (count > 0 && p->top_count >= count)
 			return;
 		if (p->pos >= p->line_len) {
-			if (p->depth > 0) {
+			if (p->depth > 0 || p->utf8_wrap) {
 				parser_fail(p, "Missing ')'", true);
 				return;
 			}
@@ -477,6 +490,17 @@ static void parse_line(struct imap_parser *p, unsigned count)
 			return;
 		}
 		unsigned char c = (unsigned char)p->line[p->pos];
+		if (p->utf8_wrap && p->pos == 0) {
+			/* right after the literal of "UTF8 (~{n}...)" comes its ')' */
+			if (c != ')') {
+				parser_fail(p, "Missing ')'", true);
+				return;
+			}
+			p->utf8_wrap = false;
+			p->pos++;
+			p->need_sep = true;
+			continue;
+		}
 		if (c == ' ') {
 			p->pos++;
 			p->need_sep = false;
@@ -498,6 +522,11 @@ static void parse_line(struct imap_parser *p, unsigned count)
 		if (p->need_sep) {
 			parser_fail(p, "Missing space between arguments", true);
 			return;
+		}
+		if (c == '(' && utf8_wrap_starts(p)) {
+			p->utf8_wrap = true;
+			p->pos++;
+			continue;
 		}
 		if (c == '(') {
 			if (p->depth >= p->lim.max_depth) {

@@ -40,6 +40,9 @@ enum imap_arg_type {
 struct imap_arg {
 	enum imap_arg_type type;
 	bool literal8; /* LITERAL or LITERAL_SIZE written ~{n} */
+	/* stream mode: a LITERAL_SIZE written "UTF8 (~{n}...)" (RFC 6855 §4 APPEND): the
+	 * parentheses are taken by the parser, the atom UTF8 stays the arg before it */
+	bool utf8_wrapped;
 	const char *str;
 	size_t len;
 	uint64_t literal_size;
@@ -98,6 +101,7 @@ bool imap_parser_eol(const struct imap_parser *p);
 const char *imap_parser_get_error(const struct imap_parser *p, bool *fatal_r);
 
 /* Stream mode (APPEND): a literal among the top-level args is not read into the arena;
+ * so is a literal8 in "UTF8 (~{n}...)" (RFC 6855), marked utf8_wrapped;
  * read_args returns with an IMAP_ARG_LITERAL_SIZE as its last arg (limited by max_stream, the
  * continuation already sent), and the caller takes the bytes with
  * imap_parser_read_literal_data before calling read_args again. Reset clears the mode. */

@@ -1402,6 +1402,11 @@ enum cmd_result imap_cmd_search(struct imap_cmd *cmd)
 		esearch = true;
 		ret = RET_ALL;
 	}
+	if (imap_arg_is(a, "CHARSET") && s->utf8) {
+		/* RFC 6855 §3 (erratum 4029): strings are UTF-8 now, a label conflicts */
+		imap_cmd_reply(cmd, "BAD", "No CHARSET after ENABLE UTF8=ACCEPT.");
+		return CMD_DONE;
+	}
 	if (imap_arg_is(a, "CHARSET")) {
 		const char *cs;
 		size_t len;

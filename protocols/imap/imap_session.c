@@ -113,6 +113,7 @@ void imap_capability_string(struct imap_session *s, char *out, size_t size)
 	ADD("QUOTA");
 	ADD("QUOTA=RES-STORAGE");
 	ADD("QUOTA=RES-MESSAGE");
+	ADD("UTF8=ACCEPT");
 	if (s->state == IMAP_NOT_AUTH) {
 		if (conn_can_starttls(s->conn))
 			ADD("STARTTLS");

@@ -95,6 +95,11 @@ int imap_sort_collect_start(struct imap_cmd *cmd, const struct imap_arg *args, u
 		imap_sort_refuse(cmd, "BAD", "Missing charset.");
 		return -EINVAL;
 	}
+	if (cmd->s->utf8 && strcasecmp(cs, "UTF-8") != 0) {
+		/* RFC 6855 erratum 4029: after UTF8=ACCEPT only UTF-8 */
+		imap_sort_refuse(cmd, "BAD", "Only CHARSET UTF-8 after ENABLE UTF8=ACCEPT.");
+		return -EINVAL;
+	}
 	if (strcasecmp(cs, "UTF-8") != 0 && strcasecmp(cs, "US-ASCII") != 0) {
 		imap_sort_refuse(cmd, "NO", "[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset.");
 		return -EINVAL;

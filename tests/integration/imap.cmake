@@ -5,7 +5,8 @@ find_file(MK_IMAP_PAM_MATRIX pam_matrix.so
 	NO_DEFAULT_PATH)
 find_library(MK_IMAP_PAM_WRAPPER_LIB pam_wrapper)
 foreach(t imap_imaplib imap_clients imap_qresync imap_compress imap_literal_minus imap_objectid
-		imap_sort imap_preview imap_quota)
+		imap_sort imap_preview imap_quota
+		imap_utf8_accept)
 	mk_python_test(${t} ${CMAKE_SOURCE_DIR}/tests/integration/${t}.py TIMEOUT 300)
 	set_property(TEST ${t} APPEND PROPERTY ENVIRONMENT
 		"MK_PAM_MATRIX=${MK_IMAP_PAM_MATRIX}" "MK_PAM_WRAPPER_LIB=${MK_IMAP_PAM_WRAPPER_LIB}")

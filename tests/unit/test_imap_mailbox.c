@@ -115,7 +115,7 @@ static struct conn *session(struct env *e, bool loopback)
 	"STATUS=SIZE "                                                                             \
 	"BINARY CONDSTORE QRESYNC APPENDLIMIT=67108864 MULTIAPPEND WITHIN OBJECTID SAVEDATE "      \
 	"SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES PREVIEW QUOTA "           \
-	"QUOTA=RES-STORAGE QUOTA=RES-MESSAGE"
+	"QUOTA=RES-STORAGE QUOTA=RES-MESSAGE UTF8=ACCEPT"
 #define CAPS_AUTH CAPS_BASE " COMPRESS=DEFLATE UNAUTHENTICATE"
 
 static struct conn *logged_in(struct env *e, const char *user)
@@ -865,6 +865,82 @@ static void test_rev2(void **state)
 	fake_conn_free(&old);
 }
 
+/* UTF8=ACCEPT (RFC 6855): after ENABLE, names are UTF-8 in every command and response (the
+ * store and IMAP4rev1 sessions keep modified UTF-7), but unlike IMAP4rev2 nothing else
+ * changes (RECENT, SEARCH); APPEND takes UTF8 (~{n}...); SEARCH CHARSET is BAD; SORT takes
+ * only UTF-8; ENABLE with a mailbox selected is BAD. */
+static void test_utf8_accept(void **state)
+{
+	struct env *e = *state;
+	struct conn *old = logged_in(e, "uma");
+	struct conn *c = logged_in(e, "uma");
+	fake_conn_input(c, "a ENABLE UTF8=ACCEPT\r\nb ENABLE UTF8=ACCEPT CONDSTORE\r\n");
+	expect(c, "* ENABLED UTF8=ACCEPT\r\na OK ENABLE completed.\r\n* ENABLED CONDSTORE\r\nb OK "
+		  "ENABLE completed.\r\n");
+	fake_conn_input(c, "c CREATE \"R\xc3\xa9sum\xc3\xa9s.\xe6\x97\xa5\xe6\x9c\xac\"\r\n"
+			   "d LIST \"\" \"R\xc3\xa9*\"\r\n");
+	expect(c, "c OK [MAILBOXID (V)] Create completed.\r\n"
+		  "* LIST (\\HasChildren) \".\" \"R\xc3\xa9sum\xc3\xa9s\"\r\n"
+		  "* LIST (\\HasNoChildren) \".\" "
+		  "\"R\xc3\xa9sum\xc3\xa9s.\xe6\x97\xa5\xe6\x9c\xac\"\r\n"
+		  "d OK List completed.\r\n");
+	fake_conn_input(old, "e LIST \"\" R*\r\n");
+	expect(old, "* LIST (\\HasChildren) \".\" R&AOk-sum&AOk-s\r\n"
+		    "* LIST (\\HasNoChildren) \".\" R&AOk-sum&AOk-s.&ZeVnLA-\r\ne OK List "
+		    "completed.\r\n");
+	/* RENAME, SUBSCRIBE and LSUB with UTF-8 names */
+	fake_conn_input(c, "f RENAME \"R\xc3\xa9sum\xc3\xa9s.\xe6\x97\xa5\xe6\x9c\xac\" "
+			   "\"\xc3\x9c\x62\x65r\"\r\ng SUBSCRIBE \"\xc3\x9c\x62\x65r\"\r\n"
+			   "h LSUB \"\" \"\xc3\x9c*\"\r\n");
+	expect(c, "f OK Rename completed.\r\ng OK Subscribe completed.\r\n"
+		  "* LSUB () \".\" \"\xc3\x9c\x62\x65r\"\r\nh OK Lsub completed.\r\n");
+	/* APPEND with the UTF8 data item: a message with UTF-8 header fields */
+	static const char m[] = "Subject: \xc3\x9c\x62\x65rsicht\r\n\r\nText\r\n";
+	char buf[512];
+	snprintf(buf, sizeof(buf), "i APPEND \"\xc3\x9c\x62\x65r\" (\\Seen) UTF8 (~{%zu}\r\n",
+		 sizeof(m) - 1);
+	fake_conn_input(c, buf);
+	expect(c, "+ Ready for literal data\r\n");
+	snprintf(buf, sizeof(buf), "%s)\r\n", m);
+	fake_conn_input(c, buf);
+	expect(c, "i OK [APPENDUID V 1] Append completed.\r\n");
+	snprintf(buf, sizeof(buf), "i2 APPEND \"\xc3\x9c\x62\x65r\" UTF8 {1+}\r\nx\r\n");
+	fake_conn_input(c, buf);
+	expect(c, "i2 BAD Invalid APPEND arguments.\r\n");
+	fake_conn_input(
+		c,
+		"j STATUS \"\xc3\x9c\x62\x65r\" (MESSAGES)\r\nk SELECT \"\xc3\x9c\x62\x65r\"\r\n");
+	char *out = fake_conn_take_output(c);
+	const char *want =
+		"* STATUS \"\xc3\x9c\x62\x65r\" (MESSAGES 1)\r\nj OK Status completed.\r\n"
+		"* FLAGS (";
+	if (strncmp(out, want, strlen(want)) != 0 || strstr(out, "* 0 RECENT\r\n") == NULL ||
+	    strstr(out, "* LIST") != NULL ||
+	    strstr(out, "k OK [READ-WRITE] Select completed.") == NULL)
+		fail_msg("STATUS/SELECT:\n%s", out);
+	free(out);
+	fake_conn_input(c, "l FETCH 1 (BODY[HEADER.FIELDS (SUBJECT)])\r\n"
+			   "m SEARCH SUBJECT \"\xc3\x9c\x62\x65rs\"\r\n"
+			   "n SEARCH CHARSET UTF-8 ALL\r\no SORT (SUBJECT) US-ASCII ALL\r\n"
+			   "p SORT (SUBJECT) UTF-8 ALL\r\nq ENABLE UTF8=ACCEPT\r\n");
+	expect(c, "* 1 FETCH (BODY[HEADER.FIELDS (SUBJECT)] {23}\r\nSubject: "
+		  "\xc3\x9c\x62\x65rsicht\r\n"
+		  "\r\n)\r\nl OK Fetch completed.\r\n"
+		  "* SEARCH 1\r\nm OK Search completed.\r\n"
+		  "n BAD No CHARSET after ENABLE UTF8=ACCEPT.\r\n"
+		  "o BAD Only CHARSET UTF-8 after ENABLE UTF8=ACCEPT.\r\n"
+		  "* SORT 1\r\np OK Sort completed.\r\n"
+		  "q BAD ENABLE is not allowed with a mailbox selected.\r\n");
+	/* COPY / MOVE targets are UTF-8 too; a modified UTF-7 form is taken literally */
+	fake_conn_input(c, "r COPY 1 \"\xc3\x9c\x62\x65r\"\r\ns COPY 1 &ANw-ber\r\n");
+	expect(c, "* 2 EXISTS\r\n* 1 RECENT\r\nr OK [COPYUID V 1 2] Copy completed.\r\n"
+		  "s NO [TRYCREATE] Mailbox doesn't exist.\r\n");
+	fake_conn_input(old, "t STATUS &ANw-ber (MESSAGES)\r\n");
+	expect(old, "* STATUS &ANw-ber (MESSAGES 2)\r\nt OK Status completed.\r\n");
+	fake_conn_free(&c);
+	fake_conn_free(&old);
+}
+
 static void test_pop3_and_failures(void **state)
 {
 	struct env *e = *state;
@@ -1581,6 +1657,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_unauthenticate, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_objectid_savedate, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_preview, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(test_utf8_accept, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_multiappend, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_store_expunge, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_search, env_setup, env_teardown),

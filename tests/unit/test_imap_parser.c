@@ -403,6 +403,92 @@ static void test_stream_mode(void **state)
 	}
 }
 
+/* Stream mode driven like APPEND, the input fed whole or one byte at a time: each read_args
+ * result as "<n args, the last one>", literal bytes as "[data]", then "EOL" and the bytes
+ * left unread; or "ERR:<message>". */
+static void stream_run(const char *in, size_t len, bool bytewise, char *out, size_t size)
+{
+	struct fixture *f = fixture_new(NULL);
+	imap_parser_set_stream_mode(f->p, true);
+	size_t fed = bytewise ? 0 : len, o = 0;
+	if (!bytewise)
+		feed(f, in, len);
+	out[0] = '\0';
+	for (;;) {
+		const struct imap_arg *args;
+		int r = imap_parser_read_args(f->p, 0, &args);
+		if (r == -2) {
+			assert_true(fed < len);
+			feed(f, in + fed++, 1);
+			continue;
+		}
+		if (r == -1) {
+			bool fatal;
+			o += (size_t)snprintf(out + o, size - o, "ERR:%s",
+					      imap_parser_get_error(f->p, &fatal));
+			break;
+		}
+		const struct imap_arg *last = &args[r - 1];
+		if (imap_parser_eol(f->p)) {
+			o += (size_t)snprintf(out + o, size - o, "<%d> EOL", r);
+			break;
+		}
+		assert_int_equal(last->type, IMAP_ARG_LITERAL_SIZE);
+		o += (size_t)snprintf(out + o, size - o, "<%d %s%s%llu> [", r,
+				      last->utf8_wrapped ? "utf8 " : "", last->literal8 ? "~" : "",
+				      (unsigned long long)last->literal_size);
+		for (;;) {
+			const char *data;
+			ssize_t n = imap_parser_read_literal_data(f->p, &data);
+			if (n == 0)
+				break;
+			if (n == -2) {
+				assert_true(fed < len);
+				feed(f, in + fed++, 1);
+				continue;
+			}
+			o += (size_t)snprintf(out + o, size - o, "%.*s", (int)n, data);
+		}
+		o += (size_t)snprintf(out + o, size - o, "] ");
+	}
+	o += (size_t)snprintf(out + o, size - o, " left %zu", buf_used(&f->in.b) + (len - fed));
+	fixture_free(f);
+}
+
+static void check_stream(const char *in, const char *want)
+{
+	char out[512];
+	for (int bytewise = 0; bytewise < 2; bytewise++) {
+		stream_run(in, strlen(in), bytewise, out, sizeof(out));
+		if (strcmp(out, want) != 0)
+			fail_msg("%s (%s): got [%s], want [%s]", in,
+				 bytewise ? "bytewise" : "whole", out, want);
+	}
+}
+
+/* RFC 6855 §4: APPEND's "UTF8 (~{n}...)": the literal streams like a top-level one; the
+ * parentheses are the parser's, the atom UTF8 stays in the args. */
+static void test_utf8_append_data(void **state)
+{
+	check_stream("a APPEND INBOX UTF8 (~{4}\r\nh\xc3\xa9!)\r\nb NOOP\r\n",
+		     "<5 utf8 ~4> [h\xc3\xa9!] <5> EOL left 8");
+	check_stream("a APPEND INBOX (\\Seen) UTF8 (~{2}\r\nab) UTF8 (~{1}\r\nc) {1}\r\nd\r\n",
+		     "<6 utf8 ~2> [ab] <8 utf8 ~1> [c] <9 1> [d] <9> EOL left 0");
+	check_stream("a APPEND INBOX utf8 (~{2}\r\nab)\r\n", "<5 utf8 ~2> [ab] <5> EOL left 0");
+	/* the closing parenthesis is missing, or something else comes before it */
+	check_stream("a APPEND INBOX UTF8 (~{2}\r\nab\r\n",
+		     "<5 utf8 ~2> [ab] ERR:Missing ')' left 0");
+	check_stream("a APPEND INBOX UTF8 (~{2}\r\nab x)\r\n",
+		     "<5 utf8 ~2> [ab] ERR:Missing ')' left 0");
+	check_stream("a APPEND INBOX UTF8 (~{2}\r\nab))\r\n",
+		     "<5 utf8 ~2> [ab] ERR:Unexpected ')' left 0");
+	/* not "(~{": an ordinary list (its literal read into the arena) */
+	check_stream("a APPEND INBOX UTF8 ({2}\r\nab)\r\n", "<5> EOL left 0");
+	check_stream("a APPEND INBOX X (~{2}\r\nab)\r\n", "<5> EOL left 0");
+	/* outside stream mode nothing changes */
+	check("a X UTF8 (~{2}\r\nab)\r\n", "a X UTF8 (~{2:ab})", 1);
+}
+
 static void test_stream_limit(void **state)
 {
 	struct imap_parser_limits lim = default_limits;
@@ -515,6 +601,7 @@ int main(void)
 		cmocka_unit_test(test_stream_mode),
 		cmocka_unit_test(test_stream_limit),
 		cmocka_unit_test(test_literal_minus),
+		cmocka_unit_test(test_utf8_append_data),
 		cmocka_unit_test(test_arg_helpers),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

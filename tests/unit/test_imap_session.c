@@ -19,7 +19,7 @@
 	"STATUS=SIZE "                                                                             \
 	"BINARY CONDSTORE QRESYNC APPENDLIMIT=67108864 MULTIAPPEND WITHIN OBJECTID SAVEDATE "      \
 	"SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES PREVIEW QUOTA "           \
-	"QUOTA=RES-STORAGE QUOTA=RES-MESSAGE"
+	"QUOTA=RES-STORAGE QUOTA=RES-MESSAGE UTF8=ACCEPT"
 #define CAPS_PLAIN     CAPS_BASE " AUTH=PLAIN AUTH=LOGIN"
 #define GREETING_PLAIN "* OK [CAPABILITY " CAPS_PLAIN "] mailkeep ready.\r\n"
 /* A starttls listener, not loopback: no plaintext login before TLS. */

@@ -33,6 +33,12 @@ static void test_round_trip(void **state)
 	both("&AOk-t&AOk-", "\xc3\xa9t\xc3\xa9");
 	/* A code point beyond the BMP: a surrogate pair. */
 	both("&2D3eAA-", "\xf0\x9f\x98\x80");
+	/* The names UTF8=ACCEPT sessions use in test_imap_mailbox: hierarchy, two levels. */
+	both("R&AOk-sum&AOk-s.&ZeVnLA-", "R\xc3\xa9sum\xc3\xa9s.\xe6\x97\xa5\xe6\x9c\xac");
+	both("&ANw-ber", "\xc3\x9c"
+			 "ber");
+	/* What looks like modified UTF-7, sent as UTF-8, is taken literally. */
+	both("&-ANw-ber", "&ANw-ber");
 }
 
 static void test_invalid(void **state)
