@@ -118,13 +118,14 @@ static void append_group(struct imap_cmd *cmd, struct append_ctx *a, const struc
 {
 	struct imap_session *s = cmd->s;
 	const struct imap_arg *flags_arg = NULL, *date_arg = NULL;
-	if (g[ng - 1].utf8_wrapped) {
+	const struct imap_arg *lit = &g[ng - 1];
+	if (lit->utf8_wrapped) {
 		/* RFC 6855 §4: UTF8 (~{n}...) — the atom UTF8 is not a flag or date */
-		if (ng < 2 || !g[ng - 1].literal8 || !imap_arg_is(&g[ng - 2], "UTF8")) {
+		if (ng < 2 || !lit->literal8 || !imap_arg_is(&g[ng - 2], "UTF8")) {
 			append_fail(a, "BAD", "Invalid APPEND arguments.");
 			return;
 		}
-		ng--;
+		ng--; /* g[ng - 1] is now the atom UTF8, skipped like the literal */
 	}
 	for (unsigned i = 0; i + 1 < ng; i++) {
 		if (g[i].type == IMAP_ARG_LIST && !flags_arg && !date_arg)
@@ -154,7 +155,7 @@ static void append_group(struct imap_cmd *cmd, struct append_ctx *a, const struc
 		}
 	}
 	/* The message's CRLF size is at least its literal's: refuse what cannot fit at once. */
-	uint64_t bytes = g[ng - 1].literal_size;
+	uint64_t bytes = lit->literal_size;
 	for (unsigned i = 0; i < a->n_done; i++)
 		bytes += mail_append_size(a->done[i]);
 	if (store_quota_check(s->store, a->n_done + 1, bytes) < 0) {

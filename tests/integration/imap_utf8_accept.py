@@ -2,7 +2,8 @@
 SELECT; UTF-8 mailbox names in CREATE, LIST, STATUS, SELECT, RENAME, APPEND, COPY and MOVE
 (a plain IMAP4rev1 session sees the same folders in modified UTF-7, and they are stored that
 way on disk, as Dovecot stores them); APPEND with the UTF8 (~{n}) data item, its message
-read back byte for byte; SEARCH CHARSET refused with BAD; ENABLE with a mailbox selected BAD.
+read back byte for byte, and its size checked against the quota at once; SEARCH CHARSET
+refused with BAD; ENABLE with a mailbox selected BAD.
 """
 import os
 import sys
@@ -80,7 +81,28 @@ def main():
               out)
         c.cmd("z", "LOGOUT")
         old.cmd("z", "LOGOUT")
-        print("imap_utf8_accept: all passed")
+    finally:
+        srv.cleanup()
+    quota()
+    print("imap_utf8_accept: all passed")
+
+
+def quota():
+    """The UTF8 literal's size counts against the quota before any byte is stored."""
+    srv = Server(extra_server="quota_storage = 2K")
+    try:
+        srv.start()
+        c = login(srv)
+        big = MSG + b"x" * 3000 + b"\r\n"
+        c.send(b"a APPEND INBOX UTF8 (~{%d+}\r\n" % len(big) + big + b")\r\n")
+        out = c.until_tagged("a")
+        check(out == b"a NO [OVERQUOTA] Quota exceeded\r\n", out)
+        c.send(b"b APPEND INBOX UTF8 (~{%d+}\r\n" % len(MSG) + MSG + b")\r\n")
+        out = c.until_tagged("b")
+        check(out.startswith(b"b OK [APPENDUID "), out)
+        out = c.cmd("c", "STATUS INBOX (MESSAGES)")
+        check(out == b"* STATUS INBOX (MESSAGES 1)\r\nc OK Status completed.\r\n", out)
+        c.cmd("z", "LOGOUT")
     finally:
         srv.cleanup()
 
