@@ -815,8 +815,17 @@ static size_t store_flags_undo(struct mailbox *mbox, const struct flag_undo *und
 	return kept;
 }
 
-int mailbox_store_flags(struct mailbox *mbox, struct view *origin, const uint32_t *uids, size_t n,
-			enum flag_op op, unsigned flags, uint32_t keywords)
+/* The back-end's commit; with NOWAIT its fsyncs go to the thread pool when it can. */
+static int commit_maybe_nowait(struct mailbox *mbox, bool nowait)
+{
+	if (nowait && mbox->ops->commit_nowait != NULL)
+		return mbox->ops->commit_nowait(mbox);
+	return mbox->ops->commit(mbox);
+}
+
+static int store_flags_impl(struct mailbox *mbox, struct view *origin, const uint32_t *uids,
+			    size_t n, enum flag_op op, unsigned flags, uint32_t keywords,
+			    bool nowait)
 {
 	if (mbox->gone)
 		return -ENOENT;
@@ -871,7 +880,7 @@ int mailbox_store_flags(struct mailbox *mbox, struct view *origin, const uint32_
 		undo[n_changed] = u;
 		changed[n_changed++] = rec->uid;
 	}
-	int cr = mbox->ops->commit(mbox);
+	int cr = commit_maybe_nowait(mbox, nowait);
 	if (cr < 0 && n_changed > 0) {
 		/* All or nothing: the rename alone is not the change (its modseq would not be
 		 * durable, and after a restart HIGHESTMODSEQ could go below what a client saw),
@@ -885,6 +894,26 @@ int mailbox_store_flags(struct mailbox *mbox, struct view *origin, const uint32_
 	free(changed);
 	free(undo);
 	return r;
+}
+
+int mailbox_store_flags(struct mailbox *mbox, struct view *origin, const uint32_t *uids, size_t n,
+			enum flag_op op, unsigned flags, uint32_t keywords)
+{
+	return store_flags_impl(mbox, origin, uids, n, op, flags, keywords, false);
+}
+
+int mailbox_store_flags_async(struct mailbox *mbox, struct view *origin, const uint32_t *uids,
+			      size_t n, enum flag_op op, unsigned flags, uint32_t keywords,
+			      mailbox_sync_cb *cb, void *data)
+{
+	int r = store_flags_impl(mbox, origin, uids, n, op, flags, keywords, true);
+	if (r < 0)
+		return r;
+	if (cb == NULL) {
+		mailbox_sync_kick(mbox);
+		return 0;
+	}
+	return mailbox_sync_wait(mbox, cb, data);
 }
 
 int mailbox_expunge(struct mailbox *mbox, const uint32_t *uids, size_t n)
@@ -933,6 +962,92 @@ int mailbox_expunge(struct mailbox *mbox, const uint32_t *uids, size_t n)
 		mbox->highest_modseq++;
 	free(done);
 	return 0;
+}
+
+struct expunge_wait {
+	struct mailbox *mbox;
+	mailbox_sync_cb *cb;
+	void *data;
+	size_t n_done;
+	uint32_t done[];
+};
+
+/* The expunge records are durable (or not: ERR): the files go, then memory and the views. */
+static void expunge_synced(int err, void *data)
+{
+	struct expunge_wait *w = data;
+	struct mailbox *mbox = w->mbox;
+	if (err < 0) {
+		/* nothing changed in memory; a record that did reach the disk is completed at
+		 * the next load, as after a crash */
+		log_error("storage: expunge records not durable folder=%s err=%s",
+			  log_escape_str(mbox->name), strerror(-err));
+	} else {
+		for (size_t i = 0; i < w->n_done; i++) {
+			struct mail_rec *rec = mailbox_rec_find(mbox, w->done[i]);
+			int ur = rec != NULL ? mbox->ops->unlink(mbox, rec) : 0;
+			if (ur < 0)
+				log_error("storage: expunged message file not removed folder=%s "
+					  "uid=%u err=%s",
+					  log_escape_str(mbox->name), w->done[i], strerror(-ur));
+		}
+		/* the directory fsync is not needed for the expunge (its record is durable):
+		 * on the thread pool, nobody waits for it */
+		int cr = commit_maybe_nowait(mbox, true);
+		if (cr < 0)
+			log_warn("storage: directory sync after expunge failed folder=%s err=%s",
+				 log_escape_str(mbox->name), strerror(-cr));
+		mailbox_sync_kick(mbox);
+		size_t removed = 0;
+		for (size_t i = 0; i < w->n_done; i++)
+			if (mailbox_rec_find(mbox, w->done[i]) != NULL) {
+				mailbox_rec_remove(mbox, w->done[i]);
+				removed++;
+			}
+		if (removed > 0)
+			mbox->highest_modseq++;
+	}
+	w->cb(err, w->data);
+	mailbox_unref(&w->mbox);
+	free(w);
+}
+
+int mailbox_expunge_async(struct mailbox *mbox, const uint32_t *uids, size_t n, mailbox_sync_cb *cb,
+			  void *data)
+{
+	if (mbox->gone)
+		return -ENOENT;
+	struct expunge_wait *w = malloc(sizeof(*w) + (n ? n : 1) * sizeof(w->done[0]));
+	if (w == NULL)
+		return -ENOMEM;
+	w->n_done = 0;
+	int r = 0;
+	size_t mark = mbox->ops->pending_mark(mbox);
+	for (size_t i = 0; i < n && r == 0; i++) {
+		struct mail_rec *rec = mailbox_rec_find(mbox, uids[i]);
+		if (rec == NULL)
+			continue;
+		r = mbox->ops->expunge(mbox, rec);
+		if (r == 0)
+			w->done[w->n_done++] = rec->uid;
+	}
+	if (r == 0 && w->n_done > 0)
+		r = commit_maybe_nowait(mbox, true);
+	if (r == 0) {
+		w->mbox = mailbox_ref(mbox);
+		w->cb = cb;
+		w->data = data;
+		r = mailbox_sync_wait(mbox, expunge_synced, w);
+		if (r == 0)
+			return 0;
+		mailbox_unref(&w->mbox);
+		/* the records are written; the next load completes them */
+		free(w);
+		return r;
+	}
+	mbox->ops->discard(mbox, mark);
+	free(w);
+	return r;
 }
 
 static int copy_keywords(struct mailbox *src, struct mailbox *dst, uint32_t kw, uint32_t *kw_r)
@@ -1128,6 +1243,96 @@ int mail_append_finish(struct mail_append **append_p, uint32_t *uid_r)
 uint64_t mail_append_size(const struct mail_append *a)
 {
 	return a->given_crlf_size;
+}
+
+struct append_wait {
+	struct mail_append *a;
+	mail_append_cb *cb;
+	void *data;
+	uint32_t uid;
+	int err;
+};
+
+static void append_wait_end(struct append_wait *w, int err)
+{
+	struct mail_append *a = w->a;
+	if (err < 0 && a != NULL)
+		a->mbox->ops->append_abort(a);
+	if (a != NULL) {
+		mailbox_unref(&a->mbox);
+		free(a);
+	}
+	w->cb(err, err < 0 ? 0 : w->uid, w->data);
+	free(w);
+}
+
+/* The message is recorded and the record durable: tell the views, then the caller. */
+static void append_recorded(int err, void *data)
+{
+	struct append_wait *w = data;
+	if (err == 0 && w->err < 0)
+		err = w->err;
+	if (err == 0)
+		mailbox_announce_arrivals(w->a->mbox);
+	else if (w->err == 0)
+		log_error("storage: appended message record not durable folder=%s uid=%u err=%s",
+			  log_escape_str(w->a->mbox->name), w->uid, strerror(-err));
+	/* recorded (durable or not): the file is the message now, not to be removed */
+	mailbox_unref(&w->a->mbox);
+	free(w->a);
+	w->a = NULL;
+	append_wait_end(w, err);
+}
+
+/* The message file is durable: rename and record it, then wait for the record. */
+static void append_file_synced(int err, void *data)
+{
+	struct append_wait *w = data;
+	struct mail_append *a = w->a;
+	if (err == 0 && a->mbox->gone)
+		err = -ENOENT;
+	/* again: appends finishing meanwhile count now */
+	if (err == 0)
+		err = store_quota_check(a->mbox->store, 1, a->given_crlf_size);
+	if (err == 0)
+		err = a->mbox->ops->append_finish_nowait(a, &w->uid);
+	if (err == 0 && mailbox_sync_wait(a->mbox, append_recorded, w) == 0)
+		return;
+	append_wait_end(w, err < 0 ? err : -ENOMEM);
+}
+
+int mail_append_finish_async(struct mail_append **append_p, mail_append_cb *cb, void *data)
+{
+	struct mail_append *a = *append_p;
+	*append_p = NULL;
+	struct mailbox *mbox = a->mbox;
+	struct append_wait *w = calloc(1, sizeof(*w));
+	int r = w == NULL    ? -ENOMEM
+		: mbox->gone ? -ENOENT
+			     : store_quota_check(mbox->store, 1, a->given_crlf_size);
+	if (r == 0) {
+		w->a = a;
+		w->cb = cb;
+		w->data = data;
+		if (mbox->ops->append_prepare != NULL && mbox->ops->append_finish_nowait != NULL) {
+			r = mbox->ops->append_prepare(a);
+			if (r == 0)
+				r = mailbox_sync_wait(mbox, append_file_synced, w);
+		} else {
+			/* a back-end without the two steps: finish here, answer from the loop */
+			r = mbox->ops->append_finish(a, &w->uid);
+			w->err = r;
+			if (r == 0)
+				r = mailbox_sync_wait(mbox, append_recorded, w);
+		}
+		if (r == 0)
+			return 0;
+	}
+	mbox->ops->append_abort(a);
+	mailbox_unref(&a->mbox);
+	free(a);
+	free(w);
+	return r;
 }
 
 void mail_append_abort(struct mail_append **append_p)

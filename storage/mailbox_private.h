@@ -146,12 +146,26 @@ struct mailbox_backend_ops {
 			 size_t *len_r);
 	/* The folder's POP3 retrieval record (pop3_retrieved.h) for mbox->uidvalidity: read
 	 * it; write it whole with ENTS (atomic), or with APPEND add ENTS at its end (durable
-	 * before returning). */
+	 * before returning, or soon: a lost record only delays an expiry, so maildir hands
+	 * the append's fdatasync to mailbox_sync_defer). */
 	int (*pop3_ret_read)(struct mailbox *mbox, struct pop3_ret_file *f);
 	int (*pop3_ret_write)(struct mailbox *mbox, const struct pop3_ret *ents, size_t n,
 			      bool append);
 	/* Stop watching and free back-end data (the uv handles are closed by the core). */
 	void (*free)(struct mailbox *mbox);
+
+	/* Optional (NULL: the core calls commit, and the loop waits for the disk): commit
+	 * without waiting. Does what commit does, but hands every fsync/fdatasync it would wait
+	 * for to mailbox_sync_defer: the records are written (a failing write fails here, with
+	 * the same rules as commit), durable once mailbox_sync_wait says so. */
+	int (*commit_nowait)(struct mailbox *mbox);
+	/* Optional, both or neither (NULL: append_finish): append_finish in two steps around
+	 * the message file's fsync. append_prepare, on the loop, makes the file ready and hands
+	 * its fsync to mailbox_sync_defer; append_finish_nowait, once that is durable, does the
+	 * rest of append_finish (rename, record) with commit_nowait. After a failure of either
+	 * the core calls append_abort. */
+	int (*append_prepare)(struct mail_append *a);
+	int (*append_finish_nowait)(struct mail_append *a, uint32_t *uid_r);
 };
 
 struct view;
@@ -283,6 +297,15 @@ void mailbox_announce_arrivals(struct mailbox *mbox);
 uint64_t mailbox_emailid_from_base(const char *base, size_t len);
 /* Next modseq (highest_modseq + 1, stored). */
 uint64_t mailbox_next_modseq(struct mailbox *mbox);
+/* mailbox_sync.c, group commit. FD (owned from now on) must reach the disk (DATASYNC:
+ * fdatasync, else fsync) before the next mailbox_sync_wait callback; it is synced on the
+ * thread pool with everything else deferred meanwhile. Without memory it is synced here. */
+int mailbox_sync_defer(struct mailbox *mbox, int fd, bool datasync);
+/* Call CB(err, DATA) on the loop, never inside this call, once everything deferred so far is
+ * durable (err: the first failed fsync of its batch). -ENOMEM: CB will not be called. */
+int mailbox_sync_wait(struct mailbox *mbox, mailbox_sync_cb *cb, void *data);
+/* Start syncing what was deferred without a waiter (nobody waits, but it must get done). */
+void mailbox_sync_kick(struct mailbox *mbox);
 /* Free a load result. */
 void mailbox_load_free(struct mailbox_load *ld);
 int mailbox_load_add(struct mailbox_load *ld, const struct load_ent *ent, const char *key);

@@ -492,8 +492,18 @@ static int md_pop3_ret_write(struct mailbox *mbox, const struct pop3_ret *ents, 
 	int r = storage_path(file, sizeof(file), "%s/%s", mbox->path, POP3_RETRIEVED_FILE);
 	if (r < 0)
 		return r;
-	if (append)
-		return pop3_retrieved_append(file, ents, n);
+	if (append && n == 0)
+		return 0;
+	if (append) {
+		/* a lost record only delays an expiry (pop3_retrieved.h): its fdatasync runs on
+		 * the thread pool, nobody waits */
+		int fd;
+		r = pop3_retrieved_append_nosync(file, ents, n, &fd);
+		if (r == 0)
+			r = mailbox_sync_defer(mbox, fd, true);
+		mailbox_sync_kick(mbox);
+		return r;
+	}
 	return pop3_retrieved_write(file, mbox->uidvalidity, ents, n);
 }
 
@@ -1099,13 +1109,17 @@ static int list_compact(struct mailbox *mbox)
 /* Append DATA to the UID list open as FD, durably. A write or sync that fails is cut off
  * again (ftruncate needs no space), so the list ends where it did; *TORN_R is set when that
  * cannot be made sure of (the list must then be rewritten before anything is appended). */
-static int list_append(int fd, const char *data, size_t len, bool *torn_r)
+static int list_append(struct mailbox *mbox, int fd, const char *data, size_t len, bool *torn_r,
+		       bool nowait)
 {
 	off_t end = lseek(fd, 0, SEEK_END);
 	if (end < 0)
 		return -errno;
 	int r = storage_write_all(fd, data, len);
-	if (r == 0 && fdatasync(fd) < 0)
+	int dfd = r == 0 && nowait ? dup(fd) : -1;
+	if (dfd >= 0)
+		r = mailbox_sync_defer(mbox, dfd, true); /* fdatasync on the thread pool */
+	else if (r == 0 && fdatasync(fd) < 0)
 		r = -errno;
 	if (r < 0 && (ftruncate(fd, end) < 0 || fdatasync(fd) < 0))
 		*torn_r = true;
@@ -1147,7 +1161,20 @@ static bool own_consume(struct maildir *md, bool in_new, const char *name)
 	return false;
 }
 
-static int md_commit(struct mailbox *mbox)
+/* fsync directory DIR of MBOX now, or (NOWAIT) on the thread pool. */
+static int dir_sync(struct mailbox *mbox, const char *dir, bool nowait)
+{
+	if (!nowait)
+		return storage_fsync_dir(dir);
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	return mailbox_sync_defer(mbox, fd, false);
+}
+
+/* commit, and with NOWAIT commit_nowait: every fsync goes to mailbox_sync_defer (the UID
+ * list is written here; a compaction, rare, still syncs here). */
+static int md_commit_impl(struct mailbox *mbox, bool nowait)
 {
 	struct maildir *md = mbox->backend;
 	int r = 0;
@@ -1155,12 +1182,12 @@ static int md_commit(struct mailbox *mbox)
 	if (md->fsync_cur) {
 		r = storage_path(dir, sizeof(dir), "%s/cur", mbox->path);
 		if (r == 0)
-			r = storage_fsync_dir(dir);
+			r = dir_sync(mbox, dir, nowait);
 	}
 	if (md->fsync_new && r == 0) {
 		r = storage_path(dir, sizeof(dir), "%s/new", mbox->path);
 		if (r == 0)
-			r = storage_fsync_dir(dir);
+			r = dir_sync(mbox, dir, nowait);
 	}
 	if (r < 0)
 		return r;
@@ -1200,7 +1227,8 @@ static int md_commit(struct mailbox *mbox)
 	    (!append_only && md->n_log + lines > LOG_COMPACT_MIN &&
 	     md->n_log + lines > mbox->n_recs))
 		return list_compact(mbox);
-	r = list_append(md->log_fd, md->pending.data, md->pending.len, &md->list_torn);
+	r = list_append(mbox, md->log_fd, md->pending.data, md->pending.len, &md->list_torn,
+			nowait);
 	if (r < 0) {
 		/* the records stay queued: the caller undoes its change and drops them, or a
 		 * later commit writes them */
@@ -1217,6 +1245,16 @@ static int md_commit(struct mailbox *mbox)
 	md->n_log += lines;
 	md->pending.len = 0;
 	return 0;
+}
+
+static int md_commit(struct mailbox *mbox)
+{
+	return md_commit_impl(mbox, false);
+}
+
+static int md_commit_nowait(struct mailbox *mbox)
+{
+	return md_commit_impl(mbox, true);
 }
 
 static size_t md_pending_mark(struct mailbox *mbox)
@@ -1475,7 +1513,7 @@ static int load_persist(struct mailbox_load *ld, struct md_load *ml)
 		if (fd < 0)
 			r = -errno;
 		if (r == 0)
-			r = list_append(fd, lines.data, lines.len, &ml->list_torn);
+			r = list_append(NULL, fd, lines.data, lines.len, &ml->list_torn, false);
 		if (fd >= 0)
 			close(fd);
 		if (r == 0)
@@ -2000,21 +2038,20 @@ static int md_append_write(struct mail_append *a, const void *data, size_t len)
 	return 0;
 }
 
-static int md_append_finish(struct mail_append *a, uint32_t *uid_r)
+/* The internal date: the client's, else now (fixed at the first call). */
+static int64_t append_idate(struct mail_append *a)
+{
+	if (a->idate == 0)
+		a->idate = (int64_t)time(NULL);
+	return a->idate;
+}
+
+/* The message file is durable: rename it into cur/ and record it (NOWAIT: commit_nowait). */
+static int append_finish_rest(struct mail_append *a, uint32_t *uid_r, bool nowait)
 {
 	struct mailbox *mbox = a->mbox;
-	if (a->fd < 0)
-		return -EBADF;
-	int64_t idate = a->idate != 0 ? a->idate : (int64_t)time(NULL);
-	struct timespec times[2] = {{(time_t)idate, 0}, {(time_t)idate, 0}};
-	int r = 0;
-	if (futimens(a->fd, times) < 0 || fsync(a->fd) < 0)
-		r = -errno;
-	if (close(a->fd) < 0 && r == 0)
-		r = -errno;
-	a->fd = -1;
-	if (r < 0)
-		return r;
+	int64_t idate = append_idate(a);
+	int r;
 	char base[1024], name[1200], path[4096];
 	r = base_new(base, sizeof(base), a->size, a->crlf_size);
 	if (r < 0)
@@ -2037,7 +2074,7 @@ static int md_append_finish(struct mail_append *a, uint32_t *uid_r)
 	r = add_arrival(mbox, name, (size_t)n, base_len, a->flags, a->keywords, a->crlf_size, idate,
 			0, 0, uid_r);
 	if (r == 0)
-		r = md_commit(mbox);
+		r = md_commit_impl(mbox, nowait);
 	if (r < 0) {
 		/* the UID record could not be written: the message was not appended */
 		md_discard(mbox, mark);
@@ -2048,6 +2085,42 @@ static int md_append_finish(struct mail_append *a, uint32_t *uid_r)
 			md->fsync_cur = true;
 	}
 	return r;
+}
+
+static int md_append_finish(struct mail_append *a, uint32_t *uid_r)
+{
+	if (a->fd < 0)
+		return -EBADF;
+	int64_t idate = append_idate(a);
+	struct timespec times[2] = {{(time_t)idate, 0}, {(time_t)idate, 0}};
+	int r = 0;
+	if (futimens(a->fd, times) < 0 || fsync(a->fd) < 0)
+		r = -errno;
+	if (close(a->fd) < 0 && r == 0)
+		r = -errno;
+	a->fd = -1;
+	if (r < 0)
+		return r;
+	return append_finish_rest(a, uid_r, false);
+}
+
+/* The file's times, then its fsync handed to the thread pool (with the descriptor). */
+static int md_append_prepare(struct mail_append *a)
+{
+	if (a->fd < 0)
+		return -EBADF;
+	int64_t idate = append_idate(a);
+	struct timespec times[2] = {{(time_t)idate, 0}, {(time_t)idate, 0}};
+	if (futimens(a->fd, times) < 0)
+		return -errno;
+	int fd = a->fd;
+	a->fd = -1;
+	return mailbox_sync_defer(a->mbox, fd, false);
+}
+
+static int md_append_finish_nowait(struct mail_append *a, uint32_t *uid_r)
+{
+	return append_finish_rest(a, uid_r, true);
 }
 
 static void md_append_abort(struct mail_append *a)
@@ -2248,6 +2321,9 @@ const struct mailbox_backend_ops maildir_backend_ops = {
 	.expunge = md_expunge,
 	.unlink = md_unlink,
 	.commit = md_commit,
+	.commit_nowait = md_commit_nowait,
+	.append_prepare = md_append_prepare,
+	.append_finish_nowait = md_append_finish_nowait,
 	.pending_mark = md_pending_mark,
 	.discard = md_discard,
 	.append_begin = md_append_begin,

@@ -194,10 +194,9 @@ int pop3_retrieved_write(const char *path, uint32_t uidvalidity, const struct po
 	return r;
 }
 
-int pop3_retrieved_append(const char *path, const struct pop3_ret *ents, size_t n)
+int pop3_retrieved_append_nosync(const char *path, const struct pop3_ret *ents, size_t n, int *fd_r)
 {
-	if (n == 0)
-		return 0;
+	*fd_r = -1;
 	struct sbuf b = {0};
 	int r = build_lines(&b, ents, n);
 	if (r < 0) {
@@ -209,10 +208,27 @@ int pop3_retrieved_append(const char *path, const struct pop3_ret *ents, size_t 
 		r = -errno;
 	if (r == 0)
 		r = storage_write_all(fd, b.data, b.len);
-	if (r == 0 && fdatasync(fd) < 0)
-		r = -errno;
-	if (fd >= 0 && close(fd) < 0 && r == 0)
-		r = -errno;
 	sbuf_free(&b);
+	if (r < 0) {
+		if (fd >= 0)
+			close(fd);
+		return r;
+	}
+	*fd_r = fd;
+	return 0;
+}
+
+int pop3_retrieved_append(const char *path, const struct pop3_ret *ents, size_t n)
+{
+	if (n == 0)
+		return 0;
+	int fd;
+	int r = pop3_retrieved_append_nosync(path, ents, n, &fd);
+	if (r < 0)
+		return r;
+	if (fdatasync(fd) < 0)
+		r = -errno;
+	if (close(fd) < 0 && r == 0)
+		r = -errno;
 	return r;
 }

@@ -55,5 +55,8 @@ int pop3_retrieved_write(const char *path, uint32_t uidvalidity, const struct po
  * a whole line): one write + fdatasync. On failure a partial line may be left at the end
  * (the next read drops it); the caller rewrites the file before appending again. */
 int pop3_retrieved_append(const char *path, const struct pop3_ret *ents, size_t n);
+/* The same without the fdatasync: *FD_R is the open file (to sync, then close) on success. */
+int pop3_retrieved_append_nosync(const char *path, const struct pop3_ret *ents, size_t n,
+				 int *fd_r);
 
 #endif

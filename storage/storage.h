@@ -293,6 +293,28 @@ enum flag_op {
 int mailbox_store_flags(struct mailbox *mbox, struct view *origin, const uint32_t *uids, size_t n,
 			enum flag_op op, unsigned flags, uint32_t keywords);
 
+/* Durability off the loop (storage/README.md, "Group commit"): the *_async forms of the
+ * changes below do their disk writes, renames and memory updates at once, exactly as the
+ * plain forms, but their fsyncs run on libuv's thread pool, batched with every other change
+ * committing meanwhile, and CB(err, DATA) is called on the loop — never inside the call —
+ * once the change is durable (then answer OK). A returned error is the plain form's error
+ * (nothing changed, CB is not called). err < 0 in CB is an fsync that failed (an I/O error):
+ * the change may be lost in a crash, answer an error. */
+typedef void mailbox_sync_cb(int err, void *data);
+
+/* mailbox_store_flags, then CB once durable. CB NULL: nobody waits (the change is made
+ * durable soon; a crash before loses it — POP3's \Seen). Other sessions see the new flags at
+ * once (as with Dovecot, a flag change is visible before it is durable). */
+int mailbox_store_flags_async(struct mailbox *mbox, struct view *origin, const uint32_t *uids,
+			      size_t n, enum flag_op op, unsigned flags, uint32_t keywords,
+			      mailbox_sync_cb *cb, void *data);
+
+/* mailbox_expunge in two steps: the records are written now, and once they are durable (off
+ * the loop) the files are unlinked, memory and the views updated, then CB. Until then the
+ * messages are still there for everyone. */
+int mailbox_expunge_async(struct mailbox *mbox, const uint32_t *uids, size_t n, mailbox_sync_cb *cb,
+			  void *data);
+
 /* Expunge the messages UIDS[0..n) (missing ones skipped). Every view is owed an EXPUNGE for
  * each message it had been told about. All or nothing: the records are written first; if
  * they cannot be, -errno and no message is touched. */
@@ -320,6 +342,12 @@ int mail_append_write(struct mail_append *append, const void *data, size_t len);
  * announce. *uid_r gets the UID. Frees the append whatever the result (on failure the
  * temporary file is removed). */
 int mail_append_finish(struct mail_append **append_p, uint32_t *uid_r);
+/* mail_append_finish with the fsyncs off the loop: the file is fsynced on the thread pool,
+ * then (on the loop) renamed and recorded, the record synced on the pool, the views told, and
+ * CB(err, uid, DATA) called from the loop. Takes the append whatever the result; a returned
+ * error means CB will not be called. */
+typedef void mail_append_cb(int err, uint32_t uid, void *data);
+int mail_append_finish_async(struct mail_append **append_p, mail_append_cb *cb, void *data);
 /* Drop the message; removes the temporary file. */
 void mail_append_abort(struct mail_append **append_p);
 /* The size the message will have as RFC822.SIZE (its CRLF size), from the bytes written so
@@ -396,6 +424,10 @@ bool view_has_changes(const struct view *view);
 /* Expunge every message of the view that has \Deleted (IMAP EXPUNGE/CLOSE); with uids
  * non-NULL only those among UIDS[0..n) (UID EXPUNGE). */
 int view_expunge_deleted(struct view *view, const uint32_t *uids, size_t n);
+/* The same through mailbox_expunge_async: CB once durable and applied (the view's owed
+ * EXPUNGEs then include them). */
+int view_expunge_deleted_async(struct view *view, const uint32_t *uids, size_t n,
+			       mailbox_sync_cb *cb, void *data);
 
 /* POP3 (VIEW_POP3 only, -EINVAL otherwise). */
 enum pop3_delete_policy {
@@ -411,6 +443,10 @@ void view_pop3_reset(struct view *view);
 /* QUIT: apply the marks through the mailbox with POLICY (messages expunged meanwhile are
  * skipped). The marks are cleared. */
 int view_pop3_commit(struct view *view, enum pop3_delete_policy policy);
+/* The same through mailbox_expunge_async / mailbox_store_flags_async: CB once durable (QUIT
+ * answers +OK then). The marks are cleared at once. */
+int view_pop3_commit_async(struct view *view, enum pop3_delete_policy policy, mailbox_sync_cb *cb,
+			   void *data);
 
 /* POP3 retention (config pop3_expire_days, advertised as RFC 2449 "EXPIRE n"). The store
  * keeps, per folder, when each message was first downloaded whole over POP3; only such a

@@ -408,10 +408,26 @@ int store_folder_create(struct store *store, const char *name, unsigned special_
 
 /* ---- store open -------------------------------------------------------------------------- */
 
+/* The tree is made already (every login opens the store): cur/ new/ tmp/ and the defaults
+ * marker are there. Then nothing needs creating, nor an fsync. */
+static bool store_tree_ready(const struct store *store)
+{
+	const char *names[] = {"cur", "new", "tmp", DEFAULTS_MARKER};
+	char path[4096];
+	struct stat st;
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (storage_path(path, sizeof(path), "%s/%s", store->root, names[i]) < 0 ||
+		    stat(path, &st) < 0 || (i < 3 && !S_ISDIR(st.st_mode)))
+			return false;
+	return true;
+}
+
 static int store_init_tree(struct store *store)
 {
 	char path[4096];
 	int r = 0;
+	if (store_tree_ready(store))
+		return 0;
 	/* mkdir -p the root */
 	strncpy(path, store->root, sizeof(path) - 1);
 	path[sizeof(path) - 1] = '\0';

@@ -495,7 +495,8 @@ int view_sync(struct view *v, unsigned sync_flags, const struct view_sync_handle
 	return 0;
 }
 
-int view_expunge_deleted(struct view *v, const uint32_t *uids, size_t n)
+static int expunge_deleted(struct view *v, const uint32_t *uids, size_t n, mailbox_sync_cb *cb,
+			   void *data)
 {
 	if (v->kind != VIEW_IMAP)
 		return -EINVAL;
@@ -518,9 +519,21 @@ int view_expunge_deleted(struct view *v, const uint32_t *uids, size_t n)
 				del[n_del++] = uids[i];
 		}
 	}
-	int r = mailbox_expunge(m, del, n_del);
+	int r = cb != NULL ? mailbox_expunge_async(m, del, n_del, cb, data)
+			   : mailbox_expunge(m, del, n_del);
 	free(del);
 	return r;
+}
+
+int view_expunge_deleted(struct view *v, const uint32_t *uids, size_t n)
+{
+	return expunge_deleted(v, uids, n, NULL, NULL);
+}
+
+int view_expunge_deleted_async(struct view *v, const uint32_t *uids, size_t n, mailbox_sync_cb *cb,
+			       void *data)
+{
+	return expunge_deleted(v, uids, n, cb, data);
 }
 
 /* ---- POP3 ------------------------------------------------------------------------------- */
@@ -554,7 +567,8 @@ void view_pop3_reset(struct view *v)
 		memset(v->dele, 0, (size_t)v->n_snap / 8 + 1);
 }
 
-int view_pop3_commit(struct view *v, enum pop3_delete_policy policy)
+static int pop3_commit(struct view *v, enum pop3_delete_policy policy, mailbox_sync_cb *cb,
+		       void *data)
 {
 	if (v->kind != VIEW_POP3)
 		return -EINVAL;
@@ -566,13 +580,19 @@ int view_pop3_commit(struct view *v, enum pop3_delete_policy policy)
 		if (v->dele[i / 8] & (1u << (i % 8)))
 			uids[n++] = v->snap[i];
 	int r = 0;
-	if (n > 0) {
+	if (n > 0 || cb != NULL) {
 		if (policy == POP3_DELETE_EXPUNGE) {
-			r = mailbox_expunge(v->mbox, uids, n);
+			r = cb != NULL ? mailbox_expunge_async(v->mbox, uids, n, cb, data)
+				       : mailbox_expunge(v->mbox, uids, n);
 		} else {
 			unsigned idx;
-			r = mailbox_keyword_index(v->mbox, MAIL_KEYWORD_POP3_DELETED, true, &idx);
-			if (r == 0)
+			r = n == 0 ? 0
+				   : mailbox_keyword_index(v->mbox, MAIL_KEYWORD_POP3_DELETED, true,
+							   &idx);
+			if (r == 0 && cb != NULL)
+				r = mailbox_store_flags_async(v->mbox, NULL, uids, n, FLAG_OP_ADD,
+							      0, n ? 1u << idx : 0, cb, data);
+			else if (r == 0)
 				r = mailbox_store_flags(v->mbox, NULL, uids, n, FLAG_OP_ADD, 0,
 							1u << idx);
 		}
@@ -581,4 +601,15 @@ int view_pop3_commit(struct view *v, enum pop3_delete_policy policy)
 	if (r == 0)
 		view_pop3_reset(v);
 	return r;
+}
+
+int view_pop3_commit(struct view *v, enum pop3_delete_policy policy)
+{
+	return pop3_commit(v, policy, NULL, NULL);
+}
+
+int view_pop3_commit_async(struct view *v, enum pop3_delete_policy policy, mailbox_sync_cb *cb,
+			   void *data)
+{
+	return pop3_commit(v, policy, cb, data);
 }

@@ -32,6 +32,7 @@ enum append_step {
 	AP_ARGS, /* reading up to the literal */
 	AP_DATA, /* streaming the literal */
 	AP_TAIL, /* the rest of the command after the literal */
+	AP_WAIT, /* one message being made durable */
 };
 
 #define IMAP_MULTIAPPEND_MAX 128
@@ -46,6 +47,7 @@ struct append_ctx {
 	const char *fail_status; /* non-NULL: answer this once the literal is read */
 	char fail_text[128];
 	int err;
+	struct imap_sync_wait *wait; /* a single message being made durable (AP_WAIT) */
 };
 
 static void append_ctx_free(struct imap_cmd *cmd)
@@ -58,6 +60,7 @@ static void append_ctx_free(struct imap_cmd *cmd)
 	for (unsigned i = 0; i < a->n_done; i++)
 		if (a->done[i])
 			mail_append_abort(&a->done[i]);
+	imap_sync_wait_release(&a->wait);
 	mailbox_unref(&a->mbox);
 	cmd->s->flag_mbox = NULL;
 	free(a);
@@ -222,6 +225,25 @@ static enum cmd_result append_finish_all(struct imap_cmd *cmd, struct append_ctx
 		imap_cmd_reply_error(cmd, qr);
 		return CMD_DONE;
 	}
+	if (n == 1 && imap_async_commit) {
+		/* one message (the common APPEND): its fsyncs run on the thread pool, the
+		 * answer comes once it is durable */
+		struct imap_sync_wait *w = imap_sync_wait_new(cmd);
+		if (!w) {
+			imap_cmd_reply(cmd, "NO", "[SERVERBUG] Out of memory.");
+			return CMD_DONE;
+		}
+		a->n_done = 0;
+		int r = mail_append_finish_async(&a->done[0], imap_sync_wait_append_cb, w);
+		if (r < 0) {
+			free(w);
+			imap_cmd_reply_error(cmd, r);
+			return CMD_DONE;
+		}
+		a->wait = w;
+		a->step = AP_WAIT;
+		return CMD_MORE;
+	}
 	for (unsigned i = 0; i < n; i++) {
 		int r = mail_append_finish(&a->done[i], &uids[i]);
 		if (r < 0) {
@@ -264,6 +286,15 @@ enum cmd_result imap_cmd_append(struct imap_cmd *cmd)
 	}
 	for (;;) {
 		switch (a->step) {
+		case AP_WAIT:
+			if (!a->wait->done)
+				return CMD_MORE;
+			if (a->wait->err < 0)
+				imap_cmd_reply_error(cmd, a->wait->err);
+			else
+				imap_cmd_reply(cmd, "OK", "[APPENDUID %u %u] Append completed.",
+					       mailbox_uidvalidity(a->mbox), a->wait->uid);
+			return CMD_DONE;
 		case AP_ARGS:
 			r = imap_cmd_read_args(cmd, &args);
 			if (r <= 0)

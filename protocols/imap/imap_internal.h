@@ -127,6 +127,18 @@ void imap_cmd_reply(struct imap_cmd *cmd, const char *status, const char *fmt, .
 	__attribute__((format(printf, 3, 4)));
 /* "* BYE text" and close the connection. */
 void imap_session_bye(struct imap_session *s, const char *text);
+/* A change waiting for durability (storage's *_async, imap_store.c): the command returns
+ * CMD_MORE until DONE; its ctx_free calls imap_sync_wait_release. */
+struct imap_sync_wait {
+	struct imap_cmd *cmd; /* NULL once the command is gone (the callback frees it) */
+	bool done;
+	int err;
+	uint32_t uid; /* APPEND */
+};
+struct imap_sync_wait *imap_sync_wait_new(struct imap_cmd *cmd);
+void imap_sync_wait_cb(int err, void *data);
+void imap_sync_wait_append_cb(int err, uint32_t uid, void *data);
+void imap_sync_wait_release(struct imap_sync_wait **wp);
 /* Run commands again after something outside a hook (PAM, a mailbox change) woke the session,
  * and flush. */
 void imap_session_wakeup(struct imap_session *s);
@@ -138,6 +150,9 @@ extern bool imap_async_open;
 /* SEARCH evaluates message content (BODY, TEXT, HEADER, FROM ...) in batches on libuv's
  * thread pool (default); tests may set false (then on the loop, in slices). */
 extern bool imap_async_search;
+/* STORE, EXPUNGE and APPEND answer once their fsyncs, run on the thread pool with everyone
+ * else's (group commit), are done (default); tests may set false (the loop waits, in-line). */
+extern bool imap_async_commit;
 /* Work budget of one loop turn before a long command yields (ns); 2 ms by default. Tests set
  * 0 (yield after every message) or UINT64_MAX (never). */
 extern uint64_t imap_slice_ns;

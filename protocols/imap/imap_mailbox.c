@@ -355,6 +355,7 @@ struct select_ctx {
 };
 
 bool imap_async_open = true;
+bool imap_async_commit = true;
 
 static void select_ctx_free(struct imap_cmd *cmd)
 {
@@ -739,9 +740,27 @@ bool imap_arg_seqset(struct imap_cmd *cmd, const struct imap_arg *arg, struct im
 	return true;
 }
 
+static void expunge_ctx_free(struct imap_cmd *cmd)
+{
+	struct imap_sync_wait *w = cmd->ctx;
+	imap_sync_wait_release(&w);
+	cmd->ctx = NULL;
+}
+
 enum cmd_result imap_cmd_expunge(struct imap_cmd *cmd)
 {
 	struct imap_session *s = cmd->s;
+	struct imap_sync_wait *w = cmd->ctx;
+	if (w) {
+		/* the expunge records were durable (or not), the messages gone */
+		if (!w->done)
+			return CMD_MORE;
+		if (w->err < 0)
+			imap_cmd_reply_error(cmd, w->err);
+		else
+			imap_cmd_reply(cmd, "OK", "Expunge completed.");
+		return CMD_DONE;
+	}
 	const struct imap_arg *args;
 	int r = imap_cmd_read_args(cmd, &args);
 	if (r <= 0)
@@ -771,17 +790,42 @@ enum cmd_result imap_cmd_expunge(struct imap_cmd *cmd)
 			imap_cmd_reply_error(cmd, r);
 			return CMD_DONE;
 		}
-		r = n ? view_expunge_deleted(s->view, uids, n) : 0;
-	} else {
-		r = view_expunge_deleted(s->view, NULL, 0);
 	}
-	free(uids);
-	if (r < 0) {
-		imap_cmd_reply_error(cmd, r);
+	if (!imap_async_commit) {
+		r = !cmd->uid ? view_expunge_deleted(s->view, NULL, 0)
+		    : n       ? view_expunge_deleted(s->view, uids, n)
+			      : 0;
+		free(uids);
+		if (r < 0)
+			imap_cmd_reply_error(cmd, r);
+		else
+			imap_cmd_reply(cmd, "OK", "Expunge completed.");
 		return CMD_DONE;
 	}
-	imap_cmd_reply(cmd, "OK", "Expunge completed.");
-	return CMD_DONE;
+	w = imap_sync_wait_new(cmd);
+	if (!w) {
+		free(uids);
+		imap_cmd_reply(cmd, "NO", "[SERVERBUG] Out of memory.");
+		return CMD_DONE;
+	}
+	cmd->ctx = w;
+	cmd->ctx_free = expunge_ctx_free;
+	if (cmd->uid) {
+		r = n ? view_expunge_deleted_async(s->view, uids, n, imap_sync_wait_cb, w) : 1;
+	} else {
+		r = view_expunge_deleted_async(s->view, NULL, 0, imap_sync_wait_cb, w);
+	}
+	free(uids);
+	if (r != 0) {
+		/* no callback comes: an error, or nothing to expunge */
+		w->done = true;
+		if (r < 0)
+			imap_cmd_reply_error(cmd, r);
+		else
+			imap_cmd_reply(cmd, "OK", "Expunge completed.");
+		return CMD_DONE;
+	}
+	return CMD_MORE;
 }
 
 enum cmd_result imap_cmd_check(struct imap_cmd *cmd)

@@ -12,6 +12,7 @@
 /* The flags are changed at once; the FETCH responses that report them go out as output
  * drains (a STORE over a big mailbox never queues its whole answer). */
 struct store_ctx {
+	struct imap_sync_wait *wait; /* the change's durability, NULL once known */
 	uint32_t *uids;
 	size_t n, pos;
 	bool expunged;
@@ -21,10 +22,50 @@ struct store_ctx {
 
 static char *uid_list_format(const uint32_t *uids, size_t n);
 
+struct imap_sync_wait *imap_sync_wait_new(struct imap_cmd *cmd)
+{
+	struct imap_sync_wait *w = calloc(1, sizeof(*w));
+	if (w)
+		w->cmd = cmd;
+	return w;
+}
+
+void imap_sync_wait_cb(int err, void *data)
+{
+	struct imap_sync_wait *w = data;
+	if (!w->cmd) {
+		free(w);
+		return;
+	}
+	w->err = err;
+	w->done = true;
+	imap_session_wakeup(w->cmd->s);
+}
+
+void imap_sync_wait_append_cb(int err, uint32_t uid, void *data)
+{
+	struct imap_sync_wait *w = data;
+	w->uid = uid;
+	imap_sync_wait_cb(err, data);
+}
+
+void imap_sync_wait_release(struct imap_sync_wait **wp)
+{
+	struct imap_sync_wait *w = *wp;
+	*wp = NULL;
+	if (!w)
+		return;
+	if (w->done)
+		free(w);
+	else
+		w->cmd = NULL; /* the callback frees it */
+}
+
 static void store_ctx_free(struct imap_cmd *cmd)
 {
 	struct store_ctx *st = cmd->ctx;
 	if (st) {
+		imap_sync_wait_release(&st->wait);
 		free(st->uids);
 		free(st->modified);
 		free(st);
@@ -64,8 +105,19 @@ static enum cmd_result store_report(struct imap_cmd *cmd, struct store_ctx *st)
 enum cmd_result imap_cmd_store(struct imap_cmd *cmd)
 {
 	struct imap_session *s = cmd->s;
-	if (cmd->ctx)
-		return store_report(cmd, cmd->ctx);
+	struct store_ctx *st = cmd->ctx;
+	if (st && st->wait) {
+		if (!st->wait->done)
+			return CMD_MORE;
+		int err = st->wait->err;
+		imap_sync_wait_release(&st->wait);
+		if (err < 0) {
+			imap_cmd_reply_error(cmd, err);
+			return CMD_DONE;
+		}
+	}
+	if (st)
+		return store_report(cmd, st);
 	const struct imap_arg *args;
 	int r = imap_cmd_read_args(cmd, &args);
 	if (r <= 0)
@@ -183,22 +235,34 @@ enum cmd_result imap_cmd_store(struct imap_cmd *cmd)
 		imap_cmd_reply(cmd, "NO", "[SERVERBUG] Out of memory.");
 		return CMD_DONE;
 	}
-	r = live ? mailbox_store_flags(view_mailbox(s->view), s->view, uids, live, op, flags,
-				       keywords)
-		 : 0;
-	if (r < 0) {
-		free(uids);
-		free(modified);
-		imap_cmd_reply_error(cmd, r);
-		return CMD_DONE;
-	}
-	struct store_ctx *st = calloc(1, sizeof(*st));
-	if (!st) {
+	st = calloc(1, sizeof(*st));
+	bool wait = live && imap_async_commit;
+	struct imap_sync_wait *w = wait && st ? imap_sync_wait_new(cmd) : NULL;
+	if (!st || (wait && !w)) {
+		free(st);
 		free(uids);
 		free(modified);
 		imap_cmd_reply(cmd, "NO", "[SERVERBUG] Out of memory.");
 		return CMD_DONE;
 	}
+	/* OK once durable: the fsyncs run on the thread pool (group commit) */
+	if (wait)
+		r = mailbox_store_flags_async(view_mailbox(s->view), s->view, uids, live, op, flags,
+					      keywords, imap_sync_wait_cb, w);
+	else if (live)
+		r = mailbox_store_flags(view_mailbox(s->view), s->view, uids, live, op, flags,
+					keywords);
+	else
+		r = 0;
+	if (r < 0) {
+		free(w);
+		free(st);
+		free(uids);
+		free(modified);
+		imap_cmd_reply_error(cmd, r);
+		return CMD_DONE;
+	}
+	st->wait = w;
 	st->uids = uids;
 	/* With CONDSTORE on, .SILENT still reports each new MODSEQ (RFC 7162 §3.1.3). */
 	st->n = silent && !s->condstore ? 0 : live;
@@ -207,7 +271,7 @@ enum cmd_result imap_cmd_store(struct imap_cmd *cmd)
 	st->expunged = expunged;
 	cmd->ctx = st;
 	cmd->ctx_free = store_ctx_free;
-	return store_report(cmd, st);
+	return st->wait ? CMD_MORE : store_report(cmd, st);
 }
 
 /* A UID list in the given order as a sequence set ("4:6,2"), into a malloc'd string. */

@@ -106,17 +106,9 @@ void pop3_maildrop_close(struct pop3_session *s)
 	store_unref(&s->store);
 }
 
-enum pop3_cmd_result pop3_cmd_quit(struct pop3_session *s, struct pop3_token args)
+/* QUIT's answer once the commit is done (RET: its result). */
+static void quit_finish(struct pop3_session *s, int ret, uint32_t marks)
 {
-	if (s->state == POP3_AUTHORIZATION) {
-		pop3_reply_ok(s, "Logging out.");
-		conn_close(s->conn, "QUIT");
-		return POP3_CMD_DONE;
-	}
-	pop3_set_state(s, POP3_UPDATE);
-	pop3_retr_flush_marks(s);
-	uint32_t marks = s->dele_count;
-	int ret = marks > 0 ? view_pop3_commit(s->view, s->set.delete_policy) : 0;
 	if (ret < 0) {
 		log_error("pop3 conn=%llu event=commit_failed user=%s error=\"%s\"",
 			  (unsigned long long)s->id, log_escape_str(s->canonical_user),
@@ -134,6 +126,49 @@ enum pop3_cmd_result pop3_cmd_quit(struct pop3_session *s, struct pop3_token arg
 	s->dele_size = 0;
 	pop3_maildrop_close(s);
 	conn_close(s->conn, "QUIT");
+}
+
+/* The deletes are durable (their records synced on the thread pool, the files gone). */
+static void quit_synced(int err, void *data)
+{
+	struct pop3_quit_wait *w = data;
+	struct pop3_session *s = w->s;
+	uint32_t marks = w->marks;
+	free(w);
+	if (s == NULL)
+		return; /* the connection went meanwhile: the commit stands all the same */
+	s->quit_wait = NULL;
+	quit_finish(s, err, marks);
+	pop3_session_command_done(s);
+}
+
+enum pop3_cmd_result pop3_cmd_quit(struct pop3_session *s, struct pop3_token args)
+{
+	(void)args;
+	if (s->state == POP3_AUTHORIZATION) {
+		pop3_reply_ok(s, "Logging out.");
+		conn_close(s->conn, "QUIT");
+		return POP3_CMD_DONE;
+	}
+	pop3_set_state(s, POP3_UPDATE);
+	pop3_retr_flush_marks(s);
+	uint32_t marks = s->dele_count;
+	int ret = 0;
+	if (marks > 0) {
+		/* +OK only once the deletes are durable; the loop does not wait for the disk */
+		struct pop3_quit_wait *w = calloc(1, sizeof(*w));
+		ret = w ? view_pop3_commit_async(s->view, s->set.delete_policy, quit_synced, w)
+			: -ENOMEM;
+		if (ret == 0) {
+			w->s = s;
+			w->marks = marks;
+			s->quit_wait = w;
+			pop3_session_command_wait(s);
+			return POP3_CMD_MORE;
+		}
+		free(w);
+	}
+	quit_finish(s, ret, marks);
 	return POP3_CMD_DONE;
 }
 

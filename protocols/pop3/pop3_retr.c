@@ -47,9 +47,11 @@ void pop3_retr_flush_marks(struct pop3_session *s)
 	struct mailbox *mbox = view_mailbox(s->view);
 	if (s->n_seen > 0) {
 		/* RFC 1939 leaves \Seen to us; IMAP views see it at once. Messages expunged
-		 * meanwhile are skipped by the store. */
-		int ret = mailbox_store_flags(mbox, s->view, s->seen_uids, s->n_seen, FLAG_OP_ADD,
-					      MAIL_SEEN, 0);
+		 * meanwhile are skipped by the store. Nobody waits for it to be durable (its
+		 * fsyncs run on the thread pool): a crash may lose a \Seen, never a message,
+		 * as with Dovecot, which applies it at QUIT. */
+		int ret = mailbox_store_flags_async(mbox, s->view, s->seen_uids, s->n_seen,
+						    FLAG_OP_ADD, MAIL_SEEN, 0, NULL, NULL);
 		if (ret < 0)
 			log_warn("pop3 conn=%llu event=set_seen_failed messages=%zu error=\"%s\"",
 				 (unsigned long long)s->id, s->n_seen, strerror(-ret));

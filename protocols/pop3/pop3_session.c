@@ -262,6 +262,8 @@ static void pop3_session_free(void *session)
 		log_info("pop3 conn=%llu event=disconnect user=%s committed=no dele_marks=%u",
 			 (unsigned long long)s->id, log_escape_str(s->canonical_user),
 			 s->dele_count);
+	if (s->quit_wait)
+		s->quit_wait->s = NULL; /* its callback frees it */
 	pop3_retr_abort(s);
 	/* Messages sent whole were downloaded: their \Seen stands (DELE marks do not). */
 	pop3_retr_flush_marks(s);

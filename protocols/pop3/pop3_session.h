@@ -84,15 +84,22 @@ struct pop3_stream {
 	struct pop3_dot dot;
 };
 
+/* QUIT waiting for its commit to be durable; s is NULL once the session is gone. */
+struct pop3_quit_wait {
+	struct pop3_session *s;
+	uint32_t marks;
+};
+
 struct pop3_session {
 	struct conn *conn;
 	uint64_t id;
 	enum pop3_state state;
 	struct pop3_settings set;
 
-	bool busy;             /* a command is in progress: read no further command */
-	bool in_stls;          /* STLS answered, waiting for the handshake */
-	const char *bad_reply; /* POP3_CMD_BAD: the -ERR line to send (static text) */
+	bool busy;                        /* a command is in progress: read no further command */
+	struct pop3_quit_wait *quit_wait; /* QUIT's commit in progress */
+	bool in_stls;                     /* STLS answered, waiting for the handshake */
+	const char *bad_reply;            /* POP3_CMD_BAD: the -ERR line to send (static text) */
 
 	/* AUTHORIZATION */
 	char *user;                /* the USER argument, until PASS */

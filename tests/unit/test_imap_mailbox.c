@@ -41,6 +41,8 @@ static int env_setup(void **state)
 	imap_async_open = false;
 	/* SEARCH reads content on the loop here; test_async_search covers the pool path. */
 	imap_async_search = false;
+	/* STORE/EXPUNGE/APPEND commit in-line too; test_async_commit covers the group commit. */
+	imap_async_commit = false;
 	*state = e;
 	return 0;
 }
