@@ -812,6 +812,62 @@ static void test_async_select(void **state)
 	imap_async_open = false;
 }
 
+/* STORE, APPEND and EXPUNGE answer once their fsyncs, run on the thread pool, are done; a
+ * command behind them waits its turn; the other session hears of it; a session that goes
+ * while its change is being synced leaves nothing behind. */
+static void test_async_commit(void **state)
+{
+	struct env *e = *state;
+	imap_async_commit = true;
+	struct conn *c = logged_in(e, "olga");
+	struct conn *o = logged_in(e, "olga");
+	fake_conn_input(c, "s SELECT INBOX\r\n");
+	expect(c, SELECT_EMPTY "s OK [READ-WRITE] Select completed.\r\n");
+	fake_conn_input(o, "s SELECT INBOX\r\n");
+	expect(o, SELECT_EMPTY "s OK [READ-WRITE] Select completed.\r\n");
+	char cmd[4096];
+	snprintf(cmd, sizeof(cmd), "a APPEND INBOX {%zu+}\r\n%s\r\nn NOOP\r\n", strlen(MSG1), MSG1);
+	fake_conn_input(c, cmd);
+	assert_int_equal(fake_conn_output_len(c), 0);
+	wait_for(e, c, "n OK NOOP completed.\r\n");
+	expect(c, "* 1 EXISTS\r\n* 1 RECENT\r\na OK [APPENDUID V 1] Append completed.\r\n"
+		  "n OK NOOP completed.\r\n");
+	fake_conn_input(o, "n NOOP\r\n");
+	expect(o, "* 1 EXISTS\r\n* 0 RECENT\r\nn OK NOOP completed.\r\n");
+	fake_conn_input(c, "b STORE 1 +FLAGS (\\Deleted)\r\n");
+	assert_int_equal(fake_conn_output_len(c), 0);
+	wait_for(e, c, "b OK");
+	expect(c, "* 1 FETCH (FLAGS (\\Deleted \\Recent))\r\nb OK Store completed.\r\n");
+	fake_conn_input(c, "x EXPUNGE\r\n");
+	assert_int_equal(fake_conn_output_len(c), 0);
+	wait_for(e, c, "x OK");
+	expect(c, "* 1 EXPUNGE\r\nx OK Expunge completed.\r\n");
+	fake_conn_input(o, "n NOOP\r\n");
+	expect(o, "* 1 EXPUNGE\r\nn OK NOOP completed.\r\n");
+	/* nothing to expunge (UID EXPUNGE of no message is answered at once) */
+	fake_conn_input(c, "y EXPUNGE\r\nz UID EXPUNGE 5\r\n");
+	wait_for(e, c, "z OK");
+	expect(c, "y OK Expunge completed.\r\nz OK Expunge completed.\r\n");
+	/* the sessions go while their changes are being synced: the APPEND stands (the STORE
+	 * came before it was shown, so it touched nothing) */
+	snprintf(cmd, sizeof(cmd), "a APPEND INBOX {%zu+}\r\n%s\r\n", strlen(MSG1), MSG1);
+	fake_conn_input(c, cmd);
+	fake_conn_free(&c);
+	fake_conn_input(o, "b STORE 1:* +FLAGS (\\Flagged)\r\n");
+	fake_conn_free(&o);
+	for (int i = 0; i < 100 && uv_loop_alive(&e->loop); i++)
+		uv_run(&e->loop, UV_RUN_ONCE);
+	c = logged_in(e, "olga");
+	fake_conn_input(c, "s EXAMINE INBOX\r\nf FETCH 1:* (UID FLAGS)\r\n");
+	char *got = fake_conn_take_output(c);
+	assert_non_null(strstr(got, "* 1 EXISTS\r\n"));
+	assert_non_null(strstr(got, "* OK [UIDNEXT 3] Predicted next UID.\r\n"));
+	assert_non_null(strstr(got, "* 1 FETCH (UID 2 FLAGS ())\r\nf OK Fetch completed.\r\n"));
+	free(got);
+	fake_conn_free(&c);
+	imap_async_commit = false;
+}
+
 static void test_rev2(void **state)
 {
 	struct env *e = *state;
@@ -1674,6 +1730,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_yield, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_async_select, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_async_search, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(test_async_commit, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_rev2, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_pop3_and_failures, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_bytewise, env_setup, env_teardown),

@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "mailbox_private.h"
 #include "storage_test.h"
 #include "storage_util.h"
 #include "uidlist.h"
@@ -667,6 +668,177 @@ static void test_open_async(void **state)
 	assert_int_equal(mailbox_open_async(fx->store, "bad..name", open_fail_cb, &err), -EINVAL);
 }
 
+/* ---- group commit (mailbox_sync.c) ---- */
+
+struct done {
+	bool called;
+	int err;
+	uint32_t uid;
+};
+
+static void sync_done_cb(int err, void *data)
+{
+	struct done *d = data;
+	assert_false(d->called);
+	d->called = true;
+	d->err = err;
+}
+
+static void append_done_cb(int err, uint32_t uid, void *data)
+{
+	struct done *d = data;
+	assert_false(d->called);
+	d->called = true;
+	d->err = err;
+	d->uid = uid;
+}
+
+static void notify_count_cb(struct view *v, void *data)
+{
+	(void)v;
+	(*(int *)data)++;
+}
+
+static struct mail_append *begin_msg(struct mailbox *m, const char *text)
+{
+	struct mail_append *a;
+	assert_int_equal(mailbox_append_begin(m, 0, 0, 0, &a), 0);
+	assert_int_equal(mail_append_write(a, text, strlen(text)), 0);
+	return a;
+}
+
+/* The *_async changes: CB never inside the call, the change applied and durable when it
+ * comes, a burst of them committed together, and the same through a back-end without the
+ * optional nowait ops (the synchronous fallback an mbox back-end gets). */
+static void async_changes(struct fx *fx, bool fallback)
+{
+	struct mailbox_backend_ops ops = maildir_backend_ops;
+	if (fallback) {
+		ops.commit_nowait = NULL;
+		ops.append_prepare = NULL;
+		ops.append_finish_nowait = NULL;
+		fx->inbox->ops = &ops;
+	}
+	int notified = 0;
+	struct view *v, *other;
+	assert_int_equal(view_new(fx->inbox, VIEW_IMAP, NULL, NULL, &v), 0);
+	assert_int_equal(view_new(fx->inbox, VIEW_IMAP, notify_count_cb, &notified, &other), 0);
+	struct st_sync_log log;
+
+	/* APPEND: a burst of three (three sessions at once), each answered later with its UID */
+	struct done d[3] = {{0}};
+	for (int i = 0; i < 3; i++) {
+		struct mail_append *a = begin_msg(fx->inbox, "Subject: a\r\n\r\nbody\r\n");
+		assert_int_equal(mail_append_finish_async(&a, append_done_cb, &d[i]), 0);
+		assert_null(a);
+		assert_false(d[i].called);
+	}
+	if (!fallback) {
+		/* nothing shown before the files are durable */
+		assert_int_equal(mailbox_uidnext(fx->inbox), 1);
+		assert_int_equal(st_count_files(fx->root, "cur"), 0);
+		assert_int_equal(st_count_files(fx->root, "tmp"), 3);
+	}
+	for (int i = 0; i < 3; i++)
+		assert_true(st_run_until(&fx->loop, &d[i].called, 5000));
+	unsigned uids_seen = 0;
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(d[i].err, 0);
+		assert_in_range(d[i].uid, 1, 3);
+		uids_seen |= 1u << d[i].uid;
+	}
+	assert_int_equal(uids_seen, 0xe);
+	assert_int_equal(st_count_files(fx->root, "cur"), 3);
+	assert_int_equal(st_count_files(fx->root, "tmp"), 0);
+	assert_string_equal(st_sync(v, 0, &log), "X3 R3 ");
+	while (notified == 0)
+		uv_run(&fx->loop, UV_RUN_ONCE);
+	assert_string_equal(st_sync(other, 0, &log), "X3 R0 ");
+
+	/* STORE: the flags at once, the answer once durable; the other view is told */
+	uint32_t two = 2;
+	struct done ds = {0};
+	assert_int_equal(mailbox_store_flags_async(fx->inbox, v, &two, 1, FLAG_OP_ADD,
+						   MAIL_FLAGGED | MAIL_DELETED, 0, sync_done_cb,
+						   &ds),
+			 0);
+	assert_false(ds.called);
+	struct mail_info info;
+	assert_int_equal(view_msg_info(v, 2, &info), 0);
+	assert_int_equal(info.flags & (MAIL_FLAGGED | MAIL_DELETED), MAIL_FLAGGED | MAIL_DELETED);
+	assert_true(st_run_until(&fx->loop, &ds.called, 5000));
+	assert_int_equal(ds.err, 0);
+	assert_string_equal(st_sync(other, 0, &log), "F2=FT ");
+	/* nobody waiting (POP3's \Seen): made durable all the same */
+	uint32_t one = 1;
+	assert_int_equal(mailbox_store_flags_async(fx->inbox, NULL, &one, 1, FLAG_OP_ADD, MAIL_SEEN,
+						   0, NULL, NULL),
+			 0);
+
+	/* EXPUNGE: still there until its record is durable, then gone for everyone */
+	struct done de = {0};
+	assert_int_equal(view_expunge_deleted_async(v, NULL, 0, sync_done_cb, &de), 0);
+	assert_false(de.called);
+	assert_int_equal(mailbox_count(fx->inbox), 3);
+	assert_int_equal(st_count_files(fx->root, "cur"), 3);
+	assert_true(st_run_until(&fx->loop, &de.called, 5000));
+	assert_int_equal(de.err, 0);
+	assert_int_equal(mailbox_count(fx->inbox), 2);
+	assert_int_equal(st_count_files(fx->root, "cur"), 2);
+	assert_string_equal(st_sync(v, 0, &log), "E2 F1=S ");
+	assert_string_equal(st_sync(other, 0, &log), "E2 F1=S ");
+	/* an expunge of nothing still answers from the loop */
+	struct done dn = {0};
+	assert_int_equal(mailbox_expunge_async(fx->inbox, &two, 1, sync_done_cb, &dn), 0);
+	assert_false(dn.called);
+	assert_true(st_run_until(&fx->loop, &dn.called, 5000));
+	assert_int_equal(dn.err, 0);
+	view_free(&v);
+	view_free(&other);
+	if (fallback)
+		fx->inbox->ops = &maildir_backend_ops;
+
+	/* what was answered is on disk: a restart sees it all */
+	reopen(fx);
+	assert_int_equal(mailbox_count(fx->inbox), 2);
+	assert_int_equal(mailbox_uidnext(fx->inbox), 4);
+	assert_int_equal(view_new(fx->inbox, VIEW_IMAP, NULL, NULL, &v), 0);
+	assert_int_equal(view_msg_info(v, 1, &info), 0);
+	assert_int_equal(info.uid, 1);
+	assert_int_equal(info.flags & MAIL_SEEN, MAIL_SEEN);
+	assert_int_equal(view_msg_info(v, 2, &info), 0);
+	assert_int_equal(info.uid, 3);
+	view_free(&v);
+}
+
+static void test_async_commit(void **state)
+{
+	async_changes(*state, false);
+}
+
+static void test_async_commit_fallback(void **state)
+{
+	async_changes(*state, true);
+}
+
+/* An append whose folder goes while its file is synced fails cleanly; nothing is left in
+ * tmp/ or cur/. */
+static void test_async_append_abort(void **state)
+{
+	struct fx *fx = *state;
+	struct done d = {0};
+	struct mail_append *a = begin_msg(fx->inbox, "Subject: x\r\n\r\nx\r\n");
+	assert_int_equal(mail_append_finish_async(&a, append_done_cb, &d), 0);
+	fx->inbox->gone = true;
+	assert_true(st_run_until(&fx->loop, &d.called, 5000));
+	fx->inbox->gone = false;
+	assert_int_equal(d.err, -ENOENT);
+	assert_int_equal(d.uid, 0);
+	assert_int_equal(st_count_files(fx->root, "tmp"), 0);
+	assert_int_equal(st_count_files(fx->root, "cur"), 0);
+	assert_int_equal(mailbox_uidnext(fx->inbox), 1);
+}
+
 static void test_open_races(void **state)
 {
 	struct fx *fx = *state;
@@ -806,6 +978,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_torn_list_rebuilt, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_async, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_races, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_async_commit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_async_commit_fallback, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_async_append_abort, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_folder_lock, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cache, setup, teardown),
 		cmocka_unit_test(test_error_text),
