@@ -1301,6 +1301,7 @@ static void append_file_synced(int err, void *data)
 	append_wait_end(w, err < 0 ? err : -ENOMEM);
 }
 
+/* mail_append_finish in steps: a check added to one (a limit, a quota) belongs in both. */
 int mail_append_finish_async(struct mail_append **append_p, mail_append_cb *cb, void *data)
 {
 	struct mail_append *a = *append_p;

@@ -709,10 +709,13 @@ static struct mail_append *begin_msg(struct mailbox *m, const char *text)
 
 /* The *_async changes: CB never inside the call, the change applied and durable when it
  * comes, a burst of them committed together, and the same through a back-end without the
- * optional nowait ops (the synchronous fallback an mbox back-end gets). */
+ * optional nowait ops (the synchronous fallback; the mbox back-end has none of them, so
+ * test_storage_mailbox_mbox runs that path both times). */
 static void async_changes(struct fx *fx, bool fallback)
 {
-	struct mailbox_backend_ops ops = maildir_backend_ops;
+	const struct mailbox_backend_ops *real = fx->inbox->ops;
+	struct mailbox_backend_ops ops = *real;
+	bool maildir = st_format() == ST_MAILDIR;
 	if (fallback) {
 		ops.commit_nowait = NULL;
 		ops.append_prepare = NULL;
@@ -733,7 +736,7 @@ static void async_changes(struct fx *fx, bool fallback)
 		assert_null(a);
 		assert_false(d[i].called);
 	}
-	if (!fallback) {
+	if (!fallback && maildir) {
 		/* nothing shown before the files are durable */
 		assert_int_equal(mailbox_uidnext(fx->inbox), 1);
 		assert_int_equal(st_count_files(fx->root, "cur"), 0);
@@ -748,8 +751,10 @@ static void async_changes(struct fx *fx, bool fallback)
 		uids_seen |= 1u << d[i].uid;
 	}
 	assert_int_equal(uids_seen, 0xe);
-	assert_int_equal(st_count_files(fx->root, "cur"), 3);
-	assert_int_equal(st_count_files(fx->root, "tmp"), 0);
+	if (maildir) {
+		assert_int_equal(st_count_files(fx->root, "cur"), 3);
+		assert_int_equal(st_count_files(fx->root, "tmp"), 0);
+	}
 	assert_string_equal(st_sync(v, 0, &log), "X3 R3 ");
 	while (notified == 0)
 		uv_run(&fx->loop, UV_RUN_ONCE);
@@ -780,11 +785,13 @@ static void async_changes(struct fx *fx, bool fallback)
 	assert_int_equal(view_expunge_deleted_async(v, NULL, 0, sync_done_cb, &de), 0);
 	assert_false(de.called);
 	assert_int_equal(mailbox_count(fx->inbox), 3);
-	assert_int_equal(st_count_files(fx->root, "cur"), 3);
+	if (maildir)
+		assert_int_equal(st_count_files(fx->root, "cur"), 3);
 	assert_true(st_run_until(&fx->loop, &de.called, 5000));
 	assert_int_equal(de.err, 0);
 	assert_int_equal(mailbox_count(fx->inbox), 2);
-	assert_int_equal(st_count_files(fx->root, "cur"), 2);
+	if (maildir)
+		assert_int_equal(st_count_files(fx->root, "cur"), 2);
 	assert_string_equal(st_sync(v, 0, &log), "E2 F1=S ");
 	assert_string_equal(st_sync(other, 0, &log), "E2 F1=S ");
 	/* an expunge of nothing still answers from the loop */
@@ -795,8 +802,7 @@ static void async_changes(struct fx *fx, bool fallback)
 	assert_int_equal(dn.err, 0);
 	view_free(&v);
 	view_free(&other);
-	if (fallback)
-		fx->inbox->ops = &maildir_backend_ops;
+	fx->inbox->ops = real;
 
 	/* what was answered is on disk: a restart sees it all */
 	reopen(fx);
@@ -834,8 +840,10 @@ static void test_async_append_abort(void **state)
 	fx->inbox->gone = false;
 	assert_int_equal(d.err, -ENOENT);
 	assert_int_equal(d.uid, 0);
-	assert_int_equal(st_count_files(fx->root, "tmp"), 0);
-	assert_int_equal(st_count_files(fx->root, "cur"), 0);
+	if (st_format() == ST_MAILDIR) {
+		assert_int_equal(st_count_files(fx->root, "tmp"), 0);
+		assert_int_equal(st_count_files(fx->root, "cur"), 0);
+	}
 	assert_int_equal(mailbox_uidnext(fx->inbox), 1);
 }
 
