@@ -116,10 +116,22 @@ static void close_walk(uv_handle_t *h, void *arg)
 		uv_close(h, NULL);
 }
 
+static void close_deadline_cb(uv_timer_t *t)
+{
+	uv_stop(t->loop);
+}
+
 void st_loop_close(uv_loop_t *loop)
 {
-	/* pending close callbacks and zero timers; a handle still open here is a leak the test
-	 * reports (ASan), never a hang */
+	/* pending close callbacks, zero timers and work still on the thread pool (an mbox
+	 * rewrite holds its mailbox until it is done): run until nothing is left or 10 s
+	 * passed; a handle still open then is a leak the test reports (ASan), never a hang */
+	uv_timer_t t;
+	uv_timer_init(loop, &t);
+	uv_timer_start(&t, close_deadline_cb, 10000, 0);
+	uv_unref((uv_handle_t *)&t);
+	uv_run(loop, UV_RUN_DEFAULT);
+	uv_close((uv_handle_t *)&t, NULL);
 	for (int i = 0; i < 8; i++)
 		uv_run(loop, UV_RUN_NOWAIT);
 	uv_walk(loop, close_walk, NULL);
@@ -695,4 +707,57 @@ bool st_mbox_header(const char *path, unsigned n, const char *field, char *out, 
 	}
 	free(data);
 	return found;
+}
+
+struct mbox_wait {
+	bool changed;
+};
+
+static void mbox_wait_cb(uv_fs_event_t *h, const char *name, int events, int status)
+{
+	((struct mbox_wait *)h->data)->changed = true;
+}
+
+bool st_mbox_wait(uv_loop_t *loop, const char *path, bool (*pred)(const char *path, void *arg),
+		  void *arg, unsigned timeout_ms)
+{
+	char dir[4200];
+	snprintf(dir, sizeof(dir), "%s", path);
+	char *slash = strrchr(dir, '/');
+	assert_non_null(slash);
+	*slash = '\0';
+	uv_fs_event_t ev;
+	struct mbox_wait w = {false};
+	assert_int_equal(uv_fs_event_init(loop, &ev), 0);
+	ev.data = &w;
+	assert_int_equal(uv_fs_event_start(&ev, mbox_wait_cb, dir, 0), 0);
+	int64_t deadline = now_ms() + timeout_ms;
+	bool ok;
+	while (!(ok = pred(path, arg))) {
+		int64_t left = deadline - now_ms();
+		if (left <= 0)
+			break;
+		w.changed = false;
+		st_run_until(loop, &w.changed, (unsigned)left);
+	}
+	uv_close((uv_handle_t *)&ev, NULL);
+	uv_run(loop, UV_RUN_NOWAIT);
+	return ok;
+}
+
+bool st_mbox_has_count(const char *path, void *arg)
+{
+	return st_mbox_count(path) == *(unsigned *)arg;
+}
+
+bool st_mbox_has_field(const char *path, void *arg)
+{
+	const struct st_mbox_field *f = arg;
+	if (st_mbox_count(path) <= f->n)
+		return false;
+	char val[1024];
+	bool has = st_mbox_header(path, f->n, f->field, val, sizeof(val));
+	if (f->value == NULL)
+		return !has;
+	return has && strcmp(val, f->value) == 0;
 }

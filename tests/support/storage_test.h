@@ -52,6 +52,21 @@ void st_mbox_unlock(const char *path, int fd);
  * is rewritten in place from the first changed byte, truncated and fsynced, as mutt does. */
 void st_mbox_set_status(const char *path, unsigned n, const char *status, const char *xstatus);
 void st_mbox_remove(const char *path, unsigned n);
+/* The mbox back-end brings the file up to date "soon after" a change (its UID list is the
+ * commit point; storage/README.md "mbox"): run LOOP until PRED(PATH, ARG) holds, looking
+ * again at every change in PATH's directory (a uv_fs_event), at most TIMEOUT_MS. Returns
+ * the last PRED. */
+bool st_mbox_wait(uv_loop_t *loop, const char *path, bool (*pred)(const char *path, void *arg),
+		  void *arg, unsigned timeout_ms);
+/* Predicates for it: the file holds *(unsigned *)ARG messages; message n's header field has
+ * the value (struct st_mbox_field). */
+bool st_mbox_has_count(const char *path, void *arg);
+struct st_mbox_field {
+	unsigned n;
+	const char *field, *value; /* value NULL: the field is absent */
+};
+bool st_mbox_has_field(const char *path, void *arg);
+
 /* Messages in an mbox file ("From " lines at the start of the file or after an empty
  * line). */
 unsigned st_mbox_count(const char *path);
