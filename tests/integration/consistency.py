@@ -961,6 +961,19 @@ class Run:
         check(self.arch.picture() == truth, f"archive session picture {self.arch.picture()}")
 
     def check_disk_mbox(self):
+        """The mbox follows the server's state soon after a change: wait (bounded, on
+        inotify) until the file and the Archive file agree with the model, then check."""
+        def agrees():
+            try:
+                self.check_disk_mbox_now()
+                return True
+            except Failure:
+                return False
+        mbox_tools.wait_until(self.srv.mbox(), agrees, 20)
+        mbox_tools.wait_until(self.srv.mbox("Archive"), agrees, 5)
+        self.check_disk_mbox_now()
+
+    def check_disk_mbox_now(self):
         bycid = {}
         for cid, fl, data in scan_mbox(self.srv.mbox()):
             check(cid is not None, f"a message without its X-MK-Id ({len(data)} bytes): damaged")

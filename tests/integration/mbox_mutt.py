@@ -143,6 +143,11 @@ class MuttAndServer(unittest.TestCase):
                           "gamma": {"\\Seen", "\\Answered"}, "delta": set()})
         c.store("2", "+FLAGS", "(\\Seen)")  # beta, set over IMAP after the append
         c.close()
+        # the file follows the server's state soon after (storage/README.md "mbox")
+        want = {"alpha": set(), "beta": {"\\Flagged", "\\Seen"},
+                "gamma": {"\\Seen", "\\Answered"}, "delta": set()}
+        self.assertTrue(mbox_tools.wait_until(self.inbox, lambda: self.file_flags() == want),
+                        self.file_flags())
 
         # mutt reads what the server wrote ...
         keys = (self.copy_keys("~F", "flagged") + self.copy_keys("~R", "read") +
@@ -175,6 +180,9 @@ class MuttAndServer(unittest.TestCase):
         c.store("1", "-FLAGS", "(\\Flagged)")
         c.store("3", "+FLAGS", "(\\Flagged)")
         c.logout()
+        self.assertTrue(mbox_tools.wait_until(
+            self.inbox, lambda: "\\Flagged" not in self.file_flags()["alpha"] and
+            "\\Flagged" in self.file_flags()["gamma"]), self.file_flags())
         self.mutt(self.copy_keys("~F", "flagged2") + self.copy_keys("~U", "unread"))
         self.assertEqual(self.subjects("flagged2"), ["beta", "delta", "gamma"])
         self.assertEqual(self.subjects("unread"), ["delta"])

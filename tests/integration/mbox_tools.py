@@ -24,8 +24,12 @@ import socket
 import threading
 import time
 
-IN_DELETE = 0x200
+IN_MODIFY = 0x2
+IN_CLOSE_WRITE = 0x8
 IN_MOVED_FROM = 0x40
+IN_MOVED_TO = 0x80
+IN_CREATE = 0x100
+IN_DELETE = 0x200
 IN_CLOEXEC = 0o2000000
 IN_NONBLOCK = 0o4000
 STALE_SECONDS = 300
@@ -305,3 +309,31 @@ def status_of(flags):
                                    ("D", "\\Deleted")) if fl in flags)
     return st, xs
 
+
+
+def wait_until(path, pred, timeout=10.0):
+    """mailkeep brings an mbox file up to date soon after a change (its own state is the
+    commit point): wait until PRED() holds, looking again at every change in PATH's
+    directory (inotify), at most TIMEOUT seconds. Returns the last PRED()."""
+    fd = _libc.inotify_init1(IN_CLOEXEC | IN_NONBLOCK)
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), "inotify_init1")
+    try:
+        d = os.path.dirname(path)
+        while not os.path.isdir(d):
+            d = os.path.dirname(d)
+        if _libc.inotify_add_watch(fd, d.encode(), IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_TO |
+                                   IN_MOVED_FROM | IN_CREATE | IN_DELETE) < 0:
+            raise OSError(ctypes.get_errno(), "inotify_add_watch")
+        deadline = time.monotonic() + timeout
+        while True:
+            ok = pred()
+            left = deadline - time.monotonic()
+            if ok or left <= 0:
+                return ok
+            r, _, _ = select.select([fd], [], [], left)
+            if r:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(fd, 65536)
+    finally:
+        os.close(fd)

@@ -118,7 +118,7 @@ class Pop3Clients(unittest.TestCase):
                          self.curl(base + "2"))
         # DELE through curl (then QUIT): one message fewer in the store.
         self.curl(base + "1", "-X", "DELE", "-I")
-        self.assertEqual(len(self.srv.message_files()), 2)
+        self.assertEqual(len(self.srv.message_files(expect=2)), 2)
         self.assertEqual(len(self.curl(tls, "--cacert", self.srv.cert).splitlines()), 2)
 
     def fetchmail(self, keep, mbox):
@@ -156,7 +156,7 @@ class Pop3Clients(unittest.TestCase):
         mbox = os.path.join(self.srv.dir, "fetchmail.mbox")
         self.assertEqual(self.fetchmail(True, mbox), 0)
         self.assertEqual(self.mbox_count(mbox), 3)
-        self.assertEqual(len(self.srv.message_files()), 3)  # keep: still on the server
+        self.assertEqual(len(self.srv.message_files(expect=3)), 3)  # keep: still on the server
         with open(mbox, "rb") as f:
             data = f.read()
         for subject in (b"first", b"second", b"third"):
@@ -169,7 +169,7 @@ class Pop3Clients(unittest.TestCase):
         self.srv.deliver(b"From: four@example.com\r\nSubject: fourth\r\n\r\nfour\r\n")
         self.assertEqual(self.fetchmail(False, mbox), 0)
         self.assertEqual(self.mbox_count(mbox), 4)
-        self.assertEqual(len(self.srv.message_files()), 3)  # the fetched one is gone
+        self.assertEqual(len(self.srv.message_files(expect=3)), 3)  # the fetched one is gone
 
     def getmail(self, gmdir, mbox):
         rc = os.path.join(gmdir, "getmailrc")
@@ -223,7 +223,7 @@ verbose = 1
         self.assertIn("0 messages", out)
         with open(mbox, "rb") as f:
             self.assertEqual(f.read(), first)  # the second run downloaded nothing
-        self.assertEqual(len(self.srv.message_files()), 3)
+        self.assertEqual(len(self.srv.message_files(expect=3)), 3)
 
 
 if __name__ == "__main__":

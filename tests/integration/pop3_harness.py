@@ -153,25 +153,36 @@ tls = none
         if self.owner:
             os.chown(path, *self.owner)
 
-    def message_files(self, user="alice"):
+    @staticmethod
+    def _mbox_files(path):
+        import mbox_tools
+        out = []
+        for hd, body in mbox_tools.messages(path):
+            fl = mbox_tools.flags_of(hd)
+            letters = "".join(ch for ch, f in (("D", "\\Draft"), ("F", "\\Flagged"),
+                                               ("R", "\\Answered"), ("S", "\\Seen"),
+                                               ("T", "\\Deleted")) if f in fl)
+            if hd.get("x-keywords", "").strip():
+                letters += "a"
+            key = hashlib.sha1(hd.get("subject", "").encode() + body).hexdigest()[:16]
+            out.append(f"inbox#{key}:2,{letters}")
+        return out
+
+    def message_files(self, user="alice", expect=None):
         """The messages on disk: Maildir file paths; with mbox, one "inbox#N:2,FLAGS" a
         message of the inbox file (FLAGS: the Maildir letters of its Status/X-Status, plus
         "a" when it carries a keyword; N: a hash of its Subject and body, which no state
-        header changes), so tests count and compare them alike."""
+        header changes), so tests count and compare them alike. EXPECT (a count, or a
+        predicate on the list): with mbox, wait (bounded, on inotify) until the file shows
+        it, since the file follows the store's state soon after a change."""
         md = self.maildir(user)
         if MBOX:
             import mbox_tools
-            out = []
-            for hd, body in mbox_tools.messages(mbox_tools.mbox_path(md)):
-                fl = mbox_tools.flags_of(hd)
-                letters = "".join(ch for ch, f in (("D", "\\Draft"), ("F", "\\Flagged"),
-                                                   ("R", "\\Answered"), ("S", "\\Seen"),
-                                                   ("T", "\\Deleted")) if f in fl)
-                if hd.get("x-keywords", "").strip():
-                    letters += "a"
-                key = hashlib.sha1(hd.get("subject", "").encode() + body).hexdigest()[:16]
-                out.append(f"inbox#{key}:2,{letters}")
-            return out
+            path = mbox_tools.mbox_path(md)
+            if expect is not None:
+                test = expect if callable(expect) else (lambda fs: len(fs) == expect)
+                mbox_tools.wait_until(path, lambda: test(self._mbox_files(path)))
+            return self._mbox_files(path)
         out = []
         for sub in ("new", "cur"):
             p = os.path.join(md, sub)

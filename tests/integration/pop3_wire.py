@@ -164,7 +164,7 @@ class Pop3Wire(Base):
         self.assertEqual(c.cmd("DELE 2"), b"+OK Message 2 deleted.\r\n")
         self.assertEqual(c.cmd("QUIT"), b"+OK Logging out, 1 message deleted.\r\n")
         self.assertTrue(c.eof())
-        self.assertEqual(len(self.srv.message_files()), 2)
+        self.assertEqual(len(self.srv.message_files(expect=2)), 2)
         c = h.Raw(self.srv.port_plain)
         c.login()
         c.cmd("UIDL")
@@ -251,7 +251,7 @@ class Pop3Wire(Base):
         self.assertEqual(c.line(), b"-ERR Disconnected for inactivity.\r\n")
         self.assertTrue(c.eof())
         self.srv.wait_log("event=idle_timeout state=TRANSACTION")
-        self.assertEqual(len(self.srv.message_files()), 1)
+        self.assertEqual(len(self.srv.message_files(expect=1)), 1)
         # APOP gets a clear answer; STLS on a plain listener too.
         c = h.Raw(self.srv.port_plain)
         self.assertEqual(c.cmd("APOP alice 00112233445566778899aabbccddeeff"),
@@ -274,9 +274,12 @@ class Pop3WireHide(Base):
         self.assertEqual(c.cmd("DELE 2"), b"+OK Message 2 deleted.\r\n")
         self.assertEqual(c.cmd("QUIT"), b"+OK Logging out, 1 message deleted.\r\n")
         self.assertTrue(c.eof())
-        files = self.srv.message_files()
+        def keyworded(fs):
+            return [p for p in fs if ":2," in p and any(ch.islower() for ch in p.split(":2,")[1])]
+        files = self.srv.message_files(
+            expect=lambda fs: len(fs) == 3 and len(keyworded(fs)) == 1)
         self.assertEqual(len(files), 3)  # kept for IMAP
-        kw = [p for p in files if ":2," in p and any(ch.islower() for ch in p.split(":2,")[1])]
+        kw = keyworded(files)
         self.assertEqual(len(kw), 1)  # one file carries a keyword letter
         c = h.Raw(self.srv.port_plain)
         c.login()
@@ -345,7 +348,7 @@ class Pop3AndImap(Base):
         self.assertTrue(c.cmd("RETR 3").startswith(b"+OK"))
         self.assertEqual(c.multiline(), expected_wire(EDGE[2]))
         self.assertEqual(c.cmd("QUIT"), b"+OK Logging out, 0 messages deleted.\r\n")
-        self.assertEqual(len(self.srv.message_files()), 2)
+        self.assertEqual(len(self.srv.message_files(expect=2)), 2)
 
 
 class Pop3AndImapHide(Pop3AndImap):
@@ -478,7 +481,7 @@ class Pop3Expire(Base):
         self.assertEqual(self.srv.log_text().count("event=expired "), 1)
 
     def check_store(self):
-        self.assertEqual(len(self.srv.message_files()), 2)
+        self.assertEqual(len(self.srv.message_files(expect=2)), 2)
         m, exists = self.imap()
         self.assertEqual(exists, 2)
         m.logout()
@@ -490,7 +493,7 @@ class Pop3ExpireHide(Pop3Expire):
     policy = "hide"
 
     def check_store(self):
-        self.assertEqual(len(self.srv.message_files()), 3)
+        self.assertEqual(len(self.srv.message_files(expect=3)), 3)
         m, exists = self.imap()
         self.assertEqual(exists, 3)
         f = self.flags(m)
