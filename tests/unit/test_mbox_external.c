@@ -425,6 +425,56 @@ static void test_uidl_in_file(void **state)
 	assert_true(st_mbox_has_field(fx->inbox, &ub));
 }
 
+/* After an expunge the file is rewritten (every later message moves): each message still
+ * reads back whole, also while an MTA appends meanwhile, and after a restart. */
+static void test_read_after_rewrite(void **state)
+{
+	struct fx *fx = *state;
+	struct st_sync_log log;
+	char msg[128];
+	for (unsigned i = 1; i <= 6; i++) {
+		snprintf(msg, sizeof(msg), "Subject: %u\r\n\r\nbody %u\r\n", i, i);
+		st_append(fx->mbox, msg, 0);
+	}
+	st_sync(fx->v, 0, &log);
+	unsigned n = 6;
+	assert_true(st_mbox_wait(&fx->loop, fx->inbox, st_mbox_has_count, &n, 10000));
+	for (uint32_t round = 1; round <= 3; round++) {
+		uint32_t uid;
+		assert_int_equal(view_seq_to_uid(fx->v, 1, &uid), 0);
+		assert_int_equal(mailbox_expunge(fx->mbox, &uid, 1), 0);
+		snprintf(msg, sizeof(msg), "Subject: mta%u\n\nmta %u\n", round, round);
+		st_deliver(fx->root, "INBOX", msg);
+		n = 6; /* one gone, one come */
+		assert_true(st_mbox_wait(&fx->loop, fx->inbox, st_mbox_has_count, &n, 10000));
+		assert_int_equal(mailbox_refresh(fx->mbox), 0);
+		st_sync(fx->v, 0, &log);
+		assert_int_equal(view_count(fx->v), 6);
+		for (uint32_t seq = 1; seq <= 6; seq++) {
+			struct mail_info info;
+			assert_int_equal(view_msg_info(fx->v, seq, &info), 0);
+			size_t len;
+			char *data = st_read_msg(fx->v, seq, &len);
+			if (data == NULL)
+				fail_msg("round %u: seq %u uid %u does not open", round, seq,
+					 info.uid);
+			if (info.uid <= 6)
+				snprintf(msg, sizeof(msg), "Subject: %u\r\n\r\nbody %u\r\n",
+					 info.uid, info.uid);
+			else
+				snprintf(msg, sizeof(msg), "Subject: mta%u\r\n\r\nmta %u\r\n",
+					 info.uid - 6, info.uid - 6);
+			assert_string_equal(data, msg);
+			free(data);
+		}
+	}
+	reopen(fx);
+	assert_int_equal(view_count(fx->v), 6);
+	char list[64];
+	uids(fx->v, list, sizeof(list));
+	assert_string_equal(list, "4 5 6 7 8 9 ");
+}
+
 /* The helpers themselves: what the MTA and mutt sides write is what mutt and Debian's MTAs
  * write (checked on the bytes, without the store). */
 static void test_helpers(void **state)
@@ -531,6 +581,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_lock_held, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stale_dotlock, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_uidl_in_file, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_read_after_rewrite, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
