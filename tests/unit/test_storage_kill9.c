@@ -353,7 +353,7 @@ static void test_kill9(void **state)
  * only the expunge in flight may have gone either way; nothing is there twice. */
 
 #define RW_MSGS    16384
-#define RW_MTA_MAX 8 /* deliveries per round at most: content ids next_k .. +RW_MTA_MAX */
+#define RW_MTA_MAX 16 /* deliveries per round at most: content ids next_k .. +RW_MTA_MAX */
 
 struct rw_state {
 	unsigned char st[RW_MSGS]; /* 0 unknown, 1 there (acked), 2 expunged (acked) */
@@ -425,19 +425,22 @@ static void rw_server(const char *root, int out, unsigned seed)
 static void rw_mta(const char *root, int out, int ctl, unsigned k)
 {
 	static char buf[8192];
-	for (unsigned i = 0; i < RW_MTA_MAX; i++, k++) {
-		/* one delivery per byte on CTL (sent as the server starts an expunge); EOF: stop */
+	for (unsigned i = 0;;) {
+		/* one delivery per byte on CTL (sent while the server expunges), at most
+		 * RW_MTA_MAX a round; EOF: stop */
 		struct pollfd p = {ctl, POLLIN, 0};
 		char c;
 		if (poll(&p, 1, 20000) != 1)
 			_exit(9);
 		if (read(ctl, &c, 1) != 1)
 			_exit(0);
-		msg_bytes(k, buf, sizeof(buf));
+		if (i == RW_MTA_MAX)
+			continue;
+		msg_bytes(k + i, buf, sizeof(buf));
 		st_deliver(root, "INBOX", buf);
-		child_write(out, "D %u\n", k);
+		child_write(out, "D %u\n", k + i);
+		i++;
 	}
-	_exit(10);
 }
 
 static void rw_apply(struct rw_state *st, const char *line)
