@@ -214,11 +214,12 @@ static void references_link(struct tctx *t)
 				node_link(prev, r);
 			prev = r;
 		}
-		/* 1.B: the last reference is the parent (replacing an existing link), no loops */
-		if (prev && node_would_loop(c, prev))
-			continue;
+		/* 1.B: the last reference is the parent: an existing link is broken first, then
+		 * the new one made unless it would close a loop (then the message stays a root,
+		 * as RFC 5256 reads and Dovecot does: a message whose References end with its own
+		 * id, or with one of its descendants) */
 		node_unlink(c);
-		if (prev)
+		if (prev && !node_would_loop(c, prev))
 			node_link(prev, c);
 	}
 }

@@ -298,6 +298,16 @@ static void test_references_loops_and_duplicates(void **state)
 			    "(2 1)");
 	/* a message that references itself */
 	assert_string_equal(REF({10, "A", false, "a", {"a"}}), "(1)");
+	/* References ending with the message's own id: the link 1.A made to it is broken in
+	 * 1.B and none made (RFC 5256 §3 1.B; Dovecot answers the same) */
+	assert_string_equal(REF({10, "A", false, "x", {NULL}}, {20, "B", false, "y", {"x", "y"}}),
+			    "(1)(2)");
+	/* a message whose last reference is its own descendant becomes a root: b1 under b2
+	 * (1.A of the first) is undone, b2 goes under b1, b3 under b2 */
+	assert_string_equal(REF({10, "A", false, "b1", {"b2", "b1"}},
+				{20, "B", false, "b2", {"b1"}},
+				{30, "C", false, "b3", {"b1", "b3", "b2"}}),
+			    "(1 2 3)");
 	/* a loop inside one References list: a b a */
 	assert_string_equal(REF({10, "A", false, "c", {"a", "b", "a"}}), "(1)");
 	/* duplicate Message-IDs: the second is a message of its own; references go to the first */
