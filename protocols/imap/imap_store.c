@@ -395,7 +395,10 @@ static enum cmd_result copy_common(struct imap_cmd *cmd, bool move)
 	}
 	free(from);
 	free(to);
-	if (k < n)
+	/* Messages another session expunged are left out (RFC 2180 choice, README): once any
+	 * was copied the answer is OK, as a NO would tell the client the destination is as
+	 * before (RFC 9051 §6.4.7); NO [EXPUNGEISSUED] only when nothing was left to copy. */
+	if (k == 0 && n > 0)
 		imap_cmd_reply(cmd, "NO", "[EXPUNGEISSUED] Some messages were expunged meanwhile.");
 	else
 		imap_cmd_reply(cmd, "OK", "%s completed.", move ? "Move" : "Copy");

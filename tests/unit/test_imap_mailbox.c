@@ -474,6 +474,56 @@ static void test_copy_move(void **state)
 	fake_conn_free(&c);
 }
 
+/* COPY and MOVE naming messages another session expunged (this one not told yet): the rest is
+ * copied or moved and the reply is OK, whatever the length of the COPYUID lists; a NO would
+ * say the destination is as before (RFC 9051 §6.4.7), which it is not. NO [EXPUNGEISSUED]
+ * only when nothing was left to copy. */
+static void test_copy_expunged(void **state)
+{
+	struct env *e = *state;
+	struct conn *a = logged_in(e, "hank");
+	struct conn *b = logged_in(e, "hank");
+	fake_conn_input(a, "c CREATE Archive\r\n");
+	free(fake_conn_take_output(a));
+	fake_conn_input(a, "s SELECT INBOX\r\n");
+	free(fake_conn_take_output(a));
+	/* 600 messages put into cur/ as mutt would: an every-other-UID set makes a COPYUID
+	 * too long for the reply */
+	char path[600];
+	for (unsigned i = 1; i <= 600; i++) {
+		snprintf(path, sizeof(path), "%s/hank/cur/%u.M%uP1.test:2,", e->root,
+			 1700000000 + i, i);
+		int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+		assert_true(fd >= 0);
+		assert_int_equal(write(fd, "Subject: x\n\nhi\n", 15), 15);
+		close(fd);
+	}
+	fake_conn_input(a, "n NOOP\r\n");
+	expect(a, "* 600 EXISTS\r\n* 600 RECENT\r\nn OK NOOP completed.\r\n");
+	fake_conn_input(b, "s SELECT INBOX\r\n");
+	free(fake_conn_take_output(b));
+	fake_conn_input(b, "t UID STORE 3,10,20 +FLAGS.SILENT (\\Deleted)\r\nx EXPUNGE\r\n");
+	free(fake_conn_take_output(b));
+	char cmd[4096];
+	size_t n = (size_t)snprintf(cmd, sizeof(cmd), "c UID COPY 1");
+	for (unsigned u = 3; u < 600; u += 2)
+		n += (size_t)snprintf(cmd + n, sizeof(cmd) - n, ",%u", u);
+	snprintf(cmd + n, sizeof(cmd) - n, " Archive\r\n");
+	fake_conn_input(a, cmd);
+	expect(a, "* 3 EXPUNGE\r\n* 9 EXPUNGE\r\n* 18 EXPUNGE\r\nc OK Copy completed.\r\n");
+	fake_conn_input(a, "m UID MOVE 9:10 Archive\r\n");
+	expect(a, "* OK [COPYUID V 9 300] Moved UIDs.\r\n* 8 EXPUNGE\r\nm OK Move completed.\r\n");
+	fake_conn_input(b, "t UID STORE 11 +FLAGS.SILENT (\\Deleted)\r\nx EXPUNGE\r\n");
+	free(fake_conn_take_output(b));
+	fake_conn_input(a, "m UID MOVE 11 Archive\r\nc UID COPY 11 Archive\r\n");
+	expect(a, "* 8 EXPUNGE\r\nm NO [EXPUNGEISSUED] Some messages were expunged meanwhile.\r\n"
+		  "c OK Copy completed.\r\n");
+	fake_conn_input(a, "x STATUS Archive (MESSAGES)\r\n");
+	expect(a, "* STATUS Archive (MESSAGES 300)\r\nx OK Status completed.\r\n");
+	fake_conn_free(&a);
+	fake_conn_free(&b);
+}
+
 static void deadline_cb(uv_timer_t *t)
 {
 }
@@ -1721,6 +1771,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_search, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_folders, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_copy_move, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(test_copy_expunged, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_two_sessions_and_idle, env_setup,
 						env_teardown),
 		cmocka_unit_test_setup_teardown(test_backpressure, env_setup, env_teardown),
