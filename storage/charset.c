@@ -96,6 +96,10 @@ static size_t utf8_copy(const char *s, size_t n, bool final, struct buf *out, in
 {
 	size_t i = 0, start = 0;
 	while (i < n) {
+		if ((unsigned char)s[i] < 0x80) { /* ASCII runs: no call per octet */
+			i++;
+			continue;
+		}
 		int l = utf8_seq((const unsigned char *)s + i, n - i);
 		if (l > 0) {
 			i += (size_t)l;

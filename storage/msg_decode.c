@@ -442,9 +442,16 @@ static int text_headers(const struct msg_source *src, const struct msg_parsed *m
 		buf_clear(&dec);
 		struct buf unf;
 		buf_init(&unf, (size_t)(fe - f) + 1);
-		for (const char *c = f; c < fe; c++)
-			if (*c != '\r' && *c != '\n')
-				buf_append(&unf, c, 1);
+		for (const char *c = f; c < fe;) {
+			const char *e = c;
+			while (e < fe && *e != '\r' && *e != '\n')
+				e++;
+			if (e > c)
+				buf_append(&unf, c, (size_t)(e - c));
+			while (e < fe && (*e == '\r' || *e == '\n'))
+				e++;
+			c = e;
+		}
 		if (buf_used(&unf) > 0) {
 			ret = msg_decode_words(mime_bp(&unf), buf_used(&unf), &dec);
 			if (ret == 0)

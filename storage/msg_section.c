@@ -270,7 +270,8 @@ int msg_reader_open(const struct msg_source *src, const struct msg_range *range,
 	return 0;
 }
 
-/* CRLF form of the range, before any skip or decoding. */
+/* CRLF form of the range, before any skip or decoding. Runs without an LF are copied whole
+ * (this is the inner loop of FETCH BODY[] and SEARCH TEXT). */
 static ssize_t reader_norm(struct msg_reader *r, char *dst, size_t len)
 {
 	size_t n = 0;
@@ -292,6 +293,21 @@ static ssize_t reader_norm(struct msg_reader *r, char *dst, size_t len)
 			r->ppos += want;
 			r->ilen = (size_t)want;
 			r->ipos = 0;
+		}
+		const char *s = r->in + r->ipos;
+		size_t take = r->ilen - r->ipos < len - n ? r->ilen - r->ipos : len - n;
+		const char *lf = memchr(s, '\n', take);
+		size_t run = lf ? (size_t)(lf - s) : take;
+		if (run > 0) {
+			memcpy(dst + n, s, run);
+			if (r->flags & MSG_READER_NUL_TO_80)
+				for (size_t i = 0; i < run; i++)
+					if (dst[n + i] == 0)
+						dst[n + i] = (char)0x80;
+			r->prev_cr = s[run - 1] == '\r';
+			n += run;
+			r->ipos += run;
+			continue;
 		}
 		char c = r->in[r->ipos++];
 		if (c == '\n' && !r->prev_cr) {
@@ -433,9 +449,13 @@ int msg_section_fields(const struct msg_source *src, const struct msg_range *ran
 					continue;
 				}
 			}
+			/* the rest of the line at once: appended when taken, else skipped */
+			const char *lf = memchr(chunk + i, '\n', (size_t)(n - i));
+			size_t run = lf ? (size_t)(lf - (chunk + i)) + 1 : (size_t)(n - i);
 			if (w.take && ret == 0)
-				ret = buf_append(out, &c, 1);
-			if (c == '\n')
+				ret = buf_append(out, chunk + i, run);
+			i += (ssize_t)run - 1;
+			if (lf)
 				w.at_line_start = true;
 		}
 	}
@@ -558,9 +578,16 @@ int msg_header_get(const struct msg_source *src, const struct msg_parsed *m, con
 			v++;
 		struct buf unf;
 		buf_init(&unf, (size_t)(fe - v) + 1);
-		for (const char *c = v; c < fe; c++)
-			if (*c != '\r' && *c != '\n')
-				buf_append(&unf, c, 1);
+		for (const char *c = v; c < fe;) {
+			const char *e = c;
+			while (e < fe && *e != '\r' && *e != '\n')
+				e++;
+			if (e > c)
+				buf_append(&unf, c, (size_t)(e - c));
+			while (e < fe && (*e == '\r' || *e == '\n'))
+				e++;
+			c = e;
+		}
 		if (decode)
 			ret = msg_decode_words(buf_used(&unf) ? mime_bp(&unf) : "", buf_used(&unf),
 					       out);
