@@ -60,6 +60,12 @@ enum need {
 	NEED_FILE = 2,   /* the message's bytes (BODY, TEXT, HEADER) */
 };
 
+/* An ASCII lower-case copy of a needle, for ci_contains. */
+struct needle {
+	char low[1001];
+	size_t len;
+};
+
 struct snode {
 	enum skey key;
 	bool want;
@@ -73,6 +79,10 @@ struct snode {
 	struct snode *a, *b; /* NOT: a; OR: a b; AND: a list via next */
 	struct snode *next;
 	enum need need; /* of this key and its sub-keys (node_need_set) */
+	/* HEADER, BODY, TEXT: the string lower-cased and the field name, owned by the program
+	 * (the command's arguments are freed with the session, batches may still run) */
+	struct needle *nd;
+	char *field_own;
 };
 
 #define SEARCH_MAX_NODES 1024
@@ -159,8 +169,11 @@ static void search_ctx_free(struct search_ctx *c)
 		c->s = NULL;
 		return;
 	}
-	for (unsigned i = 0; i < c->n_nodes; i++)
+	for (unsigned i = 0; i < c->n_nodes; i++) {
 		imap_seqset_free(&c->nodes[i].set);
+		free(c->nodes[i].nd);
+		free(c->nodes[i].field_own);
+	}
 	free(c->hits);
 	free(c);
 }
@@ -512,6 +525,32 @@ static struct snode *parse_key(struct search_ctx *c, const struct imap_arg **ap,
 
 /* ---- evaluation ---- */
 
+/* The strings of HEADER, BODY and TEXT keys copied into the program (lower-cased needles,
+ * field names), so that it no longer points into the command's arguments. */
+static void needle_init(struct needle *nd, const char *s, size_t len);
+
+static int prog_own_strings(struct search_ctx *c)
+{
+	for (unsigned i = 0; i < c->n_nodes; i++) {
+		struct snode *n = &c->nodes[i];
+		if (n->key != SK_HEADER && n->key != SK_BODY && n->key != SK_TEXT)
+			continue;
+		if ((n->nd = malloc(sizeof(*n->nd))) == NULL)
+			return -ENOMEM;
+		needle_init(n->nd, n->str, n->str_len);
+		n->str = NULL; /* the arguments' copy: n->nd from here on */
+		bool fixed = false;
+		for (size_t k = 0; k < sizeof(header_keys) / sizeof(header_keys[0]); k++)
+			fixed = fixed || n->field == header_keys[k];
+		if (n->key == SK_HEADER && !fixed) {
+			if ((n->field_own = strdup(n->field)) == NULL)
+				return -ENOMEM;
+			n->field = n->field_own;
+		}
+	}
+	return 0;
+}
+
 /* What evaluating N needs of a message; stored in every node of the program. */
 static enum need node_need_set(struct snode *n)
 {
@@ -611,12 +650,6 @@ static int smsg_load(struct smsg *m, bool want_file)
 		m->load_err = r;
 	return r;
 }
-
-/* An ASCII lower-case copy of a needle, for ci_contains. */
-struct needle {
-	char low[1001];
-	size_t len;
-};
 
 static void needle_init(struct needle *nd, const char *s, size_t len)
 {
@@ -917,15 +950,13 @@ static int text_cb(void *ctx, const char *utf8, size_t len)
 	return 0;
 }
 
-static bool text_match(struct smsg *m, unsigned what, const char *str, size_t len)
+static bool text_match(struct smsg *m, unsigned what, const struct snode *n)
 {
-	if (len == 0)
+	if (n->str_len == 0)
 		return true;
-	if (len > 1000 || smsg_load(m, true) < 0)
+	if (n->str_len > 1000 || smsg_load(m, true) < 0)
 		return false;
-	struct needle nd;
-	needle_init(&nd, str, len);
-	struct text_match t = {&nd, "", 0};
+	struct text_match t = {n->nd, "", 0};
 	return msg_text_foreach(&m->src, m->parsed, what, text_cb, &t) == 1;
 }
 
@@ -951,7 +982,6 @@ static enum tri eval(const struct snode *n, struct smsg *m, bool content)
 	int64_t save_day = in->save_date / 86400; /* never before the epoch */
 	int64_t sday;
 	enum tri a, b;
-	struct needle nd;
 	if (!content && n->need != NEED_META && n->key != SK_NOT && n->key != SK_OR &&
 	    n->key != SK_AND)
 		return T_MAYBE;
@@ -999,14 +1029,13 @@ static enum tri eval(const struct snode *n, struct smsg *m, bool content)
 	case SK_THREADID:
 		return T_NO;
 	case SK_HEADER:
-		needle_init(&nd, n->str, n->str_len);
 		if (n->need == NEED_PARSED)
-			return envelope_match(m, n->field, &nd);
-		return n->str_len <= 1000 && header_match(m, n->field, &nd);
+			return envelope_match(m, n->field, n->nd);
+		return n->str_len <= 1000 && header_match(m, n->field, n->nd);
 	case SK_BODY:
-		return text_match(m, MSG_TEXT_BODIES, n->str, n->str_len);
+		return text_match(m, MSG_TEXT_BODIES, n);
 	case SK_TEXT:
-		return text_match(m, MSG_TEXT_HEADERS | MSG_TEXT_BODIES, n->str, n->str_len);
+		return text_match(m, MSG_TEXT_HEADERS | MSG_TEXT_BODIES, n);
 	case SK_UIDSET:
 		return imap_seqset_contains(&n->set, in->uid);
 	case SK_SEQSET:
@@ -1463,6 +1492,10 @@ enum cmd_result imap_cmd_search(struct imap_cmd *cmd)
 	if (c->modseq_key)
 		imap_condstore_enable(s); /* CONDSTORE-enabling (RFC 7162 §3.1) */
 	c->need = node_need_set(c->prog);
+	if (prog_own_strings(c) < 0) {
+		imap_cmd_reply(cmd, "NO", "[SERVERBUG] Out of memory.");
+		return CMD_DONE;
+	}
 	c->ret = ret;
 	c->esearch = esearch;
 	c->next_seq = 1;
@@ -1495,6 +1528,11 @@ int imap_search_parse(struct imap_session *s, const struct imap_arg *args,
 	if (c->modseq_key)
 		imap_condstore_enable(s);
 	c->need = node_need_set(c->prog);
+	if (prog_own_strings(c) < 0) {
+		*error_r = "[SERVERBUG] Out of memory.";
+		search_ctx_free(c);
+		return -ENOMEM;
+	}
 	c->next_seq = 1;
 	c->count = view_count(s->view);
 	*search_r = c;
