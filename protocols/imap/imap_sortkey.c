@@ -318,7 +318,8 @@ static bool elex_char(struct elex *x, char c)
 static bool elex_nil(struct elex *x)
 {
 	elex_sp(x);
-	if (x->end - x->p >= 3 && strncasecmp(x->p, "NIL", 3) == 0) {
+	if (x->end - x->p >= 3 && (x->p[0] | 0x20) == 'n' && (x->p[1] | 0x20) == 'i' &&
+	    (x->p[2] | 0x20) == 'l') {
 		x->p += 3;
 		return true;
 	}
@@ -338,14 +339,19 @@ static int elex_nstring(struct elex *x, struct buf *out)
 	if (*x->p == '"') {
 		x->p++;
 		while (x->p < x->end && *x->p != '"') {
-			if (*x->p == '\\' && x->p + 1 < x->end)
+			/* a run up to the next quote or backslash, then the escaped octet */
+			const char *run = x->p;
+			while (x->p < x->end && *x->p != '"' && *x->p != '\\')
 				x->p++;
-			if (out) {
-				int r = buf_append(out, x->p, 1);
-				if (r < 0)
-					return r;
+			int r = out ? buf_append(out, run, (size_t)(x->p - run)) : 0;
+			if (r == 0 && x->p < x->end && *x->p == '\\') {
+				if (x->p + 1 >= x->end)
+					return -EINVAL;
+				r = out ? buf_append(out, x->p + 1, 1) : 0;
+				x->p += 2;
 			}
-			x->p++;
+			if (r < 0)
+				return r;
 		}
 		if (x->p >= x->end)
 			return -EINVAL;

@@ -168,10 +168,15 @@ static void test_envelope_keys(void **state)
 	assert_int_equal(imap_env_keys_parse(nil, strlen(nil), &k), 0);
 	assert_int_equal(buf_used(&k.subject), 0);
 	assert_int_equal(buf_used(&k.mailbox[IMAP_ENV_FROM]), 0);
+	/* quoted-specials escaped; nil in any case */
+	const char *esc = "(NIL \"a\\\"b\\\\c\" NIL NIL NIL NIL NIL NIL NIL nil)";
+	assert_int_equal(imap_env_keys_parse(esc, strlen(esc), &k), 0);
+	assert_string_equal(str_of(&k.subject), "a\"b\\c");
 	static const char *const bad[] = {"",
 					  "(",
 					  "(NIL NIL",
 					  "(\"x",
+					  "(NIL \"x\\",
 					  "({5}\r\nab NIL)",
 					  "(NIL NIL (NIL) NIL NIL NIL NIL NIL NIL NIL)"};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
