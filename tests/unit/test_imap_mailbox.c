@@ -716,6 +716,50 @@ static void test_yield(void **state)
 	fake_conn_free(&b);
 }
 
+/* SORT and THREAD give the loop back like SEARCH (the search, then each message's keys) and
+ * answer exactly after any number of turns; another session is served meanwhile. */
+static void test_sort_thread_yield(void **state)
+{
+	struct env *e = *state;
+	struct conn *a = logged_in(e, "sam");
+	struct conn *b = logged_in(e, "sam");
+	fake_conn_input(a, "s SELECT INBOX\r\n");
+	static const char *const msgs[] = {
+		"Subject: b\r\nMessage-ID: <1@x>\r\nDate: Mon, 2 Nov 2026 10:05:00 "
+		"+0000\r\n\r\nx\r\n",
+		"Subject: Re: b\r\nMessage-ID: <2@x>\r\nReferences: <1@x>\r\n"
+		"Date: Mon, 2 Nov 2026 10:01:00 +0000\r\n\r\nx\r\n",
+		"Subject: a\r\nMessage-ID: <3@x>\r\nDate: Mon, 2 Nov 2026 10:03:00 "
+		"+0000\r\n\r\nx\r\n",
+		"Subject: Re: a\r\nMessage-ID: <4@x>\r\nIn-Reply-To: <3@x>\r\n"
+		"Date: Mon, 2 Nov 2026 10:04:00 +0000\r\n\r\nx\r\n",
+		"Subject: c\r\nDate: Mon, 2 Nov 2026 10:00:00 +0000\r\n\r\nx\r\n",
+	};
+	for (unsigned i = 0; i < 5; i++) {
+		char tag[8];
+		snprintf(tag, sizeof(tag), "a%u", i + 1);
+		append(a, tag, "INBOX", "", msgs[i], i + 1);
+	}
+	free(fake_conn_take_output(a));
+	imap_slice_ns = 0;
+	fake_conn_input(
+		a, "s SORT (SUBJECT) UTF-8 ALL\r\nd SORT RETURN (ALL) (DATE) UTF-8 ALL\r\n"
+		   "t THREAD REFERENCES UTF-8 ALL\r\no UID THREAD ORDEREDSUBJECT UTF-8 ALL\r\n");
+	assert_int_equal(fake_conn_output_len(a), 0);
+	fake_conn_input(b, "n NOOP\r\n");
+	expect(b, "n OK NOOP completed.\r\n");
+	wait_for(e, a, "o OK Thread completed.\r\n");
+	expect(a, "* SORT 3 4 1 2 5\r\ns OK Sort completed.\r\n"
+		  "* ESEARCH (TAG \"d\") ALL 5,2:4,1\r\nd OK Sort completed.\r\n"
+		  "* THREAD (5)(3 4)(1 2)\r\nt OK Thread completed.\r\n"
+		  "* THREAD (5)(2 1)(3 4)\r\no OK Thread completed.\r\n");
+	/* the session goes away in the middle of a yielded THREAD: nothing is left behind */
+	fake_conn_input(a, "g THREAD REFERENCES UTF-8 ALL\r\n");
+	imap_slice_ns = UINT64_MAX;
+	fake_conn_free(&a);
+	fake_conn_free(&b);
+}
+
 /* Run the loop until everything (pool work, handles being closed) is finished. */
 static void drain_loop(struct env *e)
 {
@@ -1779,6 +1823,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_idle_keepalive, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_binary, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_yield, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(test_sort_thread_yield, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_async_select, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_async_search, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_async_commit, env_setup, env_teardown),
