@@ -151,6 +151,19 @@ def test_esort(c):
     expect(c, "UID SEARCH $", ok("* SEARCH 11", "Search"))
 
 
+def test_modseq(c):
+    """A MODSEQ search key (RFC 7162 §3.1.6): the highest mod-sequence of the matches."""
+    out = c.cmd("m", "FETCH 1:* (MODSEQ)")
+    seqs = {int(a): int(b) for a, b in re.findall(rb"\* (\d+) FETCH \(MODSEQ \((\d+)\)\)", out)}
+    check(sorted(seqs) == list(range(1, 11)), out)
+    top = max(seqs.values())
+    expect(c, "SORT (REVERSE ARRIVAL) UTF-8 MODSEQ 1",
+           ok(f"* SORT 10 9 8 7 6 5 4 3 2 1 (MODSEQ {top})"))
+    expect(c, "UID SORT RETURN (COUNT MAX) (DATE) UTF-8 MODSEQ 1 SINCE 5-Jan-2021",
+           ok(f'* ESEARCH (TAG "t") UID MAX 10 COUNT 6 MODSEQ {max(seqs[i] for i in range(5, 11))}'))
+    expect(c, "SORT (DATE) UTF-8 MODSEQ 1 SUBJECT nothing", ok("* SORT"))
+
+
 def test_thread(c):
     expect(c, "THREAD ORDEREDSUBJECT UTF-8 ALL",
            ok("* THREAD (1 (2)(5))(10 9)(4 3)(6 7)(8)", "Thread"))
@@ -202,6 +215,7 @@ def main():
         test_esort(c)
         test_thread(c)
         test_errors(c)
+        test_modseq(c)
         # still in step after all of it
         expect(c, "NOOP", "t OK NOOP completed.\r\n")
         c.cmd("o", "LOGOUT")
