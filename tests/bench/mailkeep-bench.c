@@ -274,6 +274,91 @@ static struct memsum server_mem(long root)
 	return m;
 }
 
+/* Scheduler time of every thread of a process tree (/proc/PID/task/TID/schedstat: time on a
+ * CPU, time runnable but waiting for one), in seconds. ROOT 0: this process. During the push
+ * rounds this tells whether the server (or the bench itself) was busy, or waited for a CPU
+ * the machine's other load held. */
+struct schedsum {
+	double cpu, wait;
+};
+
+static void sched_add_proc(long pid, struct schedsum *s)
+{
+	char dir[64];
+	snprintf(dir, sizeof(dir), "/proc/%ld/task", pid);
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	while (d && (e = readdir(d)) != NULL) {
+		if (!isdigit((unsigned char)e->d_name[0]))
+			continue;
+		char path[400];
+		snprintf(path, sizeof(path), "%s/%s/schedstat", dir, e->d_name);
+		FILE *f = fopen(path, "r");
+		unsigned long long run = 0, wait = 0;
+		if (f != NULL && fscanf(f, "%llu %llu", &run, &wait) == 2) {
+			s->cpu += (double)run / 1e9;
+			s->wait += (double)wait / 1e9;
+		}
+		if (f != NULL)
+			fclose(f);
+	}
+	if (d)
+		closedir(d);
+}
+
+static struct schedsum server_sched(long root)
+{
+	struct schedsum s = {0, 0};
+	if (root == 0) {
+		sched_add_proc((long)getpid(), &s);
+		return s;
+	}
+	static long pids[65536], ppids[65536];
+	static bool in[65536];
+	int n = 0;
+	DIR *d = opendir("/proc");
+	struct dirent *e;
+	while (d && (e = readdir(d)) != NULL && n < 65536) {
+		if (!isdigit((unsigned char)e->d_name[0]))
+			continue;
+		char path[300], buf[512];
+		snprintf(path, sizeof(path), "/proc/%s/stat", e->d_name);
+		int fd = open(path, O_RDONLY);
+		if (fd < 0)
+			continue;
+		ssize_t r = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		if (r <= 0)
+			continue;
+		buf[r] = '\0';
+		char *rp = strrchr(buf, ')');
+		long ppid;
+		char st;
+		if (rp == NULL || sscanf(rp + 1, " %c %ld", &st, &ppid) != 2)
+			continue;
+		pids[n] = atol(e->d_name);
+		ppids[n++] = ppid;
+	}
+	if (d)
+		closedir(d);
+	for (int i = 0; i < n; i++)
+		in[i] = pids[i] == root;
+	for (bool grew = true; grew;) {
+		grew = false;
+		for (int i = 0; i < n; i++)
+			if (!in[i])
+				for (int j = 0; j < n; j++)
+					if (in[j] && ppids[i] == pids[j]) {
+						in[i] = grew = true;
+						break;
+					}
+	}
+	for (int i = 0; i < n; i++)
+		if (in[i])
+			sched_add_proc(pids[i], &s);
+	return s;
+}
+
 /* The server's memory once its process tree stops changing (Dovecot's processes of closed
  * connections take a moment to exit): at most 10 s. */
 static struct memsum server_mem_settled(long root)
@@ -349,6 +434,7 @@ struct run {
 	bool delivering, round_next;
 	uint64_t *ut0; /* idle: per user, when this round's message was delivered */
 	double f[16];
+	struct schedsum sched_srv0, sched_cli0; /* idle: at the start of the push rounds */
 };
 
 static gnutls_certificate_credentials_t xcred;
@@ -1116,6 +1202,8 @@ static void idle_measured(uv_timer_t *t)
 	r->f[2] = m.rss;
 	r->f[3] = m.pss;
 	r->f[4] = m.procs;
+	r->sched_srv0 = server_sched(r->t->pid);
+	r->sched_cli0 = server_sched(0);
 	idle_round(r);
 }
 
@@ -1200,6 +1288,11 @@ static void idle_round(struct run *r)
 		return;
 	}
 	if (r->round == (unsigned)idle_rounds || r->stop) {
+		struct schedsum srv = server_sched(r->t->pid), cli = server_sched(0);
+		r->f[8] = srv.cpu - r->sched_srv0.cpu;
+		r->f[9] = srv.wait - r->sched_srv0.wait;
+		r->f[10] = cli.cpu - r->sched_cli0.cpu;
+		r->f[11] = cli.wait - r->sched_cli0.wait;
 		close_all(r);
 		return;
 	}
@@ -1320,6 +1413,15 @@ static void scen_idle(int ti, uv_loop_t *loop)
 		metric(ti, "idle", name, "ms", -1, samples_pct(&r.extra, 99) * 1000);
 		snprintf(name, sizeof(name), "%s: push latency max", m);
 		metric(ti, "idle", name, "ms", -1, samples_pct(&r.extra, 100) * 1000);
+		/* where the rounds' time went: on a CPU, or runnable and waiting for one */
+		snprintf(name, sizeof(name), "%s: pushes: server on CPU", m);
+		metric(ti, "idle", name, "s", 0, r.f[8]);
+		snprintf(name, sizeof(name), "%s: pushes: server waiting for CPU", m);
+		metric(ti, "idle", name, "s", 0, r.f[9]);
+		snprintf(name, sizeof(name), "%s: pushes: bench client on CPU", m);
+		metric(ti, "idle", name, "s", 0, r.f[10]);
+		snprintf(name, sizeof(name), "%s: pushes: bench client waiting", m);
+		metric(ti, "idle", name, "s", 0, r.f[11]);
 		free(r.ut0);
 		run_free(&r);
 	}
