@@ -150,6 +150,9 @@ extern bool imap_async_open;
 /* SEARCH evaluates message content (BODY, TEXT, HEADER, FROM ...) in batches on libuv's
  * thread pool (default); tests may set false (then on the loop, in slices). */
 extern bool imap_async_search;
+/* SORT and THREAD order their matches on libuv's thread pool (imap_sort.c); tests may turn
+ * it off to have the answer within the command's first run. */
+extern bool imap_async_sort;
 /* STORE, EXPUNGE and APPEND answer once their fsyncs, run on the thread pool with everyone
  * else's (group commit), are done (default); tests may set false (the loop waits, in-line). */
 extern bool imap_async_commit;

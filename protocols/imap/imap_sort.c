@@ -50,18 +50,59 @@ static void sort_msg_clear(struct imap_sort_msg *m)
 	free(m->refs);
 }
 
-void imap_sort_collect_free(struct imap_sort_collect **cp)
+static void collect_destroy(struct imap_sort_collect *c)
 {
-	struct imap_sort_collect *c = *cp;
-	if (!c)
-		return;
 	imap_search_free(&c->search);
 	for (size_t i = 0; i < c->n; i++)
 		sort_msg_clear(&c->msgs[i]);
 	free(c->msgs);
 	imap_env_keys_clear(&c->keys);
+	buf_clear(&c->out);
+	free(c->order_arg);
+	free(c->work);
 	free(c);
+}
+
+void imap_sort_collect_free(struct imap_sort_collect **cp)
+{
+	struct imap_sort_collect *c = *cp;
 	*cp = NULL;
+	if (!c)
+		return;
+	if (c->order_state == 1) {
+		c->s = NULL; /* the order still runs on the pool: order_done frees it */
+		return;
+	}
+	collect_destroy(c);
+}
+
+void imap_sort_collect_set_order(struct imap_sort_collect *c, imap_sort_order_fn *fn, void *arg)
+{
+	free(c->order_arg);
+	c->order_fn = fn;
+	c->order_arg = arg;
+}
+
+bool imap_async_sort = true;
+
+static void order_work(uv_work_t *w)
+{
+	struct imap_sort_collect *c = w->data;
+	c->order_fn(c);
+}
+
+static void order_done(uv_work_t *w, int status)
+{
+	struct imap_sort_collect *c = w->data;
+	c->order_state = 2;
+	if (status < 0 && c->order_err == 0)
+		c->order_err = status;
+	if (c->s == NULL) {
+		collect_destroy(c); /* the command went away meanwhile */
+		return;
+	}
+	if (!conn_is_closing(c->s->conn))
+		imap_session_wakeup(c->s);
 }
 
 static int collect_match(void *ctx, uint32_t seq, const struct mail_info *info)
@@ -110,6 +151,8 @@ int imap_sort_collect_start(struct imap_cmd *cmd, const struct imap_arg *args, u
 		return -ENOMEM;
 	}
 	imap_env_keys_init(&c->keys);
+	buf_init(&c->out, 0);
+	c->s = cmd->s;
 	c->need = need;
 	const char *error;
 	int r = imap_search_parse(cmd->s, args + 1, &c->search, &error);
@@ -273,6 +316,28 @@ int imap_sort_collect_run(struct imap_cmd *cmd, struct imap_sort_collect *c)
 			return r;
 		}
 	}
+	/* The order (a sort or the threading: O(n log n), 200 ms for 50,000 messages) runs on
+	 * the thread pool so the loop serves the other connections meanwhile (DESIGN.md). */
+	if (c->order_state == 0 && c->order_fn) {
+		uv_work_t *w = !imap_async_sort ? NULL : c->work ? c->work : calloc(1, sizeof(*w));
+		c->work = w;
+		c->order_state = 1;
+		if (w) {
+			w->data = c;
+			if (uv_queue_work(conn_loop(s->conn), w, order_work, order_done) == 0)
+				return 2;
+		}
+		c->order_fn(c); /* no pool: here, rather than not at all */
+		c->order_state = 2;
+	}
+	if (c->order_state == 1)
+		return 2;
+	if (c->order_err < 0) {
+		log_warn("conn=%llu event=imap_sort_order error=%d",
+			 (unsigned long long)conn_id(s->conn), c->order_err);
+		imap_cmd_reply(cmd, "NO", "[SERVERBUG] Out of memory.");
+		return c->order_err;
+	}
 	return 1;
 }
 
@@ -307,6 +372,12 @@ enum sort_ret {
 	SRET_SAVE = 1 << 4,
 };
 
+/* What the sort reads on the thread pool (owned by the collector). */
+struct sort_order {
+	struct sort_crit crit[SORT_MAX_CRITERIA];
+	unsigned ncrit;
+};
+
 struct sort_cmd {
 	struct imap_sort_collect *collect;
 	struct sort_crit crit[SORT_MAX_CRITERIA];
@@ -332,7 +403,7 @@ static int cmp_i64(int64_t a, int64_t b)
 
 static int sort_cmp(const void *x, const void *y, void *arg)
 {
-	const struct sort_cmd *cmp_cmd = arg;
+	const struct sort_order *cmp_cmd = arg;
 	const struct imap_sort_msg *a = x, *b = y;
 	for (unsigned i = 0; i < cmp_cmd->ncrit; i++) {
 		const struct sort_crit *k = &cmp_cmd->crit[i];
@@ -359,12 +430,17 @@ static int put_num(struct buf *b, const char *pre, uint64_t v)
 	return buf_append(b, tmp, (size_t)n);
 }
 
+/* On the thread pool: the matches in sort order. */
+static void sort_order(struct imap_sort_collect *c)
+{
+	if (c->n > 1)
+		qsort_r(c->msgs, c->n, sizeof(*c->msgs), sort_cmp, c->order_arg);
+}
+
 static enum cmd_result sort_finish(struct imap_cmd *cmd, struct sort_cmd *sc)
 {
 	struct imap_session *s = cmd->s;
 	struct imap_sort_collect *c = sc->collect;
-	if (c->n > 1)
-		qsort_r(c->msgs, c->n, sizeof(*c->msgs), sort_cmp, sc);
 	struct buf out;
 	buf_init(&out, c->n * 24 + 256);
 	int r = 0;
@@ -448,6 +524,8 @@ static enum cmd_result sort_run(struct imap_cmd *cmd, struct sort_cmd *sc)
 		return CMD_DONE;
 	if (r == 0)
 		return imap_cmd_yield(cmd);
+	if (r == 2)
+		return CMD_MORE; /* the order's end wakes the session */
 	return sort_finish(cmd, sc);
 }
 
@@ -530,5 +608,13 @@ enum cmd_result imap_cmd_sort(struct imap_cmd *cmd)
 	}
 	if (imap_sort_collect_start(cmd, a + 1, need, &sc->collect) < 0)
 		return CMD_DONE;
+	struct sort_order *o = malloc(sizeof(*o));
+	if (!o) {
+		imap_cmd_reply(cmd, "NO", "[SERVERBUG] Out of memory.");
+		return CMD_DONE;
+	}
+	memcpy(o->crit, sc->crit, sizeof(o->crit));
+	o->ncrit = sc->ncrit;
+	imap_sort_collect_set_order(sc->collect, sort_order, o);
 	return sort_run(cmd, sc);
 }

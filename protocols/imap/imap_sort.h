@@ -112,6 +112,12 @@ struct imap_sort_msg {
 	size_t nrefs;
 };
 
+struct imap_session;
+struct imap_sort_collect;
+/* The ordering phase (SORT's sort, THREAD's threading): reads C->msgs and C->order_arg only,
+ * writes C->msgs' order, C->out and C->order_err. It runs on libuv's thread pool. */
+typedef void imap_sort_order_fn(struct imap_sort_collect *c);
+
 struct imap_sort_collect {
 	struct search_ctx *search; /* until the search is done */
 	unsigned need;
@@ -120,14 +126,27 @@ struct imap_sort_collect {
 	bool modseq; /* the search had a MODSEQ key */
 	uint64_t highest_modseq;
 	struct imap_env_keys keys; /* scratch */
+	/* The ordering phase on the thread pool (imap_sort_collect_run): everything it reads is
+	 * the collector's own, so a command that goes away meanwhile leaves the collector to
+	 * be freed when the work ends. */
+	imap_sort_order_fn *order_fn;
+	void *order_arg;        /* the command's settings the order reads (free()d with C) */
+	struct buf out;         /* the order's output, if it writes one */
+	int order_err;          /* set by the order */
+	int order_state;        /* 0 not queued, 1 on the pool, 2 done */
+	struct imap_session *s; /* woken when the order is done; NULL once the command is gone */
+	void *work;             /* the uv_work_t */
 };
 
 /* ARGS: charset and search keys. Answers BAD/NO itself and returns <0 on a bad charset or
  * search program. */
 int imap_sort_collect_start(struct imap_cmd *cmd, const struct imap_arg *args, unsigned need,
 			    struct imap_sort_collect **c_r);
-/* Search, then load keys: 1 when done, 0 when the slice is used up (yield and call again),
- * <0 when the command was answered (NO). */
+/* The ordering phase FN with ARG (malloc'd; the collector owns it from here). */
+void imap_sort_collect_set_order(struct imap_sort_collect *c, imap_sort_order_fn *fn, void *arg);
+/* Search, load keys, then the order on the thread pool: 1 when done, 0 when the slice is used
+ * up (yield and call again), 2 while the order runs on the pool (return CMD_MORE: the end of
+ * the work wakes the session), <0 when the command was answered (NO). */
 int imap_sort_collect_run(struct imap_cmd *cmd, struct imap_sort_collect *c);
 void imap_sort_collect_free(struct imap_sort_collect **cp);
 /* Answer a refused SORT/THREAD (BAD, or NO with a code) and log why. */

@@ -463,17 +463,24 @@ static void thread_cmd_free(struct imap_cmd *cmd)
 	cmd->ctx = NULL;
 }
 
-static enum cmd_result thread_finish(struct imap_cmd *cmd, struct thread_cmd *tc)
+/* What the threading reads on the thread pool (owned by the collector). */
+struct thread_order {
+	enum imap_thread_alg alg;
+	bool uid;
+};
+
+/* On the thread pool: the whole "* THREAD ..." line into C->out. */
+static void thread_order(struct imap_sort_collect *c)
 {
-	struct imap_sort_collect *c = tc->collect;
+	const struct thread_order *o = c->order_arg;
 	struct imap_thread_msg *v = calloc(c->n + 1, sizeof(*v));
-	struct buf out;
-	buf_init(&out, c->n * 32 + 64);
-	int r = v ? buf_append(&out, "* THREAD ", 9) : -ENOMEM;
+	buf_clear(&c->out);
+	buf_init(&c->out, c->n * 32 + 64);
+	int r = v ? buf_append(&c->out, "* THREAD ", 9) : -ENOMEM;
 	for (size_t i = 0; i < c->n && r == 0; i++) {
 		const struct imap_sort_msg *m = &c->msgs[i];
 		v[i] = (struct imap_thread_msg){
-			.id = cmd->uid ? m->uid : m->seq,
+			.id = o->uid ? m->uid : m->seq,
 			.date = m->date,
 			.subject = m->str[SORT_SUBJECT] ? m->str[SORT_SUBJECT] : "",
 			.reply = m->reply,
@@ -483,21 +490,20 @@ static enum cmd_result thread_finish(struct imap_cmd *cmd, struct thread_cmd *tc
 		};
 	}
 	if (r == 0)
-		r = imap_thread_build(tc->alg, v, c->n, &out);
+		r = imap_thread_build(o->alg, v, c->n, &c->out);
 	if (r == 0 && c->n == 0)
-		out.len--; /* "* THREAD" without the space for no messages */
+		c->out.len--; /* "* THREAD" without the space for no messages */
 	if (r == 0)
-		r = buf_append(&out, "\r\n", 2);
+		r = buf_append(&c->out, "\r\n", 2);
 	free(v);
-	if (r < 0) {
-		buf_clear(&out);
-		log_warn("conn=%llu event=imap_thread_failed error=%d",
-			 (unsigned long long)conn_id(cmd->s->conn), r);
-		imap_cmd_reply(cmd, "NO", "[SERVERBUG] Out of memory.");
-		return CMD_DONE;
-	}
-	conn_write(cmd->s->conn, buf_peek(&out), buf_used(&out));
-	buf_clear(&out);
+	c->order_err = r;
+}
+
+static enum cmd_result thread_finish(struct imap_cmd *cmd, struct thread_cmd *tc)
+{
+	struct imap_sort_collect *c = tc->collect;
+	conn_write(cmd->s->conn, buf_peek(&c->out), buf_used(&c->out));
+	buf_clear(&c->out);
 	imap_cmd_reply(cmd, "OK", "Thread completed.");
 	return CMD_DONE;
 }
@@ -509,6 +515,8 @@ static enum cmd_result thread_run(struct imap_cmd *cmd, struct thread_cmd *tc)
 		return CMD_DONE;
 	if (r == 0)
 		return imap_cmd_yield(cmd);
+	if (r == 2)
+		return CMD_MORE; /* the threading's end wakes the session */
 	return thread_finish(cmd, tc);
 }
 
@@ -541,5 +549,12 @@ enum cmd_result imap_cmd_thread(struct imap_cmd *cmd)
 	cmd->ctx_free = thread_cmd_free;
 	if (imap_sort_collect_start(cmd, args + 1, need, &tc->collect) < 0)
 		return CMD_DONE;
+	struct thread_order *o = malloc(sizeof(*o));
+	if (!o) {
+		imap_cmd_reply(cmd, "NO", "[SERVERBUG] Out of memory.");
+		return CMD_DONE;
+	}
+	*o = (struct thread_order){alg, cmd->uid};
+	imap_sort_collect_set_order(tc->collect, thread_order, o);
 	return thread_run(cmd, tc);
 }

@@ -41,6 +41,8 @@ static int env_setup(void **state)
 	imap_async_open = false;
 	/* SEARCH reads content on the loop here; test_async_search covers the pool path. */
 	imap_async_search = false;
+	/* SORT/THREAD order in-line too; test_async_sort covers the pool path. */
+	imap_async_sort = false;
 	/* STORE/EXPUNGE/APPEND commit in-line too; test_async_commit covers the group commit. */
 	imap_async_commit = false;
 	*state = e;
@@ -874,6 +876,56 @@ static void test_async_search(void **state)
 	fake_conn_free(&b);
 	drain_loop(e);
 	imap_async_search = false;
+}
+
+/* SORT and THREAD order the matches on the thread pool: with slices that never end, the
+ * answer still comes only after the loop has run the pool's work, the same bytes; a session
+ * gone meanwhile leaves the work to finish alone. */
+static void test_async_sort(void **state)
+{
+	struct env *e = *state;
+	struct conn *a = logged_in(e, "olga");
+	fake_conn_input(a, "s SELECT INBOX\r\n");
+	append(a, "a1", "INBOX", "",
+	       "Subject: plan\r\nDate: 2 Jan 2021 10:00 +0000\r\nMessage-ID: <p1@x>\r\n\r\nx\r\n",
+	       1);
+	append(a, "a2", "INBOX", "",
+	       "Subject: Re: plan\r\nDate: 3 Jan 2021 10:00 +0000\r\nMessage-ID: <p2@x>\r\n"
+	       "References: <p1@x>\r\n\r\nx\r\n",
+	       2);
+	append(a, "a3", "INBOX", "",
+	       "Subject: apples\r\nDate: 1 Jan 2021 10:00 +0000\r\nMessage-ID: <a1@x>\r\n\r\nx\r\n",
+	       3);
+	free(fake_conn_take_output(a));
+	uint64_t slice = imap_slice_ns;
+	imap_slice_ns = UINT64_MAX;
+	imap_async_sort = true;
+	static const char *const cmds[][2] = {
+		{"THREAD REFERENCES UTF-8 ALL", "* THREAD (3)(1 2)\r\nt OK Thread completed.\r\n"},
+		{"UID THREAD ORDEREDSUBJECT UTF-8 ALL",
+		 "* THREAD (3)(1 2)\r\nt OK Thread completed.\r\n"},
+		{"THREAD REFERENCES UTF-8 SUBJECT nothing",
+		 "* THREAD\r\nt OK Thread completed.\r\n"},
+		{"SORT (SUBJECT REVERSE DATE) UTF-8 ALL",
+		 "* SORT 3 2 1\r\nt OK Sort completed.\r\n"},
+		{"SORT RETURN (MIN MAX) (DATE) UTF-8 ALL",
+		 "* ESEARCH (TAG \"t\") MIN 3 MAX 2\r\nt OK Sort completed.\r\n"},
+	};
+	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+		char line[256];
+		snprintf(line, sizeof(line), "t %s\r\n", cmds[i][0]);
+		fake_conn_input(a, line);
+		assert_int_equal(fake_conn_output_len(a), 0);
+		wait_for(e, a, "t OK");
+		expect(a, cmds[i][1]);
+	}
+	/* the session goes away while its threading is on the pool */
+	fake_conn_input(a, "v THREAD REFERENCES UTF-8 ALL\r\n");
+	assert_int_equal(fake_conn_output_len(a), 0);
+	fake_conn_free(&a);
+	drain_loop(e);
+	imap_slice_ns = slice;
+	imap_async_sort = false;
 }
 
 static void test_async_select(void **state)
@@ -1826,6 +1878,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_sort_thread_yield, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_async_select, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_async_search, env_setup, env_teardown),
+		cmocka_unit_test_setup_teardown(test_async_sort, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_async_commit, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_rev2, env_setup, env_teardown),
 		cmocka_unit_test_setup_teardown(test_pop3_and_failures, env_setup, env_teardown),
