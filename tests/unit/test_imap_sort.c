@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "imap_sort.h"
@@ -413,6 +414,98 @@ static void test_thread_deep_chain(void **state)
 	buf_clear(&b);
 }
 
+/* Check a THREAD answer's shape: balanced, every id 1..n exactly once, no empty list, a
+ * list right after '(' only at the top (a dummy), and at most MAX_DEPTH deep. */
+static void check_shape(const char *s, size_t n, int max_depth)
+{
+	static unsigned char seen[512];
+	memset(seen, 0, sizeof(seen));
+	int depth = 0;
+	char prev = ' ';
+	for (const char *p = s; *p;) {
+		if (*p == '(') {
+			if (prev == '(' && depth != 1)
+				fail_msg("nested dummy in %s", s);
+			if (depth == 0 && prev != ' ' && prev != ')')
+				fail_msg("bad top level in %s", s);
+			depth++;
+			if (depth > max_depth)
+				fail_msg("too deep in %s", s);
+			prev = *p++;
+		} else if (*p == ')') {
+			if (prev == '(' || depth == 0)
+				fail_msg("empty or unbalanced in %s", s);
+			depth--;
+			prev = *p++;
+		} else if (*p == ' ') {
+			if (depth == 0 || prev == ' ' || prev == '(')
+				fail_msg("stray space in %s", s);
+			prev = *p++;
+		} else {
+			char *end;
+			unsigned long id = strtoul(p, &end, 10);
+			if (end == p || id < 1 || id > n || seen[id]++)
+				fail_msg("id %lu wrong or twice in %s", id, s);
+			p = end;
+			prev = '1';
+		}
+	}
+	assert_int_equal(depth, 0);
+	for (size_t i = 1; i <= n; i++)
+		if (!seen[i])
+			fail_msg("id %zu missing in %s", i, s);
+}
+
+/* Random folders (a fixed seed): References full of loops, self-references, missing and
+ * duplicate ids, equal dates and subjects. Every answer has the right shape and the same
+ * input gives the same answer. */
+static void test_thread_random(void **state)
+{
+	enum { N = 300 };
+	static struct imap_thread_msg msgs[N];
+	static char pool[2 * N][8];
+	static const char *refs[N][6];
+	static const char *const subjects[] = {"", "A", "B", "C"};
+	for (int i = 0; i < 2 * N; i++)
+		snprintf(pool[i], sizeof(pool[i]), "%d", i);
+	uint64_t x = 88172645463325252ULL;
+#define RND(m) ((x ^= x << 13, x ^= x >> 7, x ^= x << 17), (size_t)(x % (m)))
+	for (int round = 0; round < 300; round++) {
+		size_t n = 1 + RND(N), ids = n + n / 2 + 1;
+		for (size_t i = 0; i < n; i++) {
+			/* ids from a pool half again as large as the folder: duplicates, and
+			 * references to ids no message has; the message's own id among them */
+			size_t nrefs = RND(6);
+			for (size_t k = 0; k < nrefs; k++)
+				refs[i][k] = pool[RND(ids)];
+			msgs[i] = (struct imap_thread_msg){
+				.id = (uint32_t)i + 1,
+				.date = (int64_t)RND(50),
+				.subject = subjects[RND(4)],
+				.reply = RND(2),
+				.message_id = RND(10) ? pool[RND(ids)] : NULL,
+				.refs = refs[i],
+				.nrefs = nrefs,
+			};
+		}
+		for (int alg = 0; alg < 2; alg++) {
+			struct buf a, b;
+			buf_init(&a, 1 << 20);
+			buf_init(&b, 1 << 20);
+			assert_int_equal(imap_thread_build(alg, msgs, n, &a), 0);
+			assert_int_equal(imap_thread_build(alg, msgs, n, &b), 0);
+			assert_int_equal(buf_used(&a), buf_used(&b));
+			assert_memory_equal(buf_peek(&a), buf_peek(&b), buf_used(&a));
+			assert_int_equal(buf_append(&a, "", 1), 0);
+			check_shape(buf_peek(&a), n,
+				    alg == IMAP_THREAD_ORDEREDSUBJECT ? 2 : 1 << 20);
+			buf_clear(&a);
+			buf_clear(&b);
+		}
+	}
+#undef RND
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -433,6 +526,7 @@ int main(void)
 		cmocka_unit_test(test_references_date_ties),
 		cmocka_unit_test(test_orderedsubject),
 		cmocka_unit_test(test_thread_deep_chain),
+		cmocka_unit_test(test_thread_random),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
