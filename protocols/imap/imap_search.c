@@ -1259,6 +1259,7 @@ static bool batch_queue(struct search_ctx *c)
 		return true;
 	}
 	c->fill = NULL;
+	wait_list_remove(c); /* it had waited, and got a slot by its own wake-up */
 	pool_busy++;
 	c->inflight++;
 	return true;
