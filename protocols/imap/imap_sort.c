@@ -198,43 +198,13 @@ static int load_refs(struct imap_sort_msg *m, const struct msg_parsed *p,
 		return -ENOMEM;
 	size_t tlen;
 	const char *text = msg_parsed_references(p, &tlen);
-	if (!text)
-		tlen = 0;
-	size_t n = 0, bytes = 0;
-	pos = 0;
-	while (imap_msgid_next(text, tlen, &pos, &id, &idlen)) {
-		n++;
-		bytes += idlen + 1;
-	}
-	if (n == 0) {
+	int r = imap_msgid_list(text, text ? tlen : 0, SORT_MAX_REFS, &m->refs, &m->nrefs);
+	if (r == 0 && m->nrefs == 0) {
+		/* no id in References: the first of In-Reply-To */
 		text = bp(&k->in_reply_to);
-		tlen = buf_used(&k->in_reply_to);
 		pos = 0;
-		if (imap_msgid_next(text, tlen, &pos, &id, &idlen)) {
-			n = 1;
-			bytes = idlen + 1;
-			tlen = pos; /* only the first */
-		}
-	}
-	size_t skip = n > SORT_MAX_REFS ? n - SORT_MAX_REFS : 0;
-	int r = 0;
-	if (n > 0) {
-		n -= skip;
-		m->refs = malloc(n * sizeof(char *) + bytes);
-		if (!m->refs)
-			r = -ENOMEM;
-	}
-	if (r == 0 && n > 0) {
-		char *dst = (char *)(m->refs + n);
-		pos = 0;
-		for (size_t i = 0; imap_msgid_next(text, tlen, &pos, &id, &idlen); i++) {
-			if (i < skip)
-				continue;
-			memcpy(dst, id, idlen);
-			dst[idlen] = '\0';
-			m->refs[m->nrefs++] = dst;
-			dst += idlen + 1;
-		}
+		if (imap_msgid_next(text, buf_used(&k->in_reply_to), &pos, &id, &idlen))
+			r = imap_msgid_list(text, pos, 1, &m->refs, &m->nrefs);
 	}
 	return r;
 }

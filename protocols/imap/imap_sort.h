@@ -34,6 +34,13 @@ bool imap_sent_date_parse(const char *s, size_t len, int64_t *time_r);
  * (comments and other text between ids are skipped). false when there is none left. */
 bool imap_msgid_next(const char *s, size_t len, size_t *pos, const char **id_r, size_t *id_len_r);
 
+/* The msg-ids of S[0..len) (imap_msgid_next's), only the last MAX of them, as one malloc'd
+ * block the caller free()s: (*ids_r)[0..*n_r) point at NUL-terminated copies (without the
+ * angle brackets) inside it, in order; the block holds only the ids kept, so a References
+ * field of thousands of ids costs at most MAX of them. *ids_r NULL when there is none.
+ * Returns 0 or -ENOMEM. */
+int imap_msgid_list(const char *s, size_t len, size_t max, char ***ids_r, size_t *n_r);
+
 /* What SORT and THREAD take from a message's ENVELOPE (msg_parsed_envelope's string). */
 enum imap_env_addr { IMAP_ENV_FROM, IMAP_ENV_TO, IMAP_ENV_CC, IMAP_ENV_NADDR };
 struct imap_env_keys {

@@ -287,6 +287,41 @@ bool imap_msgid_next(const char *s, size_t len, size_t *pos, const char **id_r, 
 	return false;
 }
 
+int imap_msgid_list(const char *s, size_t len, size_t max, char ***ids_r, size_t *n_r)
+{
+	*ids_r = NULL;
+	*n_r = 0;
+	const char *id;
+	size_t idlen, pos = 0, n = 0;
+	while (imap_msgid_next(s, len, &pos, &id, &idlen))
+		n++;
+	size_t skip = n > max ? n - max : 0, bytes = 0;
+	pos = 0;
+	for (size_t i = 0; imap_msgid_next(s, len, &pos, &id, &idlen); i++)
+		if (i >= skip)
+			bytes += idlen + 1; /* only the ids kept take room */
+	n -= skip;
+	if (n == 0)
+		return 0;
+	char **ids = malloc(n * sizeof(char *) + bytes);
+	if (!ids)
+		return -ENOMEM;
+	char *dst = (char *)(ids + n);
+	size_t k = 0;
+	pos = 0;
+	for (size_t i = 0; imap_msgid_next(s, len, &pos, &id, &idlen); i++) {
+		if (i < skip)
+			continue;
+		memcpy(dst, id, idlen);
+		dst[idlen] = '\0';
+		ids[k++] = dst;
+		dst += idlen + 1;
+	}
+	*ids_r = ids;
+	*n_r = k;
+	return 0;
+}
+
 /* ---- ENVELOPE ---- */
 
 /* The content of B, "" for a buffer that never held data. */

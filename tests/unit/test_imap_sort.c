@@ -7,6 +7,8 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <malloc.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -140,6 +142,38 @@ static void test_msgid(void **state)
 	}
 	assert_string_equal(got, "a@b|c@d|e@f|");
 	assert_int_equal(pos, strlen(s));
+}
+
+/* A References field of 1,000 ids keeps the last 256, and its block holds only those: a
+ * hostile 64 KB References costs a THREAD 256 ids, not 64 KB, per message. */
+static void test_msgid_list(void **state)
+{
+	static char refs[80 * 1000];
+	size_t len = 0;
+	for (int i = 0; i < 1000; i++)
+		len += (size_t)snprintf(
+			refs + len, sizeof(refs) - len,
+			"<%03d.xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx@example.org>\r\n ", i);
+	char **ids;
+	size_t n;
+	assert_int_equal(imap_msgid_list(refs, len, 256, &ids, &n), 0);
+	assert_int_equal(n, 256);
+	assert_string_equal(ids[0], "744.xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx@example.org");
+	assert_string_equal(ids[255], "999.xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx@example.org");
+	/* the last id ends the block: pointers, then exactly the 256 kept strings */
+	size_t block = 256 * sizeof(char *) + 256 * (strlen(ids[0]) + 1);
+	assert_ptr_equal(ids[255] + strlen(ids[255]) + 1, (char *)ids + block);
+	assert_true(malloc_usable_size(ids) < block + 64);
+	free(ids);
+	/* fewer than MAX: all of them; none: NULL */
+	assert_int_equal(imap_msgid_list(" <a@b> x <c@d>", 14, 256, &ids, &n), 0);
+	assert_int_equal(n, 2);
+	assert_string_equal(ids[0], "a@b");
+	assert_string_equal(ids[1], "c@d");
+	free(ids);
+	assert_int_equal(imap_msgid_list("no ids", 6, 256, &ids, &n), 0);
+	assert_int_equal(n, 0);
+	assert_null(ids);
 }
 
 static void test_envelope_keys(void **state)
@@ -516,6 +550,7 @@ int main(void)
 		cmocka_unit_test(test_base_subject_white_space_and_2047),
 		cmocka_unit_test(test_sent_date),
 		cmocka_unit_test(test_msgid),
+		cmocka_unit_test(test_msgid_list),
 		cmocka_unit_test(test_envelope_keys),
 		cmocka_unit_test(test_thread_empty),
 		cmocka_unit_test(test_references_chains),
