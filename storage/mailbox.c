@@ -964,6 +964,9 @@ int mailbox_expunge(struct mailbox *mbox, const uint32_t *uids, size_t n)
 	return 0;
 }
 
+/* An expunge of at least this many messages unlinks their files on the thread pool. */
+#define EXPUNGE_UNLINK_ASYNC_MIN 16
+
 struct expunge_wait {
 	struct mailbox *mbox;
 	mailbox_sync_cb *cb;
@@ -972,25 +975,11 @@ struct expunge_wait {
 	uint32_t done[];
 };
 
-/* The expunge records are durable (or not: ERR): the files go, then memory and the views. */
-static void expunge_synced(int err, void *data)
+/* The files are gone: the directory sync (nobody waits), memory, the views, the caller. */
+static void expunge_finish(struct expunge_wait *w, int err)
 {
-	struct expunge_wait *w = data;
 	struct mailbox *mbox = w->mbox;
-	if (err < 0) {
-		/* nothing changed in memory; a record that did reach the disk is completed at
-		 * the next load, as after a crash */
-		log_error("storage: expunge records not durable folder=%s err=%s",
-			  log_escape_str(mbox->name), strerror(-err));
-	} else {
-		for (size_t i = 0; i < w->n_done; i++) {
-			struct mail_rec *rec = mailbox_rec_find(mbox, w->done[i]);
-			int ur = rec != NULL ? mbox->ops->unlink(mbox, rec) : 0;
-			if (ur < 0)
-				log_error("storage: expunged message file not removed folder=%s "
-					  "uid=%u err=%s",
-					  log_escape_str(mbox->name), w->done[i], strerror(-ur));
-		}
+	if (err == 0) {
 		/* the directory fsync is not needed for the expunge (its record is durable):
 		 * on the thread pool, nobody waits for it */
 		int cr = commit_maybe_nowait(mbox, true);
@@ -1010,6 +999,111 @@ static void expunge_synced(int err, void *data)
 	w->cb(err, w->data);
 	mailbox_unref(&w->mbox);
 	free(w);
+}
+
+static void expunge_unlink_loop(struct mailbox *mbox, uint32_t uid)
+{
+	struct mail_rec *rec = mailbox_rec_find(mbox, uid);
+	int ur = rec != NULL ? mbox->ops->unlink(mbox, rec) : 0;
+	if (ur < 0)
+		log_error("storage: expunged message file not removed folder=%s uid=%u err=%s",
+			  log_escape_str(mbox->name), uid, strerror(-ur));
+}
+
+/* Unlinking the files of a big expunge (POP3 QUIT after DELE of everything) on the pool. */
+struct unlink_job {
+	uv_work_t work;
+	struct expunge_wait *w;
+	char **paths; /* [i] for w->done[i]; NULL: unlink on the loop */
+	int *errs;
+};
+
+static void unlink_work(uv_work_t *work)
+{
+	struct unlink_job *j = work->data;
+	for (size_t i = 0; i < j->w->n_done; i++)
+		if (j->paths[i] != NULL)
+			j->errs[i] = unlink(j->paths[i]) < 0 ? -errno : 0;
+}
+
+static void unlink_after(uv_work_t *work, int status)
+{
+	struct unlink_job *j = work->data;
+	struct expunge_wait *w = j->w;
+	struct mailbox *mbox = w->mbox;
+	(void)status;
+	mbox->unlinking--;
+	for (size_t i = 0; i < w->n_done; i++) {
+		if (j->paths[i] == NULL || j->errs[i] == -ENOENT) {
+			expunge_unlink_loop(mbox, w->done[i]); /* moved meanwhile: found there */
+		} else if (j->errs[i] < 0) {
+			log_error("storage: expunged message file not removed folder=%s uid=%u "
+				  "err=%s",
+				  log_escape_str(mbox->name), w->done[i], strerror(-j->errs[i]));
+		}
+		free(j->paths[i]);
+	}
+	free(j->paths);
+	free(j->errs);
+	free(j);
+	expunge_finish(w, 0);
+}
+
+/* The unlinks of W on the thread pool; false when they cannot go there. */
+static bool expunge_unlink_async(struct expunge_wait *w)
+{
+	struct mailbox *mbox = w->mbox;
+	if (mbox->ops->unlink_path == NULL)
+		return false;
+	struct unlink_job *j = calloc(1, sizeof(*j));
+	if (j != NULL) {
+		j->paths = calloc(w->n_done ? w->n_done : 1, sizeof(*j->paths));
+		j->errs = calloc(w->n_done ? w->n_done : 1, sizeof(*j->errs));
+	}
+	if (j == NULL || j->paths == NULL || j->errs == NULL) {
+		if (j != NULL) {
+			free(j->paths);
+			free(j->errs);
+		}
+		free(j);
+		return false;
+	}
+	j->w = w;
+	char path[4096];
+	for (size_t i = 0; i < w->n_done; i++) {
+		struct mail_rec *rec = mailbox_rec_find(mbox, w->done[i]);
+		if (rec != NULL && mbox->ops->unlink_path(mbox, rec, path, sizeof(path)) == 0)
+			j->paths[i] = strdup(path); /* NULL (no memory): unlinked on the loop */
+	}
+	j->work.data = j;
+	mbox->unlinking++;
+	if (uv_queue_work(mbox->loop, &j->work, unlink_work, unlink_after) < 0) {
+		unlink_work(&j->work);
+		unlink_after(&j->work, 0);
+	}
+	return true;
+}
+
+/* The expunge records are durable (or not: ERR): the files go, then memory and the views. */
+static void expunge_synced(int err, void *data)
+{
+	struct expunge_wait *w = data;
+	struct mailbox *mbox = w->mbox;
+	if (err < 0) {
+		/* nothing changed in memory; a record that did reach the disk is completed at
+		 * the next load, as after a crash */
+		log_error("storage: expunge records not durable folder=%s err=%s",
+			  log_escape_str(mbox->name), strerror(-err));
+		expunge_finish(w, err);
+		return;
+	}
+	/* a few files are quicker here than a trip to the pool; many (a POP3 QUIT after
+	 * DELE of all) would hold the loop for seconds */
+	if (w->n_done >= EXPUNGE_UNLINK_ASYNC_MIN && expunge_unlink_async(w))
+		return;
+	for (size_t i = 0; i < w->n_done; i++)
+		expunge_unlink_loop(mbox, w->done[i]);
+	expunge_finish(w, 0);
 }
 
 int mailbox_expunge_async(struct mailbox *mbox, const uint32_t *uids, size_t n, mailbox_sync_cb *cb,

@@ -166,6 +166,12 @@ struct mailbox_backend_ops {
 	 * the core calls append_abort. */
 	int (*append_prepare)(struct mail_append *a);
 	int (*append_finish_nowait)(struct mail_append *a, uint32_t *uid_r);
+	/* Optional (NULL: the core calls unlink on the loop): expunge step 2 off the loop. The
+	 * path of REC's file into BUF, taking the coming removal as the store's own change (as
+	 * unlink does); the core unlinks it on the thread pool and calls unlink on the loop for
+	 * a file not found there (moved meanwhile: unlink finds it). While mbox->unlinking is
+	 * non-zero, refresh must not take a file missing from the directory as an expunge. */
+	int (*unlink_path)(struct mailbox *mbox, struct mail_rec *rec, char *buf, size_t size);
 };
 
 struct view;
@@ -206,6 +212,7 @@ struct mailbox {
 	unsigned handles_open; /* uv handles not yet closed (free after the last close) */
 
 	unsigned long rescans; /* directory re-reads so far (statistics for tests and the bench) */
+	unsigned unlinking; /* expunged files being unlinked on the thread pool (refresh waits) */
 
 	/* POP3 retrieval times (mailbox_pop3.c), read from the back-end on first use: ascending
 	 * uid, the earliest RETR of each message. */

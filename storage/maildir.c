@@ -55,9 +55,9 @@
 #define DIR_DIRTY_NS      2000000000LL
 #define DIR_DIRTY_NS_FINE 100000000LL
 /* at most one fs-event re-read per folder this often (ms) */
-#define DEBOUNCE_MS 10
-#define SCAN_RETRIES      5
-#define MISSING_LOOKS     3
+#define DEBOUNCE_MS   10
+#define SCAN_RETRIES  5
+#define MISSING_LOOKS 3
 /* Tries to reach a file that another program keeps renaming (each after a fresh look). */
 #define LOCATE_TRIES 10
 
@@ -1875,6 +1875,13 @@ static int md_refresh(struct mailbox *mbox, bool force)
 	bool do_cur = force || md->dirty_cur || !ts_eq(&mc, &md->mtime_cur);
 	if (!do_new && !do_cur)
 		return 0;
+	if (mbox->unlinking > 0) {
+		/* expunged files are being removed off the loop: a re-read now would count them
+		 * gone behind our back; the next refresh after them looks (dirty kept) */
+		md->dirty_new |= do_new;
+		md->dirty_cur |= do_cur;
+		return 0;
+	}
 	md->mtime_new = mn;
 	md->mtime_cur = mc;
 	md->dirty_new = ts_recent(&mn);
@@ -1969,6 +1976,20 @@ static int md_unlink(struct mailbox *mbox, struct mail_rec *rec)
 		if (attempt == LOCATE_TRIES - 1)
 			return -EAGAIN; /* another program keeps renaming it */
 	}
+	if (rec->bflags & MREC_IN_NEW)
+		md->fsync_new = true;
+	else
+		md->fsync_cur = true;
+	return 0;
+}
+
+static int md_unlink_path(struct mailbox *mbox, struct mail_rec *rec, char *buf, size_t size)
+{
+	struct maildir *md = mbox->backend;
+	int r = rec_path(mbox, rec, buf, size);
+	if (r < 0)
+		return r;
+	own_expect(mbox, (rec->bflags & MREC_IN_NEW) != 0, mailbox_rec_key(mbox, rec));
 	if (rec->bflags & MREC_IN_NEW)
 		md->fsync_new = true;
 	else
@@ -2324,6 +2345,7 @@ const struct mailbox_backend_ops maildir_backend_ops = {
 	.commit_nowait = md_commit_nowait,
 	.append_prepare = md_append_prepare,
 	.append_finish_nowait = md_append_finish_nowait,
+	.unlink_path = md_unlink_path,
 	.pending_mark = md_pending_mark,
 	.discard = md_discard,
 	.append_begin = md_append_begin,

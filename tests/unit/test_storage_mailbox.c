@@ -849,6 +849,46 @@ static void test_async_append_abort(void **state)
 	assert_int_equal(mailbox_uidnext(fx->inbox), 1);
 }
 
+/* A big expunge (POP3 QUIT after DELE of all) unlinks on the thread pool; a refresh
+ * meanwhile takes nothing for an outside removal; afterwards every file and record is gone. */
+static void test_async_expunge_many(void **state)
+{
+	struct fx *fx = *state;
+	uint32_t uids[40];
+	for (uint32_t i = 0; i < 40; i++)
+		uids[i] = st_append(fx->inbox, "Subject: m\r\n\r\nm\r\n", 0);
+	struct view *v;
+	assert_int_equal(view_new(fx->inbox, VIEW_IMAP, NULL, NULL, &v), 0);
+	struct done d = {0};
+	assert_int_equal(mailbox_expunge_async(fx->inbox, uids, 40, sync_done_cb, &d), 0);
+	bool maildir = st_format() == ST_MAILDIR;
+	bool seen_unlinking = false;
+	while (!d.called) {
+		uv_run(&fx->loop, UV_RUN_ONCE);
+		if (fx->inbox->unlinking > 0) {
+			seen_unlinking = true;
+			/* more re-reads than it takes to call a missing file expunged */
+			for (int k = 0; k < 5; k++)
+				assert_int_equal(mailbox_refresh(fx->inbox), 0);
+			assert_int_equal(mailbox_count(fx->inbox), 40);
+		}
+	}
+	assert_int_equal(d.err, 0);
+	assert_true(seen_unlinking || !maildir);
+	assert_int_equal(fx->inbox->unlinking, 0);
+	assert_int_equal(mailbox_count(fx->inbox), 0);
+	if (maildir)
+		assert_int_equal(st_count_files(fx->root, "cur"), 0);
+	struct st_sync_log log;
+	assert_int_equal(mailbox_refresh(fx->inbox), 0);
+	const char *got = st_sync(v, 0, &log);
+	assert_int_equal(strncmp(got, "E1 E1 E1 ", 9), 0);
+	view_free(&v);
+	reopen(fx);
+	assert_int_equal(mailbox_count(fx->inbox), 0);
+	assert_int_equal(mailbox_uidnext(fx->inbox), 41);
+}
+
 static void test_open_races(void **state)
 {
 	struct fx *fx = *state;
@@ -991,6 +1031,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_async_commit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_async_commit_fallback, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_async_append_abort, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_async_expunge_many, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_folder_lock, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cache, setup, teardown),
 		cmocka_unit_test(test_error_text),
