@@ -21,7 +21,16 @@
 
 #include "log.h"
 
-#define SYNC_RUNNING_MAX 2
+static unsigned sync_running_max(void)
+{
+	static unsigned v;
+	if (v == 0) {
+		const char *e = getenv("MK_SYNC_MAX");
+		v = e ? (unsigned)atoi(e) : 2;
+	}
+	return v;
+}
+#define SYNC_RUNNING_MAX sync_running_max()
 
 struct sync_fd {
 	int fd;

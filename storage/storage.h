@@ -70,6 +70,14 @@ const char *storage_error_text(int err);
  * otherwise. -EPROTONOSUPPORT when cfg->mail_format names a back-end that is not built (mbox). The
  * store keeps LOOP for file watching; it must outlive the store. */
 int store_open(uv_loop_t *loop, const struct config *cfg, const char *user, struct store **store_r);
+/* The first login of a user creates the tree (six folders: some 40 fsyncs), which must not
+ * hold the loop: store_prepare_async makes USER's tree on libuv's thread pool, then
+ * CB(err, DATA) on the loop (never inside the call), after which store_open finds it made.
+ * *READY_R true (no callback): the tree is there already (or the store is open). Logins of one
+ * user at once share one preparation. -EINVAL / -EPROTONOSUPPORT as store_open. */
+typedef void store_prepare_cb(int err, void *data);
+int store_prepare_async(uv_loop_t *loop, const struct config *cfg, const char *user, bool *ready_r,
+			store_prepare_cb *cb, void *data);
 /* The same with an explicit user root directory (tests, tools). */
 int store_open_path(uv_loop_t *loop, const char *root, struct store **store_r);
 struct store *store_ref(struct store *store);

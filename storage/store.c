@@ -45,7 +45,7 @@ struct store {
 
 /* Every open store of the process (loop thread only). */
 static struct store *open_stores;
-static unsigned tmp_counter;
+static _Atomic unsigned tmp_counter; /* store_prepare_async creates trees on the pool too */
 
 static const struct {
 	const char *name;
@@ -507,8 +507,10 @@ static bool user_valid(const char *user)
 	return true;
 }
 
-int store_open(uv_loop_t *loop, const struct config *cfg, const char *user, struct store **store_r)
+/* USER's root directory under cfg->mail_root into B. */
+static int user_root(const struct config *cfg, const char *user, struct sbuf *b_r)
 {
+	memset(b_r, 0, sizeof(*b_r));
 	if (!user_valid(user) || cfg->mail_root == NULL)
 		return -EINVAL;
 	if (cfg->mail_format != MAIL_FORMAT_MAILDIR)
@@ -530,6 +532,22 @@ int store_open(uv_loop_t *loop, const struct config *cfg, const char *user, stru
 	}
 	if (r == 0 && !had_u)
 		r = sbuf_printf(&b, "/%s", user);
+	if (r == 0) {
+		size_t len = strlen(b.data);
+		while (len > 1 && b.data[len - 1] == '/')
+			b.data[--len] = '\0';
+		b.len = len;
+	}
+	if (r < 0)
+		sbuf_free(&b);
+	*b_r = b;
+	return r;
+}
+
+int store_open(uv_loop_t *loop, const struct config *cfg, const char *user, struct store **store_r)
+{
+	struct sbuf b;
+	int r = user_root(cfg, user, &b);
 	if (r == 0)
 		r = store_open_path(loop, b.data, store_r);
 	sbuf_free(&b);
@@ -540,6 +558,115 @@ int store_open(uv_loop_t *loop, const struct config *cfg, const char *user, stru
 	if (r == 0)
 		store_quota_configure(*store_r, cfg);
 	return r;
+}
+
+/* ---- first use off the loop -------------------------------------------------------------- */
+
+struct prep_waiter {
+	store_prepare_cb *cb;
+	void *data;
+};
+
+/* One tree being made on the pool; later logins of the same user wait for it. */
+struct store_prep {
+	uv_work_t work;
+	struct store tmp; /* root only: what store_init_tree uses */
+	int err;
+	struct prep_waiter *waiters;
+	size_t n_waiters, cap_waiters;
+	struct store_prep *next;
+};
+
+static struct store_prep *preps; /* loop thread only */
+
+static int prep_wait(struct store_prep *p, store_prepare_cb *cb, void *data)
+{
+	if (p->n_waiters == p->cap_waiters) {
+		size_t cap = p->cap_waiters ? p->cap_waiters * 2 : 2;
+		struct prep_waiter *w = realloc(p->waiters, cap * sizeof(*w));
+		if (w == NULL)
+			return -ENOMEM;
+		p->waiters = w;
+		p->cap_waiters = cap;
+	}
+	p->waiters[p->n_waiters++] = (struct prep_waiter){cb, data};
+	return 0;
+}
+
+static void prep_work(uv_work_t *w)
+{
+	struct store_prep *p = w->data;
+	p->err = store_init_tree(&p->tmp);
+}
+
+static void prep_after(uv_work_t *w, int status)
+{
+	struct store_prep *p = w->data;
+	if (status < 0 && p->err == 0)
+		p->err = status;
+	for (struct store_prep **pp = &preps; *pp != NULL; pp = &(*pp)->next) {
+		if (*pp == p) {
+			*pp = p->next;
+			break;
+		}
+	}
+	if (p->err < 0)
+		log_error("storage: cannot create store root=%s err=%s",
+			  log_escape_str(p->tmp.root), strerror(-p->err));
+	for (size_t i = 0; i < p->n_waiters; i++)
+		p->waiters[i].cb(p->err, p->waiters[i].data);
+	free(p->waiters);
+	free(p->tmp.root);
+	free(p);
+}
+
+int store_prepare_async(uv_loop_t *loop, const struct config *cfg, const char *user, bool *ready_r,
+			store_prepare_cb *cb, void *data)
+{
+	*ready_r = false;
+	struct sbuf b;
+	int r = user_root(cfg, user, &b);
+	if (r < 0)
+		return r;
+	size_t len = strlen(b.data);
+	if (len == 0 || len > 3800 || b.data[0] != '/') {
+		sbuf_free(&b);
+		return -EINVAL;
+	}
+	for (struct store *st = open_stores; st != NULL; st = st->next)
+		if (st->loop == loop && strcmp(st->root, b.data) == 0)
+			*ready_r = true;
+	struct store probe = {.root = b.data};
+	if (!*ready_r && store_tree_ready(&probe))
+		*ready_r = true;
+	if (*ready_r) {
+		sbuf_free(&b);
+		return 0;
+	}
+	for (struct store_prep *p = preps; p != NULL; p = p->next) {
+		if (strcmp(p->tmp.root, b.data) == 0) {
+			sbuf_free(&b);
+			return prep_wait(p, cb, data);
+		}
+	}
+	struct store_prep *p = calloc(1, sizeof(*p));
+	if (p == NULL || prep_wait(p, cb, data) < 0) {
+		free(p);
+		sbuf_free(&b);
+		return -ENOMEM;
+	}
+	p->tmp.root = b.data; /* taken from b */
+	p->work.data = p;
+	r = uv_queue_work(loop, &p->work, prep_work, prep_after);
+	if (r < 0) {
+		free(p->waiters);
+		free(p->tmp.root);
+		free(p);
+		return r;
+	}
+	p->next = preps;
+	preps = p;
+	return 0;
 }
 
 struct store *store_ref(struct store *store)

@@ -45,6 +45,7 @@ struct login_ctx {
 	struct auth_request *req;
 	enum auth_result result;
 	char user[IMAP_USER_MAX + 1]; /* canonical, on success */
+	struct imap_sync_wait *prep;  /* the user's first store tree, made on the pool */
 };
 
 static void login_ctx_free(struct imap_cmd *cmd)
@@ -53,6 +54,7 @@ static void login_ctx_free(struct imap_cmd *cmd)
 	if (!l)
 		return;
 	auth_request_cancel(&l->req);
+	imap_sync_wait_release(&l->prep);
 	sasl_free(&l->sasl);
 	if (l->step == LOGIN_WAIT)
 		conn_input_resume(l->s->conn);
@@ -139,7 +141,27 @@ static enum cmd_result login_finish(struct imap_cmd *cmd, struct login_ctx *l)
 			imap_session_bye(s, "Too many failed logins.");
 		return CMD_DONE;
 	}
-	int r = store_open(conn_loop(s->conn), conn_config(s->conn), l->user, &s->store);
+	int r = 0;
+	if (l->prep) {
+		if (!l->prep->done)
+			return CMD_MORE;
+		r = l->prep->err;
+		imap_sync_wait_release(&l->prep);
+	} else if (imap_async_commit) {
+		/* a first login creates the folders: on the thread pool, not on the loop */
+		bool ready;
+		struct imap_sync_wait *w = imap_sync_wait_new(cmd);
+		r = w ? store_prepare_async(conn_loop(s->conn), conn_config(s->conn), l->user,
+					    &ready, imap_sync_wait_cb, w)
+		      : -ENOMEM;
+		if (r == 0 && !ready) {
+			l->prep = w;
+			return CMD_MORE;
+		}
+		free(w);
+	}
+	if (r == 0)
+		r = store_open(conn_loop(s->conn), conn_config(s->conn), l->user, &s->store);
 	if (r < 0) {
 		log_warn("conn=%llu event=imap_store_open_failed user=%s error=%s",
 			 (unsigned long long)conn_id(s->conn), log_escape_str(l->user),

@@ -154,7 +154,8 @@ extern bool imap_async_search;
  * it off to have the answer within the command's first run. */
 extern bool imap_async_sort;
 /* STORE, EXPUNGE and APPEND answer once their fsyncs, run on the thread pool with everyone
- * else's (group commit), are done (default); tests may set false (the loop waits, in-line). */
+ * else's (group commit), are done, and a user's first LOGIN has the folders made there
+ * (default); tests may set false (the loop waits, in-line). */
 extern bool imap_async_commit;
 /* Work budget of one loop turn before a long command yields (ns); 2 ms by default. Tests set
  * 0 (yield after every message) or UINT64_MAX (never). */

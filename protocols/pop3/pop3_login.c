@@ -158,11 +158,12 @@ static void login_opened(int err, struct mailbox *mbox, void *data)
 	pop3_session_command_done(s);
 }
 
-/* The auth service accepted USER: open the maildrop (asynchronously; input stays paused). */
-static void login_open_maildrop(struct pop3_session *s)
+/* The store tree is there: open the maildrop (asynchronously; input stays paused). */
+static void login_open_store(struct pop3_session *s, int ret)
 {
 	const struct config *cfg = conn_config(s->conn);
-	int ret = store_open(conn_loop(s->conn), cfg, s->canonical_user, &s->store);
+	if (ret == 0)
+		ret = store_open(conn_loop(s->conn), cfg, s->canonical_user, &s->store);
 	struct pop3_open *op = NULL;
 	if (ret == 0) {
 		op = calloc(1, sizeof(*op));
@@ -186,6 +187,35 @@ static void login_open_maildrop(struct pop3_session *s)
 		pop3_maildrop_close(s);
 		pop3_session_command_done(s);
 	}
+}
+
+static void login_store_prepared(int err, void *data)
+{
+	struct pop3_quit_wait *w = data;
+	struct pop3_session *s = w->s;
+	free(w);
+	if (s == NULL)
+		return; /* the connection went meanwhile */
+	s->prep_wait = NULL;
+	login_open_store(s, err);
+}
+
+/* The auth service accepted USER: a first login creates the store's folders on the thread
+ * pool (not on the loop), then the maildrop is opened. */
+static void login_open_maildrop(struct pop3_session *s)
+{
+	bool ready = false;
+	struct pop3_quit_wait *w = calloc(1, sizeof(*w));
+	int ret = w ? store_prepare_async(conn_loop(s->conn), conn_config(s->conn),
+					  s->canonical_user, &ready, login_store_prepared, w)
+		    : -ENOMEM;
+	if (ret == 0 && !ready) {
+		w->s = s;
+		s->prep_wait = w;
+		return;
+	}
+	free(w);
+	login_open_store(s, ret);
 }
 
 /* RFC 2449 LOGIN-DELAY: refuse a login that comes too soon after the user's last one. */

@@ -264,6 +264,8 @@ static void pop3_session_free(void *session)
 			 s->dele_count);
 	if (s->quit_wait)
 		s->quit_wait->s = NULL; /* its callback frees it */
+	if (s->prep_wait)
+		s->prep_wait->s = NULL;
 	pop3_retr_abort(s);
 	/* Messages sent whole were downloaded: their \Seen stands (DELE marks do not). */
 	pop3_retr_flush_marks(s);

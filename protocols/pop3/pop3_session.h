@@ -84,7 +84,8 @@ struct pop3_stream {
 	struct pop3_dot dot;
 };
 
-/* QUIT waiting for its commit to be durable; s is NULL once the session is gone. */
+/* QUIT waiting for its commit to be durable, or a login for the user's store tree; s is NULL
+ * once the session is gone (the callback frees it). */
 struct pop3_quit_wait {
 	struct pop3_session *s;
 	uint32_t marks;
@@ -98,6 +99,7 @@ struct pop3_session {
 
 	bool busy;                        /* a command is in progress: read no further command */
 	struct pop3_quit_wait *quit_wait; /* QUIT's commit in progress */
+	struct pop3_quit_wait *prep_wait; /* the user's first store tree being made (login) */
 	bool in_stls;                     /* STLS answered, waiting for the handshake */
 	const char *bad_reply;            /* POP3_CMD_BAD: the -ERR line to send (static text) */
 

@@ -964,9 +964,21 @@ static void test_async_select(void **state)
 static void test_async_commit(void **state)
 {
 	struct env *e = *state;
-	imap_async_commit = true;
 	struct conn *c = logged_in(e, "olga");
 	struct conn *o = logged_in(e, "olga");
+	imap_async_commit = true;
+	/* a user's first login: the folders are made on the thread pool */
+	struct conn *f = session(e, true);
+	fake_conn_input(f, "L LOGIN u p\r\n");
+	fake_auth_answer(AUTH_RESULT_OK, "fiona");
+	fake_conn_pump(f);
+	wait_for(e, f, "L OK");
+	expect(f, "L OK [CAPABILITY " CAPS_AUTH "] Logged in\r\n");
+	fake_conn_input(f, "l LIST \"\" *\r\n");
+	char *lst = fake_conn_take_output(f);
+	assert_non_null(strstr(lst, "* LIST (\\HasNoChildren \\Sent) \".\" Sent\r\n"));
+	free(lst);
+	fake_conn_free(&f);
 	fake_conn_input(c, "s SELECT INBOX\r\n");
 	expect(c, SELECT_EMPTY "s OK [READ-WRITE] Select completed.\r\n");
 	fake_conn_input(o, "s SELECT INBOX\r\n");
