@@ -4,6 +4,8 @@
 #include "protocols.h"
 #include "storage.h"
 
+#include <stdlib.h>
+
 static struct auth_service *auth_service;
 
 /* Forked while still root: PAM modules such as pam_unix need it (DESIGN.md "Process model"). */
@@ -40,5 +42,9 @@ int main(int argc, char **argv)
 		.stop = main_stop,
 		.reload = main_reload,
 	};
+	/* libuv's pool (4 threads by default) runs folder opens, SEARCH and the store's fsyncs
+	 * (storage/mailbox_sync.c keeps up to 8 batches in flight, waiting on the disk): give
+	 * it 16, unless the administrator set UV_THREADPOOL_SIZE. */
+	setenv("UV_THREADPOOL_SIZE", "16", 0);
 	return daemon_run(argc, argv, protocols_table, protocols_count, &hooks);
 }

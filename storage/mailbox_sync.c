@@ -21,16 +21,11 @@
 
 #include "log.h"
 
-static unsigned sync_running_max(void)
-{
-	static unsigned v;
-	if (v == 0) {
-		const char *e = getenv("MK_SYNC_MAX");
-		v = e ? (unsigned)atoi(e) : 2;
-	}
-	return v;
-}
-#define SYNC_RUNNING_MAX sync_running_max()
+/* Batches syncing at once. fsync waits for the disk, not the CPU: several in flight let the
+ * device merge them (measured with mailkeep-bench mixed: 2 -> 8 took 10 clients from 690 to
+ * 1,338 ops/s at load 11). The daemon gives libuv's pool 16 threads (src/main.c), so opens and
+ * SEARCH keep threads of their own. */
+#define SYNC_RUNNING_MAX 8
 
 struct sync_fd {
 	int fd;
