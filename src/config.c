@@ -45,6 +45,7 @@ struct setting {
 };
 
 static const char *const mail_format_values[] = {"maildir", "mbox", NULL};
+static const char *const mbox_variant_values[] = {"mboxo", "mboxrd", NULL};
 static const char *const pop3_delete_values[] = {"expunge", "hide", NULL};
 static const char *const tls_values[] = {"none", "starttls", "implicit", NULL};
 
@@ -59,6 +60,15 @@ static const struct setting settings[] = {
 	 "mail_root/USER."},
 	{"server", "mail_format", T_ENUM, S(mail_format), "maildir", 0, 0, mail_format_values,
 	 "Store format: maildir (Maildir++) or mbox."},
+	{"server", "mbox_inbox", T_PATH, S(mbox_inbox), "", 0, 0, NULL,
+	 "mbox only: the INBOX file, %u expands to the user name (e.g. /var/mail/%u). Empty: "
+	 "the file inbox in the user's mail directory."},
+	{"server", "mbox_variant", T_ENUM, S(mbox_variant), "mboxo", 0, 0, mbox_variant_values,
+	 "mbox only: mboxo (what Debian's MTAs write: bodies served as stored, From_ lines "
+	 "quoted on APPEND) or mboxrd (>From quoting undone on reading)."},
+	{"server", "mbox_lock_timeout", T_UINT, S(mbox_lock_timeout), "10", 0, 600, NULL,
+	 "mbox only: seconds to wait for an mbox file's locks (dotlock, fcntl) before a "
+	 "command is answered IMAP NO [INUSE] / POP3 -ERR [IN-USE]."},
 	{"server", "mail_user", T_STRING, S(mail_user), "mailkeep", 0, 0, NULL,
 	 "The unprivileged user the network process runs as when started as root."},
 	{"server", "log_level", T_STRING, S(log_level), "info", 0, 0, NULL,
@@ -667,7 +677,6 @@ static void validate(struct parser *p)
 	size_t i_proto = setting_index("listener", "protocol");
 	size_t i_port = setting_index("listener", "port");
 	size_t i_tls = setting_index("listener", "tls");
-	size_t i_format = setting_index("server", "mail_format");
 	size_t i_level = setting_index("server", "log_level");
 	size_t i_low = setting_index("server", "output_low_watermark");
 	enum log_level lvl;
@@ -676,9 +685,6 @@ static void validate(struct parser *p)
 		add_error(p->errors, p->file, p->set_line[i_level],
 			  "log_level must be error, warn, info or debug, not '%s'",
 			  log_escape_str(cfg->log_level));
-	if (cfg->mail_format == MAIL_FORMAT_MBOX)
-		add_error(p->errors, p->file, p->set_line[i_format],
-			  "mail_format = mbox is not available in this version; use maildir");
 	if (cfg->output_low_watermark >= cfg->output_high_watermark)
 		add_error(p->errors, p->file, p->set_line[i_low],
 			  "output_low_watermark must be below output_high_watermark");

@@ -38,6 +38,11 @@ enum mail_format {
 	MAIL_FORMAT_MBOX,
 };
 
+enum mbox_variant {
+	MBOX_VARIANT_MBOXO,  /* From_ quoting not reversible: bodies served as stored */
+	MBOX_VARIANT_MBOXRD, /* one '>' of >*From lines removed on reading */
+};
+
 struct config_listener {
 	char *name;     /* from [listener NAME] */
 	char *protocol; /* "imap" or "pop3": checked against the build by config_check_protocols */
@@ -71,6 +76,9 @@ struct config {
 	/* [server] */
 	char *mail_root; /* %u expands to the user */
 	enum mail_format mail_format;
+	char *mbox_inbox; /* mbox: INBOX file (%u expands), "" = ROOT/inbox */
+	enum mbox_variant mbox_variant;
+	unsigned mbox_lock_timeout; /* seconds */
 	char *mail_user;
 	char *log_level;
 	unsigned max_connections;

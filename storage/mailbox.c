@@ -511,6 +511,8 @@ int mailbox_open(struct store *store, const char *name, struct mailbox **mbox_r)
 	if (ld.path == NULL)
 		return -ENOMEM;
 	ld.on_loop = true;
+	ld.store = store;
+	ld.name = norm;
 	/* a worker of ours is loading this folder: its lock goes in a moment, wait for it */
 	ld.wait_lock = open_pending(store, norm);
 	r = store_backend(store)->load(&ld);
@@ -645,6 +647,8 @@ int mailbox_open_async(struct store *store, const char *name, mailbox_open_cb *c
 		free(req);
 		return -ENOMEM;
 	}
+	req->ld.store = store;
+	req->ld.name = req->name;
 	req->work.data = req;
 	r = uv_queue_work(store_loop(store), &req->work, open_work_cb, open_after_work_cb);
 	if (r == 0) {

@@ -3,7 +3,7 @@
  *
  * The core (mailbox.c, view.c) owns the in-memory model: the message array in UID order, the
  * string pool holding back-end keys, the key index, keywords, views and announcements. A
- * back-end (maildir.c; an mbox back-end would add mbox.c) owns the disk: loading, persisting
+ * back-end (maildir.c, mbox.c) owns the disk: loading, persisting
  * UIDs, renaming/unlinking/linking files, opening message bytes, watching for outside
  * changes. The core never touches a file; a back-end never touches a view.
  *
@@ -70,7 +70,9 @@ struct load_ent {
 
 /* The result of a load, built without touching the mailbox (may run on a worker thread). */
 struct mailbox_load {
-	char *path; /* folder directory */
+	char *path;                /* folder directory (mbox: the folder's state directory) */
+	const struct store *store; /* the store (its settings are immutable: thread-safe) */
+	const char *name;          /* normalized folder name, valid during load */
 	int err;
 	uint32_t uidvalidity;
 	uint32_t uidnext;
@@ -243,7 +245,7 @@ void store_mailbox_register(struct store *store, struct mailbox *mbox);
 void store_mailbox_unregister(struct store *store, struct mailbox *mbox);
 struct mailbox *store_mailbox_find(struct store *store, const char *name);
 uv_loop_t *store_loop(const struct store *store);
-/* The back-end of the store's mail format (maildir; mbox would add its ops here). */
+/* The back-end of the store's mail format (maildir_backend_ops or mbox_backend_ops). */
 const struct mailbox_backend_ops *store_backend(const struct store *store);
 /* Directory of folder NAME (normalized). */
 int store_folder_path(const struct store *store, const char *name, char *buf, size_t size);

@@ -67,19 +67,26 @@ const char *storage_error_text(int err);
  * on first use: INBOX, and Sent, Drafts, Trash, Junk, Archive with their special-use attributes. If
  * the user's store is already open in this process the same object is returned with one more
  * reference. USER must be a plain name (no '/', not starting with '.', 1..255 bytes): -EINVAL
- * otherwise. -EPROTONOSUPPORT when cfg->mail_format names a back-end that is not built (mbox). The
- * store keeps LOOP for file watching; it must outlive the store. */
+ * otherwise. With mail_format = mbox the store is an mbox tree (storage/README.md, "mbox"): the
+ * root is the user's mail directory, INBOX the file cfg->mbox_inbox (%u expanded) or ROOT/inbox.
+ * The store keeps LOOP for file watching; it must outlive the store. */
 int store_open(uv_loop_t *loop, const struct config *cfg, const char *user, struct store **store_r);
 /* The first login of a user creates the tree (six folders: some 40 fsyncs), which must not
  * hold the loop: store_prepare_async makes USER's tree on libuv's thread pool, then
  * CB(err, DATA) on the loop (never inside the call), after which store_open finds it made.
  * *READY_R true (no callback): the tree is there already (or the store is open). Logins of one
- * user at once share one preparation. -EINVAL / -EPROTONOSUPPORT as store_open. */
+ * user at once share one preparation (an mbox tree, a few empty files, is made by store_open:
+ * ready at once). -EINVAL as store_open. */
 typedef void store_prepare_cb(int err, void *data);
 int store_prepare_async(uv_loop_t *loop, const struct config *cfg, const char *user, bool *ready_r,
 			store_prepare_cb *cb, void *data);
-/* The same with an explicit user root directory (tests, tools). */
+/* The same with an explicit user root directory (tests, tools): a Maildir++ store. */
 int store_open_path(uv_loop_t *loop, const char *root, struct store **store_r);
+/* An mbox store rooted at ROOT (tests, tools): INBOX is the file INBOX (absolute; NULL or ""
+ * = ROOT/inbox); lock waits give up after LOCK_TIMEOUT_MS (-EBUSY); MBOXRD selects mboxrd
+ * reading (else mboxo). */
+int store_open_mbox(uv_loop_t *loop, const char *root, const char *inbox, unsigned lock_timeout_ms,
+		    bool mboxrd, struct store **store_r);
 struct store *store_ref(struct store *store);
 /* Drop a reference; at zero the store is freed (open mailboxes hold their own reference).
  * Sets *store_p to NULL. */

@@ -11,6 +11,7 @@
  * `subscriptions` (one name a line) and `mailkeep-defaults` (the default folders were made).
  */
 #include "mailbox_private.h"
+#include "mbox_private.h"
 #include "storage_util.h"
 
 #include "config.h"
@@ -38,7 +39,10 @@ struct store {
 	uv_loop_t *loop;
 	const struct mailbox_backend_ops *ops;
 	char *root;
-	struct mailbox *open; /* open mailboxes */
+	char *state; /* where subscriptions live: root (Maildir), root/.mailkeep (mbox) */
+	bool is_mbox;
+	struct mbox_opts mbox; /* mbox settings (is_mbox only) */
+	struct mailbox *open;  /* open mailboxes */
 	struct store_quota quota;
 	struct store *next;
 };
@@ -135,6 +139,8 @@ static bool is_inbox(const char *norm)
 
 int store_folder_path(const struct store *store, const char *name, char *buf, size_t size)
 {
+	if (store->is_mbox)
+		return mbox_store_state_path(store, name, buf, size);
 	if (is_inbox(name))
 		return storage_path(buf, size, "%s", store->root);
 	return storage_path(buf, size, "%s/.%s", store->root, name);
@@ -144,6 +150,20 @@ static bool dir_exists(const char *path)
 {
 	struct stat st;
 	return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* Folder NORM exists (Maildir: its directory; mbox: its file). */
+static bool folder_exists(const struct store *store, const char *norm)
+{
+	if (store->is_mbox)
+		return mbox_store_exists(store, norm);
+	char path[4096];
+	return store_folder_path(store, norm, path, sizeof(path)) == 0 && dir_exists(path);
+}
+
+const struct mbox_opts *store_mbox_opts(const struct store *store)
+{
+	return store->is_mbox ? &store->mbox : NULL;
 }
 
 /* ---- registry ---------------------------------------------------------------------------- */
@@ -383,6 +403,8 @@ int store_folder_create(struct store *store, const char *name, unsigned special_
 		return r;
 	if (is_inbox(norm))
 		return -EEXIST;
+	if (store->is_mbox)
+		return mbox_store_create(store, norm, special_use);
 	r = store_folder_path(store, norm, path, sizeof(path));
 	if (r < 0)
 		return r;
@@ -426,6 +448,8 @@ static int store_init_tree(struct store *store)
 {
 	char path[4096];
 	int r = 0;
+	if (store->is_mbox)
+		return mbox_store_init(store);
 	if (store_tree_ready(store))
 		return 0;
 	/* mkdir -p the root */
@@ -458,7 +482,8 @@ static int store_init_tree(struct store *store)
 	return storage_write_file_atomic(path, "1\n", 2);
 }
 
-int store_open_path(uv_loop_t *loop, const char *root, struct store **store_r)
+static int store_open_common(uv_loop_t *loop, const char *root, const struct mbox_opts *mo,
+			     struct store **store_r)
 {
 	size_t len = strlen(root);
 	while (len > 1 && root[len - 1] == '/')
@@ -466,7 +491,8 @@ int store_open_path(uv_loop_t *loop, const char *root, struct store **store_r)
 	if (len == 0 || len > 3800 || root[0] != '/')
 		return -EINVAL;
 	for (struct store *s = open_stores; s != NULL; s = s->next) {
-		if (s->loop == loop && strlen(s->root) == len && memcmp(s->root, root, len) == 0) {
+		if (s->loop == loop && strlen(s->root) == len && memcmp(s->root, root, len) == 0 &&
+		    s->is_mbox == (mo != NULL)) {
 			*store_r = store_ref(s);
 			return 0;
 		}
@@ -481,11 +507,29 @@ int store_open_path(uv_loop_t *loop, const char *root, struct store **store_r)
 	}
 	s->refs = 1;
 	s->loop = loop;
-	s->ops = &maildir_backend_ops; /* the Maildir++ layout; an mbox store would pick mbox_ops */
-	int r = store_init_tree(s);
+	s->ops = mo != NULL ? &mbox_backend_ops : &maildir_backend_ops;
+	s->is_mbox = mo != NULL;
+	int r = 0;
+	if (mo != NULL) {
+		s->mbox = *mo;
+		s->mbox.inbox = NULL;
+		if (mo->inbox != NULL && mo->inbox[0] != '\0' &&
+		    (s->mbox.inbox = strdup(mo->inbox)) == NULL)
+			r = -ENOMEM;
+		if (r == 0 && asprintf(&s->state, "%s%s", s->root, MBOX_STATE_DIR) < 0) {
+			s->state = NULL;
+			r = -ENOMEM;
+		}
+	} else if ((s->state = strdup(s->root)) == NULL) {
+		r = -ENOMEM;
+	}
+	if (r == 0)
+		r = store_init_tree(s);
 	if (r < 0) {
 		log_error("storage: cannot create store root=%s err=%s", log_escape_str(s->root),
 			  strerror(-r));
+		free(s->mbox.inbox);
+		free(s->state);
 		free(s->root);
 		free(s);
 		return r;
@@ -494,6 +538,44 @@ int store_open_path(uv_loop_t *loop, const char *root, struct store **store_r)
 	open_stores = s;
 	*store_r = s;
 	return 0;
+}
+
+int store_open_path(uv_loop_t *loop, const char *root, struct store **store_r)
+{
+	return store_open_common(loop, root, NULL, store_r);
+}
+
+int store_open_mbox(uv_loop_t *loop, const char *root, const char *inbox, unsigned lock_timeout_ms,
+		    bool mboxrd, struct store **store_r)
+{
+	struct mbox_opts mo = {(char *)inbox, lock_timeout_ms, mboxrd};
+	if (inbox != NULL && inbox[0] != '\0' && inbox[0] != '/')
+		return -EINVAL;
+	return store_open_common(loop, root, &mo, store_r);
+}
+
+/* Expand %u (USER) and %% in PATTERN. */
+static int expand_user(const char *pattern, const char *user, bool add_user, struct sbuf *b)
+{
+	bool had_u = false;
+	int r = 0;
+	for (const char *p = pattern; *p && r == 0; p++) {
+		if (p[0] == '%' && p[1] == 'u') {
+			r = sbuf_add(b, user, strlen(user));
+			had_u = true;
+			p++;
+		} else if (p[0] == '%' && p[1] == '%') {
+			r = sbuf_add(b, "%", 1);
+			p++;
+		} else {
+			r = sbuf_add(b, p, 1);
+		}
+	}
+	if (r == 0 && !had_u && add_user)
+		r = sbuf_printf(b, "/%s", user);
+	if (r == 0)
+		r = sbuf_add(b, "", 1); /* NUL */
+	return r;
 }
 
 static bool user_valid(const char *user)
@@ -513,8 +595,6 @@ static int user_root(const struct config *cfg, const char *user, struct sbuf *b_
 	memset(b_r, 0, sizeof(*b_r));
 	if (!user_valid(user) || cfg->mail_root == NULL)
 		return -EINVAL;
-	if (cfg->mail_format != MAIL_FORMAT_MAILDIR)
-		return -EPROTONOSUPPORT;
 	struct sbuf b = {0};
 	bool had_u = false;
 	int r = 0;
@@ -546,11 +626,20 @@ static int user_root(const struct config *cfg, const char *user, struct sbuf *b_
 
 int store_open(uv_loop_t *loop, const struct config *cfg, const char *user, struct store **store_r)
 {
-	struct sbuf b;
+	struct sbuf b, inbox = {0};
 	int r = user_root(cfg, user, &b);
-	if (r == 0)
+	if (r == 0 && cfg->mail_format == MAIL_FORMAT_MBOX) {
+		if (cfg->mbox_inbox != NULL && cfg->mbox_inbox[0] != '\0')
+			r = expand_user(cfg->mbox_inbox, user, false, &inbox);
+		if (r == 0)
+			r = store_open_mbox(loop, b.data, inbox.data,
+					    cfg->mbox_lock_timeout * 1000u,
+					    cfg->mbox_variant == MBOX_VARIANT_MBOXRD, store_r);
+	} else if (r == 0) {
 		r = store_open_path(loop, b.data, store_r);
+	}
 	sbuf_free(&b);
+	sbuf_free(&inbox);
 	if (r == 0 && store_quota_set_user(*store_r, user) < 0) {
 		store_unref(store_r);
 		r = -ENOMEM;
@@ -628,6 +717,12 @@ int store_prepare_async(uv_loop_t *loop, const struct config *cfg, const char *u
 	int r = user_root(cfg, user, &b);
 	if (r < 0)
 		return r;
+	if (cfg->mail_format == MAIL_FORMAT_MBOX) {
+		/* an mbox tree is a few empty files: store_open makes it */
+		sbuf_free(&b);
+		*ready_r = true;
+		return 0;
+	}
 	size_t len = strlen(b.data);
 	if (len == 0 || len > 3800 || b.data[0] != '/') {
 		sbuf_free(&b);
@@ -690,6 +785,8 @@ void store_unref(struct store **store_p)
 		}
 	}
 	quota_free(&s->quota);
+	free(s->mbox.inbox);
+	free(s->state);
 	free(s->root);
 	free(s);
 }
@@ -729,8 +826,15 @@ static void names_free(struct name_list *l)
 }
 
 /* Every existing folder below the root (not INBOX). */
+static int names_add_cb(void *ctx, const char *name)
+{
+	return names_add(ctx, name);
+}
+
 static int list_dirs(struct store *store, struct name_list *l)
 {
+	if (store->is_mbox)
+		return mbox_store_list(store, names_add_cb, l);
 	DIR *d = opendir(store->root);
 	if (d == NULL)
 		return -errno;
@@ -759,7 +863,7 @@ static int read_subscriptions(struct store *store, struct name_list *l)
 {
 	char file[4096], *data;
 	size_t len;
-	int r = storage_path(file, sizeof(file), "%s/%s", store->root, SUBSCRIPTIONS_FILE);
+	int r = storage_path(file, sizeof(file), "%s/%s", store->state, SUBSCRIPTIONS_FILE);
 	if (r < 0)
 		return r;
 	r = storage_read_file(file, 1u << 20, &data, &len);
@@ -801,8 +905,9 @@ static unsigned folder_special_use(struct store *store, const char *name)
 	unsigned use = 0;
 	if (is_inbox(name))
 		return 0;
-	if (storage_path(file, sizeof(file), "%s/.%s/%s", store->root, name, SPECIAL_USE_FILE) <
-		    0 ||
+	char dir[4096];
+	if (store_folder_path(store, name, dir, sizeof(dir)) < 0 ||
+	    storage_path(file, sizeof(file), "%s/%s", dir, SPECIAL_USE_FILE) < 0 ||
 	    storage_read_file(file, 256, &data, &len) < 0)
 		return 0;
 	for (size_t i = 0; i < sizeof(defaults) / sizeof(defaults[0]); i++)
@@ -913,7 +1018,7 @@ int store_subscribe(struct store *store, const char *name, bool subscribe)
 		if (r == 0 && subscribe)
 			r = sbuf_printf(&b, "%s\n", norm);
 		if (r == 0)
-			r = storage_path(file, sizeof(file), "%s/%s", store->root,
+			r = storage_path(file, sizeof(file), "%s/%s", store->state,
 					 SUBSCRIPTIONS_FILE);
 		if (r == 0)
 			r = storage_write_file_atomic(file, b.data ? b.data : "", b.len);
@@ -946,10 +1051,7 @@ int store_folder_delete(struct store *store, const char *name)
 		return r;
 	if (is_inbox(norm))
 		return -EPERM;
-	r = store_folder_path(store, norm, path, sizeof(path));
-	if (r < 0)
-		return r;
-	if (!dir_exists(path))
+	if (!folder_exists(store, norm))
 		return -ENOENT;
 	struct name_list kids = {0};
 	r = list_children(store, norm, &kids);
@@ -959,6 +1061,22 @@ int store_folder_delete(struct store *store, const char *name)
 		return r;
 	if (n_kids > 0)
 		return -ENOTEMPTY;
+	if (store->is_mbox) {
+		r = mbox_store_delete(store, norm);
+		if (r < 0)
+			return r;
+		struct mailbox *mbox = store_mailbox_find(store, norm);
+		if (mbox != NULL) {
+			while (mbox->n_recs > 0)
+				mailbox_rec_remove(mbox, mbox->recs[mbox->n_recs - 1].uid);
+			mbox->gone = true;
+			store_mailbox_unregister(store, mbox);
+		}
+		return 0;
+	}
+	r = store_folder_path(store, norm, path, sizeof(path));
+	if (r < 0)
+		return r;
 	r = storage_path(trash, sizeof(trash), "%s/mailkeep-deleting.%d.%u", store->root,
 			 (int)getpid(), ++tmp_counter);
 	if (r < 0)
@@ -1045,18 +1163,11 @@ int store_folder_rename(struct store *store, const char *old_name, const char *n
 		return -EEXIST;
 	if (tlen > flen && strncmp(to, from, flen) == 0 && to[flen] == STORE_SEPARATOR)
 		return -EINVAL; /* into itself */
-	char path[4096];
-	r = store_folder_path(store, to, path, sizeof(path));
-	if (r < 0)
-		return r;
-	if (dir_exists(path))
+	if (folder_exists(store, to))
 		return -EEXIST;
 	if (is_inbox(from))
-		return rename_inbox(store, to);
-	r = store_folder_path(store, from, path, sizeof(path));
-	if (r < 0)
-		return r;
-	if (!dir_exists(path))
+		return store->is_mbox ? -EPERM : rename_inbox(store, to);
+	if (!folder_exists(store, from))
 		return -ENOENT;
 	struct name_list moves = {0};
 	r = names_add(&moves, from);
@@ -1070,8 +1181,8 @@ int store_folder_rename(struct store *store, const char *old_name, const char *n
 			break;
 		}
 		snprintf(target, sizeof(target), "%s%s", to, moves.names[i] + flen);
-		r = store_folder_path(store, target, tpath, sizeof(tpath));
-		if (r == 0 && dir_exists(tpath))
+		(void)tpath;
+		if (folder_exists(store, target))
 			r = -EEXIST;
 	}
 	/* superior levels of the new name */
@@ -1079,10 +1190,7 @@ int store_folder_rename(struct store *store, const char *old_name, const char *n
 		char parent[STORE_NAME_MAX + 1];
 		strcpy(parent, to);
 		*strrchr(parent, STORE_SEPARATOR) = '\0';
-		char ppath[4096];
-		if (!is_inbox(parent) &&
-		    store_folder_path(store, parent, ppath, sizeof(ppath)) == 0 &&
-		    !dir_exists(ppath)) {
+		if (!is_inbox(parent) && !store->is_mbox && !folder_exists(store, parent)) {
 			r = store_folder_create(store, parent, 0);
 			if (r == -EEXIST)
 				r = 0;
@@ -1094,7 +1202,9 @@ int store_folder_rename(struct store *store, const char *old_name, const char *n
 		r = store_folder_path(store, moves.names[i], fpath, sizeof(fpath));
 		if (r == 0)
 			r = store_folder_path(store, target, tpath, sizeof(tpath));
-		if (r == 0 && rename(fpath, tpath) < 0)
+		if (r == 0 && store->is_mbox)
+			r = mbox_store_rename_one(store, moves.names[i], target);
+		else if (r == 0 && rename(fpath, tpath) < 0)
 			r = -errno;
 		if (r < 0)
 			break;
@@ -1112,9 +1222,11 @@ int store_folder_rename(struct store *store, const char *old_name, const char *n
 			free(mbox->path);
 			mbox->name = nn;
 			mbox->path = np;
+			if (store->is_mbox)
+				mbox_backend_renamed(mbox);
 		}
 	}
-	if (r == 0)
+	if (r == 0 && !store->is_mbox)
 		r = storage_fsync_dir(store->root);
 	names_free(&moves);
 	return r;

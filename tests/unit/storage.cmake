@@ -1,4 +1,4 @@
-# Tests of storage/ (the mailbox model and the Maildir back-end). They build the model's own
+# Tests of storage/ (the mailbox model, the Maildir and mbox back-ends). They build the model's own
 # sources into mk_storage_model, so a half-finished MIME parser in the same room (storage/mime*,
 # msg_*, envelope*, bodystruct*, charset*) never stops them from building.
 set(MK_STORAGE_DIR ${CMAKE_SOURCE_DIR}/storage)

@@ -49,6 +49,9 @@ static void test_defaults(void **state)
 	assert_string_equal(cfg->mail_user, "mailkeep");
 	assert_string_equal(cfg->pam_service, "mailkeep");
 	assert_null(cfg->pam_confdir);
+	assert_null(cfg->mbox_inbox);
+	assert_int_equal(cfg->mbox_variant, MBOX_VARIANT_MBOXO);
+	assert_int_equal(cfg->mbox_lock_timeout, 10);
 	assert_false(cfg->allow_plaintext_auth);
 	assert_int_equal(cfg->max_connections, 10000);
 	assert_int_equal(cfg->max_connections_per_address, 500);
@@ -171,8 +174,13 @@ static void test_errors(void **state)
 		     "[server] appears twice");
 	expect_error("[server]\npam_service = \"open\n[listener x]\nprotocol = imap\n", 2,
 		     "unterminated quoted value");
-	expect_error("[server]\nmail_format = mbox\n[listener x]\nprotocol = imap\n", 2,
-		     "mail_format = mbox");
+	expect_error("[server]\nmail_format = mbox\nmbox_variant = mboxcl2\n[listener x]\n"
+		     "protocol = imap\n",
+		     3, "mbox_variant must be one of mboxo, mboxrd");
+	expect_error("[server]\nmbox_lock_timeout = 601\n[listener x]\nprotocol = imap\n", 2,
+		     "mbox_lock_timeout");
+	expect_error("[server]\nmbox_inbox = var/mail/%u\n[listener x]\nprotocol = imap\n", 2,
+		     "mbox_inbox");
 	expect_error("[server]\n", 0, "no [listener NAME] section");
 	{ /* an embedded NUL byte */
 		static const char nul[] =

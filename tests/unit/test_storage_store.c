@@ -129,8 +129,24 @@ static void test_open_with_config(void **state)
 	assert_int_equal(store_open(&fx->loop, &cfg, "../evil", &s), -EINVAL);
 	assert_int_equal(store_open(&fx->loop, &cfg, ".hidden", &s), -EINVAL);
 	assert_int_equal(store_open(&fx->loop, &cfg, "", &s), -EINVAL);
+	/* an mbox store: the same root, INBOX from mbox_inbox with %u */
+	char inbox[4200];
+	snprintf(inbox, sizeof(inbox), "%s/spool/%%u", fx->dir);
+	char spool[4200];
+	snprintf(spool, sizeof(spool), "%s/spool", fx->dir);
+	assert_int_equal(mkdir(spool, 0700), 0);
 	cfg.mail_format = MAIL_FORMAT_MBOX;
-	assert_int_equal(store_open(&fx->loop, &cfg, "bob", &s), -EPROTONOSUPPORT);
+	cfg.mbox_inbox = inbox;
+	cfg.mbox_lock_timeout = 1;
+	assert_int_equal(store_open(&fx->loop, &cfg, "bob", &s), 0);
+	snprintf(want, sizeof(want), "%s/mail/bob/Maildir", fx->dir);
+	assert_string_equal(store_root(s), want);
+	struct mailbox *mb;
+	assert_int_equal(mailbox_open(s, "INBOX", &mb), 0);
+	assert_int_equal(mailbox_count(mb), 0);
+	mailbox_unref(&mb);
+	store_unref(&s);
+	cfg.mbox_inbox = NULL;
 	/* no %u: the user is appended */
 	snprintf(root, sizeof(root), "%s/flat", fx->dir);
 	cfg.mail_format = MAIL_FORMAT_MAILDIR;

@@ -1,0 +1,123 @@
+/* mbox_sync — the mbox back-end's insides shared by mbox.c and mbox_sync.c (storage room,
+ * mbox back-end only): the per-message table, and the sync that writes our changes into the
+ * file on the thread pool (storage/README.md, "mbox": rewrites and crash safety).
+ */
+#ifndef MK_MBOX_SYNC_H
+#define MK_MBOX_SYNC_H
+
+#include "mailbox_private.h"
+#include "storage_util.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <uv.h>
+
+/* Where a message is. */
+enum mmsg_state {
+	MM_FILE = 1,  /* in the mbox file at from_off */
+	MM_GONE = 2,  /* expunged by us ('X' record), still in the file until the next sync */
+	MM_SPOOL = 3, /* appended by us, in spool/UID until the next sync */
+};
+
+/* The identity of the file a set of offsets describes. */
+struct mbox_sig {
+	uint64_t ino, dev, size;
+	int64_t mtime_sec, mtime_nsec;
+};
+void mbox_sig_from_stat(const struct stat *st, struct mbox_sig *sig);
+
+/* One message of the back-end, by uid (live ones mirror the core's records). */
+struct mmsg {
+	uint32_t uid;
+	uint8_t state;      /* enum mmsg_state */
+	uint8_t file_flags; /* the flags the file's Status/X-Status say */
+	bool file_ours;     /* the file carries our X-UID and X-UIDL for it */
+	uint32_t file_kw;   /* the keywords its X-Keywords says (mask) */
+	uint64_t from_off, hdr_off, end_off;
+	uint64_t hash;   /* content hash of the served bytes */
+	char *gone_uidl; /* MM_GONE: its UIDL (for the UID list's record) */
+};
+
+struct mbox_be {
+	char file[4096]; /* the mbox file */
+	int fd;          /* open on it (-1: none yet) */
+	int lock_fd;     /* the folder lock (flock, ours) */
+	int log_fd;      /* the UID list, for appends */
+	bool mboxrd;
+	unsigned lock_timeout_ms;
+	struct sbuf pending;
+	bool append_only;
+	bool list_torn;
+	size_t n_log;
+	struct mmsg *msgs; /* by uid */
+	size_t n, cap;
+	struct mbox_sig sig; /* the file as the offsets describe it */
+	/* watching and timers */
+	uv_fs_event_t ev;
+	uv_timer_t timer;
+	uint64_t timer_due;
+	bool watching;
+	bool refresh_due;
+	bool sync_due;
+	/* sync */
+	bool sync_running;
+	bool sync_ref; /* we hold a reference until the file is in sync (outlives its users) */
+	bool refresh_after_sync;
+	unsigned sync_failures;
+	/* readers vs. the rewrite: while backup_fd >= 0, offsets >= split are read from it */
+	pthread_rwlock_t rw;
+	int backup_fd;
+	uint64_t split;
+	/* cache */
+	int cache_fd;
+	char *cache_map;
+	size_t cache_map_len;
+	uint64_t cache_end;
+};
+
+/* What a load hands to attach. */
+struct mb_load {
+	char file[4096];
+	int fd;
+	int lock_fd;
+	struct stat list_st;
+	struct mbox_sig sig;
+	struct mmsg *msgs;
+	size_t n;
+	bool sync_wanted;
+	char *cache_map;
+	size_t cache_map_len;
+	uint64_t cache_end;
+	size_t cache_garbage;
+};
+
+struct mmsg *mbox_msg_find(struct mbox_be *be, uint32_t uid);
+void mbox_msg_remove(struct mbox_be *be, uint32_t uid);
+int mbox_msg_cmp(const void *a, const void *b);
+int mbox_load_ent_cmp(const void *a, const void *b);
+int mbox_index_write(const char *state, const struct mbox_sig *sig, const struct mmsg *msgs,
+		     size_t n);
+int mbox_list_build(struct sbuf *b, uint32_t uidvalidity, uint32_t uidnext, uint64_t highest,
+		    const struct load_ent *ents, size_t n_ents, const char *pool,
+		    const struct mmsg *msgs, size_t n_msgs);
+void mbox_refresh_later(struct mailbox *mbox, unsigned ms);
+
+/* Sync the file with our state after MS (coalesced): mbox_sync_start runs it. */
+void mbox_sync_schedule(struct mailbox *mbox, unsigned ms);
+void mbox_sync_start(struct mailbox *mbox);
+/* Undo a rewrite a crash interrupted (the backup in STATE), under the write locks (taken
+ * here, waiting at most TIMEOUT_MS, unless LOCKED_ALREADY). 0 when there was none. */
+int mbox_sync_recover(const char *state, const char *file, int fd, unsigned timeout_ms,
+		      bool locked_already);
+/* Test hook: called with 1, 2, 3 at the crash points of a rewrite (mbox_sync.c). */
+extern void (*mbox_sync_crash_hook)(int point);
+/* Convert a message as a client sent it (RAW_FD, from offset 0) to its stored form in OUT_FD:
+ * CRLF -> LF, our hidden header names dropped, From_ lines quoted (mboxo: "From " ->
+ * ">From "; mboxrd: one more '>' on ">*From "), a final LF added when missing. Returns the
+ * served CRLF size and the content and header hashes (mbox_scan.h). */
+int mbox_spool_convert(int raw_fd, int out_fd, bool mboxrd, uint64_t *size_r, uint64_t *hash_r,
+		       uint64_t *hdr_hash_r);
+
+#endif
