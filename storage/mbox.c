@@ -2062,6 +2062,7 @@ static int mb_copy(struct mailbox *src, struct mail_rec *srec, struct mailbox *d
 	}
 	(void)dbe;
 	*uid_r = uid;
+	mbox_sync_schedule(dst, SYNC_DELAY_MS);
 	return r;
 }
 

@@ -249,6 +249,7 @@ struct msg_state {
 	size_t blank_len;
 	bool first;
 	bool open;
+	bool last_lf; /* the last served byte is LF (or nothing was served) */
 };
 
 static void parse_ours(struct msg_state *st, const char *line, size_t len)
@@ -321,6 +322,13 @@ static int msg_finish(struct mbox_scan *sc, struct msg_state *st, uint64_t end)
 		/* it was counted as served: take it back */
 		st->size -= 2;
 		st->hash = st->hash_nl;
+		st->last_lf = true;
+	}
+	if (!st->last_lf) {
+		/* a last line without LF (the end of the file) is served with one, as it will
+		 * be stored once anything follows it */
+		mbox_hash_add(&st->hash, "\n", 1);
+		st->size += 2;
 	}
 	st->m.end_off = end;
 	st->m.size = st->size;
@@ -382,6 +390,7 @@ int mbox_scan_file(int fd, uint64_t from, uint64_t end, bool mboxrd, struct mbox
 			st.f.mboxrd = mboxrd;
 			mbox_hash_init(&st.hash);
 			mbox_hash_init(&st.hdr_hash);
+			st.last_lf = true;
 			st.blank_off = UINT64_MAX;
 			/* skip the From_ line, however long */
 			for (;;) {
@@ -428,6 +437,8 @@ int mbox_scan_file(int fd, uint64_t from, uint64_t end, bool mboxrd, struct mbox
 				if (ends_lf && !cr_before)
 					st.size++;
 				last_cr = seg > first && s[seg - 1] == '\r';
+				if (seg > first)
+					st.last_lf = s[seg - 1] == '\n';
 			}
 			rd.off += seg;
 			first = 0;
@@ -476,7 +487,7 @@ int mbox_copy_served(int fd, int fd2, uint64_t split, uint64_t hdr_off, uint64_t
 	mbox_hash_init(&h);
 	uint64_t pos = hdr_off;
 	size_t have = 0, used = 0, out_len = 0;
-	bool line_start = true, keep = true;
+	bool line_start = true, keep = true, last_lf = true;
 	int r = 0;
 	while (r == 0 && (pos < end_off || used < have)) {
 		if (have - used < 256 && pos < end_off) {
@@ -530,9 +541,20 @@ int mbox_copy_served(int fd, int fd2, uint64_t split, uint64_t hdr_off, uint64_t
 				out_len += seg - skip;
 			}
 			mbox_hash_add(&h, s + skip, seg - skip);
+			last_lf = s[seg - 1] == '\n';
 		}
 		used += seg;
 		line_start = nl != NULL;
+	}
+	if (r == 0 && !last_lf) {
+		/* served with a final LF (mbox_scan.h) */
+		mbox_hash_add(&h, "\n", 1);
+		if (out_fd >= 0 && out_len == SCAN_CHUNK) {
+			r = storage_write_all(out_fd, out, out_len);
+			out_len = 0;
+		}
+		if (out_fd >= 0)
+			out[out_len++] = '\n';
 	}
 	if (r == 0 && out_len > 0 && out_fd >= 0)
 		r = storage_write_all(out_fd, out, out_len);

@@ -8,7 +8,9 @@
  * part of the message. Served bytes: the message after its From_ line, minus the header
  * lines named in MBOX_HIDDEN (Status, X-Status, X-Keywords, X-UID, X-IMAPbase, X-IMAP,
  * X-UIDL, Content-Length, with their continuation lines), with mboxrd one '>' of each
- * ">+From " line removed (mboxo: bodies as stored). Sizes count a bare LF as two octets.
+ * ">+From " line removed (mboxo: bodies as stored), and an LF after a last line that has
+ * none (only possible at the end of the file: anything written after it needs one). Sizes
+ * count a bare LF as two octets.
  */
 #ifndef MK_MBOX_SCAN_H
 #define MK_MBOX_SCAN_H

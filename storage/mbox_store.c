@@ -167,6 +167,16 @@ int mbox_store_init(struct store *store)
 		r = storage_path(path, sizeof(path), "%s%s/box", root, MBOX_STATE_DIR);
 	if (r == 0)
 		r = storage_mkdir(path, 0700);
+	const struct mbox_opts *mo = store_mbox_opts(store);
+	if (r == 0 && mo->inbox == NULL) {
+		/* ROOT/inbox (a spool given by mbox_inbox is the MTA's to create) */
+		r = storage_path(path, sizeof(path), "%s/inbox", root);
+		int fd = r == 0 ? open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600) : -1;
+		if (r == 0 && fd < 0)
+			r = -errno;
+		if (fd >= 0)
+			close(fd);
+	}
 	if (r == 0)
 		r = storage_path(path, sizeof(path), "%s%s/%s", root, MBOX_STATE_DIR,
 				 DEFAULTS_MARKER);

@@ -46,8 +46,9 @@
 #define SYNC_RETRY_MS     1000
 #define SYNC_RETRY_MAX_MS 30000
 
-/* Test hook (tests/unit): called at the crash points 1..3 of the procedure above. */
+/* Test hooks (tests/unit, mbox_sync.h). */
 void (*mbox_sync_crash_hook)(int point);
+void (*mbox_sync_done_hook)(struct mailbox *mbox, int result);
 
 struct backup_hdr {
 	uint64_t magic;
@@ -215,6 +216,12 @@ static int w_message(struct writer *w, int src, uint64_t hdr, uint64_t end, cons
 	int r = w->err;
 	if (r == 0 && pos < end)
 		r = w_copy(w, src, pos, end - pos, buf);
+	/* a last line without LF gets one (it is served with one: mbox_scan.h) */
+	char last = '\n';
+	if (r == 0 && end > hdr && pread(src, &last, 1, (off_t)(end - 1)) != 1)
+		r = -EIO;
+	if (r == 0 && last != '\n')
+		w_add(w, "\n", 1);
 	return r;
 }
 
@@ -467,6 +474,8 @@ static void sync_done(uv_work_t *w, int status)
 	}
 	be->sync_running = false;
 	int r = status < 0 ? status : job->err;
+	if (mbox_sync_done_hook != NULL)
+		mbox_sync_done_hook(mbox, r == 0 && job->outside ? 1 : r);
 	if (r == 0 && !job->outside) {
 		be->sync_failures = 0;
 		for (size_t i = job->first; i < job->n; i++) {

@@ -111,6 +111,9 @@ void mbox_sync_start(struct mailbox *mbox);
  * here, waiting at most TIMEOUT_MS, unless LOCKED_ALREADY). 0 when there was none. */
 int mbox_sync_recover(const char *state, const char *file, int fd, unsigned timeout_ms,
 		      bool locked_already);
+/* Test hook: called on the loop after every sync with its result (0: the file holds our
+ * state as of the sync's start; -EBUSY: locks not had in time; 1: changed behind us). */
+extern void (*mbox_sync_done_hook)(struct mailbox *mbox, int result);
 /* Test hook: called with 1, 2, 3 at the crash points of a rewrite (mbox_sync.c). */
 extern void (*mbox_sync_crash_hook)(int point);
 /* Convert a message as a client sent it (RAW_FD, from offset 0) to its stored form in OUT_FD:

@@ -68,3 +68,6 @@ endif()
 mk_unit_test(test_unicode_casemap SOURCES ${CMAKE_SOURCE_DIR}/tests/unit/test_unicode_casemap.c
 	${MK_STORAGE_DIR}/unicode_casemap.c ${CMAKE_SOURCE_DIR}/src/buf.c LIBS ${MK_UNISTRING_LIB})
 target_include_directories(test_unicode_casemap PRIVATE ${MK_STORAGE_DIR} ${CMAKE_SOURCE_DIR}/src)
+# The mbox back-end: reading, appends and rewrites, outside changes, crashes, locks, folders.
+mk_unit_test(test_storage_mbox SOURCES ${CMAKE_SOURCE_DIR}/tests/unit/test_storage_mbox.c
+	LIBS mk_storage_test_support TIMEOUT 120)
