@@ -106,6 +106,14 @@ void mbox_sig_from_stat(const struct stat *st, struct mbox_sig *sig)
 	sig->mtime_nsec = (int64_t)st->st_mtim.tv_nsec;
 }
 
+/* Save dates are kept as 32-bit seconds (mail_rec): 1..UINT32_MAX. */
+static int64_t savedate_clamp(int64_t t)
+{
+	if (t < 1)
+		return 1;
+	return t > (int64_t)UINT32_MAX ? (int64_t)UINT32_MAX : t;
+}
+
 /* ---- the message table (by uid) ----------------------------------------------------------- */
 
 struct mmsg *mbox_msg_find(struct mbox_be *be, uint32_t uid)
@@ -1068,6 +1076,11 @@ static int load_scan(struct mailbox_load *ld, struct mb_load *ml, const struct m
 		le.modseq = e->modseq;
 		le.size = e->size;
 		le.idate = e->idate;
+		/* a version 1 record: derived, the same at every open */
+		le.savedate = e->savedate > 0 ? e->savedate : savedate_clamp(e->idate);
+		le.emailid = e->emailid != 0 ? e->emailid
+					     : mailbox_emailid_from_base(uidlist_ent_base(&list, e),
+									 e->base_len);
 		le.flags = e->flags;
 		le.keywords = e->keywords;
 		le.known = true;
@@ -1125,6 +1138,8 @@ static int load_scan(struct mailbox_load *ld, struct mb_load *ml, const struct m
 		le.modseq = ++highest;
 		le.size = sm->size;
 		le.idate = sm->idate >= 0 ? sm->idate : (int64_t)time(NULL);
+		le.savedate = savedate_clamp((int64_t)time(NULL));
+		le.emailid = mailbox_emailid_from_base(uidl, strlen(uidl));
 		le.flags = sm->flags;
 		le.keywords = m.file_kw;
 		le.key_len = le.base_len = (uint16_t)strlen(uidl);
@@ -1225,12 +1240,13 @@ int mbox_list_build(struct sbuf *b, uint32_t uidvalidity, uint32_t uidnext, uint
 				bsearch(&key, msgs, n_msgs, sizeof(*msgs), mbox_msg_cmp);
 			hash_hex(m != NULL ? m->hash : 0, hex);
 			r = uidlist_line_add(b, e->uid, e->modseq, e->size, e->idate, e->flags,
-					     e->keywords, hex, pool + e->key_off, e->base_len);
+					     e->keywords, e->savedate, e->emailid, hex,
+					     pool + e->key_off, e->base_len);
 		} else if (j < n_msgs) {
 			const struct mmsg *m = &msgs[j++];
 			hash_hex(m->hash, hex);
 			const char *u = m->gone_uidl != NULL ? m->gone_uidl : "gone";
-			r = uidlist_line_add(b, m->uid, 0, 0, 0, 0, 0, hex, u, strlen(u));
+			r = uidlist_line_add(b, m->uid, 0, 0, 0, 0, 0, 1, 1, hex, u, strlen(u));
 		}
 	}
 	for (size_t g = 0; r == 0 && g < n_msgs; g++)
@@ -1403,6 +1419,8 @@ static int mb_attach(struct mailbox *mbox, struct mailbox_load *ld)
 		rec.modseq = e->modseq;
 		rec.size = e->size;
 		rec.idate = e->idate;
+		rec.savedate = (uint32_t)e->savedate;
+		rec.emailid = e->emailid;
 		rec.key_len = e->key_len;
 		rec.base_len = e->base_len;
 		rec.cache_off = e->cache_off;
@@ -1426,6 +1444,8 @@ static int mb_attach(struct mailbox *mbox, struct mailbox_load *ld)
 
 /* ---- UID list writing (loop) -------------------------------------------------------------- */
 
+static void mb_sync_inline(struct mailbox *mbox);
+
 static int list_compact(struct mailbox *mbox)
 {
 	struct mbox_be *be = mbox->backend;
@@ -1439,6 +1459,8 @@ static int list_compact(struct mailbox *mbox)
 		e->modseq = rec->modseq;
 		e->size = rec->size;
 		e->idate = rec->idate;
+		e->savedate = rec->savedate;
+		e->emailid = rec->emailid;
 		e->flags = rec->flags;
 		e->keywords = rec->keywords;
 		e->key_off = rec->key_off;
@@ -1461,6 +1483,8 @@ static int list_compact(struct mailbox *mbox)
 		be->list_torn = false;
 		r = log_open(mbox);
 	}
+	if (r == 0)
+		mb_sync_inline(mbox);
 	return r;
 }
 
@@ -1477,11 +1501,24 @@ static int list_append(int fd, const char *data, size_t len, bool *torn_r)
 	return r;
 }
 
+/* After a durable change: write it into the file now when that is quick. */
+static void mb_sync_inline(struct mailbox *mbox)
+{
+	struct mbox_be *be = mbox->backend;
+	if (be->freeing || be->in_commit || !be->sync_due)
+		return;
+	be->in_commit = true;
+	mbox_sync_start(mbox, true);
+	be->in_commit = false;
+}
+
 static int mb_commit(struct mailbox *mbox)
 {
 	struct mbox_be *be = mbox->backend;
-	if (be->pending.len == 0)
+	if (be->pending.len == 0) {
+		mb_sync_inline(mbox);
 		return 0;
+	}
 	size_t lines = 0;
 	for (size_t i = 0; i < be->pending.len; i++)
 		lines += be->pending.data[i] == '\n';
@@ -1508,6 +1545,7 @@ static int mb_commit(struct mailbox *mbox)
 	}
 	be->n_log += lines;
 	be->pending.len = 0;
+	mb_sync_inline(mbox);
 	return 0;
 }
 
@@ -1534,7 +1572,7 @@ static void timer_cb(uv_timer_t *t)
 		return;
 	mailbox_ref(mbox);
 	if (be->sync_due)
-		mbox_sync_start(mbox);
+		mbox_sync_start(mbox, false);
 	if (mbox->backend != NULL && be->refresh_due) {
 		be->refresh_due = false;
 		mbox->ops->refresh(mbox, false);
@@ -1705,6 +1743,8 @@ static int rescan(struct mailbox *mbox, const struct mbox_sig *cur)
 		rec.modseq = ++modseq;
 		rec.size = sm->size;
 		rec.idate = sm->idate >= 0 ? sm->idate : (int64_t)time(NULL);
+		rec.savedate = (uint32_t)savedate_clamp((int64_t)time(NULL));
+		rec.emailid = mailbox_emailid_from_base(uidl, strlen(uidl));
 		rec.flags = sm->flags;
 		rec.keywords = kw;
 		rec.key_len = rec.base_len = (uint16_t)strlen(uidl);
@@ -1713,7 +1753,7 @@ static int rescan(struct mailbox *mbox, const struct mbox_sig *cur)
 			break;
 		hash_hex(sm->hash, hex);
 		r = uidlist_line_add(&be->pending, uid, rec.modseq, rec.size, rec.idate, rec.flags,
-				     kw, hex, uidl, strlen(uidl));
+				     kw, rec.savedate, rec.emailid, hex, uidl, strlen(uidl));
 		struct mmsg *m = &adds[n_adds++];
 		m->uid = uid;
 		m->state = MM_FILE;
@@ -1954,7 +1994,8 @@ static int spool_write(struct mailbox *mbox, int raw_fd, uint32_t uid, uint64_t 
 
 /* A new record for a spooled message (memory + queued UID-list line). */
 static int spool_add_rec(struct mailbox *mbox, uint32_t uid, uint64_t size, uint64_t hash,
-			 uint64_t hdr_hash, int64_t idate, unsigned flags, uint32_t keywords)
+			 uint64_t hdr_hash, int64_t idate, unsigned flags, uint32_t keywords,
+			 uint64_t emailid)
 {
 	struct mbox_be *be = mbox->backend;
 	char uidl[MAIL_UIDL_MAX + 1], hex[17];
@@ -1964,12 +2005,14 @@ static int spool_add_rec(struct mailbox *mbox, uint32_t uid, uint64_t size, uint
 	rec.modseq = mbox->highest_modseq + 1;
 	rec.size = size;
 	rec.idate = idate;
+	rec.savedate = (uint32_t)savedate_clamp((int64_t)time(NULL)); /* saved here now */
+	rec.emailid = emailid != 0 ? emailid : mailbox_emailid_from_base(uidl, strlen(uidl));
 	rec.flags = (uint8_t)(flags & MAIL_FLAGS_SETTABLE);
 	rec.keywords = keywords;
 	rec.key_len = rec.base_len = (uint16_t)strlen(uidl);
 	hash_hex(hash, hex);
 	int r = uidlist_line_add(&be->pending, uid, rec.modseq, size, idate, rec.flags, keywords,
-				 hex, uidl, strlen(uidl));
+				 rec.savedate, rec.emailid, hex, uidl, strlen(uidl));
 	if (r < 0)
 		return r;
 	r = mailbox_rec_add(mbox, &rec, uidl);
@@ -2000,8 +2043,10 @@ static int mb_append_finish(struct mail_append *a, uint32_t *uid_r)
 	if (r < 0)
 		return r;
 	int64_t idate = a->idate > 0 ? a->idate : (int64_t)time(NULL);
-	r = spool_add_rec(mbox, uid, size, hash, hdr_hash, idate, a->flags, a->keywords);
+	r = spool_add_rec(mbox, uid, size, hash, hdr_hash, idate, a->flags, a->keywords, 0);
 	if (r == 0) {
+		/* durable in the spool with its record; into the file at once when quick */
+		mbox_sync_schedule(mbox, SYNC_DELAY_MS);
 		r = mb_commit(mbox);
 		if (r < 0) {
 			mb_discard(mbox, mark);
@@ -2016,7 +2061,6 @@ static int mb_append_finish(struct mail_append *a, uint32_t *uid_r)
 	}
 	mb_append_abort(a); /* the raw file */
 	*uid_r = uid;
-	mbox_sync_schedule(mbox, SYNC_DELAY_MS);
 	return 0;
 }
 
@@ -2044,7 +2088,8 @@ static int mb_copy(struct mailbox *src, struct mail_rec *srec, struct mailbox *d
 		return r;
 	uint32_t suid = srec->uid;
 	int64_t idate = srec->idate;
-	r = spool_add_rec(dst, uid, size, hash, hdr_hash, idate, flags, keywords);
+	uint64_t emailid = srec->emailid; /* RFC 8474: the same message, the same EMAILID */
+	r = spool_add_rec(dst, uid, size, hash, hdr_hash, idate, flags, keywords, emailid);
 	if (r < 0) {
 		spool_remove(dst->path, uid);
 		return r;
@@ -2142,6 +2187,7 @@ static int mb_open_msg(struct mailbox *mbox, const struct mail_rec *rec, int *fd
 static void mb_free(struct mailbox *mbox)
 {
 	struct mbox_be *be = mbox->backend;
+	be->freeing = true;
 	if (be->pending.len > 0)
 		mb_commit(mbox);
 	if (be->log_fd >= 0)

@@ -561,8 +561,10 @@ static void sync_done(uv_work_t *w, int status)
 	}
 	job_free(job);
 	/* more to write (changes made meanwhile)? else the file is in sync */
-	if (!be->sync_due)
-		mbox_sync_start(mbox);
+	if (!be->sync_due && !be->sync_inline)
+		mbox_sync_start(mbox, false);
+	else if (be->sync_inline)
+		sync_unref(mbox);
 	mailbox_unref(&mbox);
 }
 
@@ -614,13 +616,21 @@ static void sync_unref(struct mailbox *mbox)
 	struct mbox_be *be = mbox->backend;
 	if (be == NULL || !be->sync_ref || be->sync_due || be->sync_running)
 		return;
+	if (be->sync_inline || be->in_commit) {
+		/* inside a change of the caller's: let go from the loop */
+		mbox_sync_schedule(mbox, 0);
+		return;
+	}
 	be->sync_ref = false;
 	mailbox_unref(&mbox);
 }
 
-void mbox_sync_start(struct mailbox *mbox)
+void mbox_sync_start(struct mailbox *mbox, bool inline_only)
 {
 	struct mbox_be *be = mbox->backend;
+	if (inline_only && (!be->sync_due || be->sync_running))
+		return;
+	bool was_due = be->sync_due;
 	be->sync_due = false;
 	if (be->sync_running)
 		return;
@@ -748,9 +758,37 @@ void mbox_sync_start(struct mailbox *mbox)
 			return;
 		}
 	}
+	/* small: on the loop now, if the locks are free at once (no waiting here) */
+	uint64_t bytes = job->expect.size > job->start ? job->expect.size - job->start : 0;
+	for (size_t i = job->first; i < job->n; i++)
+		if (job->items[i].kind == ITEM_SPOOL)
+			bytes += job->items[i].end_off;
 	job->mbox = mailbox_ref(mbox);
 	job->work.data = job;
 	be->sync_running = true;
+	if (bytes <= MBOX_SYNC_INLINE_MAX) {
+		job->timeout_ms = 0;
+		be->sync_inline = true;
+		sync_work(&job->work);
+		be->sync_inline = false;
+		if (job->err != -EBUSY) {
+			be->sync_inline = true;
+			sync_done(&job->work, 0);
+			be->sync_inline = false;
+			return;
+		}
+		job->err = 0;
+		job->outside = job->tail = false;
+		job->timeout_ms = be->lock_timeout_ms;
+	}
+	if (inline_only) {
+		/* big, or the locks are taken: the thread pool, when the timer says */
+		be->sync_running = false;
+		be->sync_due = was_due;
+		mailbox_unref(&job->mbox);
+		job_free(job);
+		return;
+	}
 	if (uv_queue_work(mbox->loop, &job->work, sync_work, sync_done) < 0) {
 		be->sync_running = false;
 		mailbox_unref(&job->mbox);

@@ -63,7 +63,10 @@ struct mbox_be {
 	bool sync_due;
 	/* sync */
 	bool sync_running;
-	bool sync_ref; /* we hold a reference until the file is in sync (outlives its users) */
+	bool sync_ref;    /* we hold a reference until the file is in sync (outlives its users) */
+	bool sync_inline; /* a sync runs on the loop right now */
+	bool in_commit;   /* inside mb_commit (a change of the core's is under way) */
+	bool freeing;
 	bool refresh_after_sync;
 	unsigned sync_failures;
 	/* readers vs. the rewrite: while backup_fd >= 0, offsets >= split are read from it */
@@ -104,9 +107,14 @@ int mbox_list_build(struct sbuf *b, uint32_t uidvalidity, uint32_t uidnext, uint
 		    const struct mmsg *msgs, size_t n_msgs);
 void mbox_refresh_later(struct mailbox *mbox, unsigned ms);
 
+/* A sync rewriting at most this much (file tail + spooled appends) runs on the loop when the
+ * locks are free at once; a bigger one, or one that would have to wait, on the thread pool. */
+#define MBOX_SYNC_INLINE_MAX (1u << 20)
 /* Sync the file with our state after MS (coalesced): mbox_sync_start runs it. */
 void mbox_sync_schedule(struct mailbox *mbox, unsigned ms);
-void mbox_sync_start(struct mailbox *mbox);
+/* Start the sync: on the loop when small and the locks are free, else on the thread pool
+ * (with INLINE_ONLY: nothing then, the scheduled timer does it). */
+void mbox_sync_start(struct mailbox *mbox, bool inline_only);
 /* Undo a rewrite a crash interrupted (the backup in STATE), under the write locks (taken
  * here, waiting at most TIMEOUT_MS, unless LOCKED_ALREADY). 0 when there was none. */
 int mbox_sync_recover(const char *state, const char *file, int fd, unsigned timeout_ms,

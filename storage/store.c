@@ -1148,6 +1148,36 @@ static int rename_inbox(struct store *store, const char *new_norm)
 	return r;
 }
 
+/* mbox: RENAME INBOX moves its messages into a new folder (RFC 3501 6.3.5); INBOX stays,
+ * empty, and its file is rewritten as for an expunge. */
+static int rename_inbox_mbox(struct store *store, const char *new_norm)
+{
+	int r = store_folder_create(store, new_norm, 0);
+	if (r < 0)
+		return r;
+	struct mailbox *in = NULL, *dst = NULL;
+	r = mailbox_open(store, "INBOX", &in);
+	if (r == 0)
+		r = mailbox_open(store, new_norm, &dst);
+	uint32_t *uids = NULL, *new_uids = NULL;
+	size_t n = r == 0 ? in->n_recs : 0;
+	if (r == 0) {
+		uids = malloc((n ? n : 1) * sizeof(*uids));
+		new_uids = malloc((n ? n : 1) * sizeof(*new_uids));
+		if (uids == NULL || new_uids == NULL)
+			r = -ENOMEM;
+	}
+	for (size_t i = 0; r == 0 && i < n; i++)
+		uids[i] = in->recs[i].uid;
+	if (r == 0 && n > 0)
+		r = mailbox_move(in, uids, n, dst, new_uids);
+	free(uids);
+	free(new_uids);
+	mailbox_unref(&dst);
+	mailbox_unref(&in);
+	return r;
+}
+
 int store_folder_rename(struct store *store, const char *old_name, const char *new_name)
 {
 	char from[STORE_NAME_MAX + 1], to[STORE_NAME_MAX + 1];
@@ -1166,7 +1196,7 @@ int store_folder_rename(struct store *store, const char *old_name, const char *n
 	if (folder_exists(store, to))
 		return -EEXIST;
 	if (is_inbox(from))
-		return store->is_mbox ? -EPERM : rename_inbox(store, to);
+		return store->is_mbox ? rename_inbox_mbox(store, to) : rename_inbox(store, to);
 	if (!folder_exists(store, from))
 		return -ENOENT;
 	struct name_list moves = {0};

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -127,6 +128,7 @@ static struct fx *fx_new(const char *inbox_data)
 static int setup(void **state)
 {
 	mbox_sync_done_hook = on_sync;
+	sync_done = false;
 	struct fx *fx = fx_new(NULL);
 	open_store(fx);
 	*state = fx;
@@ -143,11 +145,12 @@ static int teardown(void **state)
 	return 0;
 }
 
+/* Wait for a sync since the last wait (a small one runs inside the change itself). */
 static void wait_sync(struct fx *fx)
 {
-	sync_done = false;
 	assert_true(st_run_until(&fx->loop, &sync_done, 10000));
 	assert_int_equal(sync_result, 0);
+	sync_done = false;
 }
 
 static void assert_msg(struct view *v, uint32_t seq, const char *want)
@@ -269,7 +272,7 @@ static void test_append_sync_and_restart(void **state)
 	assert_int_equal(view_msg_uidl(v, 1, uidl1, sizeof(uidl1)), 0);
 	assert_int_equal(view_msg_uidl(v, 2, uidl2, sizeof(uidl2)), 0);
 	snprintf(want, sizeof(want),
-		 "%sSubject: a\nStatus: RO\nX-IMAPbase: %u 3\nX-UID: 1\nX-UIDL: %s\n\n"
+		 "%sSubject: a\nStatus: RO\nX-IMAPbase: %u 2\nX-UID: 1\nX-UIDL: %s\n\n"
 		 ">From the body\n>From quoted\n\n"
 		 "%sSubject: b\nStatus: O\nX-Status: F\nX-UID: 2\nX-UIDL: %s\n\nno newline\n\n",
 		 from1, mailbox_uidvalidity(fx->inbox), uidl1, from2, uidl2);
@@ -472,6 +475,8 @@ static void test_crash_during_rewrite(void **state)
 		snprintf(lock, sizeof(lock), "%s.lock", fx->inbox_path);
 		unlink(lock); /* the MTA's own stale-lock rule (pid gone) removed it */
 		mta_deliver(fx->inbox_path, "Subject: after crash\n\nhi\n");
+		mbox_sync_done_hook = on_sync;
+		sync_done = false;
 		open_store(fx);
 		/* restored: everything but the expunged one, and the new delivery */
 		assert_int_equal(mailbox_count(fx->inbox), 3);
@@ -527,6 +532,7 @@ static void test_lock_timeout(void **state)
 	pid_t pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		int fd = open(fx->inbox_path, O_RDWR);
 		struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
 		if (fd < 0 || fcntl(fd, F_SETLK, &fl) < 0)
@@ -570,25 +576,27 @@ static void test_lock_timeout(void **state)
 static void test_dotlock_stale_and_held(void **state)
 {
 	struct fx *fx = *state;
-	st_append(fx->inbox, "Subject: x\r\n\r\ny\r\n", 0);
 	/* a fresh dotlock of a live process: the sync waits, gives up, tries again later */
 	char lock[4300];
 	snprintf(lock, sizeof(lock), "%s.lock", fx->inbox_path);
 	pid_t holder = fork();
 	assert_true(holder >= 0);
 	if (holder == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		pause();
 		_exit(0);
 	}
 	char text[32];
 	snprintf(text, sizeof(text), "%d\n", (int)holder);
 	write_file(lock, text);
+	st_append(fx->inbox, "Subject: x\r\n\r\ny\r\n", 0);
 	sync_done = false;
 	assert_true(st_run_until(&fx->loop, &sync_done, 10000));
 	assert_int_equal(sync_result, -EBUSY);
 	/* its process is gone: stale, removed, and the next try writes */
 	kill(holder, SIGKILL);
 	waitpid(holder, NULL, 0);
+	sync_done = false;
 	wait_sync(fx);
 	assert_int_equal(access(lock, F_OK), -1);
 	char *file = read_file(fx->inbox_path);
@@ -650,7 +658,16 @@ static void test_folders(void **state)
 	assert_int_equal(access(path, F_OK), -1);
 	snprintf(path, sizeof(path), "%s/Old", fx->root);
 	assert_int_equal(access(path, F_OK), -1); /* the empty level goes with it */
-	assert_int_equal(store_folder_rename(fx->store, "INBOX", "Saved"), -EPERM);
+	/* RENAME INBOX moves its messages into the new folder; INBOX stays, empty */
+	st_append(fx->inbox, "Subject: r\r\n\r\nr\r\n", 0);
+	assert_int_equal(store_folder_rename(fx->store, "INBOX", "Saved"), 0);
+	assert_int_equal(mailbox_count(fx->inbox), 0);
+	assert_int_equal(mailbox_open(fx->store, "Saved", &m), 0);
+	assert_int_equal(mailbox_count(m), 1);
+	mailbox_unref(&m);
+	char *file = read_file(fx->inbox_path);
+	assert_string_equal(file, "");
+	free(file);
 }
 
 int main(void)
