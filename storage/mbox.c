@@ -831,7 +831,11 @@ static int scan_plan(int fd, const struct mbox_sig *cur, bool have_index,
 }
 
 /* Everything a load does, under the folder lock and the file's read lock. */
-static int load_scan(struct mailbox_load *ld, struct mb_load *ml, const struct mbox_opts *mo)
+/* READONLY (the state cannot be written: a full disk): open with what the UID list has —
+ * messages it does not know wait unnumbered, flags changed in the file wait — and write
+ * nothing; the next refresh reads again. */
+static int load_scan(struct mailbox_load *ld, struct mb_load *ml, const struct mbox_opts *mo,
+		     bool readonly)
 {
 	char file[4096];
 	uint32_t old_validity = 0;
@@ -982,7 +986,7 @@ static int load_scan(struct mailbox_load *ld, struct mb_load *ml, const struct m
 			if (r < 0)
 				goto out_match;
 		}
-		highest = 0;
+		highest = 1; /* as a new Maildir list: a new folder starts at HIGHESTMODSEQ 1 */
 	}
 
 	/* the result: messages by uid */
@@ -1039,8 +1043,8 @@ static int load_scan(struct mailbox_load *ld, struct mb_load *ml, const struct m
 			m.end_off = sm->end_off;
 			m.file_ours = sm->has_ours && sm->xuid == e->uid;
 			m.file_flags = sm->flags;
-			m.file_kw = keywords_mask(sm->keywords, ld->keywords, &ld->n_keywords, true,
-						  &kw_added);
+			m.file_kw = keywords_mask(sm->keywords, ld->keywords, &ld->n_keywords,
+						  !readonly, &kw_added);
 		} else if (in_file) {
 			m.from_off = im->from_off;
 			m.hdr_off = im->hdr_off;
@@ -1087,7 +1091,7 @@ static int load_scan(struct mailbox_load *ld, struct mb_load *ml, const struct m
 		le.key_len = (uint16_t)e->base_len;
 		le.base_len = (uint16_t)e->base_len;
 		/* flags edited in the file by someone else (mutt): the file wins */
-		if (m.state == MM_FILE && sm != NULL && im != NULL &&
+		if (!readonly && m.state == MM_FILE && sm != NULL && im != NULL &&
 		    (sm->flags != im->file_flags || m.file_kw != im->file_kw)) {
 			le.flags = sm->flags;
 			le.keywords = m.file_kw;
@@ -1108,7 +1112,7 @@ static int load_scan(struct mailbox_load *ld, struct mb_load *ml, const struct m
 	}
 	/* 2. new messages, in file order */
 	ld->first_recent_uid = uidnext;
-	for (size_t i = 0; i < sc.n && r == 0; i++) {
+	for (size_t i = 0; i < sc.n && r == 0 && !readonly; i++) {
 		if (match[i] != SIZE_MAX)
 			continue;
 		const struct mbox_scan_msg *sm = &sc.msgs[i];
@@ -1158,7 +1162,7 @@ static int load_scan(struct mailbox_load *ld, struct mb_load *ml, const struct m
 	/* adopted X-UIDs may come in any order: keep both arrays by uid */
 	qsort(msgs, n, sizeof(*msgs), mbox_msg_cmp);
 	qsort(ld->ents, ld->n_ents, sizeof(*ld->ents), mbox_load_ent_cmp);
-	if (kw_added) {
+	if (kw_added && !readonly) {
 		r = keywords_write(ld->path, ld->keywords, ld->n_keywords);
 		if (r < 0)
 			goto out_msgs;
@@ -1166,7 +1170,9 @@ static int load_scan(struct mailbox_load *ld, struct mb_load *ml, const struct m
 	ld->uidvalidity = uidvalidity;
 	ld->uidnext = uidnext;
 	ld->highest_modseq = highest;
-	if (changed) {
+	if (readonly) {
+		memset(&ml->sig, 0, sizeof(ml->sig)); /* read it again at the next refresh */
+	} else if (changed) {
 		/* the list as memory has it now (with the expunged-but-in-file ones) */
 		struct sbuf b = {0};
 		r = mbox_list_build(&b, uidvalidity, uidnext, highest, ld->ents, ld->n_ents,
@@ -1179,7 +1185,7 @@ static int load_scan(struct mailbox_load *ld, struct mb_load *ml, const struct m
 		if (r < 0)
 			goto out_msgs;
 	}
-	if (!use_index && exists)
+	if (!use_index && exists && !readonly)
 		(void)mbox_index_write(ld->path, &cur, msgs, n);
 	if (r == 0 && stat(file, &ml->list_st) < 0 &&
 	    state_file(ld->path, UIDLIST_FILE, file, sizeof(file)) == 0)
@@ -1298,7 +1304,20 @@ static int mb_load(struct mailbox_load *ld)
 		r = mbox_lock(ml->file, ml->fd, false, ld->on_loop ? 0 : mo->lock_timeout_ms,
 			      &dotlocked);
 	if (r == 0) {
-		r = load_scan(ld, ml, mo);
+		r = load_scan(ld, ml, mo, false);
+		if ((r == -ENOSPC || r == -EFBIG || r == -EDQUOT || r == -EIO || r == -EROFS) &&
+		    !ld->list_rebuilt) {
+			log_warn("storage: mbox state not written, new messages wait path=%s err=%s",
+				 log_escape_str(ml->file), strerror(-r));
+			for (unsigned i = 0; i < ld->n_keywords; i++) {
+				free(ld->keywords[i]);
+				ld->keywords[i] = NULL;
+			}
+			ld->n_keywords = 0;
+			ld->n_ents = 0;
+			ld->pool_len = 0;
+			r = load_scan(ld, ml, mo, true);
+		}
 		if (ml->fd >= 0)
 			mbox_unlock(ml->file, ml->fd, dotlocked);
 	}
@@ -1890,6 +1909,19 @@ static int mb_refresh(struct mailbox *mbox, bool force)
 	r = rescan(mbox, &cur);
 	if (be->fd >= 0)
 		mbox_unlock(be->file, be->fd, dotlocked);
+	if (r < 0 && r != -ENOMEM) {
+		/* reading needs no space: what could not be recorded waits, nothing of it is
+		 * shown, and the next refresh reads again */
+		if (!be->refresh_failed)
+			log_warn("storage: mbox changes not recorded yet path=%s err=%s",
+				 log_escape_str(be->file), strerror(-r));
+		be->refresh_failed = true;
+		return 0;
+	}
+	if (r == 0 && be->refresh_failed) {
+		log_info("storage: mbox changes recorded again path=%s", log_escape_str(be->file));
+		be->refresh_failed = false;
+	}
 	return r;
 }
 
@@ -1999,7 +2031,12 @@ static int spool_add_rec(struct mailbox *mbox, uint32_t uid, uint64_t size, uint
 {
 	struct mbox_be *be = mbox->backend;
 	char uidl[MAIL_UIDL_MAX + 1], hex[17];
-	uidl_choose(NULL, hdr_hash, uid, rec_uidl_taken, mbox, uidl);
+	/* ours from the start (written as X-UIDL with it): Dovecot's %08Xu%08Xv, unique in
+	 * the folder and never that of the message a copy came from */
+	(void)hdr_hash;
+	snprintf(uidl, sizeof(uidl), "%08X%08X", uid, mbox->uidvalidity);
+	if (rec_uidl_taken(mbox, uidl))
+		snprintf(uidl, sizeof(uidl), "%08X%08X-%016" PRIx64, uid, mbox->uidvalidity, hash);
 	struct mail_rec rec = {0};
 	rec.uid = uid;
 	rec.modseq = mbox->highest_modseq + 1;

@@ -94,6 +94,9 @@ struct sync_job {
 	bool tail;    /* an MTA appended meanwhile: read its messages */
 	struct mbox_sig result;
 	int backup_fd;
+	uint32_t uidvalidity, uidnext;
+	bool first_kept;    /* the file's first message is not rewritten */
+	uint64_t first_hdr; /* ... its header */
 };
 
 /* ---- writing helpers ---------------------------------------------------------------------- */
@@ -229,6 +232,8 @@ static int backup_path(const char *state, const char *name, char *buf, size_t si
 {
 	return storage_path(buf, size, "%s/%s", state, name);
 }
+
+static void imapbase_update(struct sync_job *job);
 
 static void crash_point(int p)
 {
@@ -386,6 +391,10 @@ static void sync_work(uv_work_t *w)
 		w_add(&wr, "\n", 1);
 	}
 	uint64_t known_end = w_tell(&wr);
+	if (r == 0 && job->first_kept) {
+		w_flush(&wr);
+		imapbase_update(job);
+	}
 	if (r == 0 && tail_len > 0)
 		r = w_copy(&wr, bfd, job->expect.size + base, tail_len, buf);
 	w_flush(&wr);
@@ -579,6 +588,50 @@ static int cmp_item_off(const void *a, const void *b)
 	return x->from_off < y->from_off ? -1 : x->from_off > y->from_off;
 }
 
+#define IMAPBASE_WIDTH 32
+
+static const char *imapbase_value(uint32_t uidvalidity, uint32_t uidnext)
+{
+	static char buf[32];
+	snprintf(buf, sizeof(buf), "%u %u", uidvalidity, uidnext);
+	return buf;
+}
+
+/* The first message keeps its header: bring its X-IMAPbase's UIDNEXT up to date in the room
+ * its padding leaves (a hidden header: the served bytes do not change). */
+static void imapbase_update(struct sync_job *job)
+{
+	char buf[8192];
+	ssize_t n = pread(job->fd, buf, sizeof(buf) - 1, (off_t)job->first_hdr);
+	if (n <= 0)
+		return;
+	buf[n] = '\0';
+	char *end = strstr(buf, "\n\n");
+	if (end != NULL)
+		end[1] = '\0';
+	char *p = strncmp(buf, "X-IMAPbase:", 11) == 0 ? buf : strstr(buf, "\nX-IMAPbase:");
+	if (p == NULL)
+		return;
+	if (*p == '\n')
+		p++;
+	char *v = p + 11;
+	while (*v == ' ')
+		v++;
+	char *eol = strchr(v, '\n');
+	if (eol == NULL)
+		return;
+	unsigned long valid = strtoul(v, NULL, 10);
+	if (valid != job->uidvalidity)
+		return; /* another program's: leave it */
+	char val[64];
+	int len = snprintf(val, sizeof(val), "%u %u", job->uidvalidity, job->uidnext);
+	size_t room = (size_t)(eol - v);
+	if (len < 0 || (size_t)len > room)
+		return;
+	memset(val + len, ' ', room - (size_t)len);
+	(void)!pwrite(job->fd, val, room, (off_t)(job->first_hdr + (uint64_t)(v - buf)));
+}
+
 /* Our header lines for REC (and X-IMAPbase when FIRST). */
 static char *make_hdrs(struct mailbox *mbox, const struct mail_rec *rec, bool first, size_t *len_r)
 {
@@ -597,8 +650,9 @@ static char *make_hdrs(struct mailbox *mbox, const struct mail_rec *rec, bool fi
 		if (r == 0)
 			r = sbuf_add(&b, "\n", 1);
 	}
-	if (r == 0 && first)
-		r = sbuf_printf(&b, "X-IMAPbase: %u %u\n", mbox->uidvalidity, mbox->uidnext);
+	if (r == 0 && first) /* padded: later syncs update UIDNEXT in place */
+		r = sbuf_printf(&b, "X-IMAPbase: %-*s\n", IMAPBASE_WIDTH,
+				imapbase_value(mbox->uidvalidity, mbox->uidnext));
 	if (r == 0)
 		r = sbuf_printf(&b, "X-UID: %u\nX-UIDL: %.*s\n", rec->uid, (int)rec->base_len,
 				mailbox_rec_key(mbox, rec));
@@ -740,6 +794,10 @@ void mbox_sync_start(struct mailbox *mbox, bool inline_only)
 				job->first = i;
 		}
 	}
+	job->uidvalidity = mbox->uidvalidity;
+	job->uidnext = mbox->uidnext;
+	job->first_kept = job->first > 0 && job->items[0].kind == ITEM_KEEP;
+	job->first_hdr = job->items[0].hdr_off;
 	/* our headers for every message written */
 	bool first_in_file = true;
 	for (size_t i = 0; i < job->n; i++) {

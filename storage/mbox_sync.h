@@ -67,6 +67,7 @@ struct mbox_be {
 	bool sync_inline; /* a sync runs on the loop right now */
 	bool in_commit;   /* inside mb_commit (a change of the core's is under way) */
 	bool freeing;
+	bool refresh_failed; /* the last refresh could not record what it found (logged once) */
 	bool refresh_after_sync;
 	unsigned sync_failures;
 	/* readers vs. the rewrite: while backup_fd >= 0, offsets >= split are read from it */

@@ -558,6 +558,7 @@ static void test_torn_list_rebuilt(void **state)
  * are saved now; MOVE keeps the EMAILID and COPY too, and a restart keeps both. */
 static void test_savedate_emailid(void **state)
 {
+	st_only(ST_MAILDIR); /* it names Maildir files (cur/); mbox: test_storage_mbox */
 	struct fx *fx = *state;
 	mailbox_unref(&fx->inbox);
 	st_write_file(fx->root, "cur", "1699000000.M1P1.h:2,", "hello\n");
