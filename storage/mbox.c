@@ -52,6 +52,9 @@
 #define CACHE_MAX_BYTES  (1u << 31)
 #define LOG_COMPACT_MIN  1000
 #define LOCK_WAIT_MAX_MS 2000
+/* The longest an open on the loop waits for an MTA's lock (a delivery holds it for
+ * milliseconds); longer holders get -EBUSY there and mbox_lock_timeout on the pool. */
+#define MBOX_LOOP_LOCK_WAIT_MS 200
 /* A sync after flag changes waits for this much quiet (a rewrite may be long). */
 #define SYNC_DELAY_FLAGS_MS 2000
 /* ... after an expunge or an append (the file should follow soon). */
@@ -1045,6 +1048,11 @@ static int load_scan(struct mailbox_load *ld, struct mb_load *ml, const struct m
 			m.file_flags = sm->flags;
 			m.file_kw = keywords_mask(sm->keywords, ld->keywords, &ld->n_keywords,
 						  !readonly, &kw_added);
+			if (readonly && im != NULL) {
+				/* not taken in: the next refresh must see them as changed */
+				m.file_flags = im->file_flags;
+				m.file_kw = im->file_kw;
+			}
 		} else if (in_file) {
 			m.from_off = im->from_off;
 			m.hdr_off = im->hdr_off;
@@ -1295,20 +1303,24 @@ static int mb_load(struct mailbox_load *ld)
 		ml->fd = open(ml->file, O_RDONLY | O_CLOEXEC);
 	if (ml->fd < 0 && errno != ENOENT)
 		r = -errno;
+	/* on the loop (mailbox_open: STATUS, tools) a lock is waited for briefly only; the
+	 * thread pool (mailbox_open_async: SELECT, POP3) waits mbox_lock_timeout */
+	unsigned lock_ms = mo->lock_timeout_ms;
+	if (ld->on_loop && lock_ms > MBOX_LOOP_LOCK_WAIT_MS)
+		lock_ms = MBOX_LOOP_LOCK_WAIT_MS;
 	/* a rewrite cut short by a crash is undone first (it needs the write locks) */
 	if (r == 0 && ml->fd >= 0)
-		r = mbox_sync_recover(ld->path, ml->file, ml->fd,
-				      ld->on_loop ? 0 : mo->lock_timeout_ms, false);
+		r = mbox_sync_recover(ld->path, ml->file, ml->fd, lock_ms, false);
 	bool dotlocked = false;
 	if (r == 0 && ml->fd >= 0)
-		r = mbox_lock(ml->file, ml->fd, false, ld->on_loop ? 0 : mo->lock_timeout_ms,
-			      &dotlocked);
+		r = mbox_lock(ml->file, ml->fd, false, lock_ms, &dotlocked);
 	if (r == 0) {
 		r = load_scan(ld, ml, mo, false);
 		if ((r == -ENOSPC || r == -EFBIG || r == -EDQUOT || r == -EIO || r == -EROFS) &&
 		    !ld->list_rebuilt) {
-			log_warn("storage: mbox state not written, new messages wait path=%s err=%s",
-				 log_escape_str(ml->file), strerror(-r));
+			log_warn(
+				"storage: mbox state not written, new messages wait path=%s err=%s",
+				log_escape_str(ml->file), strerror(-r));
 			for (unsigned i = 0; i < ld->n_keywords; i++) {
 				free(ld->keywords[i]);
 				ld->keywords[i] = NULL;
@@ -1456,8 +1468,13 @@ static int mb_attach(struct mailbox *mbox, struct mailbox_load *ld)
 	if (r < 0)
 		return r;
 	watch_start(mbox);
-	if (ml->sync_wanted)
-		mbox_sync_schedule(mbox, SYNC_DELAY_MS);
+	if (ml->sync_wanted) {
+		/* finish what a crash or a busy lock left undone: now when quick, else soon */
+		be->sync_due = true;
+		mbox_sync_start(mbox, true);
+		if (be->sync_due)
+			mbox_sync_schedule(mbox, SYNC_DELAY_MS);
+	}
 	return 0;
 }
 
@@ -1629,11 +1646,6 @@ void mbox_sync_schedule(struct mailbox *mbox, unsigned ms)
 	if (be->fd < 0 && be->n == 0)
 		return;
 	be->sync_due = true;
-	if (!be->sync_ref) {
-		/* the file is brought in sync even when everyone closes the folder first */
-		mailbox_ref(mbox);
-		be->sync_ref = true;
-	}
 	uint64_t due = uv_now(mbox->loop) + ms;
 	if (!uv_is_active((uv_handle_t *)&be->timer) || be->timer_due > due) {
 		be->timer_due = due;
@@ -1730,7 +1742,7 @@ static int rescan(struct mailbox *mbox, const struct mbox_sig *cur)
 		fc[n_flagged].flags = sm->flags;
 		fc[n_flagged].kw = kw;
 		flagged[n_flagged++] = m->uid;
-		r = uidlist_line_flags(&be->pending, m->uid, mbox->highest_modseq + 1 + n_flagged,
+		r = uidlist_line_flags(&be->pending, m->uid, mbox->highest_modseq + n_flagged,
 				       sm->flags, kw);
 	}
 	if (fc == NULL)
@@ -1742,7 +1754,7 @@ static int rescan(struct mailbox *mbox, const struct mbox_sig *cur)
 	size_t n_adds = 0;
 	if (adds == NULL && r == 0)
 		r = -ENOMEM;
-	uint64_t modseq = mbox->highest_modseq + 1 + n_flagged;
+	uint64_t modseq = mbox->highest_modseq + n_flagged; /* the last one given so far */
 	char hex[17];
 	for (size_t i = 0; i < sc.n && r == 0; i++) {
 		if (match[i] != SIZE_MAX)
@@ -1801,6 +1813,8 @@ static int rescan(struct mailbox *mbox, const struct mbox_sig *cur)
 		goto out;
 	}
 	/* durable: memory, then the views */
+	if (n_removed > 0 && modseq == highest0)
+		modseq = highest0 + 1; /* the expunges' ('-' records carry it) */
 	mbox->highest_modseq = modseq;
 	for (size_t i = 0; i < sc.n; i++) {
 		if (match[i] == SIZE_MAX)
@@ -1821,7 +1835,7 @@ static int rescan(struct mailbox *mbox, const struct mbox_sig *cur)
 			continue;
 		rec->flags = fc[i].flags;
 		rec->keywords = fc[i].kw;
-		rec->modseq = highest0 + 1 + i + 1;
+		rec->modseq = highest0 + 1 + i;
 		m->file_flags = fc[i].flags;
 		m->file_kw = fc[i].kw;
 		mailbox_announce_flags(mbox, NULL, fc[i].uid);
@@ -1836,8 +1850,6 @@ static int rescan(struct mailbox *mbox, const struct mbox_sig *cur)
 			mailbox_rec_remove(mbox, removed[i]);
 		}
 	}
-	if (n_removed > 0)
-		mbox->highest_modseq++;
 	for (size_t i = 0; i < n_adds; i++)
 		(void)msgs_add(be, &adds[i]);
 	be->sig = *cur;
@@ -2227,6 +2239,12 @@ static void mb_free(struct mailbox *mbox)
 	be->freeing = true;
 	if (be->pending.len > 0)
 		mb_commit(mbox);
+	/* the last user closed it: bring the file up to date now when that is quick (else
+	 * the next open does it; our state has it all) */
+	if (!be->sync_running && be->fd >= 0) {
+		be->sync_due = true;
+		mbox_sync_start(mbox, true);
+	}
 	if (be->log_fd >= 0)
 		close(be->log_fd);
 	if (be->lock_fd >= 0)

@@ -38,12 +38,12 @@ static void nap(unsigned ms)
 		;
 }
 
-/* Remove LOCK when it is stale. */
-static void dotlock_check_stale(const char *lock)
+/* Remove LOCK when it is stale; true when it was removed. */
+static bool dotlock_check_stale(const char *lock)
 {
 	struct stat st;
 	if (stat(lock, &st) < 0)
-		return;
+		return errno == ENOENT;
 	bool stale = time(NULL) - st.st_mtime > DOTLOCK_STALE_S;
 	if (!stale) {
 		char buf[32];
@@ -62,8 +62,11 @@ static void dotlock_check_stale(const char *lock)
 			}
 		}
 	}
-	if (stale && unlink(lock) == 0)
+	if (stale && unlink(lock) == 0) {
 		log_warn("storage: removed stale mbox dotlock path=%s", log_escape_str(lock));
+		return true;
+	}
+	return false;
 }
 
 static int dotlock_try(const char *lock)
@@ -98,13 +101,15 @@ int mbox_lock(const char *path, int fd, bool write, unsigned timeout_ms, bool *d
 	if (r < 0)
 		return r;
 	uint64_t deadline = now_ms() + timeout_ms;
-	unsigned wait = 10;
+	unsigned wait = 10, stale_retries = 0;
 	bool dotlocked = !write;
 	for (;;) {
 		if (!dotlocked) {
 			r = dotlock_try(lock);
+			if (r == -EAGAIN && dotlock_check_stale(lock) && stale_retries++ < 3)
+				continue; /* gone now: take it at once */
 			if (r == -EAGAIN)
-				dotlock_check_stale(lock);
+				;
 			else if (r < 0 && r != -EACCES && r != -EPERM)
 				return r;
 			/* a spool directory we may not write to: fcntl only (as mutt does) */

@@ -95,6 +95,7 @@ struct sync_job {
 	struct mbox_sig result;
 	int backup_fd;
 	uint32_t uidvalidity, uidnext;
+	bool noref;         /* made inside the mailbox's free: holds no reference */
 	bool first_kept;    /* the file's first message is not rewritten */
 	uint64_t first_hdr; /* ... its header */
 };
@@ -341,7 +342,12 @@ static void sync_work(uv_work_t *w)
 			grow += it->end_off;
 	}
 	uint64_t E = cur.size + grow;
-	/* 2. make room first, so a crash leaves a known end */
+	/* 2. make room first, so a crash leaves a known end (E is noted before) */
+	bh.ext_end = E;
+	if (pwrite(bfd, &bh, sizeof(bh), 0) != (ssize_t)sizeof(bh) || fdatasync(bfd) < 0) {
+		r = -errno;
+		goto undo;
+	}
 	if (ftruncate(job->fd, (off_t)E) < 0 || fsync(job->fd) < 0) {
 		r = -errno;
 		goto undo;
@@ -452,8 +458,6 @@ out:
 
 /* ---- the loop side ------------------------------------------------------------------------ */
 
-static void sync_unref(struct mailbox *mbox);
-
 static void job_free(struct sync_job *job)
 {
 	for (size_t i = 0; i < job->n; i++) {
@@ -475,10 +479,11 @@ static void sync_done(uv_work_t *w, int status)
 		if (be != NULL) {
 			be->sync_running = false;
 			be->sync_due = false;
-			sync_unref(mbox);
 		}
+		bool noref = job->noref;
 		job_free(job);
-		mailbox_unref(&mbox);
+		if (!noref)
+			mailbox_unref(&mbox);
 		return;
 	}
 	be->sync_running = false;
@@ -564,6 +569,11 @@ static void sync_done(uv_work_t *w, int status)
 			mbox_sync_schedule(mbox, delay);
 		}
 	}
+	if (be->freeing) {
+		be->sync_due = false;
+		job_free(job);
+		return;
+	}
 	if (be->refresh_after_sync) {
 		be->refresh_after_sync = false;
 		mbox_refresh_later(mbox, 0);
@@ -572,8 +582,6 @@ static void sync_done(uv_work_t *w, int status)
 	/* more to write (changes made meanwhile)? else the file is in sync */
 	if (!be->sync_due && !be->sync_inline)
 		mbox_sync_start(mbox, false);
-	else if (be->sync_inline)
-		sync_unref(mbox);
 	mailbox_unref(&mbox);
 }
 
@@ -664,21 +672,6 @@ static char *make_hdrs(struct mailbox *mbox, const struct mail_rec *rec, bool fi
 	return b.data;
 }
 
-/* Drop the reference mbox_sync_schedule took (the caller holds one of its own). */
-static void sync_unref(struct mailbox *mbox)
-{
-	struct mbox_be *be = mbox->backend;
-	if (be == NULL || !be->sync_ref || be->sync_due || be->sync_running)
-		return;
-	if (be->sync_inline || be->in_commit) {
-		/* inside a change of the caller's: let go from the loop */
-		mbox_sync_schedule(mbox, 0);
-		return;
-	}
-	be->sync_ref = false;
-	mailbox_unref(&mbox);
-}
-
 void mbox_sync_start(struct mailbox *mbox, bool inline_only)
 {
 	struct mbox_be *be = mbox->backend;
@@ -688,10 +681,8 @@ void mbox_sync_start(struct mailbox *mbox, bool inline_only)
 	be->sync_due = false;
 	if (be->sync_running)
 		return;
-	if (mbox->gone) {
-		sync_unref(mbox);
+	if (mbox->gone)
 		return;
-	}
 	/* anything to write? */
 	bool spool = false, any = false;
 	for (size_t i = 0; i < be->n && !any; i++) {
@@ -708,15 +699,11 @@ void mbox_sync_start(struct mailbox *mbox, bool inline_only)
 	}
 	for (size_t i = 0; i < be->n && !spool; i++)
 		spool = be->msgs[i].state == MM_SPOOL;
-	if (!any) {
-		sync_unref(mbox);
+	if (!any)
 		return;
-	}
 	if (be->fd < 0) {
-		if (!spool) {
-			sync_unref(mbox);
+		if (!spool)
 			return;
-		}
 		be->fd = open(be->file, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 		if (be->fd < 0) {
 			log_warn("storage: cannot create mbox path=%s err=%s",
@@ -821,7 +808,10 @@ void mbox_sync_start(struct mailbox *mbox, bool inline_only)
 	for (size_t i = job->first; i < job->n; i++)
 		if (job->items[i].kind == ITEM_SPOOL)
 			bytes += job->items[i].end_off;
-	job->mbox = mailbox_ref(mbox);
+	/* a job holds the mailbox while it runs (not while it is being freed: then it runs
+	 * on the loop, inside the free) */
+	job->noref = be->freeing;
+	job->mbox = be->freeing ? mbox : mailbox_ref(mbox);
 	job->work.data = job;
 	be->sync_running = true;
 	if (bytes <= MBOX_SYNC_INLINE_MAX) {
@@ -843,7 +833,8 @@ void mbox_sync_start(struct mailbox *mbox, bool inline_only)
 		/* big, or the locks are taken: the thread pool, when the timer says */
 		be->sync_running = false;
 		be->sync_due = was_due;
-		mailbox_unref(&job->mbox);
+		if (!job->noref)
+			mailbox_unref(&job->mbox);
 		job_free(job);
 		return;
 	}
@@ -887,8 +878,18 @@ int mbox_sync_recover(const char *state, const char *file, int fd, unsigned time
 		r = -ENOMEM;
 		goto out;
 	}
-	if (pread(bfd, &bh, sizeof(bh), 0) != (ssize_t)sizeof(bh) || bh.magic != BACKUP_MAGIC ||
-	    fstat(fd, &st) < 0 || (uint64_t)st.st_ino != bh.ino || !bh.extended) {
+	bool restore = false;
+	if (pread(bfd, &bh, sizeof(bh), 0) == (ssize_t)sizeof(bh) && bh.magic == BACKUP_MAGIC &&
+	    fstat(fd, &st) == 0 && (uint64_t)st.st_ino == bh.ino) {
+		restore = bh.extended != 0;
+		uint64_t orig_end = bh.start + bh.len;
+		char z = 1;
+		if (!restore && bh.ext_end > orig_end && (uint64_t)st.st_size > orig_end &&
+		    pread(fd, &z, 1, (off_t)orig_end) == 1 && z == '\0')
+			restore =
+				true; /* made room (zeros) but wrote nothing: take the room back */
+	}
+	if (!restore) {
 		/* torn before the file was touched, or about another file: drop it */
 		unlink(bpath);
 		unlink(tpath);

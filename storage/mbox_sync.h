@@ -63,7 +63,6 @@ struct mbox_be {
 	bool sync_due;
 	/* sync */
 	bool sync_running;
-	bool sync_ref;    /* we hold a reference until the file is in sync (outlives its users) */
 	bool sync_inline; /* a sync runs on the loop right now */
 	bool in_commit;   /* inside mb_commit (a change of the core's is under way) */
 	bool freeing;
