@@ -659,9 +659,11 @@ static int cmp_known(const void *a, const void *b)
 }
 
 /* For each scanned message, the index in K (sorted here) it is, or SIZE_MAX for a new one:
- * by X-UID when that names a known message with the same content, else the first unmatched
+ * by X-UID when that names a known message with the same content (or any content when
+ * TRUST_XUID: the X-UIDs are ours), else the first unmatched
  * known message with the same content (live before expunged, lower UID first). */
-static int match_scan(struct known *k, size_t nk, const struct mbox_scan *sc, size_t *match)
+static int match_scan(struct known *k, size_t nk, const struct mbox_scan *sc, size_t *match,
+		      bool trust_xuid)
 {
 	qsort(k, nk, sizeof(*k), cmp_known);
 	for (size_t i = 0; i < sc->n; i++) {
@@ -670,7 +672,10 @@ static int match_scan(struct known *k, size_t nk, const struct mbox_scan *sc, si
 		if (xuid == 0)
 			continue;
 		for (size_t j = 0; j < nk; j++) {
-			if (k[j].uid == xuid && !k[j].matched && k[j].hash == sc->msgs[i].hash) {
+			/* our own X-UID (the file's X-IMAPbase names our UIDVALIDITY) keeps the
+			 * UID of a message mutt rewrote (it adds Lines:, changes line ends) */
+			if (k[j].uid == xuid && !k[j].matched &&
+			    (k[j].hash == sc->msgs[i].hash || (trust_xuid && !k[j].gone))) {
 				k[j].matched = true;
 				match[i] = j;
 				break;
@@ -999,8 +1004,10 @@ static int load_scan(struct mailbox_load *ld, struct mb_load *ml, const struct m
 	size_t n = 0;
 	bool changed = !have_list;
 	/* 1. known messages, with what the scan or the index says about them */
+	bool trust = have_list && sc.n > 0 && scan_from == 0 &&
+		     sc.msgs[0].base_validity == list.uidvalidity;
 	if (!use_index && exists)
-		match_scan(k, nk, &sc, match);
+		match_scan(k, nk, &sc, match, trust);
 	/* where each known one is: list index -> scan index / index entry */
 	size_t *where = malloc((list.n_ents + 1) * sizeof(*where));
 	if (where == NULL) {
@@ -1039,6 +1046,11 @@ static int load_scan(struct mailbox_load *ld, struct mb_load *ml, const struct m
 			sm = NULL;
 		} else {
 			in_file = false;
+		}
+		if (in_file && sm != NULL && sm->hash != h) {
+			/* rewritten by another program, its X-UID kept: the new bytes */
+			m.hash = sm->hash;
+			changed = true;
 		}
 		if (in_file && sm != NULL) {
 			m.from_off = sm->from_off;
@@ -1096,6 +1108,8 @@ static int load_scan(struct mailbox_load *ld, struct mb_load *ml, const struct m
 		le.flags = e->flags;
 		le.keywords = e->keywords;
 		le.known = true;
+		if (in_file && sm != NULL && sm->hash != h)
+			le.size = sm->size;
 		le.key_len = (uint16_t)e->base_len;
 		le.base_len = (uint16_t)e->base_len;
 		/* flags edited in the file by someone else (mutt): the file wins */
@@ -1696,7 +1710,8 @@ static int rescan(struct mailbox *mbox, const struct mbox_sig *cur)
 		k[nk].idx = i;
 		nk++;
 	}
-	match_scan(k, nk, &sc, match);
+	match_scan(k, nk, &sc, match,
+		   from == 0 && sc.n > 0 && sc.msgs[0].base_validity == mbox->uidvalidity);
 	size_t mark = be->pending.len;
 	uint32_t uidnext0 = mbox->uidnext;
 	uint64_t highest0 = mbox->highest_modseq;
@@ -1816,6 +1831,7 @@ static int rescan(struct mailbox *mbox, const struct mbox_sig *cur)
 	if (n_removed > 0 && modseq == highest0)
 		modseq = highest0 + 1; /* the expunges' ('-' records carry it) */
 	mbox->highest_modseq = modseq;
+	bool resized = false;
 	for (size_t i = 0; i < sc.n; i++) {
 		if (match[i] == SIZE_MAX)
 			continue;
@@ -1823,6 +1839,16 @@ static int rescan(struct mailbox *mbox, const struct mbox_sig *cur)
 		const struct mbox_scan_msg *sm = &sc.msgs[i];
 		if (m == NULL)
 			continue;
+		if (m->hash != sm->hash) {
+			/* rewritten by another program, its X-UID kept: the new bytes */
+			struct mail_rec *rec = mailbox_rec_find(mbox, m->uid);
+			m->hash = sm->hash;
+			if (rec != NULL) {
+				rec->size = sm->size;
+				rec->cache_len = 0;
+			}
+			resized = true;
+		}
 		m->from_off = sm->from_off;
 		m->hdr_off = sm->hdr_off;
 		m->end_off = sm->end_off;
@@ -1853,8 +1879,8 @@ static int rescan(struct mailbox *mbox, const struct mbox_sig *cur)
 	for (size_t i = 0; i < n_adds; i++)
 		(void)msgs_add(be, &adds[i]);
 	be->sig = *cur;
-	be->sig.size = sc.end > from ? sc.end : cur->size;
-	be->sig = *cur;
+	if (resized)
+		(void)list_compact(mbox); /* sizes and hashes are in the '+' records */
 	(void)mbox_index_write(mbox->path, &be->sig, be->msgs, be->n);
 	mbox->rescans++;
 	if (n_adds > 0)

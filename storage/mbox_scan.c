@@ -243,13 +243,14 @@ static bool is_from_line(const char *s, size_t avail, bool after_blank)
 struct msg_state {
 	struct mbox_scan_msg m;
 	struct filter f;
-	struct mbox_hash hash, hdr_hash, hash_nl; /* hash_nl: before the last empty line */
+	struct mbox_hash hash, hdr_hash;
 	uint64_t size;
-	uint64_t blank_off; /* offset of the last line when it was empty, else UINT64_MAX */
-	size_t blank_len;
 	bool first;
 	bool open;
-	bool last_lf; /* the last served byte is LF (or nothing was served) */
+	bool pending_lf; /* the last served byte is an LF not hashed yet (it may be the
+			  * separator) */
+	bool pending_cr; /* ... and a CR came before it */
+	bool region_lf;  /* the last byte of the message's region is LF (the separator) */
 };
 
 static void parse_ours(struct msg_state *st, const char *line, size_t len)
@@ -315,20 +316,14 @@ static int msg_finish(struct mbox_scan *sc, struct msg_state *st, uint64_t end)
 	if (!st->open)
 		return 0;
 	st->open = false;
-	/* the empty line before the next From_ (or the end) is the separator */
-	if (st->blank_off != UINT64_MAX && st->blank_off + st->blank_len == end &&
-	    st->blank_off >= st->m.hdr_off) {
-		end = st->blank_off;
-		/* it was counted as served: take it back */
-		st->size -= 2;
-		st->hash = st->hash_nl;
-		st->last_lf = true;
-	}
-	if (!st->last_lf) {
-		/* a last line without LF (the end of the file) is served with one, as it will
-		 * be stored once anything follows it */
+	/* the LF before the next From_ line (or the end of the file) is the separator, not
+	 * the message's (Dovecot's rule: a message is written followed by one LF) */
+	if (st->region_lf && end > st->m.hdr_off) {
+		end--;
+		if (st->pending_lf) /* it was served: take it back */
+			st->size -= st->pending_cr ? 1 : 2;
+	} else if (st->pending_lf) {
 		mbox_hash_add(&st->hash, "\n", 1);
-		st->size += 2;
 	}
 	st->m.end_off = end;
 	st->m.size = st->size;
@@ -390,7 +385,6 @@ int mbox_scan_file(int fd, uint64_t from, uint64_t end, bool mboxrd, struct mbox
 			st.f.mboxrd = mboxrd;
 			mbox_hash_init(&st.hash);
 			mbox_hash_init(&st.hdr_hash);
-			st.last_lf = true;
 			st.blank_off = UINT64_MAX;
 			/* skip the From_ line, however long */
 			for (;;) {
@@ -422,24 +416,37 @@ int mbox_scan_file(int fd, uint64_t from, uint64_t end, bool mboxrd, struct mbox
 			parse_ours(&st, s, seg);
 		bool blank = nl != NULL && (seg == 1 || (seg == 2 && s[0] == '\r'));
 		/* the line, possibly in several segments */
-		struct mbox_hash hash_before = st.hash;
 		bool last_cr = false;
 		size_t first = skip;
 		for (;;) {
-			if (keep) {
-				mbox_hash_add(&st.hash, s + first, seg - first);
+			if (keep && seg > first) {
+				const char *b = s + first;
+				size_t n = seg - first;
+				if (st.pending_lf) {
+					mbox_hash_add(&st.hash, "\n", 1);
+					st.pending_lf = false;
+				}
+				bool ends_lf = b[n - 1] == '\n';
+				bool cr_before = n >= 2 ? b[n - 2] == '\r' : last_cr;
+				/* hold a final LF back: it may be the separator */
+				mbox_hash_add(&st.hash, b, ends_lf ? n - 1 : n);
+				if (ends_lf) {
+					st.pending_lf = true;
+					st.pending_cr = cr_before;
+				}
 				if (in_hdr && st.f.in_hdr)
-					mbox_hash_add(&st.hdr_hash, s + first, seg - first);
-				st.size += seg - first;
-				bool ends_lf = seg > first && s[seg - 1] == '\n';
-				bool cr_before = seg >= first + 2 ? s[seg - 2] == '\r'
-								  : (seg > first && last_cr);
+					mbox_hash_add(&st.hdr_hash, b, n);
+				st.size += n;
 				if (ends_lf && !cr_before)
 					st.size++;
-				last_cr = seg > first && s[seg - 1] == '\r';
-				if (seg > first)
-					st.last_lf = s[seg - 1] == '\n';
+				last_cr = b[n - 1] == '\r';
+			} else if (!keep && st.pending_lf) {
+				/* a hidden line follows: that LF was the message's */
+				mbox_hash_add(&st.hash, "\n", 1);
+				st.pending_lf = false;
 			}
+			if (seg > 0)
+				st.region_lf = s[seg - 1] == '\n';
 			rd.off += seg;
 			first = 0;
 			if (whole)
@@ -452,13 +459,6 @@ int mbox_scan_file(int fd, uint64_t from, uint64_t end, bool mboxrd, struct mbox
 			nl = memchr(s, '\n', avail);
 			seg = nl != NULL ? (size_t)(nl - s) + 1 : avail;
 			whole = nl != NULL || rd.base + rd.len >= end;
-		}
-		if (blank && keep) {
-			st.blank_off = line_off;
-			st.blank_len = rd.base + rd.off - line_off;
-			st.hash_nl = hash_before; /* the hash without this line */
-		} else {
-			st.blank_off = UINT64_MAX;
 		}
 		after_blank = blank;
 	}
@@ -487,7 +487,7 @@ int mbox_copy_served(int fd, int fd2, uint64_t split, uint64_t hdr_off, uint64_t
 	mbox_hash_init(&h);
 	uint64_t pos = hdr_off;
 	size_t have = 0, used = 0, out_len = 0;
-	bool line_start = true, keep = true, last_lf = true;
+	bool line_start = true, keep = true;
 	int r = 0;
 	while (r == 0 && (pos < end_off || used < have)) {
 		if (have - used < 256 && pos < end_off) {
@@ -541,20 +541,9 @@ int mbox_copy_served(int fd, int fd2, uint64_t split, uint64_t hdr_off, uint64_t
 				out_len += seg - skip;
 			}
 			mbox_hash_add(&h, s + skip, seg - skip);
-			last_lf = s[seg - 1] == '\n';
 		}
 		used += seg;
 		line_start = nl != NULL;
-	}
-	if (r == 0 && !last_lf) {
-		/* served with a final LF (mbox_scan.h) */
-		mbox_hash_add(&h, "\n", 1);
-		if (out_fd >= 0 && out_len == SCAN_CHUNK) {
-			r = storage_write_all(out_fd, out, out_len);
-			out_len = 0;
-		}
-		if (out_fd >= 0)
-			out[out_len++] = '\n';
 	}
 	if (r == 0 && out_len > 0 && out_fd >= 0)
 		r = storage_write_all(out_fd, out, out_len);

@@ -4,13 +4,12 @@
  *
  * A message starts at a line "From " at the start of the file, after an empty line, or
  * anywhere when the line carries an asctime date ("From a@b Mon Nov 23 07:14:24 2026"). The
- * empty line before the next From_ line (or at the end of the file) is the separator, not
- * part of the message. Served bytes: the message after its From_ line, minus the header
+ * LF just before the next From_ line (or the last byte of the file, when it is an LF) is the
+ * separator, not part of the message (Dovecot's rule: a message is written followed by one
+ * LF, so "body\n" is stored "body\n\n", and "body" without a final LF "body\n"). Served bytes: the message after its From_ line, minus the header
  * lines named in MBOX_HIDDEN (Status, X-Status, X-Keywords, X-UID, X-IMAPbase, X-IMAP,
  * X-UIDL, Content-Length, with their continuation lines), with mboxrd one '>' of each
- * ">+From " line removed (mboxo: bodies as stored), and an LF after a last line that has
- * none (only possible at the end of the file: anything written after it needs one). Sizes
- * count a bare LF as two octets.
+ * ">+From " line removed (mboxo: bodies as stored). Sizes count a bare LF as two octets.
  */
 #ifndef MK_MBOX_SCAN_H
 #define MK_MBOX_SCAN_H

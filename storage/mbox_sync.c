@@ -220,12 +220,6 @@ static int w_message(struct writer *w, int src, uint64_t hdr, uint64_t end, cons
 	int r = w->err;
 	if (r == 0 && pos < end)
 		r = w_copy(w, src, pos, end - pos, buf);
-	/* a last line without LF gets one (it is served with one: mbox_scan.h) */
-	char last = '\n';
-	if (r == 0 && end > hdr && pread(src, &last, 1, (off_t)(end - 1)) != 1)
-		r = -EIO;
-	if (r == 0 && last != '\n')
-		w_add(w, "\n", 1);
 	return r;
 }
 
@@ -1078,8 +1072,6 @@ int mbox_spool_convert(int raw_fd, int out_fd, bool mboxrd, uint64_t *size_r, ui
 		used += seg;
 		line_start = nl != NULL;
 	}
-	if (r == 0 && c.any && c.last != '\n')
-		conv_emit(&c, "\n", 1, true);
 	w_flush(&c.w);
 	if (r == 0)
 		r = c.w.err;

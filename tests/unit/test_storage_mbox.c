@@ -202,11 +202,11 @@ static void test_read_mta_file(void **state)
 	assert_msg(v, 1,
 		   "From: Alice <alice@example.com>\r\nSubject: one\r\n\r\nHello.\r\n"
 		   ">From the quoted line\r\n");
-	assert_msg(v, 2, "Subject: two\r\n\r\nno separator follows\r\n");
-	/* a last line without LF is served with one (as it is stored once anything follows) */
+	assert_msg(v, 2, "Subject: two\r\n\r\nno separator follows");
+	/* the LF before a From_ line is the separator (Dovecot): "two" ends without one */
 	assert_msg(v, 3,
 		   "Subject: three\r\nX-Weird:\r\n  continued\r\n\r\n"
-		   "last, without final newline\r\n");
+		   "last, without final newline");
 	struct mail_info info;
 	assert_int_equal(view_msg_info(v, 1, &info), 0);
 	assert_int_equal(info.uid, 1);
@@ -254,7 +254,7 @@ static void test_append_sync_and_restart(void **state)
 	assert_int_equal(view_new(fx->inbox, VIEW_IMAP, NULL, NULL, &v), 0);
 	/* mboxo: a From_ line is quoted and stays so; our header names are dropped */
 	const char *s1 = "Subject: a\r\n\r\n>From the body\r\n>From quoted\r\n";
-	const char *s2 = "Subject: b\r\n\r\nno newline\r\n";
+	const char *s2 = "Subject: b\r\n\r\nno newline" /* stored "no newline\n" */;
 	assert_msg(v, 1, s1);
 	assert_msg(v, 2, s2);
 	wait_sync(fx);
@@ -277,7 +277,7 @@ static void test_append_sync_and_restart(void **state)
 	snprintf(want, sizeof(want),
 		 "%sSubject: a\nStatus: RO\nX-IMAPbase: %-32s\nX-UID: 1\nX-UIDL: %s\n\n"
 		 ">From the body\n>From quoted\n\n"
-		 "%sSubject: b\nStatus: O\nX-Status: F\nX-UID: 2\nX-UIDL: %s\n\nno newline\n\n",
+		 "%sSubject: b\nStatus: O\nX-Status: F\nX-UID: 2\nX-UIDL: %s\n\nno newline\n",
 		 from1, imapbase, uidl1, from2, uidl2);
 	assert_string_equal(file, want);
 	free(file);
@@ -340,17 +340,17 @@ static void test_flags_and_expunge_rewrite(void **state)
 		 "junk before the first message\n\n"
 		 "From bob@example.com Mon Nov 23 08:00:00 2026\n"
 		 "Subject: two\nStatus: RO\nX-Status: T\nX-Keywords: Later\n"
-		 "X-UID: 2\nX-UIDL: %s\n\nno separator follows\n\n"
+		 "X-UID: 2\nX-UIDL: %s\n\nno separator follows\n"
 		 "From carol@example.com Tue Nov 24 09:30:05 2026\n"
 		 "Subject: three\nX-Weird:\n  continued\nStatus: O\nX-UID: 3\nX-UIDL: %s\n\n"
-		 "last, without final newline\n\n",
+		 "last, without final newline\n",
 		 uidl2, uidl3);
 	/* the first message kept our X-IMAPbase only when it is at the start */
 	assert_string_equal(file, want);
 	free(file);
 	assert_msg(v, 2,
 		   "Subject: three\r\nX-Weird:\r\n  continued\r\n\r\n"
-		   "last, without final newline\r\n");
+		   "last, without final newline");
 	view_free(&v);
 	reopen(fx);
 	assert_int_equal(mailbox_count(fx->inbox), 2);
@@ -485,7 +485,7 @@ static void test_crash_during_rewrite(void **state)
 		assert_int_equal(mailbox_count(fx->inbox), 3);
 		struct view *v;
 		assert_int_equal(view_new(fx->inbox, VIEW_IMAP, NULL, NULL, &v), 0);
-		assert_msg(v, 1, "Subject: two\r\n\r\nno separator follows\r\n");
+		assert_msg(v, 1, "Subject: two\r\n\r\nno separator follows");
 		assert_msg(v, 2,
 			   "Subject: three\r\nX-Weird:\r\n  continued\r\n\r\n"
 			   "last, without final newline\r\n");
