@@ -385,7 +385,6 @@ int mbox_scan_file(int fd, uint64_t from, uint64_t end, bool mboxrd, struct mbox
 			st.f.mboxrd = mboxrd;
 			mbox_hash_init(&st.hash);
 			mbox_hash_init(&st.hdr_hash);
-			st.blank_off = UINT64_MAX;
 			/* skip the From_ line, however long */
 			for (;;) {
 				rd.off += seg;

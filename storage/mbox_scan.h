@@ -8,7 +8,7 @@
  * separator, not part of the message (Dovecot's rule: a message is written followed by one
  * LF, so "body\n" is stored "body\n\n", and "body" without a final LF "body\n"). Served bytes: the message after its From_ line, minus the header
  * lines named in MBOX_HIDDEN (Status, X-Status, X-Keywords, X-UID, X-IMAPbase, X-IMAP,
- * X-UIDL, Content-Length, with their continuation lines), with mboxrd one '>' of each
+ * X-UIDL, Content-Length, Lines, with their continuation lines), with mboxrd one '>' of each
  * ">+From " line removed (mboxo: bodies as stored). Sizes count a bare LF as two octets.
  */
 #ifndef MK_MBOX_SCAN_H
