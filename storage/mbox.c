@@ -665,7 +665,8 @@ static int cmp_known(const void *a, const void *b)
 static int match_scan(struct known *k, size_t nk, const struct mbox_scan *sc, size_t *match,
 		      bool trust_xuid)
 {
-	qsort(k, nk, sizeof(*k), cmp_known);
+	if (nk > 1)
+		qsort(k, nk, sizeof(*k), cmp_known);
 	for (size_t i = 0; i < sc->n; i++) {
 		match[i] = SIZE_MAX;
 		uint32_t xuid = sc->msgs[i].xuid;
@@ -1182,8 +1183,10 @@ static int load_scan(struct mailbox_load *ld, struct mb_load *ml, const struct m
 	if (r < 0)
 		goto out_msgs;
 	/* adopted X-UIDs may come in any order: keep both arrays by uid */
-	qsort(msgs, n, sizeof(*msgs), mbox_msg_cmp);
-	qsort(ld->ents, ld->n_ents, sizeof(*ld->ents), mbox_load_ent_cmp);
+	if (n > 1)
+		qsort(msgs, n, sizeof(*msgs), mbox_msg_cmp);
+	if (ld->n_ents > 1)
+		qsort(ld->ents, ld->n_ents, sizeof(*ld->ents), mbox_load_ent_cmp);
 	if (kw_added && !readonly) {
 		r = keywords_write(ld->path, ld->keywords, ld->n_keywords);
 		if (r < 0)
