@@ -2142,6 +2142,81 @@ static int mb_append_finish(struct mail_append *a, uint32_t *uid_r)
 	return 0;
 }
 
+/* The two steps of mail_append_finish_async (mailbox_private.h): the conversion into the
+ * spool and its fsync on the thread pool (group commit), then the name, the record, the file.
+ * Between the two, A->tmp_path is the converted file, A->crlf_size its served size and
+ * A->size its content hash. */
+static int mb_append_prepare(struct mail_append *a)
+{
+	struct mailbox *mbox = a->mbox;
+	struct mbox_be *be = mbox->backend;
+	char path[4096];
+	int r = storage_path(path, sizeof(path), "%s/spool/new.%d.%u", mbox->path, (int)getpid(),
+			     ++spool_counter);
+	if (r < 0)
+		return r;
+	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	uint64_t size, hash, hdr_hash;
+	r = mbox_spool_convert(a->fd, fd, be->mboxrd, &size, &hash, &hdr_hash);
+	if (r < 0) {
+		close(fd);
+		unlink(path);
+		return r;
+	}
+	mb_append_abort(a); /* the raw file */
+	int sync_fd = dup(fd);
+	a->fd = fd;
+	snprintf(a->tmp_path, sizeof(a->tmp_path), "%s", path);
+	a->crlf_size = size;
+	a->size = hash;
+	if (sync_fd < 0)
+		return fsync(fd) < 0 ? -errno : 0;
+	return mailbox_sync_defer(mbox, sync_fd, false);
+}
+
+static int mb_append_finish_nowait(struct mail_append *a, uint32_t *uid_r)
+{
+	struct mailbox *mbox = a->mbox;
+	struct mbox_be *be = mbox->backend;
+	if (mbox->uidnext == UINT32_MAX)
+		return -EOVERFLOW;
+	uint32_t uid = mbox->uidnext;
+	char path[4096];
+	int r = storage_path(path, sizeof(path), "%s/spool/%u", mbox->path, uid);
+	if (r == 0 && rename(a->tmp_path, path) < 0)
+		r = -errno;
+	if (r == 0)
+		r = storage_fsync_parent(path);
+	if (r < 0)
+		return r;
+	a->tmp_path[0] = '\0'; /* renamed: nothing for append_abort to remove */
+	size_t mark = be->pending.len;
+	uint64_t highest0 = mbox->highest_modseq;
+	int64_t idate = a->idate > 0 ? a->idate : (int64_t)time(NULL);
+	r = spool_add_rec(mbox, uid, a->crlf_size, a->size, 0, idate, a->flags, a->keywords, 0);
+	if (r == 0) {
+		mbox_sync_schedule(mbox, SYNC_DELAY_MS);
+		r = mb_commit(mbox);
+		if (r < 0) {
+			mb_discard(mbox, mark);
+			mbox_msg_remove(be, uid);
+			mailbox_rec_drop_from(mbox, uid);
+			mbox->highest_modseq = highest0;
+		}
+	}
+	if (r < 0) {
+		spool_remove(mbox->path, uid);
+		return r;
+	}
+	if (a->fd >= 0)
+		close(a->fd);
+	a->fd = -1;
+	*uid_r = uid;
+	return 0;
+}
+
 /* ---- copy / move -------------------------------------------------------------------------- */
 
 static int mb_open_msg(struct mailbox *mbox, const struct mail_rec *rec, int *fd_r,
@@ -2241,8 +2316,8 @@ static int mb_open_msg(struct mailbox *mbox, const struct mail_rec *rec, int *fd
 		return -errno;
 	uint64_t hash = 0;
 	pthread_rwlock_rdlock(&be->rw);
-	int r = mbox_copy_served(be->fd, be->backup_fd, be->split, m->hdr_off, m->end_off,
-				 be->mboxrd, out, &hash);
+	int r = mbox_copy_served(be->fd, be->backup_fd, be->split, be->split_off, m->hdr_off,
+				 m->end_off, be->mboxrd, out, &hash);
 	pthread_rwlock_unlock(&be->rw);
 	if (r == 0 && hash != m->hash) {
 		/* the file changed under us: the caller refreshes and tries again */
@@ -2346,4 +2421,6 @@ const struct mailbox_backend_ops mbox_backend_ops = {
 	.pop3_ret_read = mb_pop3_ret_read,
 	.pop3_ret_write = mb_pop3_ret_write,
 	.free = mb_free,
+	.append_prepare = mb_append_prepare,
+	.append_finish_nowait = mb_append_finish_nowait,
 };

@@ -471,8 +471,8 @@ int mbox_scan_file(int fd, uint64_t from, uint64_t end, bool mboxrd, struct mbox
 
 /* ---- serving ------------------------------------------------------------------------------ */
 
-int mbox_copy_served(int fd, int fd2, uint64_t split, uint64_t hdr_off, uint64_t end_off,
-		     bool mboxrd, int out_fd, uint64_t *hash_r)
+int mbox_copy_served(int fd, int fd2, uint64_t split, uint64_t fd2_off, uint64_t hdr_off,
+		     uint64_t end_off, bool mboxrd, int out_fd, uint64_t *hash_r)
 {
 	char *buf = malloc(SCAN_CHUNK);
 	char *out = malloc(SCAN_CHUNK);
@@ -500,7 +500,7 @@ int mbox_copy_served(int fd, int fd2, uint64_t split, uint64_t hdr_off, uint64_t
 			uint64_t at = pos;
 			if (fd2 >= 0 && pos >= split) {
 				src = fd2;
-				at = pos - split;
+				at = pos - split + fd2_off;
 			} else if (fd2 >= 0 && pos + n > split) {
 				n = (size_t)(split - pos);
 			}

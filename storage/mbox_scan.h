@@ -6,9 +6,10 @@
  * anywhere when the line carries an asctime date ("From a@b Mon Nov 23 07:14:24 2026"). The
  * LF just before the next From_ line (or the last byte of the file, when it is an LF) is the
  * separator, not part of the message (Dovecot's rule: a message is written followed by one
- * LF, so "body\n" is stored "body\n\n", and "body" without a final LF "body\n"). Served bytes: the message after its From_ line, minus the header
- * lines named in MBOX_HIDDEN (Status, X-Status, X-Keywords, X-UID, X-IMAPbase, X-IMAP,
- * X-UIDL, Content-Length, Lines, with their continuation lines), with mboxrd one '>' of each
+ * LF, so "body\n" is stored "body\n\n", and "body" without a final LF "body\n"). Served bytes: the
+ * message after its From_ line, minus the header lines named in MBOX_HIDDEN (Status, X-Status,
+ * X-Keywords, X-UID, X-IMAPbase, X-IMAP, X-UIDL, Content-Length, Lines, with their continuation
+ * lines), with mboxrd one '>' of each
  * ">+From " line removed (mboxo: bodies as stored). Sizes count a bare LF as two octets.
  */
 #ifndef MK_MBOX_SCAN_H
@@ -58,8 +59,8 @@ int mbox_scan_file(int fd, uint64_t from, uint64_t end, bool mboxrd, struct mbox
  * OUT_FD, returning their mbox_hash in *hash_r. FD2/SPLIT: offsets >= SPLIT are read from
  * FD2 at (offset - SPLIT) (a rewrite in progress keeps the old bytes there); FD2 < 0: none.
  * OUT_FD < 0: the hash only. */
-int mbox_copy_served(int fd, int fd2, uint64_t split, uint64_t hdr_off, uint64_t end_off,
-		     bool mboxrd, int out_fd, uint64_t *hash_r);
+int mbox_copy_served(int fd, int fd2, uint64_t split, uint64_t fd2_off, uint64_t hdr_off,
+		     uint64_t end_off, bool mboxrd, int out_fd, uint64_t *hash_r);
 
 /* The hash the index keeps per message: 64 bits over a byte stream, the same however the
  * stream is cut into pieces. */

@@ -57,6 +57,7 @@ struct backup_hdr {
 	uint64_t ext_end; /* E */
 	uint64_t ino;
 	uint64_t extended; /* 1 once the file may have been written */
+	uint64_t new_end;  /* != 0: the new tail is whole in [start, new_end), zeros up to E */
 };
 
 enum item_kind { ITEM_KEEP, ITEM_DROP, ITEM_SPOOL };
@@ -283,7 +284,7 @@ static void sync_work(uv_work_t *w)
 		r = -errno;
 		goto out;
 	}
-	struct backup_hdr bh = {BACKUP_MAGIC, S, old_len, 0, cur.ino, 0};
+	struct backup_hdr bh = {BACKUP_MAGIC, S, old_len, 0, cur.ino, 0, 0};
 	struct writer bw = {bfd, 0, wr.buf, 0, 0};
 	w_add(&bw, &bh, sizeof(bh));
 	r = w_copy(&bw, job->fd, S, old_len, buf);
@@ -302,7 +303,7 @@ static void sync_work(uv_work_t *w)
 		uint64_t base = sizeof(bh) - S;
 		if (pread(bfd, from, 5, (off_t)(it->from_off + base)) != 5 ||
 		    memcmp(from, "From ", 5) != 0 ||
-		    mbox_copy_served(bfd, -1, 0, it->hdr_off + base, it->end_off + base,
+		    mbox_copy_served(bfd, -1, 0, 0, it->hdr_off + base, it->end_off + base,
 				     job->mboxrd, -1, &hash) < 0 ||
 		    hash != it->hash) {
 			job->outside = true;
@@ -356,6 +357,7 @@ static void sync_work(uv_work_t *w)
 	pthread_rwlock_wrlock(&job->be->rw);
 	job->be->backup_fd = bfd;
 	job->be->split = S;
+	job->be->split_off = sizeof(bh); /* the backup's data follows its header */
 	pthread_rwlock_unlock(&job->be->rw);
 	/* 3. the new tail */
 	wr.pos = S;
@@ -406,10 +408,34 @@ static void sync_work(uv_work_t *w)
 	if (r == 0 && fsync(job->fd) < 0)
 		r = -errno;
 	crash_point(3);
-	if (r == 0 && (ftruncate(job->fd, (off_t)new_end) < 0 || fsync(job->fd) < 0))
-		r = -errno;
+	/* the room left over becomes zeros, then the header says the new tail is whole: from
+	 * here a crash finishes the rewrite (cut at new_end) instead of undoing it */
+	if (r == 0 && new_end < E) {
+		memset(buf, 0, IO_CHUNK);
+		for (uint64_t at = new_end; r == 0 && at < E;) {
+			size_t n = E - at > IO_CHUNK ? IO_CHUNK : (size_t)(E - at);
+			ssize_t wn = pwrite(job->fd, buf, n, (off_t)at);
+			if (wn <= 0)
+				r = wn < 0 ? -errno : -EIO;
+			else
+				at += (uint64_t)wn;
+		}
+		if (r == 0 && fsync(job->fd) < 0)
+			r = -errno;
+	}
+	if (r == 0) {
+		bh.new_end = new_end;
+		if (pwrite(bfd, &bh, sizeof(bh), 0) != (ssize_t)sizeof(bh) || fdatasync(bfd) < 0)
+			r = -errno;
+	}
 	if (r < 0)
 		goto undo;
+	crash_point(4);
+	if (ftruncate(job->fd, (off_t)new_end) < 0 || fsync(job->fd) < 0) {
+		/* the new tail is whole: the next open cuts the zeros */
+		log_warn("storage: mbox not cut after a rewrite path=%s err=%s",
+			 log_escape_str(job->file), strerror(errno));
+	}
 	/* 4. done */
 	if (unlink(bpath) < 0 || storage_fsync_dir(job->state) < 0)
 		log_warn("storage: mbox rewrite backup not removed path=%s err=%s",
@@ -841,6 +867,74 @@ void mbox_sync_start(struct mailbox *mbox, bool inline_only)
 
 /* ---- recovery ----------------------------------------------------------------------------- */
 
+/* Where the bytes an MTA appended after a crash start, at or after FROM: past our zeros,
+ * and past the LFs it wrote because the file did not end in an empty line. */
+static uint64_t tail_start(int fd, uint64_t from, uint64_t size, char *buf)
+{
+	uint64_t at = from;
+	while (at < size) {
+		size_t n = size - at > IO_CHUNK ? IO_CHUNK : (size_t)(size - at);
+		ssize_t got = pread(fd, buf, n, (off_t)at);
+		if (got <= 0)
+			return size;
+		size_t i = 0;
+		while (i < (size_t)got && buf[i] == '\0')
+			i++;
+		at += i;
+		if (i < (size_t)got)
+			break;
+	}
+	char head[8];
+	ssize_t hn = at < size ? pread(fd, head, sizeof(head), (off_t)at) : 0;
+	size_t lfs = 0;
+	while (hn > 0 && lfs < 2 && (size_t)hn > lfs && head[lfs] == '\n')
+		lfs++;
+	if (lfs > 0 && (size_t)hn >= lfs + 5 && memcmp(head + lfs, "From ", 5) == 0)
+		at += lfs;
+	return at;
+}
+
+/* The new tail was whole (BH->new_end): keep it, move what an MTA appended since down to
+ * new_end, cut there. */
+static int recover_forward(const char *state, const char *file, int fd, const struct backup_hdr *bh,
+			   const struct stat *st, const char *bpath, const char *tpath, char *buf)
+{
+	log_warn("storage: finishing an interrupted mbox rewrite path=%s", log_escape_str(file));
+	uint64_t size = (uint64_t)st->st_size;
+	uint64_t t0 = tail_start(fd, bh->new_end, size, buf);
+	int r = 0;
+	if (t0 > bh->new_end && t0 < size) {
+		/* moved down a chunk at a time: each chunk is read before anything is written
+		 * over it */
+		uint64_t at = t0, to = bh->new_end;
+		while (r == 0 && at < size) {
+			size_t n = size - at > IO_CHUNK ? IO_CHUNK : (size_t)(size - at);
+			ssize_t got = pread(fd, buf, n, (off_t)at);
+			if (got <= 0) {
+				r = got < 0 ? -errno : -EIO;
+				break;
+			}
+			if (pwrite(fd, buf, (size_t)got, (off_t)to) != got)
+				r = -EIO;
+			at += (uint64_t)got;
+			to += (uint64_t)got;
+		}
+		size = bh->new_end + (size - t0);
+	} else if (t0 >= size) {
+		size = bh->new_end;
+	} else {
+		size = (uint64_t)st->st_size;
+	}
+	if (r == 0 && (fsync(fd) < 0 || ftruncate(fd, (off_t)size) < 0 || fsync(fd) < 0))
+		r = -errno;
+	if (r == 0) {
+		unlink(bpath);
+		unlink(tpath);
+		r = storage_fsync_dir(state);
+	}
+	return r;
+}
+
 int mbox_sync_recover(const char *state, const char *file, int fd, unsigned timeout_ms,
 		      bool locked_already)
 {
@@ -890,6 +984,10 @@ int mbox_sync_recover(const char *state, const char *file, int fd, unsigned time
 		r = 0;
 		goto out;
 	}
+	if (bh.new_end != 0) {
+		r = recover_forward(state, file, fd, &bh, &st, bpath, tpath, buf);
+		goto out;
+	}
 	log_warn("storage: restoring mbox after an interrupted rewrite path=%s",
 		 log_escape_str(file));
 	int tfd = open(tpath, O_RDONLY | O_CLOEXEC);
@@ -907,8 +1005,11 @@ int mbox_sync_recover(const char *state, const char *file, int fd, unsigned time
 			r = -ENOMEM;
 			goto out;
 		}
-		if (size > bh.ext_end)
-			r = w_copy(&tw, fd, bh.ext_end, size - bh.ext_end, buf);
+		/* an MTA that found the file not ending in an empty line (our room) wrote
+		 * LFs before its From_ line: the restored file ends right, drop them */
+		uint64_t t0 = size > bh.ext_end ? tail_start(fd, bh.ext_end, size, buf) : size;
+		if (size > t0)
+			r = w_copy(&tw, fd, t0, size - t0, buf);
 		w_flush(&tw);
 		free(tw.buf);
 		if (r == 0)

@@ -73,6 +73,7 @@ struct mbox_be {
 	pthread_rwlock_t rw;
 	int backup_fd;
 	uint64_t split;
+	uint64_t split_off; /* where offset SPLIT is in the backup */
 	/* cache */
 	int cache_fd;
 	char *cache_map;

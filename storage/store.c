@@ -1072,6 +1072,7 @@ int store_folder_delete(struct store *store, const char *name)
 			mbox->gone = true;
 			store_mailbox_unregister(store, mbox);
 		}
+		quota_folder_forget(store, norm);
 		return 0;
 	}
 	r = store_folder_path(store, norm, path, sizeof(path));
