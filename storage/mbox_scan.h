@@ -57,7 +57,8 @@ int mbox_scan_file(int fd, uint64_t from, uint64_t end, bool mboxrd, struct mbox
 
 /* Copy the served bytes of the message at [HDR_OFF, END_OFF) of FD (stored line ends) to
  * OUT_FD, returning their mbox_hash in *hash_r. FD2/SPLIT: offsets >= SPLIT are read from
- * FD2 at (offset - SPLIT) (a rewrite in progress keeps the old bytes there); FD2 < 0: none.
+ * FD2 at (offset - SPLIT + FD2_OFF) (a rewrite in progress keeps the old bytes there); FD2 < 0:
+ * none.
  * OUT_FD < 0: the hash only. */
 int mbox_copy_served(int fd, int fd2, uint64_t split, uint64_t fd2_off, uint64_t hdr_off,
 		     uint64_t end_off, bool mboxrd, int out_fd, uint64_t *hash_r);
