@@ -253,6 +253,7 @@ int store_folder_path(const struct store *store, const char *name, char *buf, si
 /* Quota accounting (quota.c, storage/README.md "Quota"): one user's usage over every folder
  * = the registered mailboxes' records + the last counts of the folders not open. */
 struct quota_folder;
+struct quota_waiter;
 struct store_quota {
 	char *user; /* for the [user NAME] lookup; NULL: store_open_path (the [server] limits) */
 	unsigned long generation;     /* of the config the limits came from; 0 = none yet */
@@ -263,6 +264,8 @@ struct store_quota {
 	uint64_t bytes, messages;     /* the usage */
 	struct quota_folder *folders; /* folders not open: their last counts */
 	size_t n_folders, cap_folders;
+	struct quota_waiter *waiters; /* store_quota_wait: called when the count ends */
+	size_t n_waiters, cap_waiters;
 };
 struct store_quota *store_get_quota(struct store *store);
 /* A mailbox was registered (its records join the usage, replacing the folder's last counts)

@@ -31,6 +31,11 @@ struct quota_folder {
 	uint64_t messages;
 };
 
+struct quota_waiter {
+	void (*cb)(void *data);
+	void *data;
+};
+
 static void usage_sub(struct store_quota *q, uint64_t messages, uint64_t bytes)
 {
 	q->messages = q->messages >= messages ? q->messages - messages : 0;
@@ -150,6 +155,7 @@ void quota_free(struct store_quota *q)
 	for (size_t i = 0; i < q->n_folders; i++)
 		free(q->folders[i].name);
 	free(q->folders);
+	free(q->waiters);
 	free(q->user);
 	memset(q, 0, sizeof(*q));
 }
@@ -239,8 +245,43 @@ static void count_next(struct quota_count *c)
 	}
 	q->counting = false;
 	store_folder_list_free(&c->folders, c->n);
+	/* the commands that waited for the count go on (each may add a waiter again) */
+	struct quota_waiter *w = q->waiters;
+	size_t nw = q->n_waiters;
+	q->waiters = NULL;
+	q->n_waiters = q->cap_waiters = 0;
+	for (size_t i = 0; i < nw; i++)
+		w[i].cb(w[i].data);
+	free(w);
 	store_unref(&c->store);
 	free(c);
+}
+
+int store_quota_wait(struct store *store, void (*cb)(void *data), void *data)
+{
+	struct store_quota *q = store_get_quota(store);
+	if (!quota_limited(q) || q->known || !q->counting)
+		return 0;
+	if (q->n_waiters == q->cap_waiters) {
+		size_t cap = q->cap_waiters ? q->cap_waiters * 2 : 4;
+		struct quota_waiter *n = realloc(q->waiters, cap * sizeof(*n));
+		if (n == NULL)
+			return -ENOMEM;
+		q->waiters = n;
+		q->cap_waiters = cap;
+	}
+	q->waiters[q->n_waiters++] = (struct quota_waiter){cb, data};
+	return 1;
+}
+
+void store_quota_wait_cancel(struct store *store, void (*cb)(void *data), void *data)
+{
+	struct store_quota *q = store_get_quota(store);
+	for (size_t i = 0; i < q->n_waiters; i++)
+		if (q->waiters[i].cb == cb && q->waiters[i].data == data) {
+			q->waiters[i] = q->waiters[--q->n_waiters];
+			return;
+		}
 }
 
 /* Start counting in the background (store_quota_configure, when a limit appears). */

@@ -186,6 +186,14 @@ int store_quota_get(struct store *store, struct store_quota_usage *usage_r);
  * a move into another user's store); protocols may call it earlier to refuse before reading
  * a message. */
 int store_quota_check(struct store *store, uint64_t messages, uint64_t bytes);
+/* The usage is counted in the background after login (every folder opened on the thread
+ * pool); store_quota_check and store_quota_get before that has ended count what is left at
+ * once, on the loop (seconds for a big mailbox). A caller that can wait asks here first: 1
+ * when a count runs (CB(DATA) is called on the loop once it has ended), 0 when the usage is
+ * at hand or no count runs (ask store_quota_check now), -ENOMEM. A waiter that goes away
+ * calls store_quota_wait_cancel with the same CB and DATA. */
+int store_quota_wait(struct store *store, void (*cb)(void *data), void *data);
+void store_quota_wait_cancel(struct store *store, void (*cb)(void *data), void *data);
 /* Take the limits of STORE's user from CFG, unless the store has them from a newer config.
  * When there is a limit and the usage is not counted yet, counting starts in the background
  * (each folder opened with mailbox_open_async and closed again; a check before it ends

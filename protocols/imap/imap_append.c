@@ -275,6 +275,8 @@ enum cmd_result imap_cmd_append(struct imap_cmd *cmd)
 	const struct imap_arg *args;
 	int r;
 	if (!a) {
+		if (!imap_quota_ready(cmd))
+			return CMD_MORE; /* before a byte of it is read */
 		a = calloc(1, sizeof(*a));
 		if (!a) {
 			imap_session_bye(s, "Out of memory.");

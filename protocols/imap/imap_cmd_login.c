@@ -321,6 +321,7 @@ enum cmd_result imap_cmd_authenticate(struct imap_cmd *cmd)
 
 void imap_login_session_free(struct imap_session *s)
 {
+	imap_quota_wait_cancel(s);
 	store_unref(&s->store);
 }
 
@@ -340,6 +341,7 @@ enum cmd_result imap_cmd_unauthenticate(struct imap_cmd *cmd)
 	struct imap_session *s = cmd->s;
 	imap_idle_keepalive_stop(s, false);
 	imap_session_unselect(s);
+	imap_quota_wait_cancel(s);
 	store_unref(&s->store);
 	log_info("conn=%llu event=imap_unauthenticate user=%s",
 		 (unsigned long long)conn_id(s->conn), log_escape_str(s->user));

@@ -90,11 +90,12 @@ struct imap_session {
 	struct imap_parser *parser;
 	struct imap_cmd cmd;
 	bool cmd_running;
-	bool rev2;      /* ENABLE IMAP4rev2 */
-	bool utf8;      /* ENABLE UTF8=ACCEPT (RFC 6855): UTF-8 names, no SEARCH CHARSET */
-	bool condstore; /* CONDSTORE on (RFC 7162 §3.1): MODSEQ in every FETCH with FLAGS */
-	bool qresync;   /* ENABLE QRESYNC: VANISHED instead of EXPUNGE (RFC 7162 §3.2) */
-	bool in_input;  /* on_input is on the stack (no re-entry) */
+	bool rev2;          /* ENABLE IMAP4rev2 */
+	bool utf8;          /* ENABLE UTF8=ACCEPT (RFC 6855): UTF-8 names, no SEARCH CHARSET */
+	bool condstore;     /* CONDSTORE on (RFC 7162 §3.1): MODSEQ in every FETCH with FLAGS */
+	bool qresync;       /* ENABLE QRESYNC: VANISHED instead of EXPUNGE (RFC 7162 §3.2) */
+	bool in_input;      /* on_input is on the stack (no re-entry) */
+	bool quota_waiting; /* a command waits for the quota count (imap_quota_ready) */
 	char user[IMAP_USER_MAX + 1]; /* the canonical user once logged in */
 	unsigned auth_failures;
 	struct store *store;       /* once logged in */
@@ -168,6 +169,13 @@ bool imap_plaintext_allowed(const struct imap_session *s);
 struct auth_service *imap_auth_service_get(void);
 /* Session teardown for the login and mailbox parts. */
 void imap_login_session_free(struct imap_session *s);
+/* Before a command that checks the quota (APPEND, COPY, MOVE, GETQUOTA, GETQUOTAROOT):
+ * false while the store counts the usage in the background after login (the handler
+ * returns CMD_MORE without reading its arguments; the count's end wakes the session), so
+ * the check never counts a big mailbox on the loop. */
+bool imap_quota_ready(struct imap_cmd *cmd);
+/* Forget the wait (before the store is released). */
+void imap_quota_wait_cancel(struct imap_session *s);
 
 /* Mailbox helpers (imap_mailbox.c). */
 /* Send what the view owes (EXISTS, RECENT, FETCH FLAGS, and EXPUNGE when allowed). */

@@ -18,6 +18,32 @@
 
 #include "imap_internal.h"
 
+static void quota_counted(void *data)
+{
+	struct imap_session *s = data;
+	s->quota_waiting = false;
+	if (!conn_is_closing(s->conn))
+		imap_session_wakeup(s);
+}
+
+bool imap_quota_ready(struct imap_cmd *cmd)
+{
+	struct imap_session *s = cmd->s;
+	if (s->quota_waiting)
+		return false;
+	if (!s->store || store_quota_wait(s->store, quota_counted, s) != 1)
+		return true;
+	s->quota_waiting = true;
+	return false;
+}
+
+void imap_quota_wait_cancel(struct imap_session *s)
+{
+	if (s->quota_waiting && s->store)
+		store_quota_wait_cancel(s->store, quota_counted, s);
+	s->quota_waiting = false;
+}
+
 static bool has_root(const struct store_quota_usage *u)
 {
 	return u->bytes_limit != 0 || u->messages_limit != 0;
@@ -52,6 +78,8 @@ static bool get_usage(struct imap_cmd *cmd, struct store_quota_usage *u)
 
 enum cmd_result imap_cmd_getquota(struct imap_cmd *cmd)
 {
+	if (!imap_quota_ready(cmd))
+		return CMD_MORE;
 	const struct imap_arg *args;
 	int r = imap_cmd_read_args(cmd, &args);
 	if (r <= 0)
@@ -93,6 +121,8 @@ static int folder_exists(struct store *store, const char *norm)
 enum cmd_result imap_cmd_getquotaroot(struct imap_cmd *cmd)
 {
 	struct imap_session *s = cmd->s;
+	if (!imap_quota_ready(cmd))
+		return CMD_MORE;
 	const struct imap_arg *args;
 	int r = imap_cmd_read_args(cmd, &args);
 	if (r <= 0)

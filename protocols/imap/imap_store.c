@@ -299,6 +299,8 @@ static char *uid_list_format(const uint32_t *uids, size_t n)
 static enum cmd_result copy_common(struct imap_cmd *cmd, bool move)
 {
 	struct imap_session *s = cmd->s;
+	if (!imap_quota_ready(cmd))
+		return CMD_MORE;
 	const struct imap_arg *args;
 	int r = imap_cmd_read_args(cmd, &args);
 	if (r <= 0)

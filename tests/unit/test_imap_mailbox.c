@@ -1819,9 +1819,24 @@ static void test_quota(void **state)
 	fake_auth_answer(AUTH_RESULT_OK, "quentin");
 	fake_conn_pump(c);
 	expect(c, "L OK [CAPABILITY " CAPS_AUTH "] Logged in\r\n");
+	/* The usage is being counted on the thread pool (login started it): the answer waits
+	 * for the count instead of counting every folder on the loop. */
 	fake_conn_input(c, "g GETQUOTAROOT inbox\r\n");
+	assert_int_equal(fake_conn_output_len(c), 0);
+	wait_for(e, c, "g OK");
 	expect(c, "* QUOTAROOT INBOX \"\"\r\n* QUOTA \"\" (STORAGE 0 2 MESSAGE 0 3)\r\n"
 		  "g OK Getquotaroot completed.\r\n");
+	/* a session that goes away while it waits for the count */
+	struct conn *w = fake_conn_new(&imap_proto_ops, &o);
+	free(fake_conn_take_output(w));
+	fake_conn_input(w, "L LOGIN u p\r\n");
+	fake_auth_answer(AUTH_RESULT_OK, "quincy");
+	fake_conn_pump(w);
+	expect(w, "L OK [CAPABILITY " CAPS_AUTH "] Logged in\r\n");
+	fake_conn_input(w, "g GETQUOTA \"\"\r\n");
+	assert_int_equal(fake_conn_output_len(w), 0);
+	fake_conn_free(&w);
+	drain_loop(e);
 	for (unsigned i = 1; i <= 3; i++)
 		append(c, "a", "INBOX", "", MSG1, i);
 	fake_conn_input(c, "g GETQUOTA \"\"\r\n");
