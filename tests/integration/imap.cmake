@@ -11,6 +11,9 @@ foreach(t imap_imaplib imap_clients imap_qresync imap_compress imap_literal_minu
 	set_property(TEST ${t} APPEND PROPERTY ENVIRONMENT
 		"MK_PAM_MATRIX=${MK_IMAP_PAM_MATRIX}" "MK_PAM_WRAPPER_LIB=${MK_IMAP_PAM_WRAPPER_LIB}")
 endforeach()
+# The raw client of imap_harness.py itself, against a scripted peer (no daemon).
+mk_python_test(imap_harness_selftest ${CMAKE_SOURCE_DIR}/tests/integration/imap_harness_selftest.py
+	TIMEOUT 120)
 # The same suites with mail_format = mbox (issue 11), once the back-end is in the tree.
 foreach(t imap_imaplib imap_clients imap_qresync imap_quota)
 	mk_python_test_mbox(${t} ${CMAKE_SOURCE_DIR}/tests/integration/${t}.py TIMEOUT 300)

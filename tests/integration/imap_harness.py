@@ -196,9 +196,10 @@ class Raw:
             i = self.buf.find(b"\r\n", start)
             if i >= 0:
                 return self._take(i + 2 - self.pos)
-            start = max(self.pos, len(self.buf) - 1)
+            # where to look again, relative to pos: _fill may drop the consumed bytes
+            rel = max(self.pos, len(self.buf) - 1) - self.pos
             self._fill()
-            start = max(self.pos, start)
+            start = self.pos + rel
 
     def until_tagged(self, tag):
         """Every line up to and including the tagged reply for TAG (literals included)."""

@@ -219,9 +219,12 @@ def main():
         # still in step after all of it
         expect(c, "NOOP", "t OK NOOP completed.\r\n")
         c.cmd("o", "LOGOUT")
+        # the log is read by another thread: wait for the line (bounded), not just look
+        want = "event=imap_sort_refused cmd=THREAD status=BAD reason=Unknown"
+        with srv.cond:
+            srv.cond.wait_for(lambda: want in srv.log_text(), timeout=30)
         log = srv.log_text()
-        check("event=imap_sort_refused cmd=THREAD status=BAD reason=Unknown" in log,
-              "refusals are logged")
+        check(want in log, "refusals are logged")
         for bad in ("level=error", "runtime error", "AddressSanitizer"):
             check(bad not in log, log[-2000:])
     except Exception:
