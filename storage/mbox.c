@@ -38,7 +38,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/file.h>
-#include <sys/mman.h>
+#include <sys/mman.h> /* mmap, memfd_create */
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -55,6 +55,9 @@
 /* The longest an open on the loop waits for an MTA's lock (a delivery holds it for
  * milliseconds); longer holders get -EBUSY there and mbox_lock_timeout on the pool. */
 #define MBOX_LOOP_LOCK_WAIT_MS 200
+/* A message read is copied into memory (memfd) up to this size, else into an unnamed file
+ * in the state directory. */
+#define MBOX_MEMFD_MAX (1u << 20)
 /* A sync after flag changes waits for this much quiet (a rewrite may be long). */
 #define SYNC_DELAY_FLAGS_MS 2000
 /* ... after an expunge or an append (the file should follow soon). */
@@ -2311,7 +2314,10 @@ static int mb_open_msg(struct mailbox *mbox, const struct mail_rec *rec, int *fd
 		return -ENOENT;
 	/* the served bytes into an unnamed file: the mbox may be rewritten while the
 	 * client reads, the copy stays */
-	int out = open(mbox->path, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	int out = m->end_off - m->hdr_off <= MBOX_MEMFD_MAX ? memfd_create("mbox-msg", MFD_CLOEXEC)
+							    : -1;
+	if (out < 0) /* big (or no memfd): on disk, the page cache may drop it */
+		out = open(mbox->path, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
 	if (out < 0)
 		return -errno;
 	uint64_t hash = 0;

@@ -721,6 +721,23 @@ void mbox_sync_start(struct mailbox *mbox, bool inline_only)
 		spool = be->msgs[i].state == MM_SPOOL;
 	if (!any)
 		return;
+	if (inline_only) {
+		/* only a small sync runs inside a change: where would it start? */
+		uint64_t start = be->sig.size;
+		for (size_t i = 0; i < be->n; i++) {
+			const struct mmsg *m = &be->msgs[i];
+			if (m->state == MM_SPOOL || m->from_off >= start)
+				continue;
+			const struct mail_rec *rec = mailbox_rec_find(mbox, m->uid);
+			if (m->state == MM_GONE || rec == NULL || rec->flags != m->file_flags ||
+			    rec->keywords != m->file_kw)
+				start = m->from_off;
+		}
+		if (be->sig.size - start > MBOX_SYNC_INLINE_MAX) {
+			be->sync_due = was_due; /* the timer starts it on the thread pool */
+			return;
+		}
+	}
 	if (be->fd < 0) {
 		if (!spool)
 			return;

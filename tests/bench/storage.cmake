@@ -10,3 +10,7 @@ target_link_libraries(bench_storage PRIVATE mk_storage mk_core)
 add_executable(bench_quota ${CMAKE_SOURCE_DIR}/tests/bench/bench_quota.c
 	${CMAKE_SOURCE_DIR}/tests/bench/storage_bench_gen.c)
 target_link_libraries(bench_quota PRIVATE mk_storage mk_core)
+# build/tests/bench_mbox [COUNT] [BIG_MB] [TMPDIR]: mbox next to Maildir (issue 11 figures)
+add_executable(bench_mbox ${CMAKE_SOURCE_DIR}/tests/bench/bench_mbox.c
+	${CMAKE_SOURCE_DIR}/tests/bench/storage_bench_gen.c)
+target_link_libraries(bench_mbox PRIVATE mk_storage mk_core)
