@@ -567,8 +567,8 @@ def scan_mbox(path):
     for s, e in mbox_tools.split(data):
         m = data[s:e]
         m = m[m.index(b"\n") + 1:]
-        if re.search(rb"\n\r?\n\Z", m):
-            m = m[:-1]  # the separator line
+        if m.endswith(b"\n"):
+            m = m[:-1]  # the separator LF
         mm = re.search(rb"\n(?=\r?\n)", m)
         head, rest = (m[:mm.start()], m[mm.start():]) if mm else (m, b"")
         keep, hdrs, skip = [], {}, False

@@ -194,22 +194,24 @@ def deliver(path, data, owner=None, timeout=10.0):
     out = mta_bytes(data)
     with locked(path, timeout, owner) as fd:
         size = os.fstat(fd).st_size
-        if size > 0:
-            tail = os.pread(fd, 2, max(size - 2, 0))
-            if not tail.endswith(b"\n"):
-                out = b"\n\n" + out
-            elif not tail.endswith(b"\n\n") and size >= 2:
-                out = b"\n" + out
+        # the LF before a From_ line is the separator (Dovecot's rule; the last message may
+        # end without a LF of its own): only a file not ending in a LF needs one
+        if size > 0 and os.pread(fd, 1, size - 1) != b"\n":
+            out = b"\n" + out
         os.pwrite(fd, out, size)
         os.fsync(fd)
 
 
-_FROM = re.compile(rb"(?:\A|(?<=\n\n))From ")
+# A message starts at "From " at the start of the file, after an empty line, or after any
+# LF when the line carries an asctime date (storage/README.md "mbox": the LF before a From_
+# line is the separator).
+_FROM = re.compile(rb"(?:\A|(?<=\n\n))From |(?<=\n)From \S*[ \t]+"
+                   rb"[A-Z][a-z]{2} [A-Z][a-z]{2} [ 0-9]?[0-9] [0-9]{2}:[0-9]{2}(?::[0-9]{2})? ")
 
 
 def split(data):
     """The messages of an mbox as [(start, end)] byte ranges (From_ line included, the
-    separator line too)."""
+    separator LF too)."""
     starts = [m.start() for m in _FROM.finditer(data)]
     return [(s, starts[i + 1] if i + 1 < len(starts) else len(data))
             for i, s in enumerate(starts)]

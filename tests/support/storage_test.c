@@ -504,17 +504,12 @@ static void deliver_child(const void *p)
 	struct stat st;
 	child_check(fstat(fd, &st) == 0, "fstat");
 	if (st.st_size > 0) {
-		/* a file that does not end in an empty line gets one before the next message */
-		char tail[2] = {0, 0};
-		off_t from = st.st_size >= 2 ? st.st_size - 2 : 0;
-		ssize_t n = pread(fd, tail, 2, from);
-		child_check(n > 0, "pread");
-		if (n == 2 && tail[1] != '\n')
-			sbuf_add(&b, "\n\n", 2);
-		else if (n == 2 && tail[0] != '\n')
+		/* the LF before a From_ line is the separator (Dovecot's rule; the last message
+		 * may end without a LF of its own): only a file not ending in a LF needs one */
+		char last = 0;
+		child_check(pread(fd, &last, 1, st.st_size - 1) == 1, "pread");
+		if (last != '\n')
 			sbuf_add(&b, "\n", 1);
-		else if (n == 1 && tail[0] != '\n')
-			sbuf_add(&b, "\n\n", 2);
 	}
 	sbuf_printf(&b, "From MAILER-DAEMON %s\n", date);
 	const char *s = a->data;
@@ -557,13 +552,33 @@ void st_deliver(const char *root, const char *folder, const char *data)
 	in_child(deliver_child, &a);
 }
 
-/* Message starts of an mbox: offset 0 and every "From " after an empty line. */
+/* The line at S (LEN bytes available) is a From_ line with an asctime date:
+ * "From ADDR Mon Nov 23 07:14:24 2026". */
+static bool from_dated(const char *s, size_t len)
+{
+	const char *end = memchr(s, '\n', len);
+	size_t n = end ? (size_t)(end - s) : len;
+	char line[256];
+	if (n >= sizeof(line))
+		n = sizeof(line) - 1;
+	memcpy(line, s, n);
+	line[n] = '\0';
+	char addr[200], wd[4], mon[4];
+	int day, h, m;
+	return sscanf(line, "From %199s %3s %3s %d %d:%d", addr, wd, mon, &day, &h, &m) == 6;
+}
+
+/* Message starts of an mbox: offset 0, every "From " after an empty line, and every From_
+ * line with an asctime date after any LF (the LF before a From_ line is the separator:
+ * storage/README.md "mbox"). */
 static size_t mbox_starts(const char *data, size_t len, size_t *starts, size_t max)
 {
 	size_t n = 0;
 	for (size_t i = 0; i + 5 <= len; i++) {
-		if (strncmp(data + i, "From ", 5) == 0 &&
-		    (i == 0 || (i >= 2 && data[i - 1] == '\n' && data[i - 2] == '\n'))) {
+		if (strncmp(data + i, "From ", 5) != 0)
+			continue;
+		if (i == 0 || (i >= 2 && data[i - 1] == '\n' && data[i - 2] == '\n') ||
+		    (data[i - 1] == '\n' && from_dated(data + i, len - i))) {
 			assert_true(n < max);
 			starts[n++] = i;
 		}
