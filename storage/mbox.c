@@ -1976,8 +1976,14 @@ static int mb_set_flags(struct mailbox *mbox, struct mail_rec *rec, unsigned fla
 {
 	struct mbox_be *be = mbox->backend;
 	int r = uidlist_line_flags(&be->pending, rec->uid, rec->modseq, flags, keywords);
-	if (r == 0)
-		mbox_sync_schedule(mbox, SYNC_DELAY_FLAGS_MS);
+	if (r == 0) {
+		/* a small sync runs at the commit; a big one waits for SYNC_DELAY_FLAGS_MS
+		 * without flag changes (a POP3 download marks every message \Seen: one
+		 * rewrite at its end, not one every few RETRs) */
+		be->sync_due = true;
+		be->timer_due = uv_now(mbox->loop) + SYNC_DELAY_FLAGS_MS;
+		uv_timer_start(&be->timer, timer_cb, SYNC_DELAY_FLAGS_MS, 0);
+	}
 	return r;
 }
 
