@@ -1050,7 +1050,12 @@ static void unlink_after(uv_work_t *work, int status)
 	free(j->paths);
 	free(j->errs);
 	free(j);
+	mailbox_ref(mbox);
 	expunge_finish(w, 0);
+	/* what happened to the folder meanwhile (the back-end may have stopped watching) */
+	if (mbox->unlinking == 0 && !mbox->gone)
+		(void)mbox->ops->refresh(mbox, false);
+	mailbox_unref(&mbox);
 }
 
 /* The unlinks of W on the thread pool; false when they cannot go there. */

@@ -81,6 +81,7 @@ struct maildir {
 	uint64_t event_refresh_at; /* uv_now() of the last re-read an fs event caused */
 	bool watching;
 	bool watch_ok;     /* both directories watched: our own changes need no re-read */
+	bool watch_paused; /* events off while expunged files are unlinked on the pool */
 	bool own_changed;  /* we renamed/linked/unlinked since the last commit */
 	bool clean_before; /* ... and the directories were as last seen just before */
 	uint32_t own[OWN_EVENTS];
@@ -1860,11 +1861,29 @@ out:
 	return r < 0 ? r : 0;
 }
 
+/* Watch again after the unlinks of a big expunge; what changed meanwhile is re-read. */
+static void watch_resume(struct mailbox *mbox)
+{
+	struct maildir *md = mbox->backend;
+	char dir[4096];
+	md->watch_paused = false;
+	md->dirty_new = md->dirty_cur = true;
+	if (storage_path(dir, sizeof(dir), "%s/new", mbox->path) < 0 ||
+	    uv_fs_event_start(&md->ev_new, fs_event_cb, dir, 0) < 0 ||
+	    storage_path(dir, sizeof(dir), "%s/cur", mbox->path) < 0 ||
+	    uv_fs_event_start(&md->ev_cur, fs_event_cb, dir, 0) < 0) {
+		log_warn("storage: cannot watch folder=%s", log_escape_str(mbox->path));
+		md->watch_ok = false;
+	}
+}
+
 static int md_refresh(struct mailbox *mbox, bool force)
 {
 	struct maildir *md = mbox->backend;
 	if (md == NULL)
 		return -ENOENT;
+	if (md->watch_paused && mbox->unlinking == 0)
+		watch_resume(mbox);
 	struct timespec mn, mc;
 	int r = dir_mtimes(mbox->path, &mn, &mc);
 	if (r < 0)
@@ -1989,6 +2008,14 @@ static int md_unlink_path(struct mailbox *mbox, struct mail_rec *rec, char *buf,
 	int r = rec_path(mbox, rec, buf, size);
 	if (r < 0)
 		return r;
+	if (md->watching && md->watch_ok && !md->watch_paused) {
+		/* one inotify event per unlinked file would wake the loop 10,000 times while the
+		 * pool unlinks (measured: QUIT after DELE of 10,000 took 3.4 s instead of 0.3);
+		 * the refresh after the unlinks watches again and re-reads the folder */
+		uv_fs_event_stop(&md->ev_new);
+		uv_fs_event_stop(&md->ev_cur);
+		md->watch_paused = true;
+	}
 	own_expect(mbox, (rec->bflags & MREC_IN_NEW) != 0, mailbox_rec_key(mbox, rec));
 	if (rec->bflags & MREC_IN_NEW)
 		md->fsync_new = true;
