@@ -238,7 +238,10 @@ bool imap_sent_date_parse(const char *s, size_t len, int64_t *time_r)
 		year += 2000;
 	else if (year < 1000)
 		year += 1900;
-	if (day < 1 || day > 31 || hour > 23 || min > 59 || sec > 60)
+	static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+	bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+	if (day < 1 || day > mdays[mon - 1] + (mon == 2 && leap) || hour > 23 || min > 59 ||
+	    sec > 60)
 		return false;
 	/* zone: +hhmm / -hhmm, or an obsolete name; none or unknown counts as +0000 */
 	int64_t off = 0;

@@ -123,9 +123,12 @@ static void test_sent_date(void **state)
 	d = "01 Jan 1960 00:00:00 +0000";
 	assert_true(imap_sent_date_parse(d, strlen(d), &t));
 	assert_int_equal(t, -315619200);
-	static const char *const bad[] = {
-		"",           "garbage",          "32 Jan 2020 10:00", "1 Foo 2020 10:00",
-		"1 Jan 2020", "1 Jan 2020 25:00", "1 Jan 2020 10"};
+	static const char *const bad[] = {"", "garbage", "32 Jan 2020 10:00", "1 Foo 2020 10:00",
+					  "1 Jan 2020", "1 Jan 2020 25:00", "1 Jan 2020 10",
+					  /* a day the month does not have is no date (the internal
+					   * date counts, as in Dovecot), not the 3rd of March */
+					  "Sun, 31 Feb 2021 10:00:00 +0000", "29 Feb 2100 10:00",
+					  "31 Apr 2021 10:00"};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
 		assert_false(imap_sent_date_parse(bad[i], strlen(bad[i]), &t));
 }
