@@ -499,8 +499,12 @@ static void deliver_child(const void *p)
 	char date[64];
 	gmtime_r(&t, &tm);
 	strftime(date, sizeof(date), "%a %b %e %H:%M:%S %Y", &tm);
-	int fd = st_mbox_lock(a->path, 10000);
-	child_check(fd >= 0, "lock");
+	/* an MTA waits minutes for a busy spool (exim: lock_retries x lock_interval); 30 s */
+	int fd = st_mbox_lock(a->path, 30000);
+	if (fd < 0) {
+		fprintf(stderr, "mbox helper: lock %s: %s\n", a->path, strerror(-fd));
+		_exit(1);
+	}
 	struct stat st;
 	child_check(fstat(fd, &st) == 0, "fstat");
 	if (st.st_size > 0) {
@@ -634,8 +638,12 @@ static void edit_header(struct sbuf *out, const char *s, const char *e, const st
 static void edit_child(const void *p)
 {
 	const struct edit_arg *a = p;
-	int fd = st_mbox_lock(a->path, 10000);
-	child_check(fd >= 0, "lock");
+	/* an MTA waits minutes for a busy spool (exim: lock_retries x lock_interval); 30 s */
+	int fd = st_mbox_lock(a->path, 30000);
+	if (fd < 0) {
+		fprintf(stderr, "mbox helper: lock %s: %s\n", a->path, strerror(-fd));
+		_exit(1);
+	}
 	size_t len;
 	char *data = slurp(fd, &len);
 	child_check(data != NULL, "read");
