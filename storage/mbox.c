@@ -1605,6 +1605,43 @@ static int mb_commit(struct mailbox *mbox)
 	return 0;
 }
 
+/* commit without waiting (mailbox_private.h): flag records are written here and their
+ * fdatasync goes to the group commit (a POP3 download marks every RETR \Seen); anything
+ * else (expunges, a list to rewrite) is committed as mb_commit does. The file follows with
+ * the next sync (the timer set_flags armed). */
+static int mb_commit_nowait(struct mailbox *mbox)
+{
+	struct mbox_be *be = mbox->backend;
+	if (be->pending.len == 0 || be->append_only || be->log_fd < 0 || be->list_torn)
+		return mb_commit(mbox);
+	size_t lines = 0;
+	for (size_t i = 0; i < be->pending.len; i++)
+		lines += be->pending.data[i] == '\n';
+	if (be->n_log + lines > LOG_COMPACT_MIN && be->n_log + lines > mbox->n_recs)
+		return mb_commit(mbox);
+	off_t end = lseek(be->log_fd, 0, SEEK_END);
+	if (end < 0)
+		return -errno;
+	int r = storage_write_all(be->log_fd, be->pending.data, be->pending.len);
+	if (r < 0) {
+		if (ftruncate(be->log_fd, end) < 0)
+			be->list_torn = true;
+		log_error("storage: UID list append failed path=%s err=%s",
+			  log_escape_str(mbox->path), strerror(-r));
+		return r;
+	}
+	int fd = dup(be->log_fd);
+	if (fd < 0)
+		r = fdatasync(be->log_fd) < 0 ? -errno : 0;
+	else
+		r = mailbox_sync_defer(mbox, fd, true);
+	if (r < 0)
+		return r;
+	be->n_log += lines;
+	be->pending.len = 0;
+	return 0;
+}
+
 static size_t mb_pending_mark(struct mailbox *mbox)
 {
 	struct mbox_be *be = mbox->backend;
@@ -2433,6 +2470,7 @@ const struct mailbox_backend_ops mbox_backend_ops = {
 	.pop3_ret_read = mb_pop3_ret_read,
 	.pop3_ret_write = mb_pop3_ret_write,
 	.free = mb_free,
+	.commit_nowait = mb_commit_nowait,
 	.append_prepare = mb_append_prepare,
 	.append_finish_nowait = mb_append_finish_nowait,
 };
