@@ -1124,6 +1124,10 @@ static int load_scan(struct mailbox_load *ld, struct mb_load *ml, const struct m
 			le.modseq = ++highest;
 			changed = true;
 		}
+		if (m.state == MM_FILE && !readonly &&
+		    (le.flags != m.file_flags || le.keywords != m.file_kw))
+			ml->sync_wanted =
+				true; /* acknowledged before a crash, not in the file yet */
 		if (m.state != MM_GONE) {
 			r = mailbox_load_add(ld, &le, uidlist_ent_base(&list, e));
 			if (r == 0)
@@ -1434,6 +1438,7 @@ static int mb_attach(struct mailbox *mbox, struct mailbox_load *ld)
 	be->cache_fd = -1;
 	be->backup_fd = -1;
 	pthread_rwlock_init(&be->rw, NULL);
+	pthread_mutex_init(&be->scan_mu, NULL);
 	be->lock_fd = ml->lock_fd;
 	ml->lock_fd = -1;
 	be->fd = ml->fd;
@@ -1561,7 +1566,7 @@ static int list_append(int fd, const char *data, size_t len, bool *torn_r)
 static void mb_sync_inline(struct mailbox *mbox)
 {
 	struct mbox_be *be = mbox->backend;
-	if (be->freeing || be->in_commit || !be->sync_due)
+	if (be->freeing || be->in_commit || be->in_sync_start || !be->sync_due)
 		return;
 	be->in_commit = true;
 	mbox_sync_start(mbox, true);
@@ -1940,15 +1945,44 @@ out:
 	return r;
 }
 
+/* A file changed this recently may change again within its timestamp granularity (the
+ * kernel's coarse clock; whole seconds on some file systems) without its mtime moving: it is
+ * read again at each refresh until it is older (as Maildir's directories are). */
+static bool mtime_recent(const struct mbox_sig *sig)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	long long age = (long long)(now.tv_sec - sig->mtime_sec) * 1000000000LL +
+			(now.tv_nsec - sig->mtime_nsec);
+	return age < (sig->mtime_nsec != 0 ? 100000000LL : 2000000000LL);
+}
+
+static int mb_refresh_locked(struct mailbox *mbox, bool force);
+
 static int mb_refresh(struct mailbox *mbox, bool force)
 {
 	struct mbox_be *be = mbox->backend;
 	if (be == NULL)
 		return 0;
+	/* a sync on the pool that has the file (not one still waiting for its locks): read it
+	 * after the sync */
+	bool scan_locked = false;
 	if (be->sync_running) {
-		be->refresh_after_sync = true;
-		return 0;
+		if (pthread_mutex_trylock(&be->scan_mu) != 0) {
+			be->refresh_after_sync = true;
+			return 0;
+		}
+		scan_locked = true;
 	}
+	int rr = mb_refresh_locked(mbox, force);
+	if (scan_locked)
+		pthread_mutex_unlock(&be->scan_mu);
+	return rr;
+}
+
+static int mb_refresh_locked(struct mailbox *mbox, bool force)
+{
+	struct mbox_be *be = mbox->backend;
 	struct stat st;
 	struct mbox_sig cur = {0};
 	if (stat(be->file, &st) < 0) {
@@ -1957,7 +1991,7 @@ static int mb_refresh(struct mailbox *mbox, bool force)
 	} else {
 		mbox_sig_from_stat(&st, &cur);
 	}
-	if (!force && same_sig(&cur, &be->sig))
+	if (!force && same_sig(&cur, &be->sig) && !mtime_recent(&cur))
 		return 0;
 	if (cur.ino != be->sig.ino || cur.dev != be->sig.dev || be->fd < 0) {
 		/* replaced (or created, or removed): read the new file */
@@ -2417,6 +2451,7 @@ static void mb_free(struct mailbox *mbox)
 	be->n = 0;
 	sbuf_free(&be->pending);
 	pthread_rwlock_destroy(&be->rw);
+	pthread_mutex_destroy(&be->scan_mu);
 	mbox->backend = NULL;
 	if (be->watching) {
 		uv_fs_event_stop(&be->ev);

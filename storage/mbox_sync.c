@@ -248,6 +248,9 @@ static void sync_work(uv_work_t *w)
 		job->err = r;
 		return;
 	}
+	/* from here the file is ours to change: the loop's refresh does not read it meanwhile
+	 * (while we waited for the locks it could: mbox_be.scan_mu) */
+	pthread_mutex_lock(&job->be->scan_mu);
 	char *buf = malloc(IO_CHUNK);
 	struct writer wr = {job->fd, 0, malloc(IO_CHUNK), 0, 0};
 	int bfd = -1;
@@ -268,6 +271,22 @@ static void sync_work(uv_work_t *w)
 					      cur.mtime_nsec != job->expect.mtime_nsec))) {
 		job->outside = true;
 		goto out;
+	}
+	if (cur.size > job->expect.size) {
+		/* grown: an MTA's append starts exactly where our view of the file ends (after
+		 * the LF that ends it); anything else is another program's rewrite (mutt) */
+		char head[8] = {0};
+		size_t lfs = 0;
+		bool ok = job->expect.size == 0 ||
+			  (pread(job->fd, head, 1, (off_t)job->expect.size - 1) == 1 &&
+			   head[0] == '\n');
+		ssize_t hn = ok ? pread(job->fd, head, sizeof(head), (off_t)job->expect.size) : 0;
+		while (hn > 0 && lfs < 2 && (size_t)hn > lfs && head[lfs] == '\n')
+			lfs++;
+		if (!ok || hn < (ssize_t)(lfs + 5) || memcmp(head + lfs, "From ", 5) != 0) {
+			job->outside = true;
+			goto out;
+		}
 	}
 	uint64_t S = job->start;
 	uint64_t old_len = cur.size - S;
@@ -471,6 +490,7 @@ out:
 	if (bfd >= 0)
 		close(bfd);
 	mbox_unlock(job->file, job->fd, dotlocked);
+	pthread_mutex_unlock(&job->be->scan_mu);
 	free(buf);
 	free(wr.buf);
 	job->err = r;

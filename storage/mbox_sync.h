@@ -63,9 +63,12 @@ struct mbox_be {
 	bool sync_due;
 	/* sync */
 	bool sync_running;
-	bool sync_inline; /* a sync runs on the loop right now */
-	bool in_commit;   /* inside mb_commit (a change of the core's is under way) */
+	pthread_mutex_t scan_mu; /* held by a sync while it may change the file (a pool sync that
+				  * waits for the locks does not hold it: refreshes go on) */
+	bool sync_inline;        /* a sync runs on the loop right now */
+	bool in_commit;          /* inside mb_commit (a change of the core's is under way) */
 	bool freeing;
+	bool in_sync_start;  /* mbox_sync_start's own refresh is running */
 	bool refresh_failed; /* the last refresh could not record what it found (logged once) */
 	bool refresh_after_sync;
 	unsigned sync_failures;
