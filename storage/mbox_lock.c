@@ -69,17 +69,29 @@ static bool dotlock_check_stale(const char *lock)
 	return false;
 }
 
+/* The lock file appears with our PID already in it: written under a unique name, then
+ * linked into place (liblockfile's procedure), so a process killed at any moment never
+ * leaves an empty FILE.lock that no one can tell stale from live (it would block the spool,
+ * MTAs and mutt included, until it is 5 minutes old). */
 static int dotlock_try(const char *lock)
 {
-	int fd = open(lock, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	static unsigned seq;
+	char tmp[4200], buf[32];
+	if (snprintf(tmp, sizeof(tmp), "%s.%d.%u", lock, (int)getpid(), ++seq) >= (int)sizeof(tmp))
+		return -ENAMETOOLONG;
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0)
-		return errno == EEXIST ? -EAGAIN : -errno;
-	char buf[32];
+		return -errno;
 	int n = snprintf(buf, sizeof(buf), "%d\n", (int)getpid());
 	int r = storage_write_all(fd, buf, (size_t)n);
 	close(fd);
-	if (r < 0)
-		unlink(lock);
+	if (r == 0 && link(tmp, lock) < 0) {
+		/* link(2) may report failure on NFS when it worked: the link count tells */
+		struct stat st;
+		int err = errno;
+		r = stat(tmp, &st) == 0 && st.st_nlink == 2 ? 0 : err == EEXIST ? -EAGAIN : -err;
+	}
+	unlink(tmp);
 	return r;
 }
 
