@@ -477,6 +477,30 @@ static void in_child(void (*fn)(const void *arg), const void *arg)
 		fail_msg("mbox helper child failed: status %d", status);
 }
 
+/* Why the lock of PATH could not be had: the dotlock's holder, whether it lives. */
+static void lock_report(const char *path, int err)
+{
+	char lock[4200], buf[64] = "", comm[64] = "?";
+	snprintf(lock, sizeof(lock), "%s.lock", path);
+	int fd = open(lock, O_RDONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		ssize_t n = read(fd, buf, sizeof(buf) - 1);
+		buf[n > 0 ? n : 0] = '\0';
+		close(fd);
+		char proc[64];
+		snprintf(proc, sizeof(proc), "/proc/%ld/comm", strtol(buf, NULL, 10));
+		int cf = open(proc, O_RDONLY | O_CLOEXEC);
+		if (cf >= 0) {
+			n = read(cf, comm, sizeof(comm) - 1);
+			comm[n > 0 ? n - 1 : 0] = '\0';
+			close(cf);
+		}
+	}
+	fprintf(stderr, "mbox helper: lock %s: %s (dotlock holder pid %s comm %s dead=%d)\n", path,
+		strerror(-err), fd >= 0 ? buf : "none", comm,
+		fd >= 0 ? pid_dead((pid_t)strtol(buf, NULL, 10)) : -1);
+}
+
 static void child_check(bool ok, const char *what)
 {
 	if (!ok) {
@@ -502,7 +526,7 @@ static void deliver_child(const void *p)
 	/* an MTA waits minutes for a busy spool (exim: lock_retries x lock_interval); 30 s */
 	int fd = st_mbox_lock(a->path, 30000);
 	if (fd < 0) {
-		fprintf(stderr, "mbox helper: lock %s: %s\n", a->path, strerror(-fd));
+		lock_report(a->path, fd);
 		_exit(1);
 	}
 	struct stat st;
@@ -641,7 +665,7 @@ static void edit_child(const void *p)
 	/* an MTA waits minutes for a busy spool (exim: lock_retries x lock_interval); 30 s */
 	int fd = st_mbox_lock(a->path, 30000);
 	if (fd < 0) {
-		fprintf(stderr, "mbox helper: lock %s: %s\n", a->path, strerror(-fd));
+		lock_report(a->path, fd);
 		_exit(1);
 	}
 	size_t len;
