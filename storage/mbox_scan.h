@@ -85,7 +85,8 @@ size_t mbox_from_line(int64_t idate, char *buf, size_t size);
 bool mbox_hidden_header(const char *line, size_t len);
 
 /* ---- locks (mbox_lock.c) ---- */
-/* Take PATH.lock (O_EXCL create with our pid; a lock whose pid is gone on this host or that
+/* Take PATH.lock (our pid written under a unique name, then link(2)ed into place; a lock
+ * whose pid is gone on this host or that
  * has not changed for 5 minutes is stale and removed) and then an fcntl write lock on FD
  * (read lock when !WRITE, without the dotlock: what MTAs exclude is a half-written
  * message), waiting at most TIMEOUT_MS. *DOTLOCKED_R: PATH.lock is ours (a directory we may
