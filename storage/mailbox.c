@@ -979,7 +979,8 @@ struct expunge_wait {
 	uint32_t done[];
 };
 
-/* The files are gone: the directory sync (nobody waits), memory, the views, the caller. */
+/* The records are durable and the files gone (or going, on the pool): the directory sync
+ * (nobody waits), memory, the views, the caller. */
 static void expunge_finish(struct expunge_wait *w, int err)
 {
 	struct mailbox *mbox = w->mbox;
@@ -1014,51 +1015,62 @@ static void expunge_unlink_loop(struct mailbox *mbox, uint32_t uid)
 			  log_escape_str(mbox->name), uid, strerror(-ur));
 }
 
-/* Unlinking the files of a big expunge (POP3 QUIT after DELE of everything) on the pool. */
+/* Unlinking the files of a big expunge (POP3 QUIT after DELE of everything) on the pool. The
+ * expunge is already durable (its records are): the caller is answered and the messages leave
+ * memory before the files go, so a QUIT does not wait for 10,000 unlinks. A crash meanwhile
+ * leaves records whose files are still there, which the next load completes. */
 struct unlink_job {
 	uv_work_t work;
-	struct expunge_wait *w;
-	char **paths; /* [i] for w->done[i]; NULL: unlink on the loop */
+	struct mailbox *mbox; /* a reference */
+	size_t n;
+	char **paths; /* NULL: no memory for the path; the next load removes that file */
 	int *errs;
 };
 
 static void unlink_work(uv_work_t *work)
 {
 	struct unlink_job *j = work->data;
-	for (size_t i = 0; i < j->w->n_done; i++)
+	for (size_t i = 0; i < j->n; i++)
 		if (j->paths[i] != NULL)
 			j->errs[i] = unlink(j->paths[i]) < 0 ? -errno : 0;
+}
+
+static void unlink_job_free(struct unlink_job *j)
+{
+	for (size_t i = 0; i < j->n; i++)
+		free(j->paths[i]);
+	free(j->paths);
+	free(j->errs);
+	free(j);
 }
 
 static void unlink_after(uv_work_t *work, int status)
 {
 	struct unlink_job *j = work->data;
-	struct expunge_wait *w = j->w;
-	struct mailbox *mbox = w->mbox;
+	struct mailbox *mbox = j->mbox;
 	(void)status;
 	mbox->unlinking--;
-	for (size_t i = 0; i < w->n_done; i++) {
-		if (j->paths[i] == NULL || j->errs[i] == -ENOENT) {
-			expunge_unlink_loop(mbox, w->done[i]); /* moved meanwhile: found there */
-		} else if (j->errs[i] < 0) {
-			log_error("storage: expunged message file not removed folder=%s uid=%u "
-				  "err=%s",
-				  log_escape_str(mbox->name), w->done[i], strerror(-j->errs[i]));
-		}
-		free(j->paths[i]);
+	for (size_t i = 0; i < j->n; i++) {
+		/* ENOENT: renamed by another program meanwhile; its record stays and the next
+		 * load removes it, as after a crash */
+		if (j->paths[i] != NULL && j->errs[i] < 0 && j->errs[i] != -ENOENT)
+			log_error("storage: expunged message file not removed folder=%s err=%s",
+				  log_escape_str(mbox->name), strerror(-j->errs[i]));
 	}
-	free(j->paths);
-	free(j->errs);
-	free(j);
-	mailbox_ref(mbox);
-	expunge_finish(w, 0);
+	unlink_job_free(j);
+	/* the directory sync for the unlinks: nobody waits for it */
+	int cr = commit_maybe_nowait(mbox, true);
+	if (cr < 0)
+		log_warn("storage: directory sync after expunge failed folder=%s err=%s",
+			 log_escape_str(mbox->name), strerror(-cr));
 	/* what happened to the folder meanwhile (the back-end may have stopped watching) */
 	if (mbox->unlinking == 0 && !mbox->gone)
 		(void)mbox->ops->refresh(mbox, false);
 	mailbox_unref(&mbox);
 }
 
-/* The unlinks of W on the thread pool; false when they cannot go there. */
+/* Queue the unlinks of W's files on the thread pool (before W's records leave memory); false
+ * when they cannot go there. */
 static bool expunge_unlink_async(struct expunge_wait *w)
 {
 	struct mailbox *mbox = w->mbox;
@@ -1077,14 +1089,15 @@ static bool expunge_unlink_async(struct expunge_wait *w)
 		free(j);
 		return false;
 	}
-	j->w = w;
+	j->n = w->n_done;
 	char path[4096];
 	for (size_t i = 0; i < w->n_done; i++) {
 		struct mail_rec *rec = mailbox_rec_find(mbox, w->done[i]);
 		if (rec != NULL && mbox->ops->unlink_path(mbox, rec, path, sizeof(path)) == 0)
-			j->paths[i] = strdup(path); /* NULL (no memory): unlinked on the loop */
+			j->paths[i] = strdup(path);
 	}
 	j->work.data = j;
+	j->mbox = mailbox_ref(mbox);
 	mbox->unlinking++;
 	if (uv_queue_work(mbox->loop, &j->work, unlink_work, unlink_after) < 0) {
 		unlink_work(&j->work);
@@ -1108,8 +1121,10 @@ static void expunge_synced(int err, void *data)
 	}
 	/* a few files are quicker here than a trip to the pool; many (a POP3 QUIT after
 	 * DELE of all) would hold the loop for seconds */
-	if (w->n_done >= EXPUNGE_UNLINK_ASYNC_MIN && expunge_unlink_async(w))
+	if (w->n_done >= EXPUNGE_UNLINK_ASYNC_MIN && expunge_unlink_async(w)) {
+		expunge_finish(w, 0);
 		return;
+	}
 	for (size_t i = 0; i < w->n_done; i++)
 		expunge_unlink_loop(mbox, w->done[i]);
 	expunge_finish(w, 0);
