@@ -1057,6 +1057,8 @@ static void unlink_after(uv_work_t *work, int status)
 			log_error("storage: expunged message file not removed folder=%s err=%s",
 				  log_escape_str(mbox->name), strerror(-j->errs[i]));
 	}
+	log_info("storage: expunged files removed event=expunge_unlink_done folder=%s count=%zu",
+		 log_escape_str(mbox->name), j->n);
 	unlink_job_free(j);
 	/* the directory sync for the unlinks: nobody waits for it */
 	int cr = commit_maybe_nowait(mbox, true);
@@ -1099,6 +1101,10 @@ static bool expunge_unlink_async(struct expunge_wait *w)
 	j->work.data = j;
 	j->mbox = mailbox_ref(mbox);
 	mbox->unlinking++;
+	/* with the line in unlink_after: tests that look at the files wait for this pair */
+	log_info("storage: expunged files removed on the pool event=expunge_unlink_start "
+		 "folder=%s count=%zu",
+		 log_escape_str(mbox->name), j->n);
 	if (uv_queue_work(mbox->loop, &j->work, unlink_work, unlink_after) < 0) {
 		unlink_work(&j->work);
 		unlink_after(&j->work, 0);

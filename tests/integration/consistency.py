@@ -994,6 +994,7 @@ class Run:
     def check_disk(self):
         if MBOX:
             return self.check_disk_mbox()
+        self.srv.wait_unlinks()
         files = scan_maildir(self.srv.maildir())
         bycid = {}
         for base, (sub, info, data) in files.items():

@@ -94,6 +94,7 @@ tls = none
         self.log = []
         self.cond = threading.Condition()
         self.starts = 0
+        self.unlinks_pending = 0
 
     def maildir(self, folder=""):
         base = os.path.join(self.mail, USER)
@@ -120,6 +121,8 @@ tls = none
         env.update(self.extra_env)
         self.starts += 1
         want = self.starts
+        with self.cond:
+            self.unlinks_pending = 0  # a killed server's unlinks are finished at load
         self.proc = subprocess.Popen([BIN, "-f", "-c", self.conf], stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
         self.drainer = threading.Thread(target=self._drain, args=(self.proc,), daemon=True)
@@ -137,11 +140,22 @@ tls = none
             line = raw.decode("utf-8", "replace")
             with self.cond:
                 self.log.append(line)
+                # a big expunge answers before its files go (on the server's thread pool)
+                if "event=expunge_unlink_start" in line:
+                    self.unlinks_pending += 1
+                elif "event=expunge_unlink_done" in line:
+                    self.unlinks_pending -= 1
                 if len(self.log) > 200000:
                     del self.log[:100000]
                 self.cond.notify_all()
         with self.cond:
             self.cond.notify_all()
+
+    def wait_unlinks(self, timeout=30):
+        """Until the files of every answered expunge are gone from disk."""
+        with self.cond:
+            ok = self.cond.wait_for(lambda: self.unlinks_pending <= 0, timeout)
+        check(ok, "the server's expunged files were never all removed")
 
     def wait_log(self, needle, count=1, timeout=30):
         with self.cond:
