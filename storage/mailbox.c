@@ -229,6 +229,44 @@ int mailbox_rec_add(struct mailbox *mbox, const struct mail_rec *rec, const char
 	return 0;
 }
 
+int mailbox_take_load(struct mailbox *mbox, struct mailbox_load *ld)
+{
+	mbox->uidvalidity = ld->uidvalidity;
+	mbox->uidnext = ld->uidnext;
+	mbox->highest_modseq = ld->highest_modseq;
+	for (unsigned i = 0; i < ld->n_keywords; i++) {
+		mbox->keywords[i] = ld->keywords[i];
+		ld->keywords[i] = NULL;
+	}
+	mbox->n_keywords = ld->n_keywords;
+	ld->n_keywords = 0;
+	for (size_t i = 0; i < ld->n_ents; i++) {
+		const struct load_ent *e = &ld->ents[i];
+		struct mail_rec rec = {0};
+		rec.uid = e->uid;
+		rec.keywords = e->keywords;
+		rec.modseq = e->modseq;
+		rec.size = e->size;
+		rec.idate = e->idate;
+		rec.savedate = (uint32_t)e->savedate;
+		rec.emailid = e->emailid;
+		rec.key_len = e->key_len;
+		rec.base_len = e->base_len;
+		rec.cache_off = e->cache_off;
+		rec.cache_len = e->cache_len;
+		rec.flags = e->flags;
+		rec.bflags = e->bflags;
+		int r = mailbox_rec_add(mbox, &rec, ld->pool + e->key_off);
+		if (r < 0)
+			return r;
+	}
+	/* again after the records (adding them moves both along) */
+	mbox->uidnext = ld->uidnext;
+	mbox->highest_modseq = ld->highest_modseq;
+	mbox->first_recent_uid = ld->first_recent_uid;
+	return 0;
+}
+
 static void notify_schedule(struct mailbox *mbox);
 
 void mailbox_rec_remove(struct mailbox *mbox, uint32_t uid)

@@ -291,6 +291,10 @@ struct mail_rec *mailbox_rec_find_base(struct mailbox *mbox, const char *base, s
 /* Append a record with a UID above every other (key copied into the pool, indexed). The
  * array may move: earlier mail_rec pointers become invalid. */
 int mailbox_rec_add(struct mailbox *mbox, const struct mail_rec *rec, const char *key);
+/* Attach: take LD's UIDVALIDITY, keywords (moved out of LD) and entries (in UID order) into
+ * MBOX's records, then its UIDNEXT, HIGHESTMODSEQ and first \Recent UID. For back-ends'
+ * attach. */
+int mailbox_take_load(struct mailbox *mbox, struct mailbox_load *ld);
 /* Drop the records with uid >= UID from memory without telling anyone (they were added by a
  * change that could not be made durable, and never announced); UIDNEXT becomes UID. */
 void mailbox_rec_drop_from(struct mailbox *mbox, uint32_t uid);

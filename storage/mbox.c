@@ -1457,38 +1457,10 @@ static int mb_attach(struct mailbox *mbox, struct mailbox_load *ld)
 	be->cache_end = ml->cache_end;
 	ml->cache_map = NULL;
 	mbox->backend = be;
-	mbox->uidvalidity = ld->uidvalidity;
-	mbox->uidnext = ld->uidnext;
-	mbox->highest_modseq = ld->highest_modseq;
-	for (unsigned i = 0; i < ld->n_keywords; i++) {
-		mbox->keywords[i] = ld->keywords[i];
-		ld->keywords[i] = NULL;
-	}
-	mbox->n_keywords = ld->n_keywords;
-	ld->n_keywords = 0;
-	int r = 0;
-	for (size_t i = 0; i < ld->n_ents && r == 0; i++) {
-		struct load_ent *e = &ld->ents[i];
-		struct mail_rec rec = {0};
-		rec.uid = e->uid;
-		rec.keywords = e->keywords;
-		rec.modseq = e->modseq;
-		rec.size = e->size;
-		rec.idate = e->idate;
-		rec.savedate = (uint32_t)e->savedate;
-		rec.emailid = e->emailid;
-		rec.key_len = e->key_len;
-		rec.base_len = e->base_len;
-		rec.cache_off = e->cache_off;
-		rec.cache_len = e->cache_len;
-		rec.flags = e->flags;
-		r = mailbox_rec_add(mbox, &rec, ld->pool + e->key_off);
-	}
+	/* every entry is numbered and durable now, in UID order */
+	int r = mailbox_take_load(mbox, ld);
 	if (r < 0)
 		return r;
-	mbox->uidnext = ld->uidnext;
-	mbox->highest_modseq = ld->highest_modseq;
-	mbox->first_recent_uid = ld->first_recent_uid;
 	r = log_open(mbox);
 	if (r < 0)
 		return r;

@@ -750,7 +750,7 @@ int store_prepare_async(uv_loop_t *loop, const struct config *cfg, const char *u
 		sbuf_free(&b);
 		return -ENOMEM;
 	}
-	p->tmp.root = b.data; /* taken from b */
+	p->tmp.root = b.data;       /* taken from b */
 	p->tmp.state = p->tmp.root; /* a Maildir keeps its subscriptions in its root */
 	p->work.data = p;
 	r = uv_queue_work(loop, &p->work, prep_work, prep_after);

@@ -79,7 +79,7 @@ static void read_all(struct mailbox *mbox, size_t max_msgs)
 	view_sync(v, 0, NULL, NULL);
 	uint32_t count = view_count(v), last_uid = 0;
 	die_if(count > max_msgs);
-	char (*uidls)[MAIL_UIDL_MAX + 1] = calloc(count + 1, sizeof(*uidls));
+	char(*uidls)[MAIL_UIDL_MAX + 1] = calloc(count + 1, sizeof(*uidls));
 	die_if(uidls == NULL);
 	static char buf[65536];
 	for (uint32_t seq = 1; seq <= count; seq++) {

@@ -349,8 +349,8 @@ static void test_lock_held(void **state)
 	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 	close(from_child[0]);
 	/* the retry writes it (a later change writes it at once, too) */
-	assert_int_equal(mailbox_store_flags(fx->mbox, fx->v, &uid, 1, FLAG_OP_ADD, MAIL_FLAGGED, 0),
-			 0);
+	assert_int_equal(
+		mailbox_store_flags(fx->mbox, fx->v, &uid, 1, FLAG_OP_ADD, MAIL_FLAGGED, 0), 0);
 	/* lock free again: the file gets it */
 	assert_true(st_mbox_wait(&fx->loop, fx->inbox, st_mbox_has_field, &seen, 10000));
 }
