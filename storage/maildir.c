@@ -20,6 +20,7 @@
  */
 #include "mailbox_private.h"
 #include "pop3_retrieved.h"
+#include "folder_cache.h"
 #include "storage_util.h"
 #include "uidlist.h"
 
@@ -44,8 +45,6 @@
  * gets a strictly greater one (time alone could repeat within a second). */
 #define UIDVALIDITY_FILE "mailkeep-uidvalidity"
 #define CACHE_FILE       "mailkeep-cache"
-#define CACHE_MAGIC      0x314b434du /* "MCK1" */
-#define CACHE_MAX_BYTES  (1u << 31)
 /* Compact the UID list when the log outgrows the base this much. */
 #define LOG_COMPACT_MIN 1000
 /* A directory changed this recently may change again within its timestamp granularity:
@@ -510,30 +509,6 @@ static int md_pop3_ret_write(struct mailbox *mbox, const struct pop3_ret *ents, 
 
 /* ---- cache file --------------------------------------------------------------------------- */
 
-struct cache_hdr {
-	uint32_t magic;
-	uint32_t base_len;
-	uint32_t data_len;
-	uint32_t sum; /* FNV-1a of base + data */
-};
-
-/* A record's check covers its framing: the base name, the length and the first and last 16
- * bytes of the blob (a torn or misplaced record fails it). Hashing every blob would make a
- * warm open of 10,000 messages read all 5 MB of them; the blob's own integrity is its
- * owner's (the MIME parser's blob carries a CRC-32 checked when it is loaded). */
-static uint32_t cache_sum(const char *base, size_t blen, const void *data, size_t dlen)
-{
-	uint32_t h = storage_hash32(base, blen);
-	const unsigned char *s = data;
-	size_t head = dlen < 16 ? dlen : 16;
-	size_t tail = dlen - head < 16 ? dlen - head : 16;
-	for (size_t i = 0; i < head; i++)
-		h = (h ^ s[i]) * 16777619u;
-	for (size_t i = dlen - tail; i < dlen; i++)
-		h = (h ^ s[i]) * 16777619u;
-	return (h ^ (uint32_t)dlen) * 16777619u;
-}
-
 /* Map the cache file and point every entry of SC at its newest valid blob. Returns the
  * mapping (or NULL), its length and the end of the valid records. */
 static void cache_scan(const char *path, struct scan *sc, char **map_r, size_t *map_len_r,
@@ -550,8 +525,8 @@ static void cache_scan(const char *path, struct scan *sc, char **map_r, size_t *
 	if (fd < 0)
 		return;
 	struct stat st;
-	if (fstat(fd, &st) < 0 || st.st_size < (off_t)sizeof(struct cache_hdr) ||
-	    (uint64_t)st.st_size > CACHE_MAX_BYTES) {
+	if (fstat(fd, &st) < 0 || st.st_size < (off_t)sizeof(struct folder_cache_hdr) ||
+	    (uint64_t)st.st_size > FOLDER_CACHE_MAX_BYTES) {
 		close(fd);
 		return;
 	}
@@ -561,15 +536,15 @@ static void cache_scan(const char *path, struct scan *sc, char **map_r, size_t *
 	if (map == MAP_FAILED)
 		return;
 	size_t pos = 0, garbage = 0;
-	while (pos + sizeof(struct cache_hdr) <= len) {
-		struct cache_hdr h;
+	while (pos + sizeof(struct folder_cache_hdr) <= len) {
+		struct folder_cache_hdr h;
 		memcpy(&h, map + pos, sizeof(h));
-		if (h.magic != CACHE_MAGIC || h.base_len == 0 || h.base_len > UINT16_MAX ||
+		if (h.magic != FOLDER_CACHE_MAGIC || h.base_len == 0 || h.base_len > UINT16_MAX ||
 		    h.data_len == 0 || (uint64_t)h.base_len + h.data_len > len - pos - sizeof(h))
 			break;
 		const char *b = map + pos + sizeof(h);
 		const char *d = b + h.base_len;
-		if (cache_sum(b, h.base_len, d, h.data_len) != h.sum)
+		if (folder_cache_sum(b, h.base_len, d, h.data_len) != h.sum)
 			break;
 		struct load_ent *e = scan_find(sc, b, h.base_len);
 		size_t rec_len = sizeof(h) + h.base_len + h.data_len;
@@ -593,21 +568,10 @@ static int md_cache_get(struct mailbox *mbox, const struct mail_rec *rec, const 
 			size_t *len_r)
 {
 	struct maildir *md = mbox->backend;
-	if ((uint64_t)rec->cache_off + rec->cache_len > md->cache_map_len) {
-		/* appended since the file was mapped: map it again */
-		if (md->cache_fd < 0)
-			return -ENOENT;
-		if (md->cache_map != NULL)
-			munmap(md->cache_map, md->cache_map_len);
-		md->cache_map = NULL;
-		md->cache_map_len = 0;
-		char *map = mmap(NULL, md->cache_end, PROT_READ, MAP_SHARED, md->cache_fd, 0);
-		if (map == MAP_FAILED)
-			return -errno;
-		md->cache_map = map;
-		md->cache_map_len = md->cache_end;
-	}
-	*data_r = md->cache_map + rec->cache_off;
+	int r = folder_cache_read(md->cache_fd, md->cache_end, &md->cache_map, &md->cache_map_len,
+				  rec->cache_off, rec->cache_len, data_r);
+	if (r < 0)
+		return r;
 	*len_r = rec->cache_len;
 	return 0;
 }
@@ -636,23 +600,14 @@ static int md_cache_put(struct mailbox *mbox, struct mail_rec *rec, const void *
 	int r = cache_open_fd(mbox);
 	if (r < 0)
 		return r;
-	const char *base = mailbox_rec_key(mbox, rec);
-	struct cache_hdr h = {CACHE_MAGIC, rec->base_len, (uint32_t)len, 0};
-	h.sum = cache_sum(base, rec->base_len, data, len);
-	uint64_t off = md->cache_end;
-	if (off + sizeof(h) + rec->base_len + len > CACHE_MAX_BYTES)
-		return -EFBIG;
-	struct iovec iov[3] = {{&h, sizeof(h)}, {(void *)base, rec->base_len}, {(void *)data, len}};
-	size_t total = sizeof(h) + rec->base_len + len;
-	ssize_t w = pwritev(md->cache_fd, iov, 3, (off_t)off);
-	if (w < 0)
-		return -errno;
-	if ((size_t)w != total)
-		return -EIO;
+	uint32_t data_off;
+	int e = folder_cache_append(md->cache_fd, &md->cache_end, mailbox_rec_key(mbox, rec),
+				    rec->base_len, data, len, &data_off);
+	if (e < 0)
+		return e;
 	if (rec->cache_len != 0)
-		md->cache_garbage += sizeof(h) + rec->cache_len;
-	md->cache_end = off + total;
-	rec->cache_off = (uint32_t)(off + sizeof(h) + rec->base_len);
+		md->cache_garbage += sizeof(struct folder_cache_hdr) + rec->cache_len;
+	rec->cache_off = data_off;
 	rec->cache_len = (uint32_t)len;
 	return 0;
 }
@@ -681,8 +636,8 @@ static void cache_compact(struct mailbox *mbox)
 			continue;
 		const char *base = mailbox_rec_key(mbox, rec);
 		const char *data = md->cache_map + rec->cache_off;
-		struct cache_hdr h = {CACHE_MAGIC, rec->base_len, rec->cache_len, 0};
-		h.sum = cache_sum(base, rec->base_len, data, rec->cache_len);
+		struct folder_cache_hdr h = {FOLDER_CACHE_MAGIC, rec->base_len, rec->cache_len, 0};
+		h.sum = folder_cache_sum(base, rec->base_len, data, rec->cache_len);
 		ok = storage_write_all(fd, &h, sizeof(h)) == 0 &&
 		     storage_write_all(fd, base, rec->base_len) == 0 &&
 		     storage_write_all(fd, data, rec->cache_len) == 0;

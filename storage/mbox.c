@@ -24,6 +24,7 @@
 #include "mbox_scan.h"
 #include "mbox_sync.h"
 #include "pop3_retrieved.h"
+#include "folder_cache.h"
 #include "storage_util.h"
 #include "uidlist.h"
 
@@ -48,8 +49,6 @@
 #define UIDVALIDITY_FILE "mailkeep-uidvalidity"
 #define LOCK_FILE        "mailkeep-lock"
 #define CACHE_FILE       "mailkeep-cache"
-#define CACHE_MAGIC      0x314b434du
-#define CACHE_MAX_BYTES  (1u << 31)
 #define LOG_COMPACT_MIN  1000
 #define LOCK_WAIT_MAX_MS 2000
 /* The longest an open on the loop waits for an MTA's lock (a delivery holds it for
@@ -297,27 +296,7 @@ static int mb_pop3_ret_write(struct mailbox *mbox, const struct pop3_ret *ents, 
 	return pop3_retrieved_write(file, mbox->uidvalidity, ents, n);
 }
 
-/* ---- cache file (the Maildir back-end's format, keyed by the record's key = UIDL) --------- */
-
-struct cache_hdr {
-	uint32_t magic;
-	uint32_t base_len;
-	uint32_t data_len;
-	uint32_t sum;
-};
-
-static uint32_t cache_sum(const char *base, size_t blen, const void *data, size_t dlen)
-{
-	uint32_t h = storage_hash32(base, blen);
-	const unsigned char *s = data;
-	size_t head = dlen < 16 ? dlen : 16;
-	size_t tail = dlen - head < 16 ? dlen - head : 16;
-	for (size_t i = 0; i < head; i++)
-		h = (h ^ s[i]) * 16777619u;
-	for (size_t i = dlen - tail; i < dlen; i++)
-		h = (h ^ s[i]) * 16777619u;
-	return (h ^ (uint32_t)dlen) * 16777619u;
-}
+/* ---- cache file (folder_cache.h; keyed by the record's key = UIDL) ---------------------------- */
 
 /* Map the cache of LD's folder and point each entry at its newest valid blob. */
 static void cache_scan(struct mailbox_load *ld, struct mb_load *ml)
@@ -329,8 +308,8 @@ static void cache_scan(struct mailbox_load *ld, struct mb_load *ml)
 	if (fd < 0)
 		return;
 	struct stat st;
-	if (fstat(fd, &st) < 0 || st.st_size < (off_t)sizeof(struct cache_hdr) ||
-	    (uint64_t)st.st_size > CACHE_MAX_BYTES) {
+	if (fstat(fd, &st) < 0 || st.st_size < (off_t)sizeof(struct folder_cache_hdr) ||
+	    (uint64_t)st.st_size > FOLDER_CACHE_MAX_BYTES) {
 		close(fd);
 		return;
 	}
@@ -356,15 +335,15 @@ static void cache_scan(struct mailbox_load *ld, struct mb_load *ml)
 		tab[h] = (uint32_t)i + 1;
 	}
 	size_t pos = 0, garbage = 0;
-	while (pos + sizeof(struct cache_hdr) <= len) {
-		struct cache_hdr h;
+	while (pos + sizeof(struct folder_cache_hdr) <= len) {
+		struct folder_cache_hdr h;
 		memcpy(&h, map + pos, sizeof(h));
-		if (h.magic != CACHE_MAGIC || h.base_len == 0 || h.base_len > UINT16_MAX ||
+		if (h.magic != FOLDER_CACHE_MAGIC || h.base_len == 0 || h.base_len > UINT16_MAX ||
 		    h.data_len == 0 || (uint64_t)h.base_len + h.data_len > len - pos - sizeof(h))
 			break;
 		const char *b = map + pos + sizeof(h);
 		const char *d = b + h.base_len;
-		if (cache_sum(b, h.base_len, d, h.data_len) != h.sum)
+		if (folder_cache_sum(b, h.base_len, d, h.data_len) != h.sum)
 			break;
 		size_t rec_len = sizeof(h) + h.base_len + h.data_len;
 		struct load_ent *found = NULL;
@@ -398,20 +377,10 @@ static int mb_cache_get(struct mailbox *mbox, const struct mail_rec *rec, const 
 			size_t *len_r)
 {
 	struct mbox_be *be = mbox->backend;
-	if ((uint64_t)rec->cache_off + rec->cache_len > be->cache_map_len) {
-		if (be->cache_fd < 0)
-			return -ENOENT;
-		if (be->cache_map != NULL)
-			munmap(be->cache_map, be->cache_map_len);
-		be->cache_map = NULL;
-		be->cache_map_len = 0;
-		char *map = mmap(NULL, be->cache_end, PROT_READ, MAP_SHARED, be->cache_fd, 0);
-		if (map == MAP_FAILED)
-			return -errno;
-		be->cache_map = map;
-		be->cache_map_len = be->cache_end;
-	}
-	*data_r = be->cache_map + rec->cache_off;
+	int r = folder_cache_read(be->cache_fd, be->cache_end, &be->cache_map, &be->cache_map_len,
+				  rec->cache_off, rec->cache_len, data_r);
+	if (r < 0)
+		return r;
 	*len_r = rec->cache_len;
 	return 0;
 }
@@ -430,21 +399,12 @@ static int mb_cache_put(struct mailbox *mbox, struct mail_rec *rec, const void *
 		if (ftruncate(be->cache_fd, (off_t)be->cache_end) < 0)
 			return -errno;
 	}
-	const char *base = mailbox_rec_key(mbox, rec);
-	struct cache_hdr h = {CACHE_MAGIC, rec->base_len, (uint32_t)len, 0};
-	h.sum = cache_sum(base, rec->base_len, data, len);
-	uint64_t off = be->cache_end;
-	if (off + sizeof(h) + rec->base_len + len > CACHE_MAX_BYTES)
-		return -EFBIG;
-	struct iovec iov[3] = {{&h, sizeof(h)}, {(void *)base, rec->base_len}, {(void *)data, len}};
-	size_t total = sizeof(h) + rec->base_len + len;
-	ssize_t w = pwritev(be->cache_fd, iov, 3, (off_t)off);
-	if (w < 0)
-		return -errno;
-	if ((size_t)w != total)
-		return -EIO;
-	be->cache_end = off + total;
-	rec->cache_off = (uint32_t)(off + sizeof(h) + rec->base_len);
+	uint32_t data_off;
+	int e = folder_cache_append(be->cache_fd, &be->cache_end, mailbox_rec_key(mbox, rec),
+				    rec->base_len, data, len, &data_off);
+	if (e < 0)
+		return e;
+	rec->cache_off = data_off;
 	rec->cache_len = (uint32_t)len;
 	return 0;
 }

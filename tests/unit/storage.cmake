@@ -9,7 +9,7 @@ add_library(mk_storage_model STATIC ${MK_STORAGE_MBOX_SOURCES}
 	${MK_STORAGE_DIR}/view.c ${MK_STORAGE_DIR}/maildir.c ${MK_STORAGE_DIR}/mail_stream.c
 	${MK_STORAGE_DIR}/store.c ${MK_STORAGE_DIR}/mailbox_pop3.c
 	${MK_STORAGE_DIR}/pop3_retrieved.c ${MK_STORAGE_DIR}/mailbox_expunged.c
-	${MK_STORAGE_DIR}/quota.c ${MK_STORAGE_DIR}/mailbox_sync.c)
+	${MK_STORAGE_DIR}/quota.c ${MK_STORAGE_DIR}/mailbox_sync.c ${MK_STORAGE_DIR}/folder_cache.c)
 target_include_directories(mk_storage_model PUBLIC ${MK_STORAGE_DIR} ${CMAKE_SOURCE_DIR}/src)
 target_link_libraries(mk_storage_model PUBLIC mk_core)
 add_library(mk_storage_test_support STATIC ${CMAKE_SOURCE_DIR}/tests/support/storage_test.c)
