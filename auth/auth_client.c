@@ -376,7 +376,10 @@ static void request_send(struct auth_request *req)
 		channel_close(svc->chan, uv_strerror(r));
 		return;
 	}
-	/* the loop side's own bound, in case the helper never answers */
+	/* the loop side's own bound, in case the helper never answers: counted from now, not
+	 * from the loop's cached time (which may be this turn's start: the bound would end
+	 * early) */
+	uv_update_time(req->timer.loop);
 	uv_timer_start(&req->timer, request_timeout_cb, req->svc->request_timeout_ms, 0);
 }
 
