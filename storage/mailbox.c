@@ -242,20 +242,8 @@ int mailbox_take_load(struct mailbox *mbox, struct mailbox_load *ld)
 	ld->n_keywords = 0;
 	for (size_t i = 0; i < ld->n_ents; i++) {
 		const struct load_ent *e = &ld->ents[i];
-		struct mail_rec rec = {0};
-		rec.uid = e->uid;
-		rec.keywords = e->keywords;
-		rec.modseq = e->modseq;
-		rec.size = e->size;
-		rec.idate = e->idate;
-		rec.savedate = (uint32_t)e->savedate;
-		rec.emailid = e->emailid;
-		rec.key_len = e->key_len;
-		rec.base_len = e->base_len;
-		rec.cache_off = e->cache_off;
-		rec.cache_len = e->cache_len;
-		rec.flags = e->flags;
-		rec.bflags = e->bflags;
+		struct mail_rec rec;
+		mailbox_rec_from_ent(e, &rec);
 		int r = mailbox_rec_add(mbox, &rec, ld->pool + e->key_off);
 		if (r < 0)
 			return r;
@@ -447,6 +435,24 @@ void mailbox_handle_closed(struct mailbox *mbox)
 }
 
 /* ---- load results ----------------------------------------------------------------------- */
+
+void mailbox_rec_from_ent(const struct load_ent *e, struct mail_rec *rec)
+{
+	memset(rec, 0, sizeof(*rec));
+	rec->uid = e->uid;
+	rec->keywords = e->keywords;
+	rec->modseq = e->modseq;
+	rec->size = e->size;
+	rec->idate = e->idate;
+	rec->savedate = (uint32_t)e->savedate;
+	rec->emailid = e->emailid;
+	rec->key_len = e->key_len;
+	rec->base_len = e->base_len;
+	rec->cache_off = e->cache_off;
+	rec->cache_len = e->cache_len;
+	rec->flags = e->flags;
+	rec->bflags = e->bflags;
+}
 
 int mailbox_load_add(struct mailbox_load *ld, const struct load_ent *ent, const char *key)
 {

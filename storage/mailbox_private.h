@@ -325,6 +325,8 @@ void mailbox_sync_kick(struct mailbox *mbox);
 /* Free a load result. */
 void mailbox_load_free(struct mailbox_load *ld);
 int mailbox_load_add(struct mailbox_load *ld, const struct load_ent *ent, const char *key);
+/* The record an entry describes (every field; the caller numbers or masks what it must). */
+void mailbox_rec_from_ent(const struct load_ent *e, struct mail_rec *rec);
 /* Build an empty mailbox object for folder NAME at PATH (no disk access). */
 int mailbox_new(struct store *store, const char *name, const char *path, struct mailbox **mbox_r);
 /* Views (view.c), called by the core. */

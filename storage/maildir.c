@@ -1349,25 +1349,15 @@ static int add_new_ents(struct mailbox *mbox, struct load_ent *ents, size_t n, c
 	char uidl[MAIL_UIDL_MAX + 1];
 	for (size_t i = 0; i < n; i++) {
 		struct load_ent *e = &ents[i];
-		struct mail_rec rec = {0};
 		const char *key = pool + e->key_off;
 		if (mbox->uidnext == UINT32_MAX)
 			return -EOVERFLOW;
 		e->uid = mbox->uidnext;
-		rec.uid = e->uid;
+		ent_new_ids(e, key, time(NULL));
+		struct mail_rec rec;
+		mailbox_rec_from_ent(e, &rec);
 		rec.keywords = e->keywords & ((1u << mbox->n_keywords) - 1);
 		rec.modseq = ++mbox->highest_modseq;
-		rec.size = e->size;
-		rec.idate = e->idate;
-		ent_new_ids(e, key, time(NULL));
-		rec.savedate = (uint32_t)e->savedate;
-		rec.emailid = e->emailid;
-		rec.key_len = e->key_len;
-		rec.base_len = e->base_len;
-		rec.cache_off = e->cache_off;
-		rec.cache_len = e->cache_len;
-		rec.flags = e->flags;
-		rec.bflags = e->bflags;
 		int r = mailbox_rec_add(mbox, &rec, key);
 		if (r < 0)
 			return r;

@@ -296,7 +296,7 @@ static int mb_pop3_ret_write(struct mailbox *mbox, const struct pop3_ret *ents, 
 	return pop3_retrieved_write(file, mbox->uidvalidity, ents, n);
 }
 
-/* ---- cache file (folder_cache.h; keyed by the record's key = UIDL) ---------------------------- */
+/* ---- cache file (folder_cache.h; keyed by the record's key = UIDL) ------------------------ */
 
 /* Map the cache of LD's folder and point each entry at its newest valid blob. */
 static void cache_scan(struct mailbox_load *ld, struct mb_load *ml)
@@ -1076,13 +1076,18 @@ static int load_scan(struct mailbox_load *ld, struct mb_load *ml, const struct m
 			le.size = sm->size;
 		le.key_len = (uint16_t)e->base_len;
 		le.base_len = (uint16_t)e->base_len;
-		/* flags edited in the file by someone else (mutt): the file wins */
-		if (!readonly && m.state == MM_FILE && sm != NULL && im != NULL &&
+		/* flags edited in the file by someone else (mutt): what changed there wins (the
+		 * system flags and the keywords each as a whole, as rescan) */
+		if (!readonly && !ml->ours && m.state == MM_FILE && sm != NULL && im != NULL &&
 		    (sm->flags != im->file_flags || m.file_kw != im->file_kw)) {
-			le.flags = sm->flags;
-			le.keywords = m.file_kw;
-			le.modseq = ++highest;
-			changed = true;
+			if (sm->flags != im->file_flags)
+				le.flags = sm->flags;
+			if (m.file_kw != im->file_kw)
+				le.keywords = m.file_kw;
+			if (le.flags != e->flags || le.keywords != e->keywords) {
+				le.modseq = ++highest;
+				changed = true;
+			}
 		}
 		if (m.state == MM_FILE && !readonly &&
 		    (le.flags != m.file_flags || le.keywords != m.file_kw))
@@ -1292,9 +1297,16 @@ static int mb_load(struct mailbox_load *ld)
 	unsigned lock_ms = mo->lock_timeout_ms;
 	if (ld->on_loop && lock_ms > MBOX_LOOP_LOCK_WAIT_MS)
 		lock_ms = MBOX_LOOP_LOCK_WAIT_MS;
-	/* a rewrite cut short by a crash is undone first (it needs the write locks) */
-	if (r == 0 && ml->fd >= 0)
+	/* a rewrite cut short by a crash is undone first (it needs the write locks); one that
+	 * was finished (or ended before its index was written) leaves a file our index does not
+	 * describe: the differences are ours, the UID list says what they are */
+	if (r == 0 && ml->fd >= 0) {
 		r = mbox_sync_recover(ld->path, ml->file, ml->fd, lock_ms, false);
+		if (r > 0) {
+			ml->ours = true;
+			r = 0;
+		}
+	}
 	bool dotlocked = false;
 	if (r == 0 && ml->fd >= 0)
 		r = mbox_lock(ml->file, ml->fd, false, lock_ms, &dotlocked);
@@ -1373,6 +1385,30 @@ static bool same_stat(const struct stat *a, const struct stat *b)
 	       a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
 }
 
+/* Does a write to a file on DIR's file system that follows a stat of the file always get an
+ * mtime of its own? Linux's multigrain timestamps (6.13 on, ext4 xfs btrfs tmpfs) do: once
+ * the times were looked at, the next change takes them from the fine clock. Then a file whose
+ * size and mtime are the ones we took under its lock is the file we read, even when it
+ * changed a moment ago, and a refresh of a big mbox need not read it all again after every
+ * change. Probed with an unnamed file: three write+fstat pairs in a row; with a coarse clock
+ * (a jiffy, or a second) the mtime does not move between two of them. */
+static bool fine_mtime_probe(const char *dir)
+{
+	int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return false;
+	struct stat a, b;
+	bool fine = fstat(fd, &a) == 0;
+	for (int i = 0; fine && i < 3; i++) {
+		fine = pwrite(fd, "x", 1, 0) == 1 && fstat(fd, &b) == 0 &&
+		       (b.st_mtim.tv_sec != a.st_mtim.tv_sec ||
+			b.st_mtim.tv_nsec != a.st_mtim.tv_nsec);
+		a = b;
+	}
+	close(fd);
+	return fine;
+}
+
 static int mb_attach(struct mailbox *mbox, struct mailbox_load *ld)
 {
 	struct mb_load *ml = ld->backend;
@@ -1398,7 +1434,12 @@ static int mb_attach(struct mailbox *mbox, struct mailbox_load *ld)
 	be->cache_fd = -1;
 	be->backup_fd = -1;
 	pthread_rwlock_init(&be->rw, NULL);
-	pthread_mutex_init(&be->scan_mu, NULL);
+	pthread_mutex_init(&be->sync_mu, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&be->sync_cv, &ca);
+	pthread_condattr_destroy(&ca);
 	be->lock_fd = ml->lock_fd;
 	ml->lock_fd = -1;
 	be->fd = ml->fd;
@@ -1425,6 +1466,11 @@ static int mb_attach(struct mailbox *mbox, struct mailbox_load *ld)
 	if (r < 0)
 		return r;
 	watch_start(mbox);
+	/* the probe file lives in our state directory: it says something of the mbox only
+	 * when both are on one file system */
+	struct stat fst, dst;
+	be->fine_mtime = stat(be->file, &fst) == 0 && stat(mbox->path, &dst) == 0 &&
+			 fst.st_dev == dst.st_dev && fine_mtime_probe(mbox->path);
 	if (ml->sync_wanted) {
 		/* finish what a crash or a busy lock left undone: now when quick, else soon */
 		be->sync_due = true;
@@ -1498,7 +1544,7 @@ static int list_append(int fd, const char *data, size_t len, bool *torn_r)
 static void mb_sync_inline(struct mailbox *mbox)
 {
 	struct mbox_be *be = mbox->backend;
-	if (be->freeing || be->in_commit || be->in_sync_start || !be->sync_due)
+	if (be->freeing || be->in_commit || be->in_refresh || !be->sync_due)
 		return;
 	be->in_commit = true;
 	mbox_sync_start(mbox, true);
@@ -1698,11 +1744,8 @@ static int rescan(struct mailbox *mbox, const struct mbox_sig *cur)
 	/* known messages not found: removed behind our back */
 	uint32_t *removed = malloc((nk + 1) * sizeof(*removed));
 	size_t n_removed = 0;
-	uint32_t *flagged = malloc((sc.n + 1) * sizeof(*flagged));
-	size_t n_flagged = 0;
-	if (removed == NULL || flagged == NULL) {
-		free(removed);
-		free(flagged);
+	size_t n_flagged = 0; /* flag changes taken in (each gets the next modseq) */
+	if (removed == NULL) {
 		r = -ENOMEM;
 		goto out;
 	}
@@ -1713,12 +1756,18 @@ static int rescan(struct mailbox *mbox, const struct mbox_sig *cur)
 		if (!k[j].gone)
 			r = uidlist_line_expunge(&be->pending, k[j].uid, mbox->highest_modseq + 1);
 	}
-	/* flags changed in the file (mutt) */
+	/* flags changed in the file (mutt): what changed there wins, the system flags and the
+	 * keywords each as a whole (mutt writes Status/X-Status from what it shows, and keeps an
+	 * X-Keywords it does not edit); a change of ours that the file does not have yet and
+	 * that the file did not overrule stays, for the next sync to write */
 	struct flag_change {
 		uint32_t uid;
-		uint8_t flags;
-		uint32_t kw;
+		uint8_t flags, file_flags;
+		uint32_t kw, file_kw;
+		bool changed; /* our state changes (else only what we know of the file) */
+		uint64_t modseq;
 	} *fc = calloc(sc.n + 1, sizeof(*fc));
+	size_t n_fc = 0;
 	bool kw_added = false;
 	unsigned n_kw0 = mbox->n_keywords;
 	for (size_t i = 0; i < sc.n && r == 0 && fc != NULL; i++) {
@@ -1733,12 +1782,17 @@ static int rescan(struct mailbox *mbox, const struct mbox_sig *cur)
 		struct mail_rec *rec = mailbox_rec_find(mbox, m->uid);
 		if (rec == NULL)
 			continue;
-		fc[n_flagged].uid = m->uid;
-		fc[n_flagged].flags = sm->flags;
-		fc[n_flagged].kw = kw;
-		flagged[n_flagged++] = m->uid;
-		r = uidlist_line_flags(&be->pending, m->uid, mbox->highest_modseq + n_flagged,
-				       sm->flags, kw);
+		struct flag_change *c = &fc[n_fc++];
+		c->uid = m->uid;
+		c->file_flags = sm->flags;
+		c->file_kw = kw;
+		c->flags = sm->flags != m->file_flags ? sm->flags : (uint8_t)rec->flags;
+		c->kw = kw != m->file_kw ? kw : rec->keywords;
+		c->changed = c->flags != rec->flags || c->kw != rec->keywords;
+		if (!c->changed)
+			continue;
+		c->modseq = mbox->highest_modseq + ++n_flagged;
+		r = uidlist_line_flags(&be->pending, m->uid, c->modseq, c->flags, c->kw);
 	}
 	if (fc == NULL)
 		r = -ENOMEM;
@@ -1804,7 +1858,6 @@ static int rescan(struct mailbox *mbox, const struct mbox_sig *cur)
 		free(adds);
 		free(fc);
 		free(removed);
-		free(flagged);
 		goto out;
 	}
 	/* durable: memory, then the views */
@@ -1834,18 +1887,24 @@ static int rescan(struct mailbox *mbox, const struct mbox_sig *cur)
 		m->end_off = sm->end_off;
 		m->file_ours = sm->has_ours && sm->xuid == m->uid;
 	}
-	for (size_t i = 0; i < n_flagged; i++) {
+	bool resync = false;
+	for (size_t i = 0; i < n_fc; i++) {
 		struct mail_rec *rec = mailbox_rec_find(mbox, fc[i].uid);
 		struct mmsg *m = mbox_msg_find(be, fc[i].uid);
 		if (rec == NULL || m == NULL)
 			continue;
+		m->file_flags = fc[i].file_flags;
+		m->file_kw = fc[i].file_kw;
+		resync |= fc[i].flags != fc[i].file_flags || fc[i].kw != fc[i].file_kw;
+		if (!fc[i].changed)
+			continue;
 		rec->flags = fc[i].flags;
 		rec->keywords = fc[i].kw;
-		rec->modseq = highest0 + 1 + i;
-		m->file_flags = fc[i].flags;
-		m->file_kw = fc[i].kw;
+		rec->modseq = fc[i].modseq;
 		mailbox_announce_flags(mbox, NULL, fc[i].uid);
 	}
+	if (resync)
+		mbox_sync_schedule(mbox, SYNC_DELAY_MS); /* what the file lacks of ours */
 	for (size_t i = 0; i < n_removed; i++) {
 		struct mmsg *m = mbox_msg_find(be, removed[i]);
 		bool gone = m != NULL && m->state == MM_GONE;
@@ -1868,7 +1927,6 @@ static int rescan(struct mailbox *mbox, const struct mbox_sig *cur)
 	free(adds);
 	free(fc);
 	free(removed);
-	free(flagged);
 out:
 	free(k);
 	free(match);
@@ -1879,7 +1937,8 @@ out:
 
 /* A file changed this recently may change again within its timestamp granularity (the
  * kernel's coarse clock; whole seconds on some file systems) without its mtime moving: it is
- * read again at each refresh until it is older (as Maildir's directories are). */
+ * read again at each refresh until it is older (as Maildir's directories are) — unless its
+ * file system has fine timestamps after a stat (fine_mtime). */
 static bool mtime_recent(const struct mbox_sig *sig)
 {
 	struct timespec now;
@@ -1894,21 +1953,19 @@ static int mb_refresh_locked(struct mailbox *mbox, bool force);
 static int mb_refresh(struct mailbox *mbox, bool force)
 {
 	struct mbox_be *be = mbox->backend;
-	if (be == NULL)
+	if (be == NULL || mbox->gone || be->in_refresh)
 		return 0;
-	/* a sync on the pool that has the file (not one still waiting for its locks): read it
-	 * after the sync */
-	bool scan_locked = false;
-	if (be->sync_running) {
-		if (pthread_mutex_trylock(&be->scan_mu) != 0) {
-			be->refresh_after_sync = true;
-			return 0;
-		}
-		scan_locked = true;
+	/* a sync on the pool: read the file before it begins, or after it (its result taken in
+	 * first); while it runs, when it ends */
+	int g = mbox_sync_gate(mbox, MBOX_LOOP_LOCK_WAIT_MS);
+	if (g < 0) {
+		be->refresh_after_sync = true;
+		return 0;
 	}
+	struct mbox_sig before = be->sig;
 	int rr = mb_refresh_locked(mbox, force);
-	if (scan_locked)
-		pthread_mutex_unlock(&be->scan_mu);
+	if (g > 0)
+		mbox_sync_ungate(mbox, !same_sig(&before, &be->sig));
 	return rr;
 }
 
@@ -1923,7 +1980,7 @@ static int mb_refresh_locked(struct mailbox *mbox, bool force)
 	} else {
 		mbox_sig_from_stat(&st, &cur);
 	}
-	if (!force && same_sig(&cur, &be->sig) && !mtime_recent(&cur))
+	if (!force && same_sig(&cur, &be->sig) && (be->fine_mtime || !mtime_recent(&cur)))
 		return 0;
 	if (cur.ino != be->sig.ino || cur.dev != be->sig.dev || be->fd < 0) {
 		/* replaced (or created, or removed): read the new file */
@@ -1943,19 +2000,27 @@ static int mb_refresh_locked(struct mailbox *mbox, bool force)
 		be->sig = none; /* a whole scan */
 	}
 	bool dotlocked = false;
+	/* no sync while we hold the read lock and describe the file as it was when we took it:
+	 * one inside rescan's commit would take the write lock over ours (one open file
+	 * description), rewrite the file, and we would then store the offsets we had read */
+	be->in_refresh = true;
 	int r = be->fd >= 0 ? mbox_lock(be->file, be->fd, false, 0, &dotlocked) : 0;
 	if (r == -EBUSY) {
+		be->in_refresh = false;
 		/* an MTA is writing: look again in a moment */
 		mbox_refresh_later(mbox, REFRESH_RETRY_MS);
 		return 0;
 	}
-	if (r < 0)
+	if (r < 0) {
+		be->in_refresh = false;
 		return r;
+	}
 	if (be->fd >= 0 && fstat(be->fd, &st) == 0)
 		mbox_sig_from_stat(&st, &cur);
 	r = rescan(mbox, &cur);
 	if (be->fd >= 0)
 		mbox_unlock(be->file, be->fd, dotlocked);
+	be->in_refresh = false;
 	if (r < 0 && r != -ENOMEM) {
 		/* reading needs no space: what could not be recorded waits, nothing of it is
 		 * shown, and the next refresh reads again */
@@ -2383,7 +2448,8 @@ static void mb_free(struct mailbox *mbox)
 	be->n = 0;
 	sbuf_free(&be->pending);
 	pthread_rwlock_destroy(&be->rw);
-	pthread_mutex_destroy(&be->scan_mu);
+	pthread_mutex_destroy(&be->sync_mu);
+	pthread_cond_destroy(&be->sync_cv);
 	mbox->backend = NULL;
 	if (be->watching) {
 		uv_fs_event_stop(&be->ev);

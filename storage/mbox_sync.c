@@ -16,7 +16,9 @@
  *  2. the file is extended to E if the new data is longer, fsynced, and the backup's header
  *     marked "extended" (fdatasync) — only from here is the file written;
  *  3. the new tail is written at S, fsynced, the file cut to its new end, fsynced;
- *  4. the backup is unlinked (the rewrite is done) and the locks released.
+ *  4. the locks are released; the backup is unlinked by sync_apply once the index
+ *     describes the new file (a crash before: mbox_sync_recover finishes it and tells the
+ *     open that the differences are ours).
  * The next open of the folder (mbox_sync_recover) finds a backup only after a crash in 1-3:
  * without the mark nothing was written and it is dropped; with it, the bytes after E (an
  * MTA's delivery after the crash) are saved to mailkeep-rewrite-tail, the backup is written
@@ -96,7 +98,18 @@ struct sync_job {
 	struct mbox_sig result;
 	int backup_fd;
 	uint32_t uidvalidity, uidnext;
-	bool noref;         /* made inside the mailbox's free: holds no reference */
+	bool noref; /* made inside the mailbox's free: holds no reference */
+	/* under be->sync_mu, be->sync_cv signalled at each change: how far the worker is.
+	 * CHECKED: it holds the locks and found the file as the plan expects (plus an MTA's
+	 * tail when TAIL): nothing changed since our last look but what it writes. FINISHED:
+	 * its result is in the job, it still holds the locks; RELEASED: it no longer does. */
+	enum { JOB_QUEUED, JOB_STARTED, JOB_CHECKED, JOB_FINISHED, JOB_RELEASED } phase;
+	/* on the loop: a refresh's wait for it ran out once (no more waits) / its result has
+	 * been taken in (by a refresh, or by sync_done) */
+	bool waited, applied;
+	/* under be->sync_mu, set while it is queued: a refresh read changes the plan does not
+	 * know of (an MTA's delivery would be copied as a tail the plan's offsets miss) */
+	bool stale;
 	bool first_kept;    /* the file's first message is not rewritten */
 	uint64_t first_hdr; /* ... its header */
 };
@@ -169,58 +182,114 @@ static int w_copy(struct writer *w, int src, uint64_t off, uint64_t len, char *b
 	return w->err;
 }
 
-/* Write the message at [hdr, end) of SRC with its hidden header lines dropped and HDRS added
- * at the end of its header block. */
-static int w_message(struct writer *w, int src, uint64_t hdr, uint64_t end, const char *hdrs,
-		     size_t hdrs_len, char *buf)
+/* Walk the header lines of [from, to) of SRC (LINE_CB for each line, in pieces no longer than
+ * IO_CHUNK: FIRST says a piece starts the line, LAST that it ends it) until the empty line
+ * that ends the header block. *BODY_R is where that empty line starts, or TO. */
+struct hdr_walk {
+	int (*line_cb)(struct hdr_walk *hw, uint64_t off, const char *p, size_t len, bool first,
+		       bool last);
+	uint64_t body; /* the empty line (or the end) */
+};
+
+static int hdr_walk(struct hdr_walk *hw, int src, uint64_t from, uint64_t to, char *buf)
 {
-	uint64_t pos = hdr;
-	bool skipping = false, added = false;
-	/* the header block, line by line (lines longer than a chunk are body anyway) */
-	while (pos < end) {
-		size_t n = end - pos > IO_CHUNK ? IO_CHUNK : (size_t)(end - pos);
+	uint64_t pos = from;
+	bool line_start = true;
+	while (pos < to) {
+		size_t n = to - pos > IO_CHUNK ? IO_CHUNK : (size_t)(to - pos);
 		ssize_t got = pread(src, buf, n, (off_t)pos);
 		if (got < 0 && errno == EINTR)
 			continue;
 		if (got <= 0)
 			return got < 0 ? -errno : -EIO;
 		size_t used = 0;
-		bool done = false;
 		while (used < (size_t)got) {
 			const char *s = buf + used;
 			size_t avail = (size_t)got - used;
 			const char *nl = memchr(s, '\n', avail);
-			if (nl == NULL && pos + used + avail < end && used > 0)
-				break; /* read the rest of this line with the next chunk */
+			if (nl == NULL && line_start && used > 0 && pos + used + avail < to)
+				break; /* read this line from its start with the next chunk */
 			size_t seg = nl != NULL ? (size_t)(nl - s) + 1 : avail;
-			if (s[0] == '\n' || (s[0] == '\r' && seg == 2)) {
-				done = true;
-				break;
+			if (line_start &&
+			    (s[0] == '\n' || (s[0] == '\r' && seg == 2 && nl != NULL))) {
+				hw->body = pos + used;
+				return 0;
 			}
-			if (s[0] == ' ' || s[0] == '\t') {
-				if (!skipping)
-					w_add(w, s, seg);
-			} else {
-				skipping = mbox_hidden_header(s, seg);
-				if (!skipping)
-					w_add(w, s, seg);
-			}
+			int r = hw->line_cb(hw, pos + used, s, seg, line_start,
+					    nl != NULL || pos + used + seg >= to);
+			if (r < 0)
+				return r;
+			line_start = nl != NULL;
 			used += seg;
-			if (nl == NULL) {
-				/* a last header line without LF: nothing can follow it */
-				added = true;
-				break;
-			}
 		}
 		pos += used;
-		if (done || added || used == 0)
-			break;
 	}
-	if (!added)
+	hw->body = to;
+	return 0;
+}
+
+/* Pass 1: where our header lines go. Before the empty line that ends the header block, or at
+ * the end of a message that is all header — unless its last line has no LF (a message
+ * APPENDed without a final newline: the LF after it is the separator): then before the field
+ * that line belongs to, so that the served bytes stay the same. */
+struct hdr_place {
+	struct hdr_walk hw;
+	uint64_t field; /* the start of the current field */
+	bool lf;        /* the last line ended with LF */
+};
+
+static int place_line(struct hdr_walk *hw, uint64_t off, const char *p, size_t len, bool first,
+		      bool last)
+{
+	struct hdr_place *hp = (struct hdr_place *)hw;
+	if (first && p[0] != ' ' && p[0] != '\t')
+		hp->field = off;
+	if (last)
+		hp->lf = p[len - 1] == '\n';
+	return 0;
+}
+
+/* Pass 2: copy the lines, hidden fields (and their continuation lines) dropped. */
+struct hdr_copy {
+	struct hdr_walk hw;
+	struct writer *w;
+	bool skipping;
+};
+
+static int copy_line(struct hdr_walk *hw, uint64_t off, const char *p, size_t len, bool first,
+		     bool last)
+{
+	struct hdr_copy *hc = (struct hdr_copy *)hw;
+	(void)off;
+	(void)last;
+	if (first && p[0] != ' ' && p[0] != '\t')
+		hc->skipping = mbox_hidden_header(p, len);
+	if (!hc->skipping)
+		w_add(hc->w, p, len);
+	return hc->w->err;
+}
+
+/* Write the message at [hdr, end) of SRC with its hidden header lines dropped and HDRS added
+ * to its header block (where hdr_place says). */
+static int w_message(struct writer *w, int src, uint64_t hdr, uint64_t end, const char *hdrs,
+		     size_t hdrs_len, char *buf)
+{
+	struct hdr_place hp = {{place_line, 0}, hdr, true};
+	int r = hdr_walk(&hp.hw, src, hdr, end, buf);
+	uint64_t at = hp.hw.body;
+	if (r == 0 && at == end && !hp.lf)
+		at = hp.field;
+	struct hdr_copy hc = {{copy_line, 0}, w, false};
+	if (r == 0)
+		r = hdr_walk(&hc.hw, src, hdr, at, buf);
+	if (r == 0)
 		w_add(w, hdrs, hdrs_len);
-	int r = w->err;
-	if (r == 0 && pos < end)
-		r = w_copy(w, src, pos, end - pos, buf);
+	if (r == 0)
+		r = hdr_walk(&hc.hw, src, at, hp.hw.body, buf);
+	if (r == 0)
+		r = w->err;
+	if (r == 0 && hp.hw.body < end)
+		r = w_copy(w, src, hp.hw.body, end - hp.hw.body, buf);
 	return r;
 }
 
@@ -237,20 +306,36 @@ static void crash_point(int p)
 		mbox_sync_crash_hook(p);
 }
 
+/* The worker's progress, for mbox_sync_gate (everything the job holds is written before). */
+static void sync_phase(struct sync_job *job, int phase)
+{
+	pthread_mutex_lock(&job->be->sync_mu);
+	job->phase = phase;
+	pthread_cond_broadcast(&job->be->sync_cv);
+	pthread_mutex_unlock(&job->be->sync_mu);
+}
+
 /* ---- the worker --------------------------------------------------------------------------- */
 
 static void sync_work(uv_work_t *w)
 {
 	struct sync_job *job = w->data;
 	bool dotlocked = false;
+	/* a refresh on the loop that reads the file holds sync_mu: we begin after it; once we
+	 * have begun, refreshes wait for us (a while) and take in what we wrote before they
+	 * read (mbox_sync_gate) */
+	sync_phase(job, JOB_STARTED);
+	if (job->stale) {
+		/* planned before a refresh took in changes: plan again (sync_apply) */
+		sync_phase(job, JOB_RELEASED);
+		return;
+	}
 	int r = mbox_lock(job->file, job->fd, true, job->timeout_ms, &dotlocked);
 	if (r < 0) {
 		job->err = r;
+		sync_phase(job, JOB_RELEASED);
 		return;
 	}
-	/* from here the file is ours to change: the loop's refresh does not read it meanwhile
-	 * (while we waited for the locks it could: mbox_be.scan_mu) */
-	pthread_mutex_lock(&job->be->scan_mu);
 	char *buf = malloc(IO_CHUNK);
 	struct writer wr = {job->fd, 0, malloc(IO_CHUNK), 0, 0};
 	int bfd = -1;
@@ -266,6 +351,12 @@ static void sync_work(uv_work_t *w)
 	}
 	struct mbox_sig cur;
 	mbox_sig_from_stat(&st, &cur);
+	/* our descriptor is a dup made with the plan: the file by its name may be another now */
+	struct stat pst;
+	if (stat(job->file, &pst) < 0 || pst.st_ino != st.st_ino || pst.st_dev != st.st_dev) {
+		job->outside = true;
+		goto out;
+	}
 	if (cur.ino != job->expect.ino || cur.size < job->expect.size ||
 	    (cur.size == job->expect.size && (cur.mtime_sec != job->expect.mtime_sec ||
 					      cur.mtime_nsec != job->expect.mtime_nsec))) {
@@ -292,6 +383,7 @@ static void sync_work(uv_work_t *w)
 	uint64_t old_len = cur.size - S;
 	uint64_t tail_len = cur.size - job->expect.size;
 	job->tail = tail_len > 0;
+	sync_phase(job, JOB_CHECKED);
 	/* 1. the backup */
 	r = backup_path(job->state, BACKUP_FILE, bpath, sizeof(bpath));
 	if (r == 0)
@@ -455,13 +547,13 @@ static void sync_work(uv_work_t *w)
 		log_warn("storage: mbox not cut after a rewrite path=%s err=%s",
 			 log_escape_str(job->file), strerror(errno));
 	}
-	/* 4. done */
-	if (unlink(bpath) < 0 || storage_fsync_dir(job->state) < 0)
-		log_warn("storage: mbox rewrite backup not removed path=%s err=%s",
-			 log_escape_str(bpath), strerror(errno));
+	/* 4. done. The backup stays until sync_apply has written the index: a crash before
+	 * that leaves a file the index does not describe, and the backup tells the next open
+	 * that the difference is ours, not another program's edit (mbox_sync_recover) */
 	if (fstat(job->fd, &st) == 0)
 		mbox_sig_from_stat(&st, &job->result);
 	job->result.size = known_end; /* what follows is the MTA's: read at the next refresh */
+	crash_point(5);
 	job->backup_fd = bfd;
 	bfd = -1;
 	goto out;
@@ -489,17 +581,22 @@ undo:
 out:
 	if (bfd >= 0)
 		close(bfd);
-	mbox_unlock(job->file, job->fd, dotlocked);
-	pthread_mutex_unlock(&job->be->scan_mu);
 	free(buf);
 	free(wr.buf);
+	/* finished before the locks go: what an MTA delivers once they are free is seen by
+	 * the next refresh, not skipped as "checked, nothing new" */
 	job->err = r;
+	sync_phase(job, JOB_FINISHED);
+	mbox_unlock(job->file, job->fd, dotlocked);
+	sync_phase(job, JOB_RELEASED);
 }
 
 /* ---- the loop side ------------------------------------------------------------------------ */
 
 static void job_free(struct sync_job *job)
 {
+	if (job->fd >= 0)
+		close(job->fd);
 	for (size_t i = 0; i < job->n; i++) {
 		free(job->items[i].hdrs);
 		free(job->items[i].uidl);
@@ -508,26 +605,17 @@ static void job_free(struct sync_job *job)
 	free(job);
 }
 
-static void sync_done(uv_work_t *w, int status)
+/* Take in a finished sync's result on the loop: the offsets and flags it wrote, the file's
+ * new signature; or read the file again / retry later. */
+static void sync_apply(struct mailbox *mbox, struct sync_job *job, int r)
 {
-	struct sync_job *job = w->data;
-	struct mailbox *mbox = job->mbox;
 	struct mbox_be *be = mbox->backend;
-	if (be == NULL || mbox->gone) {
-		if (job->backup_fd >= 0)
-			close(job->backup_fd);
-		if (be != NULL) {
-			be->sync_running = false;
-			be->sync_due = false;
-		}
-		bool noref = job->noref;
-		job_free(job);
-		if (!noref)
-			mailbox_unref(&mbox);
+	job->applied = true;
+	if (job->stale && r == 0) {
+		/* it wrote nothing: plan again with what the refresh took in */
+		mbox_sync_schedule(mbox, 0);
 		return;
 	}
-	be->sync_running = false;
-	int r = status < 0 ? status : job->err;
 	if (mbox_sync_done_hook != NULL)
 		mbox_sync_done_hook(mbox, r == 0 && job->outside ? 1 : r);
 	if (r == 0 && !job->outside) {
@@ -544,6 +632,7 @@ static void sync_done(uv_work_t *w, int status)
 				/* expunged while it was written: it is in the file now */
 				struct mmsg g = {0};
 				g.uid = it->uid;
+				g.hash = it->hash; /* the next sync finds it by it */
 				g.gone_uidl = it->uidl;
 				it->uidl = NULL;
 				size_t at = 0;
@@ -588,11 +677,17 @@ static void sync_done(uv_work_t *w, int status)
 		job->backup_fd = -1;
 		be->sig = job->result;
 		(void)mbox_index_write(mbox->path, &be->sig, be->msgs, be->n);
+		char bpath[4096];
+		if (backup_path(job->state, BACKUP_FILE, bpath, sizeof(bpath)) == 0 &&
+		    unlink(bpath) < 0)
+			log_warn("storage: mbox rewrite backup not removed path=%s err=%s",
+				 log_escape_str(bpath), strerror(errno));
 		if (job->tail)
 			mbox_refresh_later(mbox, 0);
 	} else {
 		if (job->backup_fd >= 0)
 			close(job->backup_fd);
+		job->backup_fd = -1;
 		if (r == 0 && job->outside) {
 			/* read the file again, then try again */
 			be->sig.mtime_nsec = -1;
@@ -609,6 +704,36 @@ static void sync_done(uv_work_t *w, int status)
 			mbox_sync_schedule(mbox, delay);
 		}
 	}
+}
+
+static void sync_done(uv_work_t *w, int status)
+{
+	struct sync_job *job = w->data;
+	struct mailbox *mbox = job->mbox;
+	struct mbox_be *be = mbox->backend;
+	if (be == NULL || mbox->gone) {
+		if (be != NULL && job->backup_fd >= 0 && be->backup_fd == job->backup_fd) {
+			pthread_rwlock_wrlock(&be->rw);
+			be->backup_fd = -1; /* closed here, not again by mb_free */
+			pthread_rwlock_unlock(&be->rw);
+		}
+		if (job->backup_fd >= 0)
+			close(job->backup_fd);
+		if (be != NULL) {
+			be->sync_running = false;
+			be->sync_job = NULL;
+			be->sync_due = false;
+		}
+		bool noref = job->noref;
+		job_free(job);
+		if (!noref)
+			mailbox_unref(&mbox);
+		return;
+	}
+	be->sync_running = false;
+	be->sync_job = NULL;
+	if (!job->applied)
+		sync_apply(mbox, job, status < 0 ? status : job->err);
 	if (be->freeing) {
 		be->sync_due = false;
 		job_free(job);
@@ -781,7 +906,14 @@ void mbox_sync_start(struct mailbox *mbox, bool inline_only)
 		return;
 	}
 	job->be = be;
-	job->fd = be->fd;
+	/* its own descriptor (one open file description with be->fd, so the same locks): a
+	 * refresh may close be->fd while the job waits in the pool's queue */
+	job->fd = dup(be->fd);
+	if (job->fd < 0) {
+		free(job->items);
+		free(job);
+		return;
+	}
 	job->mboxrd = be->mboxrd;
 	job->timeout_ms = be->lock_timeout_ms;
 	job->expect = be->sig;
@@ -884,6 +1016,8 @@ void mbox_sync_start(struct mailbox *mbox, bool inline_only)
 		}
 		job->err = 0;
 		job->outside = job->tail = false;
+		job->phase = JOB_QUEUED;
+		job->stale = false;
 		job->timeout_ms = be->lock_timeout_ms;
 	}
 	if (inline_only) {
@@ -899,7 +1033,58 @@ void mbox_sync_start(struct mailbox *mbox, bool inline_only)
 		be->sync_running = false;
 		mailbox_unref(&job->mbox);
 		job_free(job);
+		return;
 	}
+	be->sync_job = job;
+}
+
+int mbox_sync_gate(struct mailbox *mbox, unsigned ms)
+{
+	struct mbox_be *be = mbox->backend;
+	struct sync_job *job = be->sync_job;
+	if (job == NULL)
+		return 0;
+	pthread_mutex_lock(&be->sync_mu);
+	if (job->phase == JOB_QUEUED)
+		return 1; /* sync_mu stays held: the worker begins after the caller's read */
+	/* begun: until it has checked the file, something may have changed that we have not
+	 * seen (mutt's edit, an MTA's delivery: it may hold the locks they just released) —
+	 * wait, as the loop waits for locks elsewhere; once it ran out, no more waits for this
+	 * sync (its locks are held elsewhere for long) */
+	if (!job->waited) {
+		struct timespec dl;
+		clock_gettime(CLOCK_MONOTONIC, &dl);
+		dl.tv_sec += ms / 1000;
+		dl.tv_nsec += (long)(ms % 1000) * 1000000L;
+		if (dl.tv_nsec >= 1000000000L) {
+			dl.tv_sec++;
+			dl.tv_nsec -= 1000000000L;
+		}
+		while (job->phase == JOB_STARTED || (job->phase == JOB_CHECKED && job->tail))
+			if (pthread_cond_timedwait(&be->sync_cv, &be->sync_mu, &dl) != 0) {
+				job->waited = true;
+				break;
+			}
+	}
+	/* finished: it releases the locks next (our read lock is on the same open file
+	 * description: taken before that, its unlock would drop ours too) */
+	while (job->phase == JOB_FINISHED)
+		pthread_cond_wait(&be->sync_cv, &be->sync_mu);
+	int phase = job->phase;
+	pthread_mutex_unlock(&be->sync_mu);
+	if (phase != JOB_RELEASED)
+		return -1; /* checked and writing: nothing new to read until it ends */
+	if (!job->applied)
+		sync_apply(mbox, job, job->err);
+	return 0;
+}
+
+void mbox_sync_ungate(struct mailbox *mbox, bool stale)
+{
+	struct mbox_be *be = mbox->backend;
+	if (stale)
+		be->sync_job->stale = true;
+	pthread_mutex_unlock(&be->sync_mu);
 }
 
 /* ---- recovery ----------------------------------------------------------------------------- */
@@ -1023,6 +1208,8 @@ int mbox_sync_recover(const char *state, const char *file, int fd, unsigned time
 	}
 	if (bh.new_end != 0) {
 		r = recover_forward(state, file, fd, &bh, &st, bpath, tpath, buf);
+		if (r == 0)
+			r = 1;
 		goto out;
 	}
 	log_warn("storage: restoring mbox after an interrupted rewrite path=%s",

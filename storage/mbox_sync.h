@@ -63,12 +63,17 @@ struct mbox_be {
 	bool sync_due;
 	/* sync */
 	bool sync_running;
-	pthread_mutex_t scan_mu; /* held by a sync while it may change the file (a pool sync that
-				  * waits for the locks does not hold it: refreshes go on) */
-	bool sync_inline;        /* a sync runs on the loop right now */
-	bool in_commit;          /* inside mb_commit (a change of the core's is under way) */
+	pthread_mutex_t sync_mu;   /* guards a pool sync's started/finished marks (held for a few
+				    * instructions, or by a refresh that reads the file before
+				    * the sync it keeps from starting) */
+	pthread_cond_t sync_cv;    /* a pool sync's worker finished (under sync_mu; monotonic) */
+	struct sync_job *sync_job; /* the sync queued to the pool, until sync_done */
+	bool sync_inline;          /* a sync runs on the loop right now */
+	bool in_commit;            /* inside mb_commit (a change of the core's is under way) */
 	bool freeing;
-	bool in_sync_start;  /* mbox_sync_start's own refresh is running */
+	bool in_refresh;     /* a refresh holds the file's read lock: no sync now */
+	bool fine_mtime;     /* the file's mtime moves at every change after a stat (multigrain
+			      * timestamps): a recent mtime needs no second look */
 	bool refresh_failed; /* the last refresh could not record what it found (logged once) */
 	bool refresh_after_sync;
 	unsigned sync_failures;
@@ -94,6 +99,8 @@ struct mb_load {
 	struct mmsg *msgs;
 	size_t n;
 	bool sync_wanted;
+	bool ours; /* a rewrite of ours was finished by mbox_sync_recover: what the file says
+		    * and the index does not is ours, not another program's edit */
 	char *cache_map;
 	size_t cache_map_len;
 	uint64_t cache_end;
@@ -119,19 +126,32 @@ void mbox_sync_schedule(struct mailbox *mbox, unsigned ms);
 /* Start the sync: on the loop when small and the locks are free, else on the thread pool
  * (with INLINE_ONLY: nothing then, the scheduled timer does it). */
 void mbox_sync_start(struct mailbox *mbox, bool inline_only);
+/* Before a refresh reads the file (loop). 0: no pool sync, or it is done (its result taken
+ * in first: a scan with the old offsets would number our own appends again). 1: one is
+ * queued and has not begun: it is kept from beginning (it would take the file's locks) until
+ * mbox_sync_ungate. -1: one is running: it has checked that the file holds nothing we have
+ * not seen (or that did not happen within MS: until such a wait runs out once, it is waited
+ * for; it may hold the locks an MTA or mutt just released): read the file when it ends. */
+int mbox_sync_gate(struct mailbox *mbox, unsigned ms);
+/* STALE: the refresh took in changes of the file: the sync's plan is made again. */
+void mbox_sync_ungate(struct mailbox *mbox, bool stale);
 /* Undo a rewrite a crash interrupted (the backup in STATE), under the write locks (taken
- * here, waiting at most TIMEOUT_MS, unless LOCKED_ALREADY). 0 when there was none. */
+ * here, waiting at most TIMEOUT_MS, unless LOCKED_ALREADY). 0 when there was none or it
+ * was undone; 1 when it was finished instead (its new tail was whole: also a rewrite that
+ * ended but whose index sync_apply had not written yet). */
 int mbox_sync_recover(const char *state, const char *file, int fd, unsigned timeout_ms,
 		      bool locked_already);
 /* Test hook: called on the loop after every sync with its result (0: the file holds our
  * state as of the sync's start; -EBUSY: locks not had in time; 1: changed behind us). */
 extern void (*mbox_sync_done_hook)(struct mailbox *mbox, int result);
-/* Test hook: called with 1, 2, 3 at the crash points of a rewrite (mbox_sync.c). */
+/* Test hook: called with 1, 2, 3, 4 at the crash points of a rewrite (mbox_sync.c), and 5
+ * once it is done and its result not taken in yet. */
 extern void (*mbox_sync_crash_hook)(int point);
 /* Convert a message as a client sent it (RAW_FD, from offset 0) to its stored form in OUT_FD:
  * CRLF -> LF, our hidden header names dropped, From_ lines quoted (mboxo: "From " ->
- * ">From "; mboxrd: one more '>' on ">*From "), a final LF added when missing. Returns the
- * served CRLF size and the content and header hashes (mbox_scan.h). */
+ * ">From "; mboxrd: one more '>' on ">*From "). A missing final LF stays missing (the LF
+ * the sync writes after every message is the separator): the message round-trips byte for
+ * byte. Returns the served CRLF size and the content and header hashes (mbox_scan.h). */
 int mbox_spool_convert(int raw_fd, int out_fd, bool mboxrd, uint64_t *size_r, uint64_t *hash_r,
 		       uint64_t *hdr_hash_r);
 

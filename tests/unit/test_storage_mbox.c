@@ -312,6 +312,222 @@ static void test_append_sync_and_restart(void **state)
 	view_free(&v);
 }
 
+/* A message that is all header and has no final newline (APPEND allows it): our header lines
+ * cannot follow its last line, so they go before that line's field, and the flags stay what
+ * the client set (the sync used to write none, and the next scan took the file's "none"). */
+static void test_header_only_without_newline(void **state)
+{
+	struct fx *fx = *state;
+	uint32_t u1 = st_append(fx->inbox, "Subject: h\r\nX-A: 1", MAIL_ANSWERED);
+	uint32_t u2 = st_append(fx->inbox, "Subject: k\r\nX-Long: a\r\n b", MAIL_FLAGGED);
+	assert_int_equal(u1, 1);
+	assert_int_equal(u2, 2);
+	wait_sync(fx);
+	struct view *v;
+	assert_int_equal(view_new(fx->inbox, VIEW_IMAP, NULL, NULL, &v), 0);
+	assert_msg(v, 1, "Subject: h\r\nX-A: 1");
+	assert_msg(v, 2, "Subject: k\r\nX-Long: a\r\n b");
+	struct mail_info i1, i2;
+	assert_int_equal(view_msg_info(v, 1, &i1), 0);
+	assert_int_equal(view_msg_info(v, 2, &i2), 0);
+	char from1[128], from2[128], uidl1[MAIL_UIDL_MAX + 1], uidl2[MAIL_UIDL_MAX + 1];
+	mbox_from_line(i1.internal_date, from1, sizeof(from1));
+	mbox_from_line(i2.internal_date, from2, sizeof(from2));
+	assert_int_equal(view_msg_uidl(v, 1, uidl1, sizeof(uidl1)), 0);
+	assert_int_equal(view_msg_uidl(v, 2, uidl2, sizeof(uidl2)), 0);
+	char imapbase[64], want[2048];
+	snprintf(imapbase, sizeof(imapbase), "%u 3", mailbox_uidvalidity(fx->inbox));
+	snprintf(want, sizeof(want),
+		 "%sSubject: h\nStatus: O\nX-Status: A\nX-IMAPbase: %-32s\nX-UID: 1\n"
+		 "X-UIDL: %s\nX-A: 1\n"
+		 "%sSubject: k\nStatus: O\nX-Status: F\nX-UID: 2\nX-UIDL: %s\nX-Long: a\n b\n",
+		 from1, imapbase, uidl1, from2, uidl2);
+	char *file = read_file(fx->inbox_path);
+	assert_string_equal(file, want);
+	free(file);
+	/* a scan of the file (its mtime moved) finds the flags we wrote */
+	struct timespec ts[2] = {{0, UTIME_OMIT}, {1000000000, 0}};
+	assert_int_equal(utimensat(AT_FDCWD, fx->inbox_path, ts, 0), 0);
+	assert_int_equal(mailbox_refresh(fx->inbox), 0);
+	struct st_sync_log log;
+	assert_string_equal(st_sync(v, 0, &log), "");
+	assert_msg(v, 1, "Subject: h\r\nX-A: 1");
+	assert_msg(v, 2, "Subject: k\r\nX-Long: a\r\n b");
+	assert_int_equal(view_msg_info(v, 1, &i1), 0);
+	assert_int_equal(view_msg_info(v, 2, &i2), 0);
+	assert_int_equal(i1.flags & MAIL_FLAGS_SETTABLE, MAIL_ANSWERED);
+	assert_int_equal(i2.flags & MAIL_FLAGS_SETTABLE, MAIL_FLAGGED);
+	view_free(&v);
+}
+
+/* The flags of UID in INBOX (-1: not there), and the number of messages. */
+static int uid_flags(struct fx *fx, uint32_t uid, uint32_t *count_r)
+{
+	struct view *v;
+	assert_int_equal(view_new(fx->inbox, VIEW_IMAP, NULL, NULL, &v), 0);
+	int flags = -1;
+	*count_r = view_count(v);
+	for (uint32_t seq = 1; seq <= *count_r; seq++) {
+		struct mail_info info;
+		assert_int_equal(view_msg_info(v, seq, &info), 0);
+		if (info.uid == uid)
+			flags = (int)(info.flags & MAIL_FLAGS_SETTABLE);
+	}
+	view_free(&v);
+	return flags;
+}
+
+/* Messages of every shape the consistency test sends, APPENDed (in 5-byte pieces) and
+ * written into the file, then found again by a scan of the grown file (an MTA delivers
+ * after each: matched by content hash) and by a whole scan: the same UID, the same flags,
+ * no message numbered twice. */
+static void test_shapes_found_again(void **state)
+{
+	struct fx *fx = *state;
+	static char big[80000];
+	memset(big, 'L', sizeof(big) - 1);
+	memcpy(big, "Subject: long\r\n\r\n", 17);
+	static const char *const shapes[] = {
+		"Subject: a\r\n\r\nbody\r\n",
+		"Subject: a\r\n\r\nno final newline",
+		"Subject: a\r\nX-A: 1",
+		"Subject: a\r\nX-A: 1\r\n",
+		"\r\nno header\r\n",
+		"Subject: a\r\n\r\nline\rwith a CR\r\n",
+		"Subject: a\r\n\r\nends with a CR\r",
+		"Subject: a\r\n\r\nCR-in-line\rx",
+		"Subject: a\r\n\r\nFrom the start\r\n>From quoted\r\n",
+		"Subject: a\r\n\r\n\r\n\r\n",
+		"Subject: a\n\nLF only\n",
+		"Subject: a\r\n\r\nbody\r\n\r\n",
+		"Subject: a\r\nFrom nobody\r\n\r\nb\r\n",
+		"Subject: a\r\n\r\nlast\r\nFrom x Mon Nov 23 10:46:07 2026",
+		"Subject: a\r\n\r\n. dotted\r\n.. line\r\n",
+		"Subject: a\r\n\r\n\r\n",
+		"Subject: a\r\n\r\n",
+		"Subject: a\r\n",
+		big,
+	};
+	size_t n = sizeof(shapes) / sizeof(shapes[0]);
+	uint32_t uids[32];
+	for (size_t i = 0; i < n; i++) {
+		uids[i] = st_append(fx->inbox, shapes[i], MAIL_ANSWERED | MAIL_FLAGGED);
+		wait_sync(fx);
+		mta_deliver(fx->inbox_path, "Subject: mta\n\nx\n");
+		assert_int_equal(mailbox_refresh(fx->inbox), 0);
+		uint32_t count;
+		int fl = uid_flags(fx, uids[i], &count);
+		if (fl != (MAIL_ANSWERED | MAIL_FLAGGED) || count != 2 * (i + 1))
+			fail_msg("shape %zu: flags %d, %u messages (want %zu)", i, fl, count,
+				 2 * (i + 1));
+	}
+	/* a whole scan (the mtime moved), and a restart */
+	for (int pass = 0; pass < 2; pass++) {
+		if (pass == 0) {
+			struct timespec ts[2] = {{0, UTIME_OMIT}, {1000000000, 0}};
+			assert_int_equal(utimensat(AT_FDCWD, fx->inbox_path, ts, 0), 0);
+			assert_int_equal(mailbox_refresh(fx->inbox), 0);
+		} else {
+			reopen(fx);
+		}
+		for (size_t i = 0; i < n; i++) {
+			uint32_t count;
+			int fl = uid_flags(fx, uids[i], &count);
+			if (fl != (MAIL_ANSWERED | MAIL_FLAGGED) || count != 2 * n)
+				fail_msg("pass %d, shape %zu: flags %d, %u messages", pass, i, fl,
+					 count);
+		}
+	}
+}
+
+/* Work items that hold the thread pool's threads until the pipe has a byte for each. */
+struct pool_block {
+	uv_work_t work;
+	int fd;
+	bool *done;
+};
+
+static void block_work(uv_work_t *w)
+{
+	struct pool_block *b = w->data;
+	char c;
+	(void)!read(b->fd, &c, 1);
+}
+
+static void block_done(uv_work_t *w, int status)
+{
+	(void)status;
+	struct pool_block *b = w->data;
+	*b->done = true;
+}
+
+/* M8 (tests/integration/consistency.md): a big sync queued on the thread pool, a refresh
+ * that takes in an MTA's delivery before the sync begins, then the sync. It must not write
+ * from its older plan (the delivery copied as "an MTA's tail" with its record left at the
+ * old offset, numbered again by the next scan): it is planned again. */
+static void test_sync_planned_before_a_refresh(void **state)
+{
+	struct fx *fx = *state;
+	static char big[1200000];
+	memset(big, 'b', sizeof(big) - 1);
+	memcpy(big, "Subject: big\n\n", 14);
+	for (size_t i = 100; i < sizeof(big) - 1; i += 100)
+		big[i] = '\n';
+	mta_deliver(fx->inbox_path, big);
+	mta_deliver(fx->inbox_path, "Subject: small\n\nx\n");
+	assert_int_equal(mailbox_refresh(fx->inbox), 0);
+	assert_int_equal(mailbox_count(fx->inbox), 2);
+	/* every thread of the pool busy: the sync stays queued */
+	const char *env = getenv("UV_THREADPOOL_SIZE");
+	int threads = env != NULL && atoi(env) > 0 ? atoi(env) : 4;
+	int pfd[2];
+	assert_int_equal(pipe(pfd), 0);
+	struct pool_block blocks[128];
+	bool done[128] = {false};
+	assert_true(threads <= 128);
+	for (int i = 0; i < threads; i++) {
+		blocks[i] = (struct pool_block){.fd = pfd[0], .done = &done[i]};
+		blocks[i].work.data = &blocks[i];
+		assert_int_equal(uv_queue_work(&fx->loop, &blocks[i].work, block_work, block_done),
+				 0);
+	}
+	/* a flag change of the first message: a rewrite of more than 1 MiB, on the pool */
+	struct view *v;
+	assert_int_equal(view_new(fx->inbox, VIEW_IMAP, NULL, NULL, &v), 0);
+	uint32_t one = 1;
+	assert_int_equal(mailbox_store_flags(fx->inbox, v, &one, 1, FLAG_OP_ADD, MAIL_FLAGGED, 0),
+			 0);
+	mbox_sync_start(fx->inbox, false);
+	/* the MTA delivers; a command's refresh reads it before the sync begins */
+	mta_deliver(fx->inbox_path, "Subject: late\n\ny\n");
+	assert_int_equal(mailbox_refresh(fx->inbox), 0);
+	assert_int_equal(mailbox_count(fx->inbox), 3);
+	/* the pool goes on: the sync runs, planned again */
+	assert_int_equal(write(pfd[1], blocks, (size_t)threads), threads);
+	for (int i = 0; i < threads; i++)
+		assert_true(st_run_until(&fx->loop, &done[i], 10000));
+	wait_sync(fx);
+	close(pfd[0]);
+	close(pfd[1]);
+	/* the next delivery and scan: each message once, where the file has it */
+	mta_deliver(fx->inbox_path, "Subject: later\n\nz\n");
+	assert_int_equal(mailbox_refresh(fx->inbox), 0);
+	struct st_sync_log log;
+	st_sync(v, 0, &log);
+	assert_int_equal(view_count(v), 4);
+	for (uint32_t seq = 1; seq <= 4; seq++) {
+		struct mail_info info;
+		assert_int_equal(view_msg_info(v, seq, &info), 0);
+		assert_int_equal(info.uid, seq);
+	}
+	assert_msg(v, 3, "Subject: late\r\n\r\ny\r\n");
+	assert_msg(v, 4, "Subject: later\r\n\r\nz\r\n");
+	struct mail_info info;
+	assert_int_equal(view_msg_info(v, 1, &info), 0);
+	assert_int_equal(info.flags & MAIL_FLAGS_SETTABLE, MAIL_FLAGGED);
+	view_free(&v);
+}
+
 static void test_flags_and_expunge_rewrite(void **state)
 {
 	struct fx *fx = *state;
@@ -450,6 +666,19 @@ static void crash_hook(int point)
 		_exit(0);
 }
 
+/* The child PID crashed at its crash point (exit 0). Our dotlock is left (its pid is gone:
+ * stale): the MTA's own stale-lock rule removes it. */
+static void crash_reap(struct fx *fx, pid_t pid)
+{
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	char lock[4300];
+	snprintf(lock, sizeof(lock), "%s.lock", fx->inbox_path);
+	unlink(lock);
+}
+
 static void test_crash_during_rewrite(void **state)
 {
 	(void)state;
@@ -468,15 +697,8 @@ static void test_crash_during_rewrite(void **state)
 			st_run_until(&fx->loop, &sync_done, 10000);
 			_exit(3); /* the hook did not fire */
 		}
-		int status;
-		assert_int_equal(waitpid(pid, &status, 0), pid);
-		assert_true(WIFEXITED(status));
-		assert_int_equal(WEXITSTATUS(status), 0);
-		/* our dotlock is left (its pid is gone: stale) and the file may be half written;
-		 * an MTA delivers after the crash */
-		char lock[4300];
-		snprintf(lock, sizeof(lock), "%s.lock", fx->inbox_path);
-		unlink(lock); /* the MTA's own stale-lock rule (pid gone) removed it */
+		/* the file may be half written; an MTA delivers after the crash */
+		crash_reap(fx, pid);
 		mta_deliver(fx->inbox_path, "Subject: after crash\n\nhi\n");
 		mbox_sync_done_hook = on_sync;
 		sync_done = false;
@@ -507,6 +729,77 @@ static void test_crash_during_rewrite(void **state)
 		st_rmdir(&fx->dir);
 		free(fx);
 	}
+	crash_at = 0;
+}
+
+/* M9 (tests/integration/consistency.md): a pool rewrite planned with one flag change, a
+ * newer change recorded (answered) while it waits, and the server killed once the rewrite
+ * is done but before its result (the index) is taken in. The next open must not take the
+ * file's older flags for another program's edit: the newer record wins. */
+static void test_crash_after_rewrite_before_index(void **state)
+{
+	(void)state;
+	static char big[1200000];
+	memset(big, 'b', sizeof(big) - 1);
+	memcpy(big, "Subject: big\n\n", 14);
+	for (size_t i = 100; i < sizeof(big) - 1; i += 100)
+		big[i] = '\n';
+	struct fx *fx = fx_new(NULL);
+	mta_deliver(fx->inbox_path, big);
+	mta_deliver(fx->inbox_path, "Subject: small\n\nx\n");
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		crash_at = 5;
+		mbox_sync_crash_hook = crash_hook;
+		open_store(fx);
+		int pfd[2];
+		if (pipe(pfd) < 0)
+			_exit(4);
+		const char *env = getenv("UV_THREADPOOL_SIZE");
+		int threads = env != NULL && atoi(env) > 0 ? atoi(env) : 4;
+		static struct pool_block blocks[128];
+		static bool done[128];
+		for (int i = 0; i < threads && i < 128; i++) {
+			blocks[i] = (struct pool_block){.fd = pfd[0], .done = &done[i]};
+			blocks[i].work.data = &blocks[i];
+			uv_queue_work(&fx->loop, &blocks[i].work, block_work, block_done);
+		}
+		struct view *v;
+		if (view_new(fx->inbox, VIEW_IMAP, NULL, NULL, &v) < 0)
+			_exit(5);
+		uint32_t one = 1;
+		/* planned with \Flagged (queued: the pool is busy) ... */
+		if (mailbox_store_flags(fx->inbox, v, &one, 1, FLAG_OP_ADD, MAIL_FLAGGED, 0) < 0)
+			_exit(6);
+		mbox_sync_start(fx->inbox, false);
+		/* ... then \Seen too, recorded before the rewrite runs */
+		if (mailbox_store_flags(fx->inbox, v, &one, 1, FLAG_OP_ADD, MAIL_SEEN, 0) < 0)
+			_exit(7);
+		if (write(pfd[1], blocks, (size_t)threads) != threads)
+			_exit(8);
+		sync_done = false;
+		st_run_until(&fx->loop, &sync_done, 10000);
+		_exit(3); /* the hook did not fire */
+	}
+	crash_reap(fx, pid);
+	mbox_sync_done_hook = on_sync;
+	sync_done = false;
+	open_store(fx);
+	struct view *v;
+	assert_int_equal(view_new(fx->inbox, VIEW_IMAP, NULL, NULL, &v), 0);
+	struct mail_info info;
+	assert_int_equal(view_msg_info(v, 1, &info), 0);
+	assert_int_equal(info.flags & MAIL_FLAGS_SETTABLE, MAIL_FLAGGED | MAIL_SEEN);
+	/* and the file follows */
+	wait_sync(fx);
+	char *file = read_file(fx->inbox_path);
+	assert_non_null(strstr(file, "Status: RO\nX-Status: F\n"));
+	free(file);
+	view_free(&v);
+	close_store(fx);
+	st_rmdir(&fx->dir);
+	free(fx);
 	crash_at = 0;
 }
 
@@ -678,11 +971,16 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_read_mta_file),
 		cmocka_unit_test_setup_teardown(test_append_sync_and_restart, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_header_only_without_newline, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_shapes_found_again, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sync_planned_before_a_refresh, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_flags_and_expunge_rewrite, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_mta_delivery_and_outside_changes, setup,
 						teardown),
 		cmocka_unit_test(test_mboxrd),
 		cmocka_unit_test(test_crash_during_rewrite),
+		cmocka_unit_test(test_crash_after_rewrite_before_index),
 		cmocka_unit_test_setup_teardown(test_lock_timeout, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dotlock_stale_and_held, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_folders, setup, teardown),
