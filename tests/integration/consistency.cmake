@@ -33,13 +33,6 @@ foreach(case "1;expunge" "2;hide")
 			set_property(TEST consistency_seed${seed}_mbox APPEND PROPERTY ENVIRONMENT
 				"MK_MBOX_SPOOL=1")
 		endif()
-		# open defect M1 (consistency.md): mutt's flag edit lost or unseen
-		set_property(TEST consistency_seed${seed}_mbox APPEND PROPERTY ENVIRONMENT
-			"MK_CONSISTENCY_KNOWN_DEFECT=M1:SELECT shows FLAGS|not seen after a command")
-		# Disabled ("Not Run (Disabled)" in every ctest run) like consistency_kill_mbox below:
-		# besides M1 it still fails in other ways from run to run (a message seen under a
-		# second UID after a mutt rewrite), so it cannot gate CI. Issue 11 stays open.
-		set_property(TEST consistency_seed${seed}_mbox PROPERTY DISABLED TRUE)
 	endif()
 endforeach()
 
@@ -66,14 +59,7 @@ mk_python_test_mbox(consistency_kill ${mk_cons_py} TIMEOUT 900)
 if(TEST consistency_kill_mbox)
 	set_property(TEST consistency_kill_mbox APPEND PROPERTY ENVIRONMENT ${mk_cons_env}
 		"MK_CONSISTENCY_SEED=4" "MK_CONSISTENCY_STEPS=500" "MK_CONSISTENCY_KILLS=50"
-		"MK_CONSISTENCY_POLICY=expunge"
-		# open defects M1, M2 (consistency.md)
-		"MK_CONSISTENCY_KNOWN_DEFECT=M1/M2:SELECT shows FLAGS|not seen after a command|Status/X-Status say")
-	# Disabled (ctest lists it as "Not Run (Disabled)"): under kills the mbox back-end still
-	# fails in ways that vary from run to run (a message missing, one message under two UIDs,
-	# besides M1/M2), so it cannot gate CI yet. Issue 11 stays open until it passes; remove
-	# this line to run it.
-	set_property(TEST consistency_kill_mbox PROPERTY DISABLED TRUE)
+		"MK_CONSISTENCY_POLICY=expunge")
 endif()
 
 mk_python_test(consistency_enospc ${CMAKE_SOURCE_DIR}/tests/integration/consistency_enospc.py

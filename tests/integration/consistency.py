@@ -280,27 +280,49 @@ class Run:
     def op_mutt_mbox(self):
         """mutt changes the flags of one message: Status:/X-Status: rewritten in the file
         under the locks (keywords, X-UID and the rest of the message kept)."""
-        i, uid = self.pick_mbox()
+        got = {}
+
+        def change(msgs, i, uid):
+            letters = {ch for ch in "DFRST" if self.rng.random() < 0.35}
+            fl = {INFO_FLAGS[ch] for ch in letters}
+            st, xs = mbox_tools.status_of(fl)
+            got.update(fl=fl, st=st, xs=xs)
+            if mbox_tools.flags_of(mbox_tools.parse(msgs[i])[0]) == fl:
+                return None  # what the file says already: mutt writes nothing (as Maildir's)
+            msgs[i] = mbox_tools.with_status(msgs[i], st, xs)
+            got["written"] = True
+            return msgs
+        i, uid = self.mutt_edit_mbox(change)
         if i is None:
             return "no message of the model in the file"
-        letters = {ch for ch in "DFRST" if self.rng.random() < 0.35}
-        fl = {INFO_FLAGS[ch] for ch in letters}
-        st, xs = mbox_tools.status_of(fl)
-        mbox_tools.set_status(self.srv.mbox(), i, st, xs, self.srv.owner)
+        if not got.get("written"):
+            return f"uid={uid} #{i} unchanged"
         old = self.m.inbox[uid]
-        self.m.inbox[uid] = frozenset((old - SYSTEM) | fl)
-        return f"uid={uid} #{i} Status: {st} X-Status: {xs}"
+        self.m.inbox[uid] = frozenset((old - SYSTEM) | got["fl"])
+        return f"uid={uid} #{i} Status: {got['st']} X-Status: {got['xs']}"
 
-    def pick_mbox(self):
-        """(index in the file, UID) of a random message that the model has in INBOX; an
-        expunge the server answered may still be on its way into the file (it is checked
-        at the end, check_disk)."""
+    def mutt_edit_mbox(self, change):
+        """mutt's edit of one random message that the model has in INBOX: chosen and changed
+        (CHANGE(msgs, i, uid) -> msgs) under one hold of the locks, as mutt re-reads a
+        changed file before it writes; a choice from an unlocked read could name a message
+        the server's rewrite has moved since. An expunge the server answered may still be on
+        its way into the file (it is checked at the end, check_disk). (i, uid) or (None,
+        None)."""
         by_cid = {c: u for u, c in self.m.cid.items()
                   if u in self.m.inbox and u not in self.m.ext_gone}
-        cands = [(i, by_cid[h.get("x-mk-id")])
-                 for i, (h, _) in enumerate(mbox_tools.messages(self.srv.mbox()))
-                 if h.get("x-mk-id") in by_cid]
-        return self.rng.choice(cands) if cands else (None, None)
+        picked = [None, None]
+
+        def edit(msgs):
+            cands = [(i, by_cid[h.get("x-mk-id")])
+                     for i, (h, _) in enumerate(mbox_tools.parse(m) for m in msgs)
+                     if h.get("x-mk-id") in by_cid]
+            if not cands:
+                return None
+            picked[:] = self.rng.choice(cands)
+            return change(msgs, *picked)
+        if os.path.exists(self.srv.mbox()):
+            mbox_tools.rewrite(self.srv.mbox(), edit, self.srv.owner)
+        return tuple(picked)
 
     def op_mutt(self):
         if MBOX:
@@ -331,10 +353,12 @@ class Run:
         message gone once three more scans agree (storage/README), so the model lets it be
         present or gone for up to 5 steps, then requires it gone (an EXPUNGE everywhere)."""
         if MBOX:
-            i, uid = self.pick_mbox()
+            def drop(msgs, i, uid):
+                del msgs[i]
+                return msgs
+            i, uid = self.mutt_edit_mbox(drop)
             if i is None:
                 return "no message of the model in the file"
-            mbox_tools.remove(self.srv.mbox(), i, self.srv.owner)
             self.m.ext_gone[uid] = self.step_no
             return f"uid={uid} #{i}"
         md = self.srv.maildir()

@@ -202,7 +202,12 @@ tls = none
 
     def cleanup(self, keep=False):
         self.stop()
-        if not keep:
+        if keep:
+            # the whole server log beside the kept mail (the report shows its tail only)
+            with self.cond, open(os.path.join(self.dir, "server.log"), "w") as f:
+                f.writelines(self.log)
+            print(f"kept {self.dir} (server.log there)", flush=True)
+        else:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 

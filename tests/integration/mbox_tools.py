@@ -217,35 +217,44 @@ def split(data):
             for i, s in enumerate(starts)]
 
 
+def parse(msg):
+    """(header dict lower-case name -> value, body bytes) of one message's bytes (From_
+    line included)."""
+    m = msg[msg.index(b"\n") + 1:] if b"\n" in msg else b""
+    head, _, body = m.partition(b"\n\n")
+    hdrs = {}
+    for ln in head.split(b"\n"):
+        if b":" in ln and not ln[:1].isspace():
+            k, v = ln.split(b":", 1)
+            hdrs.setdefault(k.strip().lower().decode(), v.strip().decode("latin-1"))
+    return hdrs, body
+
+
 def messages(path):
-    """[(header dict lower-case name -> value, body bytes)] of every message in PATH."""
+    """[(header dict, body bytes)] of every message in PATH (read without locks: for checks
+    that wait until the file agrees)."""
     try:
         with open(path, "rb") as f:
             data = f.read()
     except FileNotFoundError:
         return []
-    out = []
-    for s, e in split(data):
-        m = data[s:e]
-        m = m[m.index(b"\n") + 1:]
-        head, _, body = m.partition(b"\n\n")
-        hdrs = {}
-        for ln in head.split(b"\n"):
-            if b":" in ln and not ln[:1].isspace():
-                k, v = ln.split(b":", 1)
-                hdrs.setdefault(k.strip().lower().decode(), v.strip().decode("latin-1"))
-        out.append((hdrs, body))
-    return out
+    return [parse(data[s:e]) for s, e in split(data)]
 
 
-def _rewrite(path, edit, owner=None, timeout=10.0):
-    """mutt's write-back: under the locks, EDIT(list of message bytes) -> new list; the file
-    is rewritten in place from the first changed byte, truncated, fsynced."""
+def rewrite(path, edit, owner=None, timeout=10.0):
+    """mutt's write-back: under the locks, EDIT(list of message bytes) -> new list, or None
+    to leave the file alone; the file is rewritten in place from the first changed byte,
+    truncated, fsynced. Whatever EDIT decides from is read under the same hold of the locks
+    (mutt re-reads a file that changed before it writes): a message chosen by its place is
+    the one edited, whatever the server wrote into the file before."""
     with locked(path, timeout, owner) as fd:
         size = os.fstat(fd).st_size
         data = os.pread(fd, size, 0)
         msgs = [data[s:e] for s, e in split(data)]
-        new = b"".join(edit(msgs))
+        new = edit(msgs)
+        if new is None:
+            return
+        new = b"".join(new)
         first = 0
         n = min(len(data), len(new))
         while first < n and data[first] == new[first]:
@@ -266,21 +275,31 @@ def _find(msgs, which):
     raise KeyError(which)
 
 
+def with_status(msg, status, xstatus):
+    """MSG (one message's bytes as split() gives them: From_ line and separator included) with
+    its Status: and X-Status: replaced (an empty value drops the line), everything else kept:
+    mutt's flag write. The new lines go right after the From_ line: a message that is all
+    header and has no final newline of its own keeps its bytes (its last line runs into the
+    separator)."""
+    sep = b"\n" if msg.endswith(b"\n") else b""
+    content = msg[:len(msg) - len(sep)]
+    at = content.find(b"\n\n")
+    head, rest = (content, b"") if at < 0 else (content[:at], content[at:])
+    lines = [ln for ln in head.split(b"\n") if not re.match(rb"(?i)(Status|X-Status):", ln)]
+    new = [b"Status: " + status.encode()] if status else []
+    if xstatus:
+        new.append(b"X-Status: " + xstatus.encode())
+    lines[1:1] = new
+    return b"\n".join(lines) + rest + sep
+
+
 def set_status(path, which, status, xstatus, owner=None):
-    """mutt's flag write for message WHICH (index, or Message-ID "<..>"): Status: and
-    X-Status: replaced (an empty value drops the line), everything else kept."""
+    """mutt's flag write for message WHICH (index, or Message-ID "<..>")."""
     def edit(msgs):
         i = _find(msgs, which)
-        head, sep, rest = msgs[i].partition(b"\n\n")
-        lines = [ln for ln in head.split(b"\n")
-                 if not re.match(rb"(?i)(Status|X-Status):", ln)]
-        if status:
-            lines.append(b"Status: " + status.encode())
-        if xstatus:
-            lines.append(b"X-Status: " + xstatus.encode())
-        msgs[i] = b"\n".join(lines) + sep + rest
+        msgs[i] = with_status(msgs[i], status, xstatus)
         return msgs
-    _rewrite(path, edit, owner)
+    rewrite(path, edit, owner)
 
 
 def remove(path, which, owner=None):
@@ -288,7 +307,7 @@ def remove(path, which, owner=None):
     def edit(msgs):
         del msgs[_find(msgs, which)]
         return msgs
-    _rewrite(path, edit, owner)
+    rewrite(path, edit, owner)
 
 
 def flags_of(hdrs):
