@@ -1,11 +1,9 @@
 # Issue 8: POP3 <-> IMAP consistency under concurrency and faults, against the real mailkeep
-# binary on 127.0.0.1 (PAM through pam_wrapper + pam_matrix; no root, no system user).
+# binary on 127.0.0.1 (PAM through pam_matrix in its own pam_confdir; no root, no system user).
 find_file(MK_CONS_PAM_MATRIX pam_matrix.so
 	PATHS /usr/lib/x86_64-linux-gnu/pam_wrapper /usr/lib/pam_wrapper /usr/lib64/pam_wrapper
 	NO_DEFAULT_PATH)
-find_library(MK_CONS_PAM_WRAPPER_LIB pam_wrapper)
-set(mk_cons_env "MK_PAM_MATRIX=${MK_CONS_PAM_MATRIX}"
-	"MK_PAM_WRAPPER_LIB=${MK_CONS_PAM_WRAPPER_LIB}")
+set(mk_cons_env "MK_PAM_MATRIX=${MK_CONS_PAM_MATRIX}")
 set(mk_cons_py ${CMAKE_SOURCE_DIR}/tests/integration/consistency.py)
 
 # The randomized model-checked test: three fixed seeds x 2,000 steps, both pop3_delete

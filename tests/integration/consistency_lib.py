@@ -1,5 +1,5 @@
 """Shared code of the consistency tests (issue 8): the real mailkeep binary on 127.0.0.1 with
-a temporary Maildir and PAM through pam_wrapper + pam_matrix; raw IMAP and POP3 clients that
+a temporary Maildir and PAM through pam_matrix (`pam_confdir`); raw IMAP and POP3 clients that
 keep every untagged response; an external "MTA" and "mutt" working on the Maildir directly.
 
 Standard library only. Waiting is always on an event with a deadline (a log line, readable
@@ -22,7 +22,6 @@ from mk_testlib import (  # noqa: F401 (re-exported to the tests)
     mbox_state_dir,
     BIN,
     PAM_MATRIX,
-    PAM_WRAPPER,
     crlf,
     free_port,
     prepare_for_nobody,
@@ -71,6 +70,7 @@ mail_root = {self.mail}/%u
 {fmt}log_level = {log_level}
 {mail_user}
 pam_service = {SERVICE}
+pam_confdir = {self.pamdir}
 auth_fail_delay_ms = 0
 auth_fail_delay_max_ms = 0
 {extra_server}
@@ -113,9 +113,8 @@ tls = none
 
     def start(self):
         env = dict(os.environ)
-        env.update({"LD_PRELOAD": ":".join([PAM_WRAPPER] + self.preload), "PAM_WRAPPER": "1",
-                    "PAM_WRAPPER_SERVICE_DIR": self.pamdir,
-                    "PAM_WRAPPER_DISABLE_DEEPBIND": "1", "UID_WRAPPER_DISABLE_DEEPBIND": "1"})
+        if self.preload:
+            env["LD_PRELOAD"] = ":".join(self.preload)
         env["ASAN_OPTIONS"] = env.get("ASAN_OPTIONS", "detect_leaks=1") + \
             ":verify_asan_link_order=0:quarantine_size_mb=8"
         env.update(self.extra_env)

@@ -1,7 +1,7 @@
 """Shared set-up for the IMAP integration tests: the real mailkeep binary (MK_BINARY) on
 127.0.0.1 with free ports, a temporary Maildir store, a self-signed certificate for
-127.0.0.1, and PAM through pam_wrapper + pam_matrix (LD_PRELOAD, PAM_WRAPPER_SERVICE_DIR), so
-no test needs root or a system user.
+127.0.0.1, and PAM through pam_matrix with the service file in the test's own directory
+(`pam_confdir`), so no test needs root or a system user.
 
 Listeners: `imap` (tls = starttls), `imaps` (implicit TLS) and `imapplain` (tls = none).
 Waiting is always on an event with a deadline, never a sleep.
@@ -23,7 +23,6 @@ from mk_testlib import (  # noqa: F401 (re-exported to the tests)
     mbox_state_dir,
     BIN,
     PAM_MATRIX,
-    PAM_WRAPPER,
     free_port,
     make_cert,
     prepare_for_nobody,
@@ -54,6 +53,7 @@ mail_root = {self.mail}/%u
 {FORMAT_CONFIG}log_level = debug
 {mail_user}
 pam_service = {SERVICE}
+pam_confdir = {self.pamdir}
 auth_fail_delay_ms = 0
 auth_fail_delay_max_ms = 0
 {extra_server}
@@ -117,11 +117,6 @@ tls = none
 
     def start(self):
         env = dict(os.environ)
-        env.update({"LD_PRELOAD": PAM_WRAPPER, "PAM_WRAPPER": "1",
-                    "PAM_WRAPPER_SERVICE_DIR": self.pamdir,
-                    "PAM_WRAPPER_DISABLE_DEEPBIND": "1",
-                    # this pam_wrapper build reads the uid_wrapper name (see tests/unit/auth.cmake)
-                    "UID_WRAPPER_DISABLE_DEEPBIND": "1"})
         env["ASAN_OPTIONS"] = env.get("ASAN_OPTIONS", "detect_leaks=1") + \
             ":verify_asan_link_order=0"
         self.proc = subprocess.Popen([BIN, "-f", "-c", self.conf], stdin=subprocess.DEVNULL,

@@ -9,8 +9,6 @@ import subprocess
 
 BIN = os.environ.get("MK_BINARY", "")
 PAM_MATRIX = os.environ.get("MK_PAM_MATRIX", "/usr/lib/x86_64-linux-gnu/pam_wrapper/pam_matrix.so")
-PAM_WRAPPER = os.environ.get("MK_PAM_WRAPPER_LIB",
-                             "/usr/lib/x86_64-linux-gnu/libpam_wrapper.so")
 # The store format under test: ctest registers the suites that run with both as NAME and
 # NAME_mbox (MK_MAIL_FORMAT=mbox); harnesses put FORMAT_CONFIG into [server] and deliver
 # with deliver_message().

@@ -3,7 +3,7 @@ server whose POP3 UIDL was the file's base name (qmail-pop3d, Courier, Dovecot w
 pop3_uidl_format = %f) is copied in with `cp -a`, and every message keeps that UIDL over POP3,
 across a restart too, so no POP3 client downloads anything twice; the other server's index files
 are ignored. Then a message delivered the way Postfix's virtual(8) writes a Maildir (tmp/, link
-into new/, unlink) reaches the next POP3 session. The real binary with pam_wrapper
+into new/, unlink) reaches the next POP3 session. The real binary with pam_matrix
 (pop3_harness), no root."""
 import os
 import subprocess

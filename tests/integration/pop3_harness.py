@@ -1,7 +1,7 @@
 """Shared set-up for the POP3 integration tests: the real mailkeep binary (MK_BINARY) on
 127.0.0.1 with free ports, a temporary Maildir store, a self-signed certificate for
-127.0.0.1, and PAM through pam_wrapper + pam_matrix (LD_PRELOAD, PAM_WRAPPER_SERVICE_DIR),
-so no test needs root or a system user.
+127.0.0.1, and PAM through pam_matrix with the service file in the test's own directory
+(`pam_confdir`), so no test needs root or a system user.
 
 Listeners: `pop3` (tls = starttls, STLS offered), `pop3s` (implicit TLS), `pop3plain`
 (tls = none), `pop3idle` (tls = none, idle_timeout = 1) and `imap` (tls = none) for the tests where an IMAP client shares the mailbox. Waiting is always on an event with a deadline, never a sleep.
@@ -25,7 +25,6 @@ from mk_testlib import (  # noqa: F401 (re-exported to the tests)
     mbox_state_dir,
     BIN,
     PAM_MATRIX,
-    PAM_WRAPPER,
     as_delivered,
     crlf as _crlf,
     free_port,
@@ -76,6 +75,7 @@ mail_root = {self.mail}/%u
 {FORMAT_CONFIG}log_level = {log_level}
 {mail_user}
 pam_service = {SERVICE}
+pam_confdir = {self.pamdir}
 auth_fail_delay_ms = 0
 auth_fail_delay_max_ms = 0
 {extra_server}
@@ -192,13 +192,6 @@ tls = none
 
     def start(self):
         env = dict(os.environ)
-        env.update({"LD_PRELOAD": PAM_WRAPPER, "PAM_WRAPPER": "1",
-                    "PAM_WRAPPER_SERVICE_DIR": self.pamdir,
-                    "PAM_WRAPPER_DISABLE_DEEPBIND": "1",
-                    # Debian's pam_wrapper reads the uid_wrapper name for this switch; with
-                    # deep binding on, PAM under ASan fails (see tests/unit/auth.cmake).
-                    "UID_WRAPPER_DISABLE_DEEPBIND": "1"})
-        # ASan must come first in the library list; pam_wrapper is preloaded before it.
         # A small quarantine keeps the RSS figures of a sanitizer build meaningful (freed
         # output chunks would otherwise stay mapped, 256 MB by default).
         env["ASAN_OPTIONS"] = env.get("ASAN_OPTIONS", "detect_leaks=1") + \
