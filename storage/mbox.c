@@ -61,6 +61,10 @@
 #define SYNC_DELAY_FLAGS_MS 2000
 /* ... after an expunge or an append (the file should follow soon). */
 #define SYNC_DELAY_MS 20
+/* The longest a refresh on the loop waits for a pool sync that may take in what an MTA or
+ * mutt just did (it waits for the locks they held, or it copies an MTA's tail): the command
+ * then sees it. Longer (locks held elsewhere for long), it sees it at a later command. */
+#define MBOX_GATE_WAIT_MS 1000
 /* A refresh that found the file locked looks again after this. */
 #define REFRESH_RETRY_MS 50
 
@@ -1957,8 +1961,10 @@ static int mb_refresh(struct mailbox *mbox, bool force)
 		return 0;
 	/* a sync on the pool: read the file before it begins, or after it (its result taken in
 	 * first); while it runs, when it ends */
-	int g = mbox_sync_gate(mbox, MBOX_LOOP_LOCK_WAIT_MS);
+	int g = mbox_sync_gate(mbox, MBOX_GATE_WAIT_MS);
 	if (g < 0) {
+		log_debug("storage: mbox refresh after the running sync path=%s",
+			  log_escape_str(be->file));
 		be->refresh_after_sync = true;
 		return 0;
 	}

@@ -31,7 +31,7 @@ static uint64_t now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-static void nap(unsigned ms)
+static void nap_ms(unsigned ms)
 {
 	struct timespec ts = {0, (long)ms * 1000000L};
 	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
@@ -107,6 +107,12 @@ static int fcntl_try(int fd, bool write)
 
 int mbox_lock(const char *path, int fd, bool write, unsigned timeout_ms, bool *dotlocked_r)
 {
+	return mbox_lock_wait(path, fd, write, timeout_ms, NULL, dotlocked_r);
+}
+
+int mbox_lock_wait(const char *path, int fd, bool write, unsigned timeout_ms,
+		   const struct mbox_lock_nap *nap, bool *dotlocked_r)
+{
 	*dotlocked_r = false;
 	char lock[4096];
 	int r = storage_path(lock, sizeof(lock), "%s.lock", path);
@@ -145,7 +151,10 @@ int mbox_lock(const char *path, int fd, bool write, unsigned timeout_ms, bool *d
 			*dotlocked_r = false;
 			return -EBUSY;
 		}
-		nap(wait);
+		if (nap != NULL)
+			nap->fn(nap->arg, wait);
+		else
+			nap_ms(wait);
 		if (wait < 100)
 			wait *= 2;
 	}

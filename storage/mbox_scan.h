@@ -93,6 +93,15 @@ bool mbox_hidden_header(const char *line, size_t len);
  * not write to, such as /var/mail, gets the fcntl lock alone, as mutt does) (poll every 10..100 ms;
  * worker threads only when TIMEOUT_MS > 0). -EBUSY on timeout. */
 int mbox_lock(const char *path, int fd, bool write, unsigned timeout_ms, bool *dotlocked_r);
+/* How a waiting mbox_lock_wait sleeps between tries: FN(ARG, MS) may return early, when
+ * someone wants a new try at once (a refresh waiting for a pool sync). */
+struct mbox_lock_nap {
+	void (*fn)(void *arg, unsigned ms);
+	void *arg;
+};
+/* mbox_lock, sleeping with NAP (NULL: nanosleep). */
+int mbox_lock_wait(const char *path, int fd, bool write, unsigned timeout_ms,
+		   const struct mbox_lock_nap *nap, bool *dotlocked_r);
 /* Release what mbox_lock took (DOTLOCKED: *dotlocked_r it gave). */
 void mbox_unlock(const char *path, int fd, bool dotlocked);
 

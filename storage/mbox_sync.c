@@ -107,6 +107,8 @@ struct sync_job {
 	/* on the loop: a refresh's wait for it ran out once (no more waits) / its result has
 	 * been taken in (by a refresh, or by sync_done) */
 	bool waited, applied;
+	/* under be->sync_mu: a refresh waits for the worker to take the locks: try again now */
+	bool poked;
 	/* under be->sync_mu, set while it is queued: a refresh read changes the plan does not
 	 * know of (an MTA's delivery would be copied as a tail the plan's offsets miss) */
 	bool stale;
@@ -315,7 +317,33 @@ static void sync_phase(struct sync_job *job, int phase)
 	pthread_mutex_unlock(&job->be->sync_mu);
 }
 
+static void deadline_after(struct timespec *dl, unsigned ms)
+{
+	clock_gettime(CLOCK_MONOTONIC, dl);
+	dl->tv_sec += ms / 1000;
+	dl->tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (dl->tv_nsec >= 1000000000L) {
+		dl->tv_sec++;
+		dl->tv_nsec -= 1000000000L;
+	}
+}
+
 /* ---- the worker --------------------------------------------------------------------------- */
+
+/* Between tries for the file's locks: a refresh that waits for us ends the nap (the MTA or
+ * mutt holding them may just have let go; the backoff would keep the loop waiting). */
+static void job_nap(void *arg, unsigned ms)
+{
+	struct sync_job *job = arg;
+	struct timespec dl;
+	deadline_after(&dl, ms);
+	pthread_mutex_lock(&job->be->sync_mu);
+	while (!job->poked)
+		if (pthread_cond_timedwait(&job->be->sync_cv, &job->be->sync_mu, &dl) != 0)
+			break;
+	job->poked = false;
+	pthread_mutex_unlock(&job->be->sync_mu);
+}
 
 static void sync_work(uv_work_t *w)
 {
@@ -330,7 +358,8 @@ static void sync_work(uv_work_t *w)
 		sync_phase(job, JOB_RELEASED);
 		return;
 	}
-	int r = mbox_lock(job->file, job->fd, true, job->timeout_ms, &dotlocked);
+	struct mbox_lock_nap nap = {job_nap, job};
+	int r = mbox_lock_wait(job->file, job->fd, true, job->timeout_ms, &nap, &dotlocked);
 	if (r < 0) {
 		job->err = r;
 		sync_phase(job, JOB_RELEASED);
@@ -1053,12 +1082,10 @@ int mbox_sync_gate(struct mailbox *mbox, unsigned ms)
 	 * sync (its locks are held elsewhere for long) */
 	if (!job->waited) {
 		struct timespec dl;
-		clock_gettime(CLOCK_MONOTONIC, &dl);
-		dl.tv_sec += ms / 1000;
-		dl.tv_nsec += (long)(ms % 1000) * 1000000L;
-		if (dl.tv_nsec >= 1000000000L) {
-			dl.tv_sec++;
-			dl.tv_nsec -= 1000000000L;
+		deadline_after(&dl, ms);
+		if (job->phase == JOB_STARTED) {
+			job->poked = true; /* it may be napping between tries for the locks */
+			pthread_cond_broadcast(&be->sync_cv);
 		}
 		while (job->phase == JOB_STARTED || (job->phase == JOB_CHECKED && job->tail))
 			if (pthread_cond_timedwait(&be->sync_cv, &be->sync_mu, &dl) != 0) {

@@ -131,7 +131,8 @@ void mbox_sync_start(struct mailbox *mbox, bool inline_only);
  * queued and has not begun: it is kept from beginning (it would take the file's locks) until
  * mbox_sync_ungate. -1: one is running: it has checked that the file holds nothing we have
  * not seen (or that did not happen within MS: until such a wait runs out once, it is waited
- * for; it may hold the locks an MTA or mutt just released): read the file when it ends. */
+ * for, and woken if it naps between tries for the locks an MTA or mutt just released): read
+ * the file when it ends. */
 int mbox_sync_gate(struct mailbox *mbox, unsigned ms);
 /* STALE: the refresh took in changes of the file: the sync's plan is made again. */
 void mbox_sync_ungate(struct mailbox *mbox, bool stale);
