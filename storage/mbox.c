@@ -1969,7 +1969,12 @@ static int mb_refresh(struct mailbox *mbox, bool force)
 		return 0;
 	}
 	struct mbox_sig before = be->sig;
+	/* no sync while the refresh holds the read lock and describes the file as it was when
+	 * it took it: one inside rescan's commit would take the write lock over ours (one open
+	 * file description), rewrite the file, and we would then store the offsets we had read */
+	be->in_refresh = true;
 	int rr = mb_refresh_locked(mbox, force);
+	be->in_refresh = false;
 	if (g > 0)
 		mbox_sync_ungate(mbox, !same_sig(&before, &be->sig));
 	return rr;
@@ -2006,27 +2011,19 @@ static int mb_refresh_locked(struct mailbox *mbox, bool force)
 		be->sig = none; /* a whole scan */
 	}
 	bool dotlocked = false;
-	/* no sync while we hold the read lock and describe the file as it was when we took it:
-	 * one inside rescan's commit would take the write lock over ours (one open file
-	 * description), rewrite the file, and we would then store the offsets we had read */
-	be->in_refresh = true;
 	int r = be->fd >= 0 ? mbox_lock(be->file, be->fd, false, 0, &dotlocked) : 0;
 	if (r == -EBUSY) {
-		be->in_refresh = false;
 		/* an MTA is writing: look again in a moment */
 		mbox_refresh_later(mbox, REFRESH_RETRY_MS);
 		return 0;
 	}
-	if (r < 0) {
-		be->in_refresh = false;
+	if (r < 0)
 		return r;
-	}
 	if (be->fd >= 0 && fstat(be->fd, &st) == 0)
 		mbox_sig_from_stat(&st, &cur);
 	r = rescan(mbox, &cur);
 	if (be->fd >= 0)
 		mbox_unlock(be->file, be->fd, dotlocked);
-	be->in_refresh = false;
 	if (r < 0 && r != -ENOMEM) {
 		/* reading needs no space: what could not be recorded waits, nothing of it is
 		 * shown, and the next refresh reads again */

@@ -71,7 +71,7 @@ struct mbox_be {
 	bool sync_inline;          /* a sync runs on the loop right now */
 	bool in_commit;            /* inside mb_commit (a change of the core's is under way) */
 	bool freeing;
-	bool in_refresh;     /* a refresh holds the file's read lock: no sync now */
+	bool in_refresh;     /* a refresh is under way (it may hold the read lock): no sync now */
 	bool fine_mtime;     /* the file's mtime moves at every change after a stat (multigrain
 			      * timestamps): a recent mtime needs no second look */
 	bool refresh_failed; /* the last refresh could not record what it found (logged once) */
