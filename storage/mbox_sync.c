@@ -706,9 +706,12 @@ static void sync_apply(struct mailbox *mbox, struct sync_job *job, int r)
 		job->backup_fd = -1;
 		be->sig = job->result;
 		(void)mbox_index_write(mbox->path, &be->sig, be->msgs, be->n);
+		/* durably gone: a backup back after a crash would have the next open redo a
+		 * finished rewrite on a file that changed since, and give our UID list the last
+		 * word there over mutt's later edits */
 		char bpath[4096];
 		if (backup_path(job->state, BACKUP_FILE, bpath, sizeof(bpath)) == 0 &&
-		    unlink(bpath) < 0)
+		    (unlink(bpath) < 0 || storage_fsync_dir(job->state) < 0))
 			log_warn("storage: mbox rewrite backup not removed path=%s err=%s",
 				 log_escape_str(bpath), strerror(errno));
 		if (job->tail)
